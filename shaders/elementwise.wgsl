@@ -1,0 +1,124 @@
+// elementwise: broadcasting binary ops, unary maps and their backward maps.
+// Tensors are contiguous; broadcasting works on shapes padded to 4 dims, where an input's
+// stride is 0 along every dim it broadcasts. One invocation per output element; the flat
+// index is gid.x + gid.y * num_workgroups.x * 256 (grid_1d on the Rust side).
+//
+// binary ops (OP): 0 add, 1 sub, 2 mul, 3 div, 4 max.
+// unary ops (OP):  0 affine (alpha*x + beta), 1 exp, 2 log, 3 sqrt, 4 square, 5 abs.
+
+struct Params {
+    shape: vec4<u32>,     // output shape, padded to 4 dims at the front with 1s
+    stride_a: vec4<u32>,
+    stride_b: vec4<u32>,
+    n: u32,
+    op: u32,
+    alpha: f32,
+    beta: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+fn binary(op: u32, x: f32, y: f32) -> f32 {
+    switch op {
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return x / y; }
+        default: { return max(x, y); }
+    }
+}
+
+// out = a OP b with broadcasting.
+@compute @workgroup_size(256)
+fn binary_broadcast(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let i3 = i % p.shape.w;
+    let t2 = i / p.shape.w;
+    let i2 = t2 % p.shape.z;
+    let t1 = t2 / p.shape.z;
+    let i1 = t1 % p.shape.y;
+    let i0 = t1 / p.shape.y;
+    let ia = dot(vec4<u32>(i0, i1, i2, i3), p.stride_a);
+    let ib = dot(vec4<u32>(i0, i1, i2, i3), p.stride_b);
+    out[i] = binary(p.op, a[ia], b[ib]);
+}
+
+// out = a OP b for two tensors of the same shape: the common case, without index math.
+@compute @workgroup_size(256)
+fn binary_same_shape(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        out[i] = binary(p.op, a[i], b[i]);
+    }
+}
+
+fn unary(op: u32, x: f32) -> f32 {
+    switch op {
+        case 0u: { return p.alpha * x + p.beta; }
+        case 1u: { return exp(x); }
+        case 2u: { return log(x); }
+        case 3u: { return sqrt(x); }
+        case 4u: { return x * x; }
+        default: { return abs(x); }
+    }
+}
+
+// out = f(a).
+@compute @workgroup_size(256)
+fn unary_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        out[i] = unary(p.op, a[i]);
+    }
+}
+
+// out = dy * f'(x), with a = dy and b = the saved input x (or output y where noted):
+// affine alpha; exp y (b is y); log 1/x; sqrt 0.5/y (b is y); square 2x; abs sign(x).
+@compute @workgroup_size(256)
+fn unary_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let dy = a[i];
+    let s = b[i];
+    var d = 0.0;
+    switch p.op {
+        case 0u: { d = p.alpha; }
+        case 1u: { d = s; }
+        case 2u: { d = 1.0 / s; }
+        case 3u: { d = 0.5 / s; }
+        case 4u: { d = 2.0 * s; }
+        case 5u: { d = sign(s); }
+        default: { d = 0.0; }
+    }
+    out[i] = dy * d;
+}
+
+// out += a (gradient accumulation).
+@compute @workgroup_size(256)
+fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        out[i] = out[i] + a[i];
+    }
+}
+
+// out = beta everywhere.
+@compute @workgroup_size(256)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        out[i] = p.beta;
+    }
+}

@@ -1,0 +1,86 @@
+// gemm_core.wgsl: the one tiled matrix-multiply core, shared through loaders.
+//
+//   C_z[M, N] = A_z[M, K] · B_z[K, N]      for each z = workgroup_id.z
+//
+// The including file supplies the loaders, so the same core serves plain matmul, conv2d
+// forward, its data gradient (also transposed-conv forward) and its weight gradient:
+//   fn mm_dims(z) -> vec4<u32>(M, N, k_begin, k_end)   // z selects batch, split-K slice or phase
+//   fn mm_read_a(z, row, k) -> f32                       // only called with row < M, k in range
+//   fn mm_read_b(z, k, col) -> f32                       // only called with col < N, k in range
+//   fn mm_write(z, row, col, value)                      // only called with row < M, col < N
+//
+// Tiling: a workgroup of WG_M x WG_N invocations owns a BM x BN block of C and walks K in
+// steps of BK through workgroup memory; each invocation keeps TM x TN accumulators in
+// registers. Rows and columns are interleaved (row = ty + i*WG_M) so that neighbouring
+// invocations touch neighbouring addresses, which suits both GPU coalescing and the
+// 8-wide SIMD lanes of lavapipe.
+const GEMM_TM: u32 = 4u;
+const GEMM_TN: u32 = 4u;
+const GEMM_WG_M: u32 = 16u;
+const GEMM_WG_N: u32 = 16u;
+const GEMM_BM: u32 = 64u;   // GEMM_TM * GEMM_WG_M
+const GEMM_BN: u32 = 64u;   // GEMM_TN * GEMM_WG_N
+const GEMM_BK: u32 = 16u;
+const GEMM_THREADS: u32 = 256u;
+
+var<workgroup> gemm_tile_a: array<f32, 1024>; // [BK][BM]
+var<workgroup> gemm_tile_b: array<f32, 1024>; // [BK][BN]
+
+fn gemm_main(wid: vec3<u32>, lid: vec3<u32>) {
+    let dims = mm_dims(wid.z);
+    let m = dims.x;
+    let n = dims.y;
+    let k_end = dims.w;
+    let row0 = wid.y * GEMM_BM;
+    let col0 = wid.x * GEMM_BN;
+    let tid = lid.y * GEMM_WG_N + lid.x;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = 0.0;
+    }
+    for (var k0 = dims.z; k0 < k_end; k0 += GEMM_BK) {
+        // Stage A[row0.., k0..] and B[k0.., col0..]; out-of-range elements read as zero.
+        for (var i = 0u; i < 4u; i++) {
+            let e = tid + i * GEMM_THREADS;
+            let r = e / GEMM_BK;
+            let kk = e % GEMM_BK;
+            var va = 0.0;
+            if (row0 + r < m && k0 + kk < k_end) {
+                va = mm_read_a(wid.z, row0 + r, k0 + kk);
+            }
+            gemm_tile_a[kk * GEMM_BM + r] = va;
+            let kb = e / GEMM_BN;
+            let c = e % GEMM_BN;
+            var vb = 0.0;
+            if (col0 + c < n && k0 + kb < k_end) {
+                vb = mm_read_b(wid.z, k0 + kb, col0 + c);
+            }
+            gemm_tile_b[kb * GEMM_BN + c] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < GEMM_BK; kk++) {
+            let ab = kk * GEMM_BM + lid.y;
+            let bb = kk * GEMM_BN + lid.x;
+            let a = vec4<f32>(gemm_tile_a[ab], gemm_tile_a[ab + 16u], gemm_tile_a[ab + 32u], gemm_tile_a[ab + 48u]);
+            let b = vec4<f32>(gemm_tile_b[bb], gemm_tile_b[bb + 16u], gemm_tile_b[bb + 32u], gemm_tile_b[bb + 48u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i * 4u + 0u] = fma(a[i], b.x, acc[i * 4u + 0u]);
+                acc[i * 4u + 1u] = fma(a[i], b.y, acc[i * 4u + 1u]);
+                acc[i * 4u + 2u] = fma(a[i], b.z, acc[i * 4u + 2u]);
+                acc[i * 4u + 3u] = fma(a[i], b.w, acc[i * 4u + 3u]);
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < GEMM_TM; i++) {
+        let row = row0 + lid.y + i * GEMM_WG_M;
+        if (row < m) {
+            for (var j = 0u; j < GEMM_TN; j++) {
+                let col = col0 + lid.x + j * GEMM_WG_N;
+                if (col < n) {
+                    mm_write(wid.z, row, col, acc[i * GEMM_TN + j]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+// loss: per-element (or per-row) losses, reduced to a mean by the reduce kernel, and their
+// gradients scaled by the upstream gradient g[0] (a scalar that stays on the GPU).
+//   bce_with_logits: l = max(x, 0) - x t + log(1 + exp(-|x|))       dl/dx = sigmoid(x) - t
+//   mse:             l = (x - t)^2                                   dl/dx = 2 (x - t)
+//   softmax_xent:    l_row = logsumexp(x_row) - x_row[label]         dl/dx = softmax(x_row) - onehot(label)
+//   gaussian_kl:     l = -0.5 (1 + lv - mu^2 - exp(lv))              dl/dmu = mu, dl/dlv = 0.5 (exp(lv) - 1)
+// `scale` is the 1/count of the mean; when use_const_target is set, t = const_target
+// everywhere (the GAN's all-real / all-fake targets need no tensor).
+
+struct Params {
+    n: u32,            // elements (rows for softmax_xent)
+    cols: u32,         // classes for softmax_xent
+    use_const_target: u32,
+    const_target: f32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;        // logits, predictions or mu
+@group(0) @binding(2) var<storage, read> t: array<f32>;        // targets, labels or logvar
+@group(0) @binding(3) var<storage, read> g: array<f32>;        // upstream gradient, 1 element
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out2: array<f32>;
+
+fn target_at(i: u32) -> f32 {
+    if (p.use_const_target != 0u) {
+        return p.const_target;
+    }
+    return t[i];
+}
+
+fn idx(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+fn sigmoid(v: f32) -> f32 {
+    if (v >= 0.0) {
+        return 1.0 / (1.0 + exp(-v));
+    }
+    let e = exp(v);
+    return e / (1.0 + e);
+}
+
+@compute @workgroup_size(256)
+fn bce_with_logits_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = idx(gid, nwg);
+    if (i < p.n) {
+        let v = x[i];
+        out[i] = max(v, 0.0) - v * target_at(i) + log(1.0 + exp(-abs(v)));
+    }
+}
+
+@compute @workgroup_size(256)
+fn bce_with_logits_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = idx(gid, nwg);
+    if (i < p.n) {
+        out[i] = (sigmoid(x[i]) - target_at(i)) * g[0] * p.scale;
+    }
+}
+
+@compute @workgroup_size(256)
+fn mse_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = idx(gid, nwg);
+    if (i < p.n) {
+        let d = x[i] - target_at(i);
+        out[i] = d * d;
+    }
+}
+
+@compute @workgroup_size(256)
+fn mse_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = idx(gid, nwg);
+    if (i < p.n) {
+        out[i] = 2.0 * (x[i] - target_at(i)) * g[0] * p.scale;
+    }
+}
+
+fn row_logsumexp(r: u32) -> f32 {
+    var mx = x[r * p.cols];
+    for (var j = 1u; j < p.cols; j++) {
+        mx = max(mx, x[r * p.cols + j]);
+    }
+    var s = 0.0;
+    for (var j = 0u; j < p.cols; j++) {
+        s += exp(x[r * p.cols + j] - mx);
+    }
+    return mx + log(s);
+}
+
+// One invocation per row; t holds the class index of each row as a float.
+@compute @workgroup_size(64)
+fn softmax_xent_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * 64u;
+    if (r < p.n) {
+        out[r] = row_logsumexp(r) - x[r * p.cols + u32(t[r])];
+    }
+}
+
+@compute @workgroup_size(64)
+fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * 64u;
+    if (r >= p.n) {
+        return;
+    }
+    let lse = row_logsumexp(r);
+    let label = u32(t[r]);
+    let s = g[0] * p.scale;
+    for (var j = 0u; j < p.cols; j++) {
+        let prob = exp(x[r * p.cols + j] - lse);
+        out[r * p.cols + j] = (prob - select(0.0, 1.0, j == label)) * s;
+    }
+}
+
+@compute @workgroup_size(256)
+fn gaussian_kl_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = idx(gid, nwg);
+    if (i < p.n) {
+        let mu = x[i];
+        let lv = t[i];
+        out[i] = -0.5 * (1.0 + lv - mu * mu - exp(lv));
+    }
+}
+
+@compute @workgroup_size(256)
+fn gaussian_kl_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = idx(gid, nwg);
+    if (i < p.n) {
+        let s = g[0] * p.scale;
+        out[i] = x[i] * s;
+        out2[i] = 0.5 * (exp(t[i]) - 1.0) * s;
+    }
+}

@@ -1,0 +1,63 @@
+// optim: fused optimizer updates, one invocation per parameter element, in place.
+// sgd (PyTorch semantics):  g' = g + wd p;  buf = momentum buf + g';  p -= lr buf
+// adam:   g' = g + wd p (L2, Adam only);  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
+//         p -= lr (m / bc1) / (sqrt(v / bc2) + eps),  bc = 1 - beta^t computed on the host
+// adamw:  p -= lr wd p first (decoupled decay), then the Adam step with g' = g
+// ema:    e = decay e + (1 - decay) p  (the generator's moving-average copy)
+
+struct Params {
+    n: u32,
+    kind: u32,        // 0 sgd, 1 adam, 2 adamw
+    lr: f32,
+    beta1: f32,       // momentum for sgd
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+
+@compute @workgroup_size(256)
+fn optimizer_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) {
+        return;
+    }
+    var w = param[i];
+    var g = grad[i];
+    if (p.kind == 0u) {
+        g += p.weight_decay * w;
+        let buf = p.beta1 * m[i] + g;
+        m[i] = buf;
+        param[i] = w - p.lr * buf;
+        return;
+    }
+    if (p.kind == 2u) {
+        w -= p.lr * p.weight_decay * w;
+    } else {
+        g += p.weight_decay * w;
+    }
+    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+}
+
+// ema = decay * ema + (1 - decay) * param; binding 3 is the EMA copy, lr holds the decay.
+@compute @workgroup_size(256)
+fn ema_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i < p.n) {
+        m[i] = p.lr * m[i] + (1.0 - p.lr) * grad[i];
+    }
+}

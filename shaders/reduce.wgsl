@@ -1,0 +1,62 @@
+// reduce: out[a, b] = scale * sum_r x[a, r, b] for x viewed as [A, R, B].
+// Any reduction is one or more of these: sum over all elements is [1, n, 1], a per-channel
+// sum over NCHW is [N, C, HW] -> reduce N as [1, N, C*HW], then HW as [C, HW, 1].
+// reduce_serial: one invocation per output, for many outputs with a short R.
+// reduce_parallel: one workgroup of 256 per output, tree-reduced in workgroup memory, for few
+// outputs with a long R.
+
+struct Params {
+    a: u32,
+    r: u32,
+    b: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn reduce_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = gid.x + gid.y * nwg.x * 256u;
+    if (o >= p.a * p.b) {
+        return;
+    }
+    let ia = o / p.b;
+    let ib = o % p.b;
+    var acc = 0.0;
+    var base = ia * p.r * p.b + ib;
+    for (var r = 0u; r < p.r; r++) {
+        acc += x[base];
+        base += p.b;
+    }
+    out[o] = acc * p.scale;
+}
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn reduce_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = wid.x + wid.y * nwg.x;
+    // All invocations of a workgroup share o, so this early exit is uniform.
+    if (o >= p.a * p.b) {
+        return;
+    }
+    let ia = o / p.b;
+    let ib = o % p.b;
+    var acc = 0.0;
+    for (var r = lid; r < p.r; r += 256u) {
+        acc += x[(ia * p.r + r) * p.b + ib];
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        out[o] = partial[0] * p.scale;
+    }
+}

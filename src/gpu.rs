@@ -1,0 +1,855 @@
+//! The device layer: adapter choice, pipeline cache, buffer pool, and the recording
+//! of dispatches into one command encoder that is submitted once per `flush`.
+//!
+//! Everything is single-threaded: a `Gpu` owns its device and all state behind a
+//! `RefCell`, and tensors hold `Rc`s into its buffer pool.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::shaders;
+
+/// Features we use when the adapter has them; none is required.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::PIPELINE_CACHE);
+
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter with compute shaders was found. Install a Vulkan driver: \
+on Debian/Ubuntu 'apt-get install -y mesa-vulkan-drivers libvulkan1' gives the CPU driver lavapipe; \
+on other systems install your GPU vendor's Vulkan, Metal or DX12 driver";
+
+fn instance() -> wgpu::Instance {
+    // lavapipe warns on every start when this is unset; any writable directory silences it.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// One line per adapter, for `activegen devices`.
+pub struct AdapterSummary {
+    pub index: usize,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub compute: bool,
+}
+
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u32, u32) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (ty, backend)
+}
+
+fn all_adapters() -> Vec<wgpu::Adapter> {
+    let inst = instance();
+    let mut adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
+    adapters
+}
+
+fn has_compute(a: &wgpu::Adapter) -> bool {
+    a.get_downlevel_capabilities()
+        .flags
+        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+}
+
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    all_adapters()
+        .into_iter()
+        .enumerate()
+        .map(|(index, a)| AdapterSummary {
+            index,
+            info: a.get_info(),
+            limits: a.limits(),
+            features: a.features(),
+            compute: has_compute(&a),
+        })
+        .collect()
+}
+
+/// `pref` is an index into `list_adapters()` or a case-insensitive substring of the name.
+fn choose_adapter(pref: Option<&str>) -> Result<wgpu::Adapter> {
+    let adapters: Vec<wgpu::Adapter> = all_adapters().into_iter().collect();
+    let usable = |a: &wgpu::Adapter| has_compute(a);
+    match pref.map(str::trim).filter(|p| !p.is_empty()) {
+        None => adapters
+            .into_iter()
+            .find(usable)
+            .ok_or_else(|| anyhow!("{NO_ADAPTER_HELP}")),
+        Some(p) => {
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            let found = if let Ok(i) = p.parse::<usize>() {
+                adapters.into_iter().nth(i)
+            } else {
+                let lp = p.to_lowercase();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&lp))
+            };
+            match found {
+                Some(a) if usable(&a) => Ok(a),
+                Some(a) => bail!("--device {p}: adapter '{}' has no compute shaders", a.get_info().name),
+                None if names.is_empty() => bail!("--device {p}: {NO_ADAPTER_HELP}"),
+                None => bail!(
+                    "--device {p}: no adapter matches; available: {}",
+                    names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| format!("{i}: {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer pool
+
+/// Sizes are rounded up to classes of 2^k and 1.5 * 2^k bytes, so a static training step
+/// finds its buffers in the pool from the second step on.
+pub fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(256);
+    let p = b.next_power_of_two();
+    let three_quarters = p / 4 * 3;
+    if b <= three_quarters {
+        three_quarters
+    } else {
+        p
+    }
+}
+
+#[derive(Default)]
+pub struct BufferPool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+    pub reuses: u64,
+}
+
+/// A pooled storage buffer; dropping it gives the buffer back to the pool.
+pub struct Storage {
+    pub buffer: Option<wgpu::Buffer>,
+    pub bytes: u64,
+    pool: Rc<RefCell<BufferPool>>,
+}
+
+impl Storage {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("storage buffer taken")
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            let class = b.size();
+            self.pool.borrow_mut().free.entry(class).or_default().push(b);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelines
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// A compiled kernel: the pipeline, its explicit layout, and which bindings it uses.
+pub struct Kernel {
+    pub name: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    /// (binding, access) of every group-0 binding the entry point uses, sorted by binding.
+    pub bindings: Vec<(u32, Access)>,
+}
+
+type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+/// Per-kernel GPU time, filled from timestamp queries when profiling is on.
+#[derive(Default, Clone)]
+pub struct KernelStat {
+    pub calls: u64,
+    pub ns: f64,
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+struct Profiler {
+    query_set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    capacity: u32,
+    /// kernel label and cost per recorded dispatch, in order.
+    pending: Vec<(String, f64, f64)>,
+    stats: HashMap<String, KernelStat>,
+    wall: bool,
+}
+
+const PARAM_CHUNK: u64 = 64 * 1024;
+
+struct ParamChunk {
+    buffer: wgpu::Buffer,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Recording {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    dispatches: u64,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pool: Rc<RefCell<BufferPool>>,
+    kernels: RefCell<HashMap<KernelKey, Rc<Kernel>>>,
+    modules: RefCell<HashMap<&'static str, (wgpu::ShaderModule, Rc<shaders::Reflection>)>>,
+    pipeline_cache: Option<wgpu::PipelineCache>,
+    rec: RefCell<Recording>,
+    params: RefCell<(Vec<ParamChunk>, usize)>,
+    profiler: RefCell<Option<Profiler>>,
+    param_align: u64,
+    next_id: Cell<u64>,
+    pub(crate) tape: RefCell<crate::tape::Tape>,
+    /// Counts submits, for tests and the profile ("one submit per step").
+    pub submits: Cell<u64>,
+    /// (seed, next counter) of the Philox stream; see ops::rng.
+    rng: Cell<(u64, u64)>,
+}
+
+impl Gpu {
+    /// Opens the adapter named by `pref`, else `ACTIVEGEN_DEVICE`, else the best one found.
+    pub fn new(pref: Option<&str>) -> Result<Gpu> {
+        let env = std::env::var("ACTIVEGEN_DEVICE").ok();
+        let pref = pref.or(env.as_deref());
+        let adapter = choose_adapter(pref)?;
+        let info = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("activegen"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
+        device.on_uncaptured_error(std::sync::Arc::new(|e: wgpu::Error| {
+            // A validation error is a bug in activegen, never in the user's input: say so loudly.
+            eprintln!("activegen: internal GPU error: {e}");
+            std::process::abort();
+        }));
+        let pipeline_cache = if features.contains(wgpu::Features::PIPELINE_CACHE) {
+            let data = pipeline_cache_path(&info).and_then(|p| std::fs::read(p).ok());
+            // SAFETY: the data is either None or bytes this same driver wrote; drivers validate
+            // the header and fall back to an empty cache on mismatch (`fallback: true`).
+            Some(unsafe {
+                device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                    label: Some("activegen"),
+                    data: data.as_deref(),
+                    fallback: true,
+                })
+            })
+        } else {
+            None
+        };
+        let param_align = (limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pool: Rc::new(RefCell::new(BufferPool::default())),
+            kernels: RefCell::new(HashMap::new()),
+            modules: RefCell::new(HashMap::new()),
+            pipeline_cache,
+            rec: RefCell::new(Recording::default()),
+            params: RefCell::new((Vec::new(), 0)),
+            profiler: RefCell::new(None),
+            param_align,
+            next_id: Cell::new(1),
+            tape: RefCell::new(crate::tape::Tape::default()),
+            submits: Cell::new(0),
+            rng: Cell::new((0, 0)),
+        })
+    }
+
+    /// Restarts the random stream: the same seed gives the same numbers.
+    pub fn set_seed(&self, seed: u64) {
+        self.rng.set((seed, 0));
+    }
+
+    /// (seed, offset) of the random stream, for checkpoints.
+    pub fn rng_state(&self) -> (u64, u64) {
+        self.rng.get()
+    }
+
+    pub fn set_rng_state(&self, state: (u64, u64)) {
+        self.rng.set(state);
+    }
+
+    /// Reserves `n` counters of the random stream; returns (seed, first counter).
+    pub fn take_random(&self, n: u64) -> (u64, u64) {
+        let (seed, offset) = self.rng.get();
+        self.rng.set((seed, offset + n));
+        (seed, offset)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub(crate) fn fresh_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// Largest tensor the device can bind, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// A pooled storage buffer of at least `bytes` bytes. `what` names the tensor for errors.
+    pub fn alloc(&self, bytes: u64, what: &str) -> Result<Rc<Storage>> {
+        let max = self.max_binding_bytes();
+        if bytes > max {
+            bail!(
+                "tensor '{what}' needs {bytes} bytes but this device binds at most {max} bytes per buffer \
+                 (max_storage_buffer_binding_size of '{}'); use a smaller batch or model",
+                self.info.name
+            );
+        }
+        let class = size_class(bytes).min(max.max(bytes).next_multiple_of(4));
+        let mut pool = self.pool.borrow_mut();
+        let reused = pool.free.get_mut(&class).and_then(|v| v.pop());
+        let buffer = match reused {
+            Some(b) => {
+                pool.reuses += 1;
+                b
+            }
+            None => {
+                pool.allocations += 1;
+                pool.allocated_bytes += class;
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: class,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        drop(pool);
+        Ok(Rc::new(Storage {
+            buffer: Some(buffer),
+            bytes,
+            pool: self.pool.clone(),
+        }))
+    }
+
+    pub fn pool_stats(&self) -> (u64, u64, u64) {
+        let p = self.pool.borrow();
+        (p.allocations, p.reuses, p.allocated_bytes)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Kernels
+
+    fn module(&self, stem: &'static str) -> Result<(wgpu::ShaderModule, Rc<shaders::Reflection>)> {
+        if let Some(m) = self.modules.borrow().get(stem) {
+            return Ok(m.clone());
+        }
+        let source = shaders::source(stem)?;
+        let reflection = Rc::new(shaders::reflect(stem, &source)?);
+        // SAFETY: every kernel guards its own indices against the tensor sizes it is given, and
+        // each is tested against a CPU reference; wgpu's injected bounds checks cost up to 2x in
+        // the inner loops on lavapipe.
+        let module = unsafe {
+            self.device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(stem),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                },
+                wgpu::ShaderRuntimeChecks::unchecked(),
+            )
+        };
+        self.modules
+            .borrow_mut()
+            .insert(stem, (module.clone(), reflection.clone()));
+        Ok((module, reflection))
+    }
+
+    /// The pipeline for `entry` in `shaders/<stem>.wgsl`, compiled once per set of
+    /// override constants and cached.
+    pub fn kernel(
+        &self,
+        stem: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, u64)],
+    ) -> Result<Rc<Kernel>> {
+        let key = (stem, entry, constants.to_vec());
+        if let Some(k) = self.kernels.borrow().get(&key) {
+            return Ok(k.clone());
+        }
+        let (module, reflection) = self.module(stem)?;
+        let bindings = reflection
+            .entry_bindings
+            .get(entry)
+            .ok_or_else(|| anyhow!("shaders/{stem}.wgsl has no entry point '{entry}'"))?
+            .clone();
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match access {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let consts: Vec<(&str, f64)> = constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &consts,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: self.pipeline_cache.as_ref(),
+            });
+        let name = if constants.is_empty() {
+            entry.to_string()
+        } else {
+            let c: Vec<String> = constants.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            format!("{entry}[{}]", c.join(","))
+        };
+        let k = Rc::new(Kernel {
+            name,
+            pipeline,
+            layout,
+            bindings,
+        });
+        self.kernels.borrow_mut().insert(key, k.clone());
+        Ok(k)
+    }
+
+    /// Writes the driver's pipeline cache to disk so the next process skips shader compilation.
+    pub fn save_pipeline_cache(&self) {
+        let (Some(cache), Some(path)) = (&self.pipeline_cache, pipeline_cache_path(&self.info)) else {
+            return;
+        };
+        if let Some(data) = cache.get_data() {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = crate::util::write_atomic(&path, &data);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Recording
+
+    fn push_params(&self, params: &[u8]) -> (wgpu::Buffer, u64, u64) {
+        let size = (params.len() as u64).max(16).next_multiple_of(16);
+        let mut p = self.params.borrow_mut();
+        let (chunks, cur) = &mut *p;
+        loop {
+            if *cur == chunks.len() {
+                let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: PARAM_CHUNK,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                chunks.push(ParamChunk {
+                    buffer,
+                    data: Vec::with_capacity(PARAM_CHUNK as usize),
+                });
+            }
+            let chunk = &mut chunks[*cur];
+            let offset = (chunk.data.len() as u64).next_multiple_of(self.param_align);
+            if offset + size <= PARAM_CHUNK {
+                chunk.data.resize(offset as usize, 0);
+                chunk.data.extend_from_slice(params);
+                chunk.data.resize((offset + size) as usize, 0);
+                return (chunk.buffer.clone(), offset, size);
+            }
+            *cur += 1;
+        }
+    }
+
+    /// Records one dispatch of `kernel`. `params` fills the uniform at binding 0 (if the
+    /// entry point uses it); `buffers[i]` goes to binding i + 1. Nothing runs until `flush`.
+    pub fn dispatch(
+        &self,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+        cost: Cost,
+    ) {
+        if workgroups.contains(&0) {
+            return;
+        }
+        let param_slot = if kernel.bindings.iter().any(|b| b.1 == Access::Uniform) {
+            Some(self.push_params(params))
+        } else {
+            None
+        };
+        let entries: Vec<wgpu::BindGroupEntry> = kernel
+            .bindings
+            .iter()
+            .map(|&(binding, access)| {
+                let resource = if access == Access::Uniform {
+                    let (buf, offset, size) = param_slot.as_ref().unwrap();
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: buf,
+                        offset: *offset,
+                        size: std::num::NonZeroU64::new(*size),
+                    })
+                } else {
+                    let b = buffers.get(binding as usize - 1).unwrap_or_else(|| {
+                        panic!("{}: binding {binding} was not given a buffer", kernel.name)
+                    });
+                    b.as_entire_binding()
+                };
+                wgpu::BindGroupEntry { binding, resource }
+            })
+            .collect();
+        if std::env::var_os("ACTIVEGEN_TRACE").is_some() {
+            eprintln!("dispatch {} {:?} {:?}", kernel.name, kernel.bindings, workgroups);
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        let full = self
+            .profiler
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| !p.wall && (p.pending.len() as u32 + 1) * 2 > p.capacity);
+        if full {
+            self.flush();
+        }
+        let mut rec = self.rec.borrow_mut();
+        self.ensure_pass(&mut rec);
+        let mut prof = self.profiler.borrow_mut();
+        let pass = rec.pass.as_mut().unwrap();
+        if let Some(p) = prof.as_mut() {
+            if !p.wall {
+                pass.write_timestamp(&p.query_set, p.pending.len() as u32 * 2);
+            }
+        }
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        if let Some(p) = prof.as_mut() {
+            if !p.wall {
+                pass.write_timestamp(&p.query_set, p.pending.len() as u32 * 2 + 1);
+                p.pending.push((kernel.name.clone(), cost.flops, cost.bytes));
+            }
+        }
+        rec.dispatches += 1;
+        drop(prof);
+        drop(rec);
+        if self.profiler.borrow().as_ref().is_some_and(|p| p.wall) {
+            // Without timestamp queries each dispatch is bracketed by wall time: slow, but it
+            // still ranks the kernels.
+            let t = std::time::Instant::now();
+            self.sync();
+            let ns = t.elapsed().as_nanos() as f64;
+            let mut prof = self.profiler.borrow_mut();
+            let s = prof.as_mut().unwrap().stats.entry(kernel.name.clone()).or_default();
+            s.calls += 1;
+            s.ns += ns;
+            s.flops += cost.flops;
+            s.bytes += cost.bytes;
+        }
+    }
+
+    fn ensure_pass(&self, rec: &mut Recording) {
+        if rec.pass.is_some() {
+            return;
+        }
+        if rec.encoder.is_none() {
+            rec.encoder = Some(
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") }),
+            );
+        }
+        let pass = rec
+            .encoder
+            .as_mut()
+            .unwrap()
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            })
+            .forget_lifetime();
+        rec.pass = Some(pass);
+    }
+
+    /// Runs `f` on the open encoder, outside any compute pass (for copies and clears).
+    pub fn with_encoder(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        let mut rec = self.rec.borrow_mut();
+        rec.pass = None;
+        if rec.encoder.is_none() {
+            rec.encoder = Some(
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") }),
+            );
+        }
+        f(rec.encoder.as_mut().unwrap());
+    }
+
+    /// Submits everything recorded so far, as one command buffer.
+    pub fn flush(&self) {
+        let mut rec = self.rec.borrow_mut();
+        rec.pass = None;
+        let Some(mut encoder) = rec.encoder.take() else {
+            return;
+        };
+        rec.dispatches = 0;
+        drop(rec);
+        let mut prof = self.profiler.borrow_mut();
+        let resolved = match prof.as_mut() {
+            Some(p) if !p.wall && !p.pending.is_empty() => {
+                let n = (p.pending.len() * 2) as u32;
+                encoder.resolve_query_set(&p.query_set, 0..n, &p.resolve, 0);
+                encoder.copy_buffer_to_buffer(&p.resolve, 0, &p.readback, 0, n as u64 * 8);
+                true
+            }
+            _ => false,
+        };
+        drop(prof);
+        {
+            let mut p = self.params.borrow_mut();
+            let (chunks, cur) = &mut *p;
+            for c in chunks.iter_mut() {
+                if !c.data.is_empty() {
+                    self.queue.write_buffer(&c.buffer, 0, &c.data);
+                    c.data.clear();
+                }
+            }
+            *cur = 0;
+        }
+        self.queue.submit([encoder.finish()]);
+        self.submits.set(self.submits.get() + 1);
+        if resolved {
+            self.collect_timestamps();
+        }
+    }
+
+    /// Blocks until the device is idle.
+    pub fn sync(&self) {
+        self.flush();
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    /// Copies `bytes` bytes of `src` to the host. Flushes and waits: call only when a value is needed.
+    pub fn read_buffer(&self, src: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
+        let size = bytes.next_multiple_of(4).max(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.with_encoder(|e| e.copy_buffer_to_buffer(src, 0, &staging, 0, size));
+        self.flush();
+        let slice = staging.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |r| r.expect("map readback buffer"));
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let data = slice.get_mapped_range().expect("mapped readback range");
+        let mut out = data.to_vec();
+        drop(data);
+        staging.unmap();
+        out.truncate(bytes as usize);
+        out
+    }
+
+    pub fn write_buffer(&self, dst: &wgpu::Buffer, data: &[u8]) {
+        // Written data must land after anything already recorded that reads `dst`.
+        self.flush();
+        self.queue.write_buffer(dst, 0, data);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Profiling
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        )
+    }
+
+    /// Starts collecting per-kernel GPU times (timestamp queries where the adapter has
+    /// them, wall-time brackets around each dispatch otherwise).
+    pub fn start_profiling(&self) {
+        self.flush();
+        let wall = !self.has_timestamps();
+        let capacity = 4096u32;
+        let query_set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: if wall { 2 } else { capacity },
+        });
+        let mk = |usage| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile"),
+                size: capacity as u64 * 8,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        *self.profiler.borrow_mut() = Some(Profiler {
+            query_set,
+            resolve: mk(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC),
+            readback: mk(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+            capacity,
+            pending: Vec::new(),
+            stats: HashMap::new(),
+            wall,
+        });
+    }
+
+    fn collect_timestamps(&self) {
+        let mut prof = self.profiler.borrow_mut();
+        let p = prof.as_mut().unwrap();
+        let n = p.pending.len() * 2;
+        let slice = p.readback.slice(0..n as u64 * 8);
+        slice.map_async(wgpu::MapMode::Read, |r| r.expect("map timestamps"));
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let period = self.queue.get_timestamp_period() as f64;
+        {
+            let data = slice.get_mapped_range().expect("mapped timestamps");
+            let ts: &[u64] = bytemuck::cast_slice(&data);
+            for (i, (name, flops, bytes)) in p.pending.iter().enumerate() {
+                let dt = ts[2 * i + 1].saturating_sub(ts[2 * i]) as f64 * period;
+                let s = p.stats.entry(name.clone()).or_default();
+                s.calls += 1;
+                s.ns += dt;
+                s.flops += flops;
+                s.bytes += bytes;
+            }
+        }
+        p.readback.unmap();
+        p.pending.clear();
+    }
+
+    /// Stops profiling and returns (kernel, stats), most expensive first.
+    pub fn stop_profiling(&self) -> Vec<(String, KernelStat)> {
+        self.sync();
+        let p = self.profiler.borrow_mut().take();
+        let mut v: Vec<(String, KernelStat)> = p.map(|p| p.stats.into_iter().collect()).unwrap_or_default();
+        v.sort_by(|a, b| b.1.ns.total_cmp(&a.1.ns));
+        v
+    }
+
+    pub fn profiling_uses_timestamps(&self) -> bool {
+        self.profiler.borrow().as_ref().is_some_and(|p| !p.wall)
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        self.rec.borrow_mut().pass = None;
+        self.save_pipeline_cache();
+    }
+}
+
+/// The work one dispatch does, for GFLOP/s and GB/s in the profile.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Cost {
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl Cost {
+    pub fn flops(flops: f64, bytes: f64) -> Cost {
+        Cost { flops, bytes }
+    }
+    pub fn bytes(bytes: f64) -> Cost {
+        Cost { flops: 0.0, bytes }
+    }
+}
+
+fn pipeline_cache_path(info: &wgpu::AdapterInfo) -> Option<std::path::PathBuf> {
+    if std::env::var_os("ACTIVEGEN_NO_PIPELINE_CACHE").is_some() {
+        return None;
+    }
+    let key = wgpu::util::pipeline_cache_key(info)?;
+    Some(crate::util::cache_dir().join("pipelines").join(key))
+}
+
+/// Workgroup counts for a 1-d launch of `n` invocations in groups of `wg`, folded into
+/// two dimensions when it exceeds the per-dimension limit. Kernels recover the flat index
+/// as `gid.x + gid.y * num_workgroups.x * wg`.
+pub fn grid_1d(n: usize, wg: usize) -> [u32; 3] {
+    let groups = n.div_ceil(wg).max(1);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        [groups.div_ceil(y) as u32, y as u32, 1]
+    }
+}

@@ -1,0 +1,20 @@
+//! activegen: small image generators trained on a hand-written wgpu compute engine, with
+//! active learning on top.
+//!
+//! Layers, bottom up: `gpu` (device, pipelines, buffer pool, recording), `tensor`, `tape`
+//! (autograd), `ops` (one file per WGSL op family), then data, models, metrics and the
+//! active-learning loop.
+
+pub mod data;
+pub mod gpu;
+pub mod imageio;
+pub mod metrics;
+pub mod npy;
+pub mod ops;
+pub mod shaders;
+pub mod tape;
+pub mod tensor;
+pub mod util;
+
+pub use gpu::Gpu;
+pub use tensor::Tensor;

@@ -1,0 +1,258 @@
+//! batchnorm: BatchNorm1d on [N, C] and BatchNorm2d on [N, C, H, W], with an optional fused
+//! activation (BN -> ReLU is one pass). Train mode normalises with the batch statistics and
+//! moves the running statistics (PyTorch: momentum 0.1, unbiased running variance); eval
+//! mode uses the running statistics. Math and gradient at shaders/batchnorm.wgsl.
+
+use anyhow::{bail, Result};
+
+use super::activation::Act;
+use super::{launch, u};
+use crate::gpu::{grid_1d, Cost, Gpu};
+use crate::tape::{record, Op};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    s: u32,
+    train: u32,
+    eps: f32,
+    momentum: f32,
+    act: u32,
+    slope: f32,
+}
+
+fn view(x: &Tensor) -> Result<(usize, usize, usize)> {
+    if x.rank() != 2 && x.rank() != 4 {
+        bail!("batchnorm takes [N, C] or [N, C, H, W], got {:?}", x.shape());
+    }
+    Ok((x.dim(0), x.dim(1), x.shape()[2..].iter().product()))
+}
+
+/// y = act(gamma (x - mean) / sqrt(var + eps) + beta), recorded.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    g: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    train: bool,
+    momentum: f32,
+    eps: f32,
+    act: Act,
+) -> Result<Tensor> {
+    let (n, c, s) = view(x)?;
+    for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+        if t.numel() != c {
+            bail!("batchnorm: {name} has {} values for {c} channels", t.numel());
+        }
+    }
+    if train && n * s < 2 {
+        bail!("batchnorm: train mode needs more than one value per channel, got {:?}", x.shape());
+    }
+    let (code, slope) = act.code();
+    let params = Params {
+        n: u(n),
+        c: u(c),
+        s: u(s),
+        train: train as u32,
+        eps,
+        momentum,
+        act: code,
+        slope,
+    };
+    let stats = Tensor::empty(g, &[2, c], "batchnorm statistics")?;
+    let bytes = 4.0 * x.numel() as f64;
+    if train {
+        launch(
+            g,
+            "batchnorm",
+            "batchnorm_stats",
+            &[],
+            &params,
+            &[x.buffer(), stats.buffer(), running_mean.buffer(), running_var.buffer()],
+            [u(c), 1, 1],
+            Cost::bytes(2.0 * bytes),
+        )?;
+    } else {
+        launch(
+            g,
+            "batchnorm",
+            "batchnorm_eval_stats",
+            &[],
+            &params,
+            &[x.buffer(), stats.buffer(), running_mean.buffer(), running_var.buffer()],
+            [u(c.div_ceil(64)), 1, 1],
+            Cost::bytes(16.0 * c as f64),
+        )?;
+    }
+    let y = Tensor::empty(g, x.shape(), "batchnorm output")?;
+    launch(
+        g,
+        "batchnorm",
+        "batchnorm_apply",
+        &[],
+        &params,
+        &[x.buffer(), stats.buffer(), x.buffer(), x.buffer(), gamma.buffer(), beta.buffer(), y.buffer()],
+        grid_1d(x.numel(), 256),
+        Cost::bytes(2.0 * bytes),
+    )?;
+    Ok(record(
+        g,
+        y.clone(),
+        Op::BatchNorm {
+            x: x.clone(),
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+            stats,
+            y: y.detach(g),
+            train,
+            act,
+        },
+    ))
+}
+
+/// Returns (dx, dgamma, dbeta) as the shader's two passes compute them.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward(
+    g: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    stats: &Tensor,
+    y: &Tensor,
+    train: bool,
+    act: Act,
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let (n, c, s) = view(x)?;
+    let (code, slope) = act.code();
+    let params = Params {
+        n: u(n),
+        c: u(c),
+        s: u(s),
+        train: train as u32,
+        eps: 0.0,
+        momentum: 0.0,
+        act: code,
+        slope,
+    };
+    let gsum = Tensor::empty(g, &[2, c], "batchnorm gradient sums")?;
+    let bytes = 4.0 * x.numel() as f64;
+    // bindings: 1 x, 2 stats, 5 gamma, 8 dy, 9 y, 10 gsum, 11 dx (3, 4, 6, 7 unused here)
+    launch(
+        g,
+        "batchnorm",
+        "batchnorm_backward_reduce",
+        &[],
+        &params,
+        &[
+            x.buffer(),
+            stats.buffer(),
+            x.buffer(),
+            x.buffer(),
+            gamma.buffer(),
+            x.buffer(),
+            x.buffer(),
+            dy.buffer(),
+            y.buffer(),
+            gsum.buffer(),
+            x.buffer(),
+        ],
+        [u(c), 1, 1],
+        Cost::bytes(3.0 * bytes),
+    )?;
+    let dx = if needs[0] {
+        let dx = Tensor::empty(g, x.shape(), "batchnorm input gradient")?;
+        launch(
+            g,
+            "batchnorm",
+            "batchnorm_backward_data",
+            &[],
+            &params,
+            &[
+                x.buffer(),
+                stats.buffer(),
+                x.buffer(),
+                x.buffer(),
+                gamma.buffer(),
+                x.buffer(),
+                x.buffer(),
+                dy.buffer(),
+                y.buffer(),
+                gsum.buffer(),
+                dx.buffer(),
+            ],
+            grid_1d(x.numel(), 256),
+            Cost::bytes(4.0 * bytes),
+        )?;
+        Some(dx)
+    } else {
+        None
+    };
+    let (dgamma, dbeta) = split_pair(g, &gsum, c)?;
+    Ok(vec![dx, needs[1].then_some(dgamma), needs[2].then_some(dbeta)])
+}
+
+/// The two halves of a [2, C] tensor as separate [C] tensors.
+fn split_pair(g: &Gpu, t: &Tensor, c: usize) -> Result<(Tensor, Tensor)> {
+    let a = Tensor::empty(g, &[c], "batchnorm dgamma")?;
+    let b = Tensor::empty(g, &[c], "batchnorm dbeta")?;
+    let bytes = (c * 4) as u64;
+    g.with_encoder(|e| {
+        e.copy_buffer_to_buffer(t.buffer(), 0, a.buffer(), 0, bytes);
+        e.copy_buffer_to_buffer(t.buffer(), bytes, b.buffer(), 0, bytes);
+    });
+    Ok((a, b))
+}
+
+/// Plain-Rust reference of train-mode forward: returns (y, batch mean, biased var).
+pub fn batchnorm_train_cpu(x: &[f32], gamma: &[f32], beta: &[f32], n: usize, c: usize, s: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n * s) as f64;
+    let mut mean = vec![0.0f32; c];
+    let mut var = vec![0.0f32; c];
+    let mut y = vec![0.0f32; x.len()];
+    for ch in 0..c {
+        let vals: Vec<f64> = (0..n).flat_map(|i| (0..s).map(move |j| (i, j))).map(|(i, j)| x[(i * c + ch) * s + j] as f64).collect();
+        let mu = vals.iter().sum::<f64>() / m;
+        let v = vals.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / m;
+        mean[ch] = mu as f32;
+        var[ch] = v as f32;
+        let inv = 1.0 / (v + eps as f64).sqrt();
+        for i in 0..n {
+            for j in 0..s {
+                let k = (i * c + ch) * s + j;
+                y[k] = ((x[k] as f64 - mu) * inv * gamma[ch] as f64 + beta[ch] as f64) as f32;
+            }
+        }
+    }
+    (y, mean, var)
+}
+
+/// Plain-Rust reference of the train-mode backward pass: (dx, dgamma, dbeta).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_train_backward_cpu(x: &[f32], gamma: &[f32], dy: &[f32], n: usize, c: usize, s: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n * s) as f64;
+    let mut dx = vec![0.0f32; x.len()];
+    let mut dgamma = vec![0.0f32; c];
+    let mut dbeta = vec![0.0f32; c];
+    for ch in 0..c {
+        let idx: Vec<usize> = (0..n).flat_map(|i| (0..s).map(move |j| (i * c + ch) * s + j)).collect();
+        let mu = idx.iter().map(|&k| x[k] as f64).sum::<f64>() / m;
+        let var = idx.iter().map(|&k| (x[k] as f64 - mu).powi(2)).sum::<f64>() / m;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        let sb: f64 = idx.iter().map(|&k| dy[k] as f64).sum();
+        let sg: f64 = idx.iter().map(|&k| dy[k] as f64 * (x[k] as f64 - mu) * inv).sum();
+        dgamma[ch] = sg as f32;
+        dbeta[ch] = sb as f32;
+        for &k in &idx {
+            let xhat = (x[k] as f64 - mu) * inv;
+            dx[k] = (gamma[ch] as f64 * inv * (dy[k] as f64 - sb / m - xhat * sg / m)) as f32;
+        }
+    }
+    (dx, dgamma, dbeta)
+}

@@ -1,0 +1,118 @@
+//! concat: tensors joined along one axis. Each input, viewed as [outer, part] where
+//! outer = prod(shape[..axis]) and part = prod(shape[axis..]), is copied to columns
+//! [offset, offset + part) of the output viewed as [outer, whole]. Backward slices dy the
+//! same way.
+
+use anyhow::{bail, Result};
+
+use super::{launch, u};
+use crate::gpu::{grid_1d, Cost, Gpu};
+use crate::tape::{record, Op};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    outer: u32,
+    part: u32,
+    whole: u32,
+    offset: u32,
+}
+
+pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
+    let Some(first) = xs.first() else {
+        bail!("concat of no tensors");
+    };
+    if axis >= first.rank() {
+        bail!("concat: axis {axis} out of range for {:?}", first.shape());
+    }
+    let mut shape = first.shape().to_vec();
+    shape[axis] = 0;
+    for x in xs {
+        let ok = x.rank() == first.rank()
+            && (0..x.rank()).all(|d| d == axis || x.dim(d) == first.dim(d));
+        if !ok {
+            bail!("concat along {axis}: {:?} does not fit {:?}", x.shape(), first.shape());
+        }
+        shape[axis] += x.dim(axis);
+    }
+    let out = Tensor::empty(g, &shape, "concat output")?;
+    let outer: usize = shape[..axis].iter().product();
+    let whole: usize = shape[axis..].iter().product();
+    let mut offset = 0;
+    for x in xs {
+        let part = x.numel() / outer.max(1);
+        let params = Params {
+            outer: u(outer),
+            part: u(part),
+            whole: u(whole),
+            offset: u(offset),
+        };
+        launch(
+            g,
+            "concat",
+            "concat_copy",
+            &[],
+            &params,
+            &[x.buffer(), out.buffer()],
+            grid_1d(x.numel(), 256),
+            Cost::bytes(8.0 * x.numel() as f64),
+        )?;
+        offset += part;
+    }
+    Ok(record(
+        g,
+        out,
+        Op::Concat {
+            xs: xs.iter().map(|t| (*t).clone()).collect(),
+            axis,
+        },
+    ))
+}
+
+/// The piece of `x` (viewed [outer, whole]) at columns [offset, offset + part), shaped `shape`.
+pub(crate) fn slice_raw(g: &Gpu, x: &Tensor, outer: usize, whole: usize, offset: usize, shape: &[usize]) -> Result<Tensor> {
+    let out = Tensor::empty(g, shape, "slice")?;
+    let part = out.numel() / outer.max(1);
+    let params = Params {
+        outer: u(outer),
+        part: u(part),
+        whole: u(whole),
+        offset: u(offset),
+    };
+    launch(
+        g,
+        "concat",
+        "concat_slice",
+        &[],
+        &params,
+        &[x.buffer(), out.buffer()],
+        grid_1d(out.numel(), 256),
+        Cost::bytes(8.0 * out.numel() as f64),
+    )?;
+    Ok(out)
+}
+
+/// Rows [start, start + len) along axis 0 of `x`, not recorded (batch splitting).
+pub fn narrow_batch(g: &Gpu, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    if start + len > x.dim(0) {
+        bail!("narrow_batch: rows {start}..{} of {:?}", start + len, x.shape());
+    }
+    let per = x.numel() / x.dim(0).max(1);
+    let mut shape = x.shape().to_vec();
+    shape[0] = len;
+    slice_raw(g, x, 1, x.numel(), start * per, &shape)
+}
+
+pub fn concat_backward(g: &Gpu, xs: &[Tensor], axis: usize, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    let outer: usize = dy.shape()[..axis].iter().product();
+    let whole: usize = dy.shape()[axis..].iter().product();
+    let mut offset = 0;
+    let mut out = Vec::with_capacity(xs.len());
+    for (x, need) in xs.iter().zip(needs) {
+        let part = x.numel() / outer.max(1);
+        out.push(if *need { Some(slice_raw(g, dy, outer, whole, offset, x.shape())?) } else { None });
+        offset += part;
+    }
+    Ok(out)
+}

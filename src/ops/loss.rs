@@ -1,0 +1,187 @@
+//! loss: scalar losses (means), each a per-element kernel plus a reduction; gradients are
+//! scaled by the upstream gradient, which stays on the GPU. Math at shaders/loss.wgsl.
+//!   bce_with_logits(x, t) = mean(max(x,0) - x t + log(1 + e^-|x|))
+//!   mse(x, t)             = mean((x - t)^2)
+//!   softmax_xent(x, y)    = mean_rows(logsumexp(x_row) - x_row[y])
+//!   gaussian_kl(mu, lv)   = mean_batch(sum_dims(-0.5 (1 + lv - mu^2 - e^lv)))
+
+use anyhow::{bail, Result};
+
+use super::reduce::{reduce_raw, Dims};
+use super::{launch, u};
+use crate::gpu::{grid_1d, Cost, Gpu};
+use crate::tape::{record, Op};
+use crate::tensor::Tensor;
+
+/// A loss target: a tensor, or one value for every element (GAN real/fake labels).
+#[derive(Clone)]
+pub enum Target {
+    Const(f32),
+    Tensor(Tensor),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cols: u32,
+    use_const_target: u32,
+    const_target: f32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+fn params(n: usize, cols: usize, target: Option<&Target>, scale: f32) -> Params {
+    let (use_const, c) = match target {
+        Some(Target::Const(c)) => (1, *c),
+        _ => (0, 0.0),
+    };
+    Params {
+        n: u(n),
+        cols: u(cols),
+        use_const_target: use_const,
+        const_target: c,
+        scale,
+        _pad: [0; 3],
+    }
+}
+
+fn target_buffer<'a>(x: &'a Tensor, target: &'a Target) -> Result<&'a wgpu::Buffer> {
+    match target {
+        Target::Const(_) => Ok(x.buffer()),
+        Target::Tensor(t) if t.numel() == x.numel() => Ok(t.buffer()),
+        Target::Tensor(t) => bail!("loss: target {:?} does not match input {:?}", t.shape(), x.shape()),
+    }
+}
+
+/// Runs a per-element loss kernel then the mean.
+fn elementwise_loss(g: &Gpu, entry: &'static str, x: &Tensor, t: &wgpu::Buffer, p: &Params, rows: usize, scale: f32) -> Result<Tensor> {
+    let per = Tensor::empty(g, &[rows], "per-element loss")?;
+    let wg = if entry == "softmax_xent_forward" { 64 } else { 256 };
+    launch(
+        g,
+        "loss",
+        entry,
+        &[],
+        p,
+        &[x.buffer(), t, x.buffer(), per.buffer(), x.buffer()],
+        grid_1d(rows, wg),
+        Cost::bytes(8.0 * x.numel() as f64),
+    )?;
+    let total = reduce_raw(g, &per, Dims { a: 1, r: rows, b: 1 }, scale)?;
+    total.detach(g).reshape(g, &[1])
+}
+
+fn gradient(g: &Gpu, entry: &'static str, x: &Tensor, t: &wgpu::Buffer, p: &Params, dy: &Tensor, rows: usize) -> Result<Tensor> {
+    let dx = Tensor::empty(g, x.shape(), "loss gradient")?;
+    let wg = if entry == "softmax_xent_backward" { 64 } else { 256 };
+    launch(
+        g,
+        "loss",
+        entry,
+        &[],
+        p,
+        &[x.buffer(), t, dy.buffer(), dx.buffer(), x.buffer()],
+        grid_1d(rows, wg),
+        Cost::bytes(12.0 * x.numel() as f64),
+    )?;
+    Ok(dx)
+}
+
+pub fn bce_with_logits(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
+    let n = x.numel();
+    let p = params(n, 0, Some(&target), 1.0 / n as f32);
+    let loss = elementwise_loss(g, "bce_with_logits_forward", x, target_buffer(x, &target)?, &p, n, 1.0 / n as f32)?;
+    Ok(record(g, loss, Op::BceWithLogits { x: x.clone(), target }))
+}
+
+pub fn bce_with_logits_backward(g: &Gpu, x: &Tensor, target: &Target, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    let n = x.numel();
+    let p = params(n, 0, Some(target), 1.0 / n as f32);
+    let dx = if needs[0] { Some(gradient(g, "bce_with_logits_backward", x, target_buffer(x, target)?, &p, dy, n)?) } else { None };
+    let mut out = vec![dx];
+    if matches!(target, Target::Tensor(_)) {
+        out.push(None); // targets are data, never differentiated
+    }
+    Ok(out)
+}
+
+pub fn mse(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
+    let n = x.numel();
+    let p = params(n, 0, Some(&target), 1.0 / n as f32);
+    let loss = elementwise_loss(g, "mse_forward", x, target_buffer(x, &target)?, &p, n, 1.0 / n as f32)?;
+    Ok(record(g, loss, Op::Mse { x: x.clone(), target }))
+}
+
+pub fn mse_backward(g: &Gpu, x: &Tensor, target: &Target, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    let n = x.numel();
+    let p = params(n, 0, Some(target), 1.0 / n as f32);
+    let dx = if needs[0] { Some(gradient(g, "mse_backward", x, target_buffer(x, target)?, &p, dy, n)?) } else { None };
+    let mut out = vec![dx];
+    if matches!(target, Target::Tensor(_)) {
+        out.push(None);
+    }
+    Ok(out)
+}
+
+/// Cross-entropy of logits [N, C] against class indices `labels` [N] (stored as floats).
+pub fn softmax_xent(g: &Gpu, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    if x.rank() != 2 || labels.numel() != x.dim(0) {
+        bail!("softmax_xent takes logits [N, C] and N labels, got {:?} and {:?}", x.shape(), labels.shape());
+    }
+    let (rows, cols) = (x.dim(0), x.dim(1));
+    let p = params(rows, cols, None, 1.0 / rows as f32);
+    let loss = elementwise_loss(g, "softmax_xent_forward", x, labels.buffer(), &p, rows, 1.0 / rows as f32)?;
+    Ok(record(
+        g,
+        loss,
+        Op::SoftmaxXent {
+            x: x.clone(),
+            labels: labels.clone(),
+        },
+    ))
+}
+
+pub fn softmax_xent_backward(g: &Gpu, x: &Tensor, labels: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = (x.dim(0), x.dim(1));
+    let p = params(rows, cols, None, 1.0 / rows as f32);
+    gradient(g, "softmax_xent_backward", x, labels.buffer(), &p, dy, rows)
+}
+
+/// KL(N(mu, e^lv) || N(0, 1)), summed over dims and averaged over the batch (dim 0).
+pub fn gaussian_kl(g: &Gpu, mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
+    if mu.shape() != logvar.shape() {
+        bail!("gaussian_kl: mu {:?} and logvar {:?} differ", mu.shape(), logvar.shape());
+    }
+    let n = mu.numel();
+    let batch = mu.dim(0).max(1);
+    let p = params(n, 0, None, 1.0 / batch as f32);
+    let loss = elementwise_loss(g, "gaussian_kl_forward", mu, logvar.buffer(), &p, n, 1.0 / batch as f32)?;
+    Ok(record(
+        g,
+        loss,
+        Op::GaussianKl {
+            mu: mu.clone(),
+            logvar: logvar.clone(),
+        },
+    ))
+}
+
+pub fn gaussian_kl_backward(g: &Gpu, mu: &Tensor, logvar: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let n = mu.numel();
+    let batch = mu.dim(0).max(1);
+    let p = params(n, 0, None, 1.0 / batch as f32);
+    let dmu = Tensor::empty(g, mu.shape(), "kl dmu")?;
+    let dlv = Tensor::empty(g, mu.shape(), "kl dlogvar")?;
+    launch(
+        g,
+        "loss",
+        "gaussian_kl_backward",
+        &[],
+        &p,
+        &[mu.buffer(), logvar.buffer(), dy.buffer(), dmu.buffer(), dlv.buffer()],
+        grid_1d(n, 256),
+        Cost::bytes(16.0 * n as f64),
+    )?;
+    Ok(vec![Some(dmu), Some(dlv)])
+}

@@ -1,0 +1,153 @@
+//! optim: SGD with momentum, Adam and AdamW as fused in-place kernels (math at
+//! shaders/optim.wgsl), plus the EMA update of a weight copy. The optimizer keeps one
+//! state tensor pair per parameter; bias corrections are computed on the host per step.
+
+use anyhow::{bail, Result};
+
+use super::{launch, u};
+use crate::gpu::{grid_1d, Cost, Gpu};
+use crate::tape::Grads;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Kind {
+    Sgd,
+    Adam,
+    AdamW,
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Config {
+    pub kind: Kind,
+    pub lr: f32,
+    /// Adam's beta1, or SGD's momentum.
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Config {
+    pub fn adam(lr: f32, beta1: f32, beta2: f32) -> Config {
+        Config {
+            kind: Kind::Adam,
+            lr,
+            beta1,
+            beta2,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    kind: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+    _pad: [u32; 3],
+}
+
+pub struct Optimizer {
+    pub config: Config,
+    pub step: u64,
+    /// (m, v) per parameter, in the order of `params`.
+    pub state: Vec<(Tensor, Tensor)>,
+}
+
+impl Optimizer {
+    pub fn new(g: &Gpu, config: Config, params: &[Tensor]) -> Result<Optimizer> {
+        let mut state = Vec::with_capacity(params.len());
+        for p in params {
+            state.push((Tensor::zeros(g, p.shape())?, Tensor::zeros(g, p.shape())?));
+        }
+        Ok(Optimizer { config, step: 0, state })
+    }
+
+    /// One update of every parameter that has a gradient in `grads`.
+    pub fn step(&mut self, g: &Gpu, params: &[Tensor], grads: &Grads) -> Result<()> {
+        if params.len() != self.state.len() {
+            bail!("optimizer built for {} parameters, given {}", self.state.len(), params.len());
+        }
+        self.step += 1;
+        let c = self.config;
+        let t = self.step as i32;
+        let (bc1, bc2) = match c.kind {
+            Kind::Sgd => (1.0, 1.0),
+            _ => (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t)),
+        };
+        for (p, (m, v)) in params.iter().zip(&self.state) {
+            let Some(grad) = grads.get(p) else { continue };
+            apply(g, &c, bc1, bc2, p, grad, m, v)?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply(g: &Gpu, c: &Config, bc1: f32, bc2: f32, p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
+    let n = p.numel();
+    if grad.numel() != n {
+        bail!("optimizer: gradient {:?} does not match parameter {:?}", grad.shape(), p.shape());
+    }
+    let params = Params {
+        n: u(n),
+        kind: match c.kind {
+            Kind::Sgd => 0,
+            Kind::Adam => 1,
+            Kind::AdamW => 2,
+        },
+        lr: c.lr,
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        weight_decay: c.weight_decay,
+        bc1,
+        bc2,
+        _pad: [0; 3],
+    };
+    launch(
+        g,
+        "optim",
+        "optimizer_step",
+        &[],
+        &params,
+        &[p.buffer(), grad.buffer(), m.buffer(), v.buffer()],
+        grid_1d(n, 256),
+        Cost::flops(12.0 * n as f64, 28.0 * n as f64),
+    )
+}
+
+/// ema = decay ema + (1 - decay) param, in place.
+pub fn ema_update(g: &Gpu, ema: &Tensor, param: &Tensor, decay: f32) -> Result<()> {
+    let n = param.numel();
+    let params = Params {
+        n: u(n),
+        kind: 0,
+        lr: decay,
+        beta1: 0.0,
+        beta2: 0.0,
+        eps: 0.0,
+        weight_decay: 0.0,
+        bc1: 0.0,
+        bc2: 0.0,
+        _pad: [0; 3],
+    };
+    launch(
+        g,
+        "optim",
+        "ema_update",
+        &[],
+        &params,
+        &[param.buffer(), param.buffer(), ema.buffer()],
+        grid_1d(n, 256),
+        Cost::bytes(12.0 * n as f64),
+    )
+}

@@ -1,0 +1,125 @@
+//! The WGSL sources, embedded in the binary, and their reflection through naga.
+//!
+//! A kernel file may pull in a shared library with a line `//!include NAME.wgsl`; the
+//! library is appended after the file's own text (WGSL declarations may come in any order),
+//! so line numbers in errors about the file's own code stay true.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::gpu::Access;
+
+/// Every shader file, by stem. A new op family is one file plus one line here.
+pub const SHADERS: &[(&str, &str)] = &[
+    ("gemm_core", include_str!("../shaders/gemm_core.wgsl")),
+    ("matmul", include_str!("../shaders/matmul.wgsl")),
+    ("elementwise", include_str!("../shaders/elementwise.wgsl")),
+    ("activation", include_str!("../shaders/activation.wgsl")),
+    ("reduce", include_str!("../shaders/reduce.wgsl")),
+    ("conv2d", include_str!("../shaders/conv2d.wgsl")),
+    ("batchnorm", include_str!("../shaders/batchnorm.wgsl")),
+    ("dropout", include_str!("../shaders/dropout.wgsl")),
+    ("concat", include_str!("../shaders/concat.wgsl")),
+    ("loss", include_str!("../shaders/loss.wgsl")),
+    ("optim", include_str!("../shaders/optim.wgsl")),
+    ("rng", include_str!("../shaders/rng.wgsl")),
+    ("philox", include_str!("../shaders/philox.wgsl")),
+    ("act_lib", include_str!("../shaders/act_lib.wgsl")),
+];
+
+/// Library files that are only ever included, never compiled on their own.
+pub const LIBRARIES: &[&str] = &["gemm_core", "philox", "act_lib"];
+
+fn raw(stem: &str) -> Result<&'static str> {
+    SHADERS
+        .iter()
+        .find(|(s, _)| *s == stem)
+        .map(|(_, src)| *src)
+        .ok_or_else(|| anyhow!("no shader named '{stem}' is registered in src/shaders.rs"))
+}
+
+/// The file's text with its `//!include`s appended, and the line at which each appended
+/// library starts (1-based, in the composed text).
+pub fn compose(stem: &str) -> Result<(String, Vec<(String, usize)>)> {
+    let own = raw(stem)?;
+    let mut out = own.to_string();
+    let mut parts = Vec::new();
+    for line in own.lines() {
+        if let Some(inc) = line.trim().strip_prefix("//!include ") {
+            let inc_stem = inc.trim().trim_end_matches(".wgsl");
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            parts.push((format!("shaders/{inc_stem}.wgsl"), out.lines().count() + 1));
+            out.push_str(raw(inc_stem)?);
+        }
+    }
+    Ok((out, parts))
+}
+
+pub fn source(stem: &str) -> Result<String> {
+    Ok(compose(stem)?.0)
+}
+
+/// Which group-0 bindings each entry point uses, with their access mode.
+pub struct Reflection {
+    pub entry_bindings: HashMap<String, Vec<(u32, Access)>>,
+}
+
+/// Parses and validates `shaders/<stem>.wgsl` with naga; an error names the file and line.
+pub fn parse_and_validate(stem: &str) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
+    let (src, parts) = compose(stem)?;
+    let path = format!("shaders/{stem}.wgsl");
+    let note = if parts.is_empty() {
+        String::new()
+    } else {
+        let p: Vec<String> = parts.iter().map(|(f, l)| format!("{f} from line {l}")).collect();
+        format!(" (appended: {})", p.join(", "))
+    };
+    let module = naga::front::wgsl::parse_str(&src)
+        .map_err(|e| anyhow!("{path}{note}: {}", e.emit_to_string_with_path(&src, &path)))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| anyhow!("{path}{note}: {}", e.emit_to_string_with_path(&src, &path)))?;
+    Ok((module, info))
+}
+
+pub fn reflect(stem: &str, _source: &str) -> Result<Reflection> {
+    let (module, info) = parse_and_validate(stem)?;
+    let mut entry_bindings = HashMap::new();
+    for (i, ep) in module.entry_points.iter().enumerate() {
+        let fi = info.get_entry_point(i);
+        let mut used = Vec::new();
+        for (h, var) in module.global_variables.iter() {
+            if fi[h].is_empty() {
+                continue;
+            }
+            let Some(rb) = &var.binding else { continue };
+            if rb.group != 0 {
+                bail!("shaders/{stem}.wgsl: only bind group 0 is supported");
+            }
+            let access = match var.space {
+                naga::AddressSpace::Uniform => Access::Uniform,
+                naga::AddressSpace::Storage { access } => {
+                    if access.contains(naga::StorageAccess::STORE) {
+                        Access::ReadWrite
+                    } else {
+                        Access::Read
+                    }
+                }
+                _ => continue,
+            };
+            if access == Access::Uniform && rb.binding != 0 {
+                bail!("shaders/{stem}.wgsl: the uniform parameters must sit at binding 0");
+            }
+            used.push((rb.binding, access));
+        }
+        used.sort_by_key(|b| b.0);
+        entry_bindings.insert(ep.name.clone(), used);
+    }
+    Ok(Reflection { entry_bindings })
+}

@@ -1,0 +1,313 @@
+//! The autograd tape: an explicit list of the ops recorded since the last backward.
+//!
+//! Each differentiable op pushes one `Node` holding the tensors its gradient rule needs.
+//! `backward` walks the tape in reverse (recording order is a topological order) and
+//! applies one `match` over `Op`; each arm calls the `_backward` function that sits next to
+//! the op's forward in `src/ops/<family>.rs`. Gradients for a tensor used more than once
+//! are summed. Nothing is recorded in no-grad mode or while backward runs.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+
+use crate::gpu::Gpu;
+use crate::ops::{
+    activation, batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul,
+    reduce,
+};
+use crate::tensor::Tensor;
+
+pub enum Op {
+    Reshape {
+        x: Tensor,
+    },
+    MatMul {
+        a: Tensor,
+        b: Tensor,
+        trans_a: bool,
+        trans_b: bool,
+        bias: Option<Tensor>,
+    },
+    Binary {
+        a: Tensor,
+        b: Tensor,
+        op: elementwise::BinaryOp,
+    },
+    Unary {
+        x: Tensor,
+        y: Tensor,
+        op: elementwise::UnaryOp,
+    },
+    BiasAct {
+        x: Tensor,
+        bias: Option<Tensor>,
+        y: Tensor,
+        act: activation::Act,
+    },
+    Reduce {
+        x: Tensor,
+        dims: reduce::Dims,
+        scale: f32,
+    },
+    Conv2d {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
+        y: Tensor,
+        geom: conv2d::Geometry,
+        act: activation::Act,
+    },
+    ConvTranspose2d {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
+        y: Tensor,
+        geom: conv2d::Geometry,
+        act: activation::Act,
+    },
+    BatchNorm {
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        stats: Tensor,
+        y: Tensor,
+        train: bool,
+        act: activation::Act,
+    },
+    Dropout {
+        x: Tensor,
+        mask: dropout::Mask,
+    },
+    Concat {
+        xs: Vec<Tensor>,
+        axis: usize,
+    },
+    BceWithLogits {
+        x: Tensor,
+        target: loss::Target,
+    },
+    Mse {
+        x: Tensor,
+        target: loss::Target,
+    },
+    SoftmaxXent {
+        x: Tensor,
+        labels: Tensor,
+    },
+    GaussianKl {
+        mu: Tensor,
+        logvar: Tensor,
+    },
+}
+
+impl Op {
+    /// The tensors the op read, in the order `backward_rule` returns their gradients.
+    fn inputs(&self) -> Vec<&Tensor> {
+        match self {
+            Op::Reshape { x } => vec![x],
+            Op::MatMul { a, b, bias, .. } => {
+                let mut v = vec![a, b];
+                v.extend(bias.iter());
+                v
+            }
+            Op::Binary { a, b, .. } => vec![a, b],
+            Op::Unary { x, .. } => vec![x],
+            Op::BiasAct { x, bias, .. } => {
+                let mut v = vec![x];
+                v.extend(bias.iter());
+                v
+            }
+            Op::Reduce { x, .. } => vec![x],
+            Op::Conv2d { x, w, b, .. } | Op::ConvTranspose2d { x, w, b, .. } => {
+                let mut v = vec![x, w];
+                v.extend(b.iter());
+                v
+            }
+            Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
+            Op::Dropout { x, .. } => vec![x],
+            Op::Concat { xs, .. } => xs.iter().collect(),
+            Op::BceWithLogits { x, target } | Op::Mse { x, target } => {
+                let mut v = vec![x];
+                if let loss::Target::Tensor(t) = target {
+                    v.push(t);
+                }
+                v
+            }
+            Op::SoftmaxXent { x, .. } => vec![x],
+            Op::GaussianKl { mu, logvar } => vec![mu, logvar],
+        }
+    }
+}
+
+pub struct Node {
+    pub op: Op,
+    pub out: u64,
+}
+
+#[derive(Default)]
+pub struct Tape {
+    pub nodes: Vec<Node>,
+    /// Depth of no-grad scopes; backward also counts as one.
+    pub no_grad: u32,
+}
+
+/// Pushes `op` as the producer of `out` when recording and any input needs a gradient.
+pub fn record(g: &Gpu, out: Tensor, op: Op) -> Tensor {
+    let mut tape = g.tape.borrow_mut();
+    let needed = tape.no_grad == 0 && op.inputs().iter().any(|t| t.requires_grad);
+    if !needed {
+        return out.with_requires_grad(false);
+    }
+    let out = out.with_requires_grad(true);
+    tape.nodes.push(Node { op, out: out.id });
+    out
+}
+
+/// Runs `f` without recording: for inference, pool scoring and the optimizer.
+pub fn no_grad<T>(g: &Gpu, f: impl FnOnce() -> T) -> T {
+    g.tape.borrow_mut().no_grad += 1;
+    let r = f();
+    g.tape.borrow_mut().no_grad -= 1;
+    r
+}
+
+/// Forgets everything recorded (and frees what it kept alive).
+pub fn clear(g: &Gpu) {
+    g.tape.borrow_mut().nodes.clear();
+}
+
+/// Gradients by tensor id.
+#[derive(Default)]
+pub struct Grads {
+    map: HashMap<u64, Tensor>,
+}
+
+impl Grads {
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.map.get(&t.id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Adds `grad` to the gradient held for `id` (out of place: gradient tensors may share
+    /// storage, e.g. both inputs of an add receive the same `dy`).
+    pub fn accumulate(&mut self, g: &Gpu, id: u64, grad: Tensor) -> Result<()> {
+        let merged = match self.map.remove(&id) {
+            Some(prev) => elementwise::add_raw(g, &prev, &grad)?,
+            None => grad,
+        };
+        self.map.insert(id, merged);
+        Ok(())
+    }
+
+    /// Adds all of `other` into `self`: gradient accumulation over several backward passes.
+    pub fn merge(&mut self, g: &Gpu, other: Grads) -> Result<()> {
+        for (id, t) in other.map {
+            self.accumulate(g, id, t)?;
+        }
+        Ok(())
+    }
+}
+
+/// Backpropagates from the scalar `loss` through everything recorded since the last
+/// backward, and clears the tape. Returns the gradient of every tensor that requires one.
+pub fn backward(g: &Gpu, loss: &Tensor) -> Result<Grads> {
+    assert_eq!(loss.numel(), 1, "backward needs a scalar loss, got {:?}", loss.shape());
+    let seed = elementwise::fill(g, loss.shape(), 1.0)?;
+    backward_with(g, loss, seed)
+}
+
+/// Backpropagates `seed` (= dL/d`out`) from `out`.
+pub fn backward_with(g: &Gpu, out: &Tensor, seed: Tensor) -> Result<Grads> {
+    let nodes = std::mem::take(&mut g.tape.borrow_mut().nodes);
+    g.tape.borrow_mut().no_grad += 1;
+    let result = run_backward(g, out, seed, nodes);
+    g.tape.borrow_mut().no_grad -= 1;
+    result
+}
+
+fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Result<Grads> {
+    let mut grads = Grads::default();
+    grads.map.insert(out.id, seed);
+    while let Some(node) = nodes.pop() {
+        let Some(dy) = grads.map.get(&node.out).cloned() else {
+            continue;
+        };
+        let inputs: Vec<(u64, bool)> = node
+            .op
+            .inputs()
+            .iter()
+            .map(|t| (t.id, t.requires_grad))
+            .collect();
+        let needs: Vec<bool> = inputs.iter().map(|i| i.1).collect();
+        let in_grads = backward_rule(g, &node.op, &dy, &needs)?;
+        // Intermediate gradients are dropped once used, which returns their buffers to the pool.
+        if !needs.is_empty() {
+            grads.map.remove(&node.out);
+        }
+        for ((id, need), grad) in inputs.into_iter().zip(in_grads) {
+            if let (true, Some(grad)) = (need, grad) {
+                grads.accumulate(g, id, grad)?;
+            }
+        }
+    }
+    Ok(grads)
+}
+
+/// The gradient rule of every op: `dy` is dL/d(output); returns dL/d(input) for each input
+/// in `Op::inputs` order, `None` where `needs` is false.
+fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    Ok(match op {
+        Op::Reshape { x } => vec![Some(dy.detach(g).reshape(g, x.shape())?)],
+        Op::MatMul {
+            a,
+            b,
+            trans_a,
+            trans_b,
+            bias,
+        } => matmul::matmul_backward(g, a, b, *trans_a, *trans_b, bias.as_ref(), dy, needs)?,
+        Op::Binary { a, b, op } => elementwise::binary_backward(g, a, b, *op, dy, needs)?,
+        Op::Unary { x, y, op } => vec![Some(elementwise::unary_backward(g, x, y, *op, dy)?)],
+        Op::BiasAct { x, bias, y, act } => {
+            activation::bias_act_backward(g, x, bias.as_ref(), y, *act, dy)?
+        }
+        Op::Reduce { x, dims, scale } => vec![Some(reduce::reduce_backward(g, x, *dims, *scale, dy)?)],
+        Op::Conv2d {
+            x,
+            w,
+            b,
+            y,
+            geom,
+            act,
+        } => conv2d::conv2d_backward(g, x, w, b.as_ref(), y, geom, *act, dy, needs)?,
+        Op::ConvTranspose2d {
+            x,
+            w,
+            b,
+            y,
+            geom,
+            act,
+        } => conv_transpose2d::conv_transpose2d_backward(g, x, w, b.as_ref(), y, geom, *act, dy, needs)?,
+        Op::BatchNorm {
+            x,
+            gamma,
+            beta: _,
+            stats,
+            y,
+            train,
+            act,
+        } => batchnorm::batchnorm_backward(g, x, gamma, stats, y, *train, *act, dy, needs)?,
+        Op::Dropout { x: _, mask } => vec![Some(dropout::dropout_apply(g, dy, mask)?)],
+        Op::Concat { xs, axis } => concat::concat_backward(g, xs, *axis, dy, needs)?,
+        Op::BceWithLogits { x, target } => loss::bce_with_logits_backward(g, x, target, dy, needs)?,
+        Op::Mse { x, target } => loss::mse_backward(g, x, target, dy, needs)?,
+        Op::SoftmaxXent { x, labels } => vec![Some(loss::softmax_xent_backward(g, x, labels, dy)?)],
+        Op::GaussianKl { mu, logvar } => loss::gaussian_kl_backward(g, mu, logvar, dy)?,
+    })
+}

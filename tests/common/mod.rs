@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests: the device, seeded data, and comparisons.
+#![allow(dead_code)]
+
+use activegen::Gpu;
+
+/// The test device. With no adapter this fails with the install instructions, never skips.
+pub fn gpu() -> Gpu {
+    match Gpu::new(None) {
+        Ok(g) => g,
+        Err(e) => panic!("{e:#}"),
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (SplitMix64).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform()).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Asserts |a - b| <= atol + rtol |b| elementwise, naming the first offender.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    let mut worst = (0usize, 0.0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let excess = err - (atol + rtol * w.abs());
+        if !(excess <= 0.0) {
+            panic!("{what}: element {i} is {g}, want {w} (|diff| {err} > {atol} + {rtol}*|want|)");
+        }
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Independent NumPy/SciPy reference values for the metrics in src/metrics/.
+
+How to run (from the crate root; needs numpy and scipy):
+
+    python3 tests/golden/metrics_reference.py
+
+It rewrites tests/golden/fixtures/metrics_features.json, which
+tests/metrics_golden.rs reads. The output is deterministic (default_rng(0)).
+
+Everything here is written from the papers' definitions with dense float64
+matrices, deliberately not mirroring the Rust code:
+  * FID   (Heusel et al. 2017): |mu1-mu2|^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)),
+          with scipy.linalg.sqrtm on the non-symmetric product S1 S2.
+  * MMD^2 (Bińkowski et al. 2018): unbiased estimator, kernel (x.y/d + 1)^3,
+          on the full sets (m != n).
+  * precision/recall (Kynkäänniemi et al. 2019), k = 3.
+  * density/coverage (Naeem et al. 2020), k = 5.
+k-NN radius = k-th nearest *other* sample = column k of the sorted distance
+row (column 0 is the sample itself); ball membership uses <=.
+
+Features are rounded to 6 decimals BEFORE computing anything, so Python and
+Rust see exactly the same inputs (Rust parses them to f32; the rounding to f32
+is ~1e-8 relative, far below the tolerances). The script also reports how close
+any share-based comparison comes to a tie, so a fixture whose result could flip
+under f32 round-off is rejected.
+"""
+
+import json
+import os
+
+import numpy as np
+from scipy.linalg import sqrtm
+from scipy.spatial.distance import cdist
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "fixtures", "metrics_features.json")
+
+N_REAL, N_FAKE, D = 400, 300, 16
+K_PR, K_DC = 3, 5
+
+
+def make_features():
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((N_REAL, D))
+    # Fake: shifted, anisotropically scaled Gaussian -> all metrics non-trivial.
+    scale = np.linspace(0.7, 1.4, D)
+    fake = rng.standard_normal((N_FAKE, D)) * scale + 0.25
+    return np.round(real, 6), np.round(fake, 6)
+
+
+def fid(x, y):
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    covmean = sqrtm(s1 @ s2)
+    covmean = np.real(covmean)  # discard round-off imaginary parts
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def mmd2_unbiased(x, y):
+    d = x.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1.0) ** 3
+    m, n = len(x), len(y)
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(sxx + syy - 2 * kxy.mean())
+
+
+def knn_radius(a, k):
+    dist = cdist(a, a)  # Euclidean, float64
+    return np.sort(dist, axis=1)[:, k]
+
+
+def precision_recall(real, fake, k):
+    r_real, r_fake = knn_radius(real, k), knn_radius(fake, k)
+    d = cdist(real, fake)  # d[i, j] = |x_i - y_j|
+    precision = np.mean([(d[:, j] <= r_real).any() for j in range(len(fake))])
+    recall = np.mean([(d[i, :] <= r_fake).any() for i in range(len(real))])
+    margin = min(tie_margin(d, r_real[:, None]), tie_margin(d, r_fake[None, :]))
+    return float(precision), float(recall), margin
+
+
+def density_coverage(real, fake, k):
+    r = knn_radius(real, k)
+    d = cdist(real, fake)
+    density = (d <= r[:, None]).sum() / (k * len(fake))
+    coverage = np.mean(d.min(axis=1) <= r)
+    return float(density), float(coverage), tie_margin(d, r[:, None])
+
+
+def tie_margin(d, r):
+    """Smallest relative gap |d^2 - r^2| / r^2 between a cross distance and a radius."""
+    return float(np.min(np.abs(d**2 - r**2) / r**2))
+
+
+def class_coverage_case():
+    """Fixed predictions for 6 classes; class 5 is never generated."""
+    rng = np.random.default_rng(1)
+    expected = np.array([0.3, 0.2, 0.2, 0.15, 0.1, 0.05])
+    gen_p = np.array([0.5, 0.3, 0.15, 0.045, 0.005, 0.0])
+    pred = rng.choice(6, size=1000, p=gen_p)
+    hist = np.bincount(pred, minlength=6)
+    share = hist / hist.sum()
+    coverage = np.mean(share >= 0.1 * expected)
+    eps = 1e-6
+    p = (expected + eps) / (1 + 6 * eps)
+    q = (share + eps) / (1 + 6 * eps)
+    kl = float(np.sum(p * np.log(p / q)))  # KL(p_data || p_gen), nats
+    return {
+        "predicted": pred.tolist(),
+        "expected_freq": expected.tolist(),
+        "threshold": 0.1,
+        "coverage": float(coverage),
+        "kl": kl,
+        "histogram": hist.tolist(),
+    }
+
+
+def main():
+    real, fake = make_features()
+    p, r, m_pr = precision_recall(real, fake, K_PR)
+    dens, cov, m_dc = density_coverage(real, fake, K_DC)
+    margin = min(m_pr, m_dc)
+    # f32 dot products give ~1e-7 relative error on squared distances.
+    assert margin > 1e-5, f"fixture has a near-tie (margin {margin:.2e}); change the data"
+    expected = {
+        "fid": fid(real, fake),
+        "fid_self": fid(real, real),
+        "mmd2_unbiased": mmd2_unbiased(real, fake),
+        "precision_k3": p,
+        "recall_k3": r,
+        "density_k5": dens,
+        "coverage_k5": cov,
+    }
+    out = {
+        "description": "generated by tests/golden/metrics_reference.py (numpy default_rng(0))",
+        "d": D,
+        "real": real.tolist(),
+        "fake": fake.tolist(),
+        "expected": expected,
+        "min_tie_margin": margin,
+        "class_coverage": class_coverage_case(),
+    }
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+    for key, v in expected.items():
+        print(f"{key:>14} = {v:.10g}")
+    print(f"min tie margin = {margin:.3e}")
+    print(f"wrote {OUT} ({os.path.getsize(OUT) / 1024:.1f} KB)")
+
+
+if __name__ == "__main__":
+    main()
