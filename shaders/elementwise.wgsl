@@ -3,7 +3,7 @@
 // stride is 0 along every dim it broadcasts. One invocation per output element; the flat
 // index is gid.x + gid.y * num_workgroups.x * 256 (grid_1d on the Rust side).
 //
-// binary ops (OP): 0 add, 1 sub, 2 mul, 3 div, 4 max.
+// binary ops (OP): 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 expand (alpha * a, b unused).
 // unary ops (OP):  0 affine (alpha*x + beta), 1 exp, 2 log, 3 sqrt, 4 square, 5 abs.
 
 struct Params {
@@ -31,7 +31,8 @@ fn binary(op: u32, x: f32, y: f32) -> f32 {
         case 1u: { return x - y; }
         case 2u: { return x * y; }
         case 3u: { return x / y; }
-        default: { return max(x, y); }
+        case 4u: { return max(x, y); }
+        default: { return p.alpha * x; } // 5: expand, alpha * a broadcast (reduction backward)
     }
 }
 

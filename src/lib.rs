@@ -5,6 +5,7 @@
 //! (autograd), `ops` (one file per WGSL op family), then data, models, metrics and the
 //! active-learning loop.
 
+pub mod bench;
 pub mod data;
 pub mod gpu;
 pub mod imageio;

@@ -70,21 +70,25 @@ pub struct Reflection {
 /// Parses and validates `shaders/<stem>.wgsl` with naga; an error names the file and line.
 pub fn parse_and_validate(stem: &str) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
     let (src, parts) = compose(stem)?;
-    let path = format!("shaders/{stem}.wgsl");
     let note = if parts.is_empty() {
         String::new()
     } else {
         let p: Vec<String> = parts.iter().map(|(f, l)| format!("{f} from line {l}")).collect();
         format!(" (appended: {})", p.join(", "))
     };
-    let module = naga::front::wgsl::parse_str(&src)
-        .map_err(|e| anyhow!("{path}{note}: {}", e.emit_to_string_with_path(&src, &path)))?;
+    validate_source(&format!("shaders/{stem}.wgsl"), &note, &src)
+}
+
+/// Parses and validates WGSL text; errors carry `path:line:column` and the offending line.
+pub fn validate_source(path: &str, note: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
+    let module = naga::front::wgsl::parse_str(src)
+        .map_err(|e| anyhow!("{path}{note}: {}", e.emit_to_string_with_path(src, path)))?;
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::all(),
     )
     .validate(&module)
-    .map_err(|e| anyhow!("{path}{note}: {}", e.emit_to_string_with_path(&src, &path)))?;
+    .map_err(|e| anyhow!("{path}{note}: {}", e.emit_to_string_with_path(src, path)))?;
     Ok((module, info))
 }
 

@@ -1,0 +1,186 @@
+//! `activegen bench`: kernel benchmarks (square matmul, the DCGAN conv shapes) timed with
+//! GPU timestamp queries where the adapter has them, wall time otherwise.
+
+use anyhow::{bail, Result};
+
+use crate::gpu::Gpu;
+use crate::ops::activation::Act;
+use crate::ops::{conv2d, conv_transpose2d, matmul, rng};
+
+pub struct CaseResult {
+    pub op: String,
+    pub shape: String,
+    pub ms: f64,
+    pub gflops: f64,
+    pub timer: &'static str,
+}
+
+impl CaseResult {
+    pub fn line(&self, device: &str) -> String {
+        format!(
+            "{:<34} {:<30} {}  {:>9.3} ms  {:>7.1} GFLOP/s",
+            self.op, self.shape, device, self.ms, self.gflops
+        )
+    }
+
+    pub fn json(&self, device: &str) -> String {
+        serde_json::json!({
+            "op": self.op, "shape": self.shape, "device": device,
+            "ms": self.ms, "gflops": self.gflops, "timer": self.timer,
+        })
+        .to_string()
+    }
+}
+
+/// Median time of `run` in ms over `reps` repetitions after `warmup` untimed ones.
+/// With timestamps, a repetition's time is the sum of its dispatches' GPU time.
+pub fn time_ms(g: &Gpu, warmup: usize, reps: usize, run: &mut dyn FnMut() -> Result<()>) -> Result<(f64, &'static str)> {
+    for _ in 0..warmup {
+        run()?;
+        g.sync();
+    }
+    let mut times = Vec::with_capacity(reps);
+    let timestamps = g.has_timestamps();
+    for _ in 0..reps {
+        if timestamps {
+            g.start_profiling();
+            run()?;
+            let stats = g.stop_profiling();
+            times.push(stats.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6);
+        } else {
+            g.sync();
+            let t = std::time::Instant::now();
+            run()?;
+            g.sync();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], if timestamps { "gpu-timestamp" } else { "wall" }))
+}
+
+fn reps_for(gflop: f64) -> usize {
+    // About a second of work per case on a slow adapter, at least 5 samples.
+    ((30.0 / gflop.max(1e-3)) as usize).clamp(5, 30)
+}
+
+pub fn matmul_case(g: &Gpu, n: usize) -> Result<CaseResult> {
+    let a = rng::normal(g, &[n, n], 0.0, 1.0)?;
+    let b = rng::normal(g, &[n, n], 0.0, 1.0)?;
+    let gflop = 2.0 * (n * n * n) as f64 / 1e9;
+    let (ms, timer) = time_ms(g, 1, reps_for(gflop), &mut || {
+        matmul::matmul_raw(g, &a, &b, false, false, None)?;
+        Ok(())
+    })?;
+    Ok(CaseResult {
+        op: "matmul".into(),
+        shape: format!("{n}x{n}x{n}"),
+        ms,
+        gflops: gflop / (ms / 1e3),
+        timer,
+    })
+}
+
+/// The three passes of conv2d 64->128, k4 s2 p1 on 14x14 at batch 64 (the DCGAN discriminator).
+pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
+    let x = rng::normal(g, &[batch, 64, 14, 14], 0.0, 1.0)?;
+    let w = rng::normal(g, &[128, 64, 4, 4], 0.0, 0.05)?;
+    let geo = conv2d::geometry(x.shape(), w.shape(), 2, 1)?;
+    let dy = rng::normal(g, &geo.y_shape(), 0.0, 1.0)?;
+    let shape = format!("N={batch} 64->128 14x14 k4 s2 p1");
+    let gflop = geo.flops() / 1e9;
+    let mut out = vec![];
+    let passes: [(&str, &mut dyn FnMut() -> Result<()>); 3] = [
+        ("conv2d_forward", &mut || conv2d::forward_raw(g, &geo, &x, &w, None, Act::Identity).map(drop)),
+        ("conv2d_backward_data", &mut || conv2d::backward_data_raw(g, &geo, &dy, &w, None, Act::Identity).map(drop)),
+        ("conv2d_backward_weight", &mut || conv2d::backward_weight_raw(g, &geo, &x, &dy).map(drop)),
+    ];
+    for (name, run) in passes {
+        let (ms, timer) = time_ms(g, 1, reps_for(gflop), run)?;
+        out.push(CaseResult {
+            op: name.into(),
+            shape: shape.clone(),
+            ms,
+            gflops: gflop / (ms / 1e3),
+            timer,
+        });
+    }
+    Ok(out)
+}
+
+/// The three passes of conv_transpose2d 128->64, k4 s2 p1 on 7x7 at batch 64 (the DCGAN generator).
+pub fn conv_transpose2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
+    let x = rng::normal(g, &[batch, 128, 7, 7], 0.0, 1.0)?;
+    let w = rng::normal(g, &[128, 64, 4, 4], 0.0, 0.05)?;
+    let geo = conv_transpose2d::geometry(x.shape(), w.shape(), 2, 1, 0)?;
+    let dy = rng::normal(g, &geo.x_shape(), 0.0, 1.0)?;
+    let shape = format!("N={batch} 128->64 7x7 k4 s2 p1");
+    let gflop = geo.flops() / 1e9;
+    let mut out = vec![];
+    let passes: [(&str, &mut dyn FnMut() -> Result<()>); 3] = [
+        ("conv_transpose2d_forward", &mut || conv2d::backward_data_raw(g, &geo, &x, &w, None, Act::Identity).map(drop)),
+        ("conv_transpose2d_backward_data", &mut || conv2d::forward_raw(g, &geo, &dy, &w, None, Act::Identity).map(drop)),
+        ("conv_transpose2d_backward_weight", &mut || conv2d::backward_weight_raw(g, &geo, &dy, &x).map(drop)),
+    ];
+    for (name, run) in passes {
+        let (ms, timer) = time_ms(g, 1, reps_for(gflop), run)?;
+        out.push(CaseResult {
+            op: name.into(),
+            shape: shape.clone(),
+            ms,
+            gflops: gflop / (ms / 1e3),
+            timer,
+        });
+    }
+    Ok(out)
+}
+
+pub const MATMUL_SIZES: [usize; 4] = [256, 512, 1024, 2048];
+
+/// Runs the named group of kernel cases, printing each line as it finishes.
+pub fn run_kernels(g: &Gpu, which: &str, json: bool, sizes: &[usize]) -> Result<Vec<CaseResult>> {
+    let mut results = vec![];
+    let device = g.name().to_string();
+    let mut emit = |r: CaseResult| {
+        println!("{}", if json { r.json(&device) } else { r.line(&device) });
+        results.push(r);
+    };
+    let known = ["matmul", "conv2d", "conv_transpose2d", "all"];
+    if !known.contains(&which) {
+        bail!("bench: unknown case '{which}'; expected one of matmul, conv2d, conv_transpose2d, all, step");
+    }
+    if which == "matmul" || which == "all" {
+        for &n in sizes {
+            emit(matmul_case(g, n)?);
+        }
+    }
+    if which == "conv2d" || which == "all" {
+        for r in conv2d_cases(g, 64)? {
+            emit(r);
+        }
+    }
+    if which == "conv_transpose2d" || which == "all" {
+        for r in conv_transpose2d_cases(g, 64)? {
+            emit(r);
+        }
+    }
+    Ok(results)
+}
+
+/// numpy's matmul (OpenBLAS) timed in a child python3, as the CPU reference point.
+pub fn numpy_matmul_ms(n: usize) -> Option<f64> {
+    let script = format!(
+        "import numpy as np, time\n\
+         a=np.random.rand({n},{n}).astype(np.float32); b=np.random.rand({n},{n}).astype(np.float32)\n\
+         a@b\n\
+         ts=[]\n\
+         for _ in range(7):\n    t=time.perf_counter(); a@b; ts.append(time.perf_counter()-t)\n\
+         ts.sort(); print(ts[len(ts)//2]*1e3)\n"
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
