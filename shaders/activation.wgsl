@@ -1,6 +1,7 @@
 // activation: y = act(x + bias[c]) on x viewed as [N, C, S] (S = H*W; C = 1 and no bias for a
 // plain activation), and its backward dx = dy * act'(y). Codes in act_lib.wgsl.
 //!include act_lib.wgsl
+//!include divmod.wgsl
 
 struct Params {
     n: u32,        // total elements
@@ -26,7 +27,7 @@ fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
     var v = x[i];
     if (p.has_bias != 0u) {
-        v += bias[(i / p.s) % p.c];
+        v += bias[divmod(divmod(i, p.s).x, p.c).y];
     }
     out[i] = act_apply(v, p.act, p.slope);
 }

@@ -9,6 +9,7 @@
 //   dx = gamma invstd dz                               (eval)
 // stats[c] = mean, stats[C + c] = invstd; gsum[c] = dgamma, gsum[C + c] = dbeta.
 //!include act_lib.wgsl
+//!include divmod.wgsl
 
 struct Params {
     n: u32,
@@ -33,7 +34,8 @@ fn channel_sum(c: u32, lid: u32, centre: f32, squared: bool) -> f32 {
     let m = p.n * p.s;
     var acc = 0.0;
     for (var j = lid; j < m; j += 256u) {
-        let v = x[((j / p.s) * p.c + c) * p.s + j % p.s] - centre;
+        let q = divmod(j, p.s);
+        let v = x[(q.x * p.c + c) * p.s + q.y] - centre;
         acc += select(v, v * v, squared);
     }
     partial[lid] = acc;
@@ -84,7 +86,7 @@ fn batchnorm_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     if (i >= p.n * p.c * p.s) {
         return;
     }
-    let c = (i / p.s) % p.c;
+    let c = divmod(divmod(i, p.s).x, p.c).y;
     let v = (x[i] - stats[c]) * stats[p.c + c] * gamma[c] + beta[c];
     y[i] = act_apply(v, p.act, p.slope);
 }
@@ -108,7 +110,8 @@ fn batchnorm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     var acc_g = 0.0;
     var acc_b = 0.0;
     for (var j = lid; j < m; j += 256u) {
-        let i = ((j / p.s) * p.c + c) * p.s + j % p.s;
+        let q = divmod(j, p.s);
+        let i = (q.x * p.c + c) * p.s + q.y;
         let dz = dz_at(i);
         acc_b += dz;
         acc_g += dz * (x[i] - mean) * invstd;
@@ -144,7 +147,7 @@ fn batchnorm_backward_data(@builtin(global_invocation_id) gid: vec3<u32>, @built
     if (i >= p.n * p.c * p.s) {
         return;
     }
-    let c = (i / p.s) % p.c;
+    let c = divmod(divmod(i, p.s).x, p.c).y;
     let invstd = stats[p.c + c];
     let dz = dz_at(i);
     if (p.train == 0u) {

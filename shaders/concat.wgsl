@@ -2,6 +2,8 @@
 // concat_copy:  dst[o, offset + i] = src[o, i]   (forward, once per input)
 // concat_slice: dst[o, i] = src[o, offset + i]   (backward: the gradient of each input)
 
+//!include divmod.wgsl
+
 struct Params {
     outer: u32,
     part: u32,     // inner length of the piece
@@ -17,7 +19,8 @@ struct Params {
 fn concat_copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i < p.outer * p.part) {
-        dst[(i / p.part) * p.whole + p.offset + i % p.part] = src[i];
+        let q = divmod(i, p.part);
+        dst[q.x * p.whole + p.offset + q.y] = src[i];
     }
 }
 
@@ -25,6 +28,7 @@ fn concat_copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 fn concat_slice(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i < p.outer * p.part) {
-        dst[i] = src[(i / p.part) * p.whole + p.offset + i % p.part];
+        let q = divmod(i, p.part);
+        dst[i] = src[q.x * p.whole + p.offset + q.y];
     }
 }

@@ -1,196 +1,141 @@
-// conv2d: the three passes of a 2-d convolution as implicit GEMMs on the shared core.
-// x is [N, CI, H, W], weight is [CO, CI, KH, KW] (PyTorch's layout), y is [N, CO, OH, OW],
-// OH = (H + 2 PAD - KH) / STRIDE + 1. Nothing is materialised: the loaders below compute
-// the im2col addresses on the fly.
-//
-// MODE 0, conv2d_forward:       y[n,co,oy,ox] = bias[co] + sum_{ci,ky,kx} w[co,ci,ky,kx] x[n,ci,oy*s+ky-p,ox*s+kx-p]
-//     GEMM M = CO, N = N*OH*OW, K = CI*KH*KW.  (Also transposed-conv's data gradient.)
-// MODE 1, conv2d_backward_data: dx[n,ci,iy,ix] = sum_{co,ky,kx : oy*s = iy+p-ky} w[co,ci,ky,kx] dy[n,co,oy,ox]
-//     Only the taps with ky = (iy+p) mod s contribute, so the output is cut into s*s phases
-//     by (iy mod s, ix mod s); phase z is its own dense GEMM with M = CI, N = N*ceil(H/s)*ceil(W/s),
-//     K = CO*ceil(KH/s)*ceil(KW/s). This skips the (s*s-1)/(s*s) zero taps of the naive form.
-//     (Also transposed-conv's forward pass, with bias and activation in the epilogue.)
-// MODE 2, conv2d_backward_weight: dw[co,ci,ky,kx] = sum_{n,oy,ox} dy[n,co,oy,ox] x[n,ci,oy*s+ky-p,ox*s+kx-p]
-//     GEMM M = CO, N = CI*KH*KW, K = N*OH*OW: a long K, split over z into SPLIT slices that
-//     write partial sums, reduced afterwards.
-//!include gemm_core.wgsl
+// conv2d: the data movement around the GEMMs that do a convolution's arithmetic.
+// x is [N, CI, H, W], weight [CO, CI, KH, KW], y [N, CO, OH, OW] (PyTorch's layouts);
+// K = CI*KH*KW, P = N*OH*OW pixels, and every [rows, P] matrix has row stride P4 = P
+// rounded up to 4 with zero padding, so the GEMM can read it as vec4s.
+//   forward:         Xcol = im2col(x) [K, P];  Y = W[CO, K] · Xcol;  y = nchw(Y) + b -> act
+//   backward data:   dY = cnhw(dy) [CO, P];    dXcol = Wᵀ · dY;      dx = col2im(dXcol)
+//   backward weight: dW = dY · Xcolᵀ (split-K over P)
+// Transposed convolution is the same three products with the roles of x and y swapped.
+// Index arithmetic goes through divmod(): CPU drivers have no vector integer divide.
+//!include divmod.wgsl
 //!include act_lib.wgsl
-
-override MODE: u32 = 0u;
-override HAS_BIAS: bool = false;
-override ACT: u32 = 0u;
 
 struct Params {
     n: u32, ci: u32, h: u32, w: u32,
     co: u32, oh: u32, ow: u32, kh: u32,
-    kw: u32, stride: u32, pad: u32, split: u32,
-    slope: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+    kw: u32, stride: u32, pad: u32, p4: u32,
+    has_bias: u32, act: u32, slope: f32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x_like: array<f32>;   // [N, CI, H, W]: x (modes 0, 2)
-@group(0) @binding(2) var<storage, read> y_like: array<f32>;   // [N, CO, OH, OW]: dy (modes 1, 2)
-@group(0) @binding(3) var<storage, read> weight: array<f32>;   // [CO, CI, KH, KW]
-@group(0) @binding(4) var<storage, read> bias: array<f32>;     // [CO] in mode 0, [CI] in mode 1
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
 
-// Phase geometry for MODE 1: (first tap ry, rx; taps khc, kwc; output rows hc, wc; offsets qy, qx).
-struct Phase { py: u32, px: u32, ry: u32, rx: u32, khc: u32, kwc: u32, hc: u32, wc: u32, qy: i32, qx: i32 }
+// Xcol[k = (ci, ky, kx), col = (n, oy, ox)] = x[n, ci, oy*s + ky - pad, ox*s + kx - pad],
+// 0 outside the image and in the padding columns. Grid: x over P4/4 column quads, y over
+// the K rows; each invocation writes one vec4 (stores cost as much as loads on CPU drivers).
+@group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 
-fn phase(z: u32) -> Phase {
-    var f: Phase;
+fn im2col_value(valid: bool, n: u32, c: u32, iy: i32, ix: i32) -> f32 {
+    if (valid && iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w)) {
+        return src[((n * p.ci + c) * p.h + u32(iy)) * p.w + u32(ix)];
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(256)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let quad = gid.x;
+    let k = gid.y;
+    if (quad * 4u >= p.p4) {
+        return;
+    }
+    let t_kx = divmod(k, p.kw);
+    let c_ky = divmod(t_kx.x, p.kh);
+    let c = c_ky.x;
+    let pixels = p.n * p.oh * p.ow;
+    // Position of the quad's first column; the next three step along ox with wrap-around.
+    var col = quad * 4u;
+    let n_pix = divmod(min(col, pixels - 1u), p.oh * p.ow);
+    let oy_ox = divmod(n_pix.y, p.ow);
+    var n = n_pix.x;
+    var oy = oy_ox.x;
+    var ox = oy_ox.y;
+    var v: vec4<f32>;
+    for (var e = 0u; e < 4u; e++) {
+        let iy = i32(oy * p.stride + c_ky.y) - i32(p.pad);
+        let ix = i32(ox * p.stride + t_kx.y) - i32(p.pad);
+        v[e] = im2col_value(col + e < pixels, n, c, iy, ix);
+        ox += 1u;
+        let wrap_x = ox == p.ow;
+        ox = select(ox, 0u, wrap_x);
+        oy = select(oy, oy + 1u, wrap_x);
+        let wrap_y = oy == p.oh;
+        oy = select(oy, 0u, wrap_y);
+        n = select(n, n + 1u, wrap_y);
+    }
+    dst4[(k * p.p4) / 4u + quad] = v;
+}
+
+// dx[n, ci, iy, ix] = act(bias[ci] + sum over taps of dXcol[(ci, ky, kx), (n, oy, ox)]) with
+// oy*s = iy + pad - ky. Only ky = (iy + pad) mod s + s*j can hit, so the taps step by s.
+// One invocation per element of dx [N, CI, H, W].
+@compute @workgroup_size(256)
+fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n * p.ci * p.h * p.w) {
+        return;
+    }
+    let t_ix = divmod(i, p.w);
+    let t_iy = divmod(t_ix.x, p.h);
+    let n_c = divmod(t_iy.x, p.ci);
+    let c = n_c.y;
     let s = p.stride;
-    f.py = z / s;
-    f.px = z % s;
-    f.ry = (f.py + p.pad) % s;
-    f.rx = (f.px + p.pad) % s;
-    f.khc = select(0u, (p.kh - f.ry + s - 1u) / s, f.ry < p.kh);
-    f.kwc = select(0u, (p.kw - f.rx + s - 1u) / s, f.rx < p.kw);
-    f.hc = select(0u, (p.h - f.py + s - 1u) / s, f.py < p.h);
-    f.wc = select(0u, (p.w - f.px + s - 1u) / s, f.px < p.w);
-    f.qy = (i32(f.py) + i32(p.pad) - i32(f.ry)) / i32(s);
-    f.qx = (i32(f.px) + i32(p.pad) - i32(f.rx)) / i32(s);
-    return f;
-}
-
-fn mm_dims(z: u32) -> vec4<u32> {
-    switch MODE {
-        case 0u: { return vec4<u32>(p.co, p.n * p.oh * p.ow, 0u, p.ci * p.kh * p.kw); }
-        case 1u: {
-            let f = phase(z);
-            return vec4<u32>(p.ci, p.n * f.hc * f.wc, 0u, p.co * f.khc * f.kwc);
-        }
-        default: {
-            let k = p.n * p.oh * p.ow;
-            let per = (k + p.split - 1u) / p.split;
-            let kb = min(z * per, k);
-            return vec4<u32>(p.co, p.ci * p.kh * p.kw, kb, min(kb + per, k));
-        }
-    }
-}
-
-// x[n, ci, iy, ix], zero outside the image (the padding).
-fn read_x(n: u32, ci: u32, iy: i32, ix: i32) -> f32 {
-    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
-        return 0.0;
-    }
-    return x_like[((n * p.ci + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-}
-
-fn mm_read_a(z: u32, row: u32, k: u32) -> f32 {
-    switch MODE {
-        case 0u: { return weight[row * p.ci * p.kh * p.kw + k]; }
-        case 1u: {
-            // row = ci, k = (co, jy, jx) -> w[co, ci, ry + s*jy, rx + s*jx]
-            let f = phase(z);
-            let jx = k % f.kwc;
-            let t = k / f.kwc;
-            let jy = t % f.khc;
-            let co = t / f.khc;
-            let ky = f.ry + p.stride * jy;
-            let kx = f.rx + p.stride * jx;
-            return weight[((co * p.ci + row) * p.kh + ky) * p.kw + kx];
-        }
-        default: {
-            // row = co, k = (n, oy*OW + ox) -> dy[n, co, oy, ox]
-            let ohw = p.oh * p.ow;
-            let n = k / ohw;
-            return y_like[(n * p.co + row) * ohw + k % ohw];
-        }
-    }
-}
-
-fn mm_read_b(z: u32, k: u32, col: u32) -> f32 {
-    switch MODE {
-        case 0u: {
-            // k = (ci, ky, kx), col = (n, oy, ox)
-            let kx = k % p.kw;
-            let t = k / p.kw;
-            let ky = t % p.kh;
-            let ci = t / p.kh;
-            let ox = col % p.ow;
-            let t2 = col / p.ow;
-            let oy = t2 % p.oh;
-            let n = t2 / p.oh;
-            return read_x(n, ci, i32(oy * p.stride + ky) - i32(p.pad), i32(ox * p.stride + kx) - i32(p.pad));
-        }
-        case 1u: {
-            // k = (co, jy, jx), col = (n, ty, tx) with iy = py + s*ty: oy = ty + qy - jy
-            let f = phase(z);
-            let jx = k % f.kwc;
-            let t = k / f.kwc;
-            let jy = t % f.khc;
-            let co = t / f.khc;
-            let tx = col % f.wc;
-            let t2 = col / f.wc;
-            let ty = t2 % f.hc;
-            let n = t2 / f.hc;
-            let oy = i32(ty) + f.qy - i32(jy);
-            let ox = i32(tx) + f.qx - i32(jx);
-            if (oy < 0 || ox < 0 || oy >= i32(p.oh) || ox >= i32(p.ow)) {
-                return 0.0;
+    let qy = divmod(t_iy.y + p.pad, s); // (iy + pad) = qy.x * s + qy.y
+    let qx = divmod(t_ix.y + p.pad, s);
+    var acc = 0.0;
+    // ceil(KH / s) x ceil(KW / s) candidate taps, the same for every pixel: uniform loops.
+    let taps_y = (p.kh + s - 1u) / s;
+    let taps_x = (p.kw + s - 1u) / s;
+    for (var jy = 0u; jy < taps_y; jy++) {
+        let ky = qy.y + jy * s;
+        let oy = i32(qy.x) - i32(jy);
+        for (var jx = 0u; jx < taps_x; jx++) {
+            let kx = qx.y + jx * s;
+            let ox = i32(qx.x) - i32(jx);
+            if (ky < p.kh && kx < p.kw && oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
+                let k = (c * p.kh + ky) * p.kw + kx;
+                acc += src[k * p.p4 + (n_c.x * p.oh + u32(oy)) * p.ow + u32(ox)];
             }
-            return y_like[((n * p.co + co) * p.oh + u32(oy)) * p.ow + u32(ox)];
-        }
-        default: {
-            // k = (n, oy, ox), col = (ci, ky, kx)
-            let ohw = p.oh * p.ow;
-            let n = k / ohw;
-            let pix = k % ohw;
-            let oy = pix / p.ow;
-            let ox = pix % p.ow;
-            let kx = col % p.kw;
-            let t = col / p.kw;
-            let ky = t % p.kh;
-            let ci = t / p.kh;
-            return read_x(n, ci, i32(oy * p.stride + ky) - i32(p.pad), i32(ox * p.stride + kx) - i32(p.pad));
         }
     }
-}
-
-fn mm_write(z: u32, row: u32, col: u32, value: f32) {
-    switch MODE {
-        case 0u: {
-            let ohw = p.oh * p.ow;
-            let n = col / ohw;
-            var v = value;
-            if (HAS_BIAS) {
-                v += bias[row];
-            }
-            out[(n * p.co + row) * ohw + col % ohw] = act_apply(v, ACT, p.slope);
-        }
-        case 1u: {
-            let f = phase(z);
-            let tx = col % f.wc;
-            let t2 = col / f.wc;
-            let ty = t2 % f.hc;
-            let n = t2 / f.hc;
-            let iy = f.py + p.stride * ty;
-            let ix = f.px + p.stride * tx;
-            var v = value;
-            if (HAS_BIAS) {
-                v += bias[row];
-            }
-            out[((n * p.ci + row) * p.h + iy) * p.w + ix] = act_apply(v, ACT, p.slope);
-        }
-        default: {
-            let mn = p.co * p.ci * p.kh * p.kw;
-            out[z * mn + row * p.ci * p.kh * p.kw + col] = value;
-        }
+    if (p.has_bias != 0u) {
+        acc += bias[c];
     }
+    dst[i] = act_apply(acc, p.act, p.slope);
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    gemm_main(wid, lid);
+// Y[c, (n, pix)] = y[n, c, pix]: channel-major copy, zero-padded to P4 columns.
+// Grid: x over P4 columns, y over the p.co channels (pix ranges over OH*OW).
+@compute @workgroup_size(256)
+fn nchw_to_cnhw(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x;
+    let c = gid.y;
+    if (col >= p.p4) {
+        return;
+    }
+    var v = 0.0;
+    if (col < p.n * p.oh * p.ow) {
+        let n_pix = divmod(col, p.oh * p.ow);
+        v = src[(n_pix.x * p.co + c) * p.oh * p.ow + n_pix.y];
+    }
+    dst[c * p.p4 + col] = v;
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn conv2d_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    gemm_main(wid, lid);
-}
-
-@compute @workgroup_size(16, 16, 1)
-fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    gemm_main(wid, lid);
+// y[n, c, pix] = act(Y[c, (n, pix)] + bias[c]): the GEMM's channel-major result back to NCHW.
+// Grid: x over the P columns, y over the p.co channels.
+@compute @workgroup_size(256)
+fn cnhw_to_nchw(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x;
+    let c = gid.y;
+    if (col >= p.n * p.oh * p.ow) {
+        return;
+    }
+    var v = src[c * p.p4 + col];
+    if (p.has_bias != 0u) {
+        v += bias[c];
+    }
+    let n_pix = divmod(col, p.oh * p.ow);
+    dst[(n_pix.x * p.co + c) * p.oh * p.ow + n_pix.y] = act_apply(v, p.act, p.slope);
 }

@@ -2,6 +2,7 @@
 // Tensors are contiguous; broadcasting works on shapes padded to 4 dims, where an input's
 // stride is 0 along every dim it broadcasts. One invocation per output element; the flat
 // index is gid.x + gid.y * num_workgroups.x * 256 (grid_1d on the Rust side).
+//!include divmod.wgsl
 //
 // binary ops (OP): 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 expand (alpha * a, b unused).
 // unary ops (OP):  0 affine (alpha*x + beta), 1 exp, 2 log, 3 sqrt, 4 square, 5 abs.
@@ -43,14 +44,12 @@ fn binary_broadcast(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (i >= p.n) {
         return;
     }
-    let i3 = i % p.shape.w;
-    let t2 = i / p.shape.w;
-    let i2 = t2 % p.shape.z;
-    let t1 = t2 / p.shape.z;
-    let i1 = t1 % p.shape.y;
-    let i0 = t1 / p.shape.y;
-    let ia = dot(vec4<u32>(i0, i1, i2, i3), p.stride_a);
-    let ib = dot(vec4<u32>(i0, i1, i2, i3), p.stride_b);
+    let q3 = divmod(i, p.shape.w);
+    let q2 = divmod(q3.x, p.shape.z);
+    let q1 = divmod(q2.x, p.shape.y);
+    let idx = vec4<u32>(q1.x, q1.y, q2.y, q3.y);
+    let ia = dot(idx, p.stride_a);
+    let ib = dot(idx, p.stride_b);
     out[i] = binary(p.op, a[ia], b[ib]);
 }
 
@@ -121,5 +120,16 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = flat_index(gid, nwg);
     if (i < p.n) {
         out[i] = p.beta;
+    }
+}
+
+// out[c, r] = a[r, c] for a viewed as [rows = shape.x, cols = shape.y]. Grid: x over
+// columns, y over rows (no index division).
+@compute @workgroup_size(256)
+fn transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let r = gid.y;
+    if (c < p.shape.y && r < p.shape.x) {
+        out[c * p.shape.x + r] = a[r * p.shape.y + c];
     }
 }

@@ -5,6 +5,8 @@
 // reduce_parallel: one workgroup of 256 per output, tree-reduced in workgroup memory, for few
 // outputs with a long R.
 
+//!include divmod.wgsl
+
 struct Params {
     a: u32,
     r: u32,
@@ -22,8 +24,9 @@ fn reduce_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (o >= p.a * p.b) {
         return;
     }
-    let ia = o / p.b;
-    let ib = o % p.b;
+    let q = divmod(o, p.b);
+    let ia = q.x;
+    let ib = q.y;
     var acc = 0.0;
     var base = ia * p.r * p.b + ib;
     for (var r = 0u; r < p.r; r++) {

@@ -90,10 +90,21 @@ pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
     let shape = format!("N={batch} 64->128 14x14 k4 s2 p1");
     let gflop = geo.flops() / 1e9;
     let mut out = vec![];
+    let xcol = conv2d::im2col(g, &geo, &x)?;
+    // Each pass is timed whole: its GEMM and the data movement around it.
     let passes: [(&str, &mut dyn FnMut() -> Result<()>); 3] = [
-        ("conv2d_forward", &mut || conv2d::forward_raw(g, &geo, &x, &w, None, Act::Identity).map(drop)),
-        ("conv2d_backward_data", &mut || conv2d::backward_data_raw(g, &geo, &dy, &w, None, Act::Identity).map(drop)),
-        ("conv2d_backward_weight", &mut || conv2d::backward_weight_raw(g, &geo, &x, &dy).map(drop)),
+        ("conv2d_forward", &mut || {
+            let xcol = conv2d::im2col(g, &geo, &x)?;
+            conv2d::forward_gemm(g, &geo, &xcol, &w, None, Act::Identity).map(drop)
+        }),
+        ("conv2d_backward_data", &mut || {
+            let dy_cm = conv2d::channel_major(g, &geo, &dy)?;
+            conv2d::backward_data_gemm(g, &geo, &dy_cm, &w, None, Act::Identity).map(drop)
+        }),
+        ("conv2d_backward_weight", &mut || {
+            let dy_cm = conv2d::channel_major(g, &geo, &dy)?;
+            conv2d::backward_weight_gemm(g, &geo, &xcol, &dy_cm).map(drop)
+        }),
     ];
     for (name, run) in passes {
         let (ms, timer) = time_ms(g, 1, reps_for(gflop), run)?;
@@ -117,10 +128,20 @@ pub fn conv_transpose2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> 
     let shape = format!("N={batch} 128->64 7x7 k4 s2 p1");
     let gflop = geo.flops() / 1e9;
     let mut out = vec![];
+    let x_cm = conv2d::channel_major(g, &geo, &x)?;
     let passes: [(&str, &mut dyn FnMut() -> Result<()>); 3] = [
-        ("conv_transpose2d_forward", &mut || conv2d::backward_data_raw(g, &geo, &x, &w, None, Act::Identity).map(drop)),
-        ("conv_transpose2d_backward_data", &mut || conv2d::forward_raw(g, &geo, &dy, &w, None, Act::Identity).map(drop)),
-        ("conv_transpose2d_backward_weight", &mut || conv2d::backward_weight_raw(g, &geo, &dy, &x).map(drop)),
+        ("conv_transpose2d_forward", &mut || {
+            let x_cm = conv2d::channel_major(g, &geo, &x)?;
+            conv2d::backward_data_gemm(g, &geo, &x_cm, &w, None, Act::Identity).map(drop)
+        }),
+        ("conv_transpose2d_backward_data", &mut || {
+            let zcol = conv2d::im2col(g, &geo, &dy)?;
+            conv2d::forward_gemm(g, &geo, &zcol, &w, None, Act::Identity).map(drop)
+        }),
+        ("conv_transpose2d_backward_weight", &mut || {
+            let zcol = conv2d::im2col(g, &geo, &dy)?;
+            conv2d::backward_weight_gemm(g, &geo, &zcol, &x_cm).map(drop)
+        }),
     ];
     for (name, run) in passes {
         let (ms, timer) = time_ms(g, 1, reps_for(gflop), run)?;
@@ -184,3 +205,33 @@ pub fn numpy_matmul_ms(n: usize) -> Option<f64> {
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
+
+/// The per-kernel table of a profile: kernel, calls, total ms, GFLOP/s or GB/s, share.
+pub fn profile_table(stats: &[(String, crate::gpu::KernelStat)], steps: usize, timer: &str) -> String {
+    let total: f64 = stats.iter().map(|(_, s)| s.ns).sum();
+    let mut out = format!(
+        "{:<44} {:>7} {:>11} {:>11} {:>12} {:>7}\n",
+        format!("kernel ({timer}, per step)"),
+        "calls",
+        "ms",
+        "GFLOP/s",
+        "GB/s",
+        "share"
+    );
+    for (name, s) in stats {
+        let secs = s.ns / 1e9;
+        let gflops = if s.flops > 0.0 { format!("{:.1}", s.flops / secs / 1e9) } else { "-".into() };
+        let gbs = if s.bytes > 0.0 { format!("{:.1}", s.bytes / secs / 1e9) } else { "-".into() };
+        out += &format!(
+            "{:<44} {:>7.1} {:>11.3} {:>11} {:>12} {:>6.1}%\n",
+            name,
+            s.calls as f64 / steps as f64,
+            s.ns / 1e6 / steps as f64,
+            gflops,
+            gbs,
+            100.0 * s.ns / total.max(1.0)
+        );
+    }
+    out += &format!("{:<44} {:>7} {:>11.3}\n", "total", "", total / 1e6 / steps as f64);
+    out
+}

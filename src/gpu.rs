@@ -331,6 +331,21 @@ impl Gpu {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// The GEMM family for this device: the subgroup kernel where subgroups of 8 exist on
+    /// a CPU adapter (measured ~25x faster than tiles on lavapipe, BENCHMARKS.md), tiles
+    /// elsewhere. `ACTIVEGEN_GEMM=tiled|subgroup` overrides, for benchmarking both.
+    pub fn gemm_kernel(&self) -> GemmKernel {
+        let sg8 = self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size <= 8
+            && self.info.subgroup_max_size >= 8;
+        match std::env::var("ACTIVEGEN_GEMM").as_deref() {
+            Ok("tiled") => GemmKernel::Tiled,
+            Ok("subgroup") if sg8 => GemmKernel::Subgroup8,
+            _ if sg8 && self.is_cpu() => GemmKernel::Subgroup8,
+            _ => GemmKernel::Tiled,
+        }
+    }
+
     pub(crate) fn fresh_id(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -815,6 +830,15 @@ impl Drop for Gpu {
         self.rec.borrow_mut().pass = None;
         self.save_pipeline_cache();
     }
+}
+
+/// Which GEMM kernel family the device runs (see ops::matmul).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// Workgroup-memory tiles: the portable kernel for GPUs.
+    Tiled,
+    /// Register blocks shared by 8-wide subgroup broadcasts: CPU drivers (lavapipe).
+    Subgroup8,
 }
 
 /// The work one dispatch does, for GFLOP/s and GB/s in the profile.

@@ -14,6 +14,7 @@ use crate::gpu::Access;
 pub const SHADERS: &[(&str, &str)] = &[
     ("gemm_core", include_str!("../shaders/gemm_core.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
+    ("matmul_subgroup", include_str!("../shaders/matmul_subgroup.wgsl")),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
     ("activation", include_str!("../shaders/activation.wgsl")),
     ("reduce", include_str!("../shaders/reduce.wgsl")),
@@ -26,10 +27,11 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("rng", include_str!("../shaders/rng.wgsl")),
     ("philox", include_str!("../shaders/philox.wgsl")),
     ("act_lib", include_str!("../shaders/act_lib.wgsl")),
+    ("divmod", include_str!("../shaders/divmod.wgsl")),
 ];
 
 /// Library files that are only ever included, never compiled on their own.
-pub const LIBRARIES: &[&str] = &["gemm_core", "philox", "act_lib"];
+pub const LIBRARIES: &[&str] = &["gemm_core", "philox", "act_lib", "divmod"];
 
 fn raw(stem: &str) -> Result<&'static str> {
     SHADERS
@@ -45,9 +47,14 @@ pub fn compose(stem: &str) -> Result<(String, Vec<(String, usize)>)> {
     let own = raw(stem)?;
     let mut out = own.to_string();
     let mut parts = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
     for line in own.lines() {
         if let Some(inc) = line.trim().strip_prefix("//!include ") {
             let inc_stem = inc.trim().trim_end_matches(".wgsl");
+            if seen.contains(&inc_stem) {
+                continue;
+            }
+            seen.push(inc_stem);
             if !out.ends_with('\n') {
                 out.push('\n');
             }

@@ -1,13 +1,16 @@
 //! conv2d: y[n,co,oy,ox] = act(b[co] + sum_{ci,ky,kx} w[co,ci,ky,kx] x[n,ci,oy*s+ky-p,ox*s+kx-p])
 //! x [N, CI, H, W], w [CO, CI, KH, KW] (PyTorch layout), y [N, CO, OH, OW],
-//! OH = (H + 2p - KH)/s + 1. Three implicit-GEMM passes on the shared core (shaders/conv2d.wgsl):
-//! forward, backward-data (phase-split by stride) and backward-weight (split-K + reduce).
+//! OH = (H + 2p - KH)/s + 1. Each pass is one GEMM (ops::matmul) around explicit column
+//! matrices (shaders/conv2d.wgsl): im2col for the forward pass, the channel-major dY and
+//! col2im for the data gradient, split-K for the weight gradient. Explicit columns let the
+//! GEMM read contiguous vec4s, which is what makes CPU adapters fast.
 
 use anyhow::{bail, Result};
 
 use super::activation::{act_backward_raw, Act};
+use super::matmul::{gemm, split_for, Gemm};
 use super::{launch, u};
-use crate::gpu::{Cost, Gpu};
+use crate::gpu::{grid_1d, Cost, Gpu};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
 
@@ -87,12 +90,15 @@ struct Params {
     kw: u32,
     stride: u32,
     pad: u32,
-    split: u32,
+    p4: u32,
+    has_bias: u32,
+    act: u32,
     slope: f32,
-    _pad: [u32; 3],
+    _pad: u32,
 }
 
-fn params(geo: &Geometry, split: usize, slope: f32) -> Params {
+fn params(geo: &Geometry, bias: bool, act: Act) -> Params {
+    let (act, slope) = act.code();
     Params {
         n: u(geo.n),
         ci: u(geo.ci),
@@ -105,84 +111,128 @@ fn params(geo: &Geometry, split: usize, slope: f32) -> Params {
         kw: u(geo.kw),
         stride: u(geo.stride),
         pad: u(geo.pad),
-        split: u(split),
+        p4: u(geo.p4()),
+        has_bias: bias as u32,
+        act,
         slope,
-        _pad: [0; 3],
+        _pad: 0,
     }
 }
 
-const TILE: usize = 64;
-
-/// MODE 0: out (y-shaped) = act(conv(x_like, w) + bias[co]).
-pub(crate) fn forward_raw(g: &Gpu, geo: &Geometry, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
-    let y = Tensor::empty(g, &geo.y_shape(), "conv2d output")?;
-    let (code, slope) = act.code();
-    let cols = geo.n * geo.oh * geo.ow;
-    launch(
-        g,
-        "conv2d",
-        "conv2d_forward",
-        &[("MODE", 0), ("HAS_BIAS", bias.is_some() as u64), ("ACT", code as u64)],
-        &params(geo, 1, slope),
-        &[x.buffer(), x.buffer(), w.buffer(), bias.unwrap_or(w).buffer(), y.buffer()],
-        [u(cols.div_ceil(TILE)), u(geo.co.div_ceil(TILE)), 1],
-        Cost::flops(geo.flops(), 4.0 * (x.numel() + w.numel() + y.numel()) as f64),
-    )?;
-    Ok(y)
+impl Geometry {
+    /// Output pixels of the batch, N*OH*OW.
+    pub fn pixels(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+    /// Pixels rounded up to 4: the row stride of the column matrices.
+    pub fn p4(&self) -> usize {
+        self.pixels().next_multiple_of(4)
+    }
+    /// K of the forward GEMM, CI*KH*KW.
+    pub fn patch(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
 }
 
-/// MODE 1: out (x-shaped) = act(conv_backward_data(dy_like, w) + bias[ci]).
-pub(crate) fn backward_data_raw(
-    g: &Gpu,
-    geo: &Geometry,
-    dy: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    act: Act,
-) -> Result<Tensor> {
-    let dx = Tensor::empty(g, &geo.x_shape(), "conv2d input gradient")?;
-    let (code, slope) = act.code();
-    let s = geo.stride;
-    // Every phase (iy mod s, ix mod s) has at most ceil(H/s) x ceil(W/s) outputs.
-    let cols = geo.n * geo.h.div_ceil(s) * geo.w.div_ceil(s);
+/// Xcol [K, P4] = im2col(x): the patches of x as columns, zero-padded.
+pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
+    let xcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "im2col columns")?;
+    let n = xcol.numel();
     launch(
         g,
         "conv2d",
-        "conv2d_backward_data",
-        &[("MODE", 1), ("HAS_BIAS", bias.is_some() as u64), ("ACT", code as u64)],
-        &params(geo, 1, slope),
-        &[dy.buffer(), dy.buffer(), w.buffer(), bias.unwrap_or(w).buffer(), dx.buffer()],
-        [u(cols.div_ceil(TILE)), u(geo.ci.div_ceil(TILE)), u(s * s)],
-        Cost::flops(geo.flops(), 4.0 * (dx.numel() + w.numel() + dy.numel()) as f64),
+        "im2col",
+        &[],
+        &params(geo, false, Act::Identity),
+        &[x.buffer(), x.buffer(), x.buffer(), xcol.buffer()],
+        [u((geo.p4() / 4).div_ceil(256)), u(geo.patch()), 1],
+        Cost::bytes(8.0 * n as f64),
+    )?;
+    Ok(xcol)
+}
+
+/// dx [N, CI, H, W] = act(bias + col2im(dXcol)): sums each pixel's taps.
+pub fn col2im(g: &Gpu, geo: &Geometry, dxcol: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+    let dx = Tensor::empty(g, &geo.x_shape(), "col2im output")?;
+    let n = dx.numel();
+    launch(
+        g,
+        "conv2d",
+        "col2im",
+        &[],
+        &params(geo, bias.is_some(), act),
+        &[dxcol.buffer(), dx.buffer(), bias.unwrap_or(dxcol).buffer()],
+        grid_1d(n, 256),
+        Cost::bytes(4.0 * (n * geo.kh * geo.kw / (geo.stride * geo.stride)).max(n) as f64),
     )?;
     Ok(dx)
 }
 
-/// How many K slices the weight gradient is cut into: enough workgroups to fill the
-/// device, with each slice still at least 256 long.
-fn split_k(g: &Gpu, m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
-    let want: usize = if g.is_cpu() { 16 } else { 256 };
-    want.div_ceil(tiles).clamp(1, (k / 256).max(1))
-}
-
-/// MODE 2: dw = sum_{n,oy,ox} dy x-patch, as split-K partials then a sum over slices.
-pub(crate) fn backward_weight_raw(g: &Gpu, geo: &Geometry, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let m = geo.co;
-    let n = geo.ci * geo.kh * geo.kw;
-    let k = geo.n * geo.oh * geo.ow;
-    let split = split_k(g, m, n, k);
-    let partial = Tensor::empty(g, &[split, m * n], "conv2d weight gradient partials")?;
+/// dY [CO, P4]: a y-shaped NCHW tensor copied channel-major, zero-padded.
+pub fn channel_major(g: &Gpu, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
+    let out = Tensor::empty(g, &[geo.co, geo.p4()], "channel-major copy")?;
+    let n = out.numel();
     launch(
         g,
         "conv2d",
-        "conv2d_backward_weight",
-        &[("MODE", 2), ("HAS_BIAS", 0), ("ACT", 0)],
-        &params(geo, split, 0.0),
-        &[x.buffer(), dy.buffer(), x.buffer(), x.buffer(), partial.buffer()],
-        [u(n.div_ceil(TILE)), u(m.div_ceil(TILE)), u(split)],
-        Cost::flops(geo.flops(), 4.0 * (x.numel() + dy.numel() + split * m * n) as f64),
+        "nchw_to_cnhw",
+        &[],
+        &params(geo, false, Act::Identity),
+        &[y.buffer(), out.buffer(), y.buffer()],
+        [u(geo.p4().div_ceil(256)), u(geo.co), 1],
+        Cost::bytes(8.0 * n as f64),
     )?;
+    Ok(out)
+}
+
+/// y [N, CO, OH, OW] = act(Y + bias[co]) from the channel-major Y [CO, P4].
+pub fn channel_major_to_nchw(g: &Gpu, geo: &Geometry, ycm: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+    let y = Tensor::empty(g, &geo.y_shape(), "conv2d output")?;
+    let n = y.numel();
+    launch(
+        g,
+        "conv2d",
+        "cnhw_to_nchw",
+        &[],
+        &params(geo, bias.is_some(), act),
+        &[ycm.buffer(), y.buffer(), bias.unwrap_or(ycm).buffer()],
+        [u(geo.pixels().div_ceil(256)), u(geo.co), 1],
+        Cost::bytes(8.0 * n as f64),
+    )?;
+    Ok(y)
+}
+
+/// y = act(W · Xcol + b): the GEMM in channel-major order, then back to NCHW.
+pub fn forward_gemm(g: &Gpu, geo: &Geometry, xcol: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+    let ycm = Tensor::empty(g, &[geo.co, geo.p4()], "conv2d channel-major output")?;
+    let mut spec = Gemm::new(w, xcol, false, false, geo.co, geo.pixels(), geo.patch());
+    spec.ldb = geo.p4();
+    spec.ldc = geo.p4();
+    gemm(g, &spec, &ycm, 1)?;
+    channel_major_to_nchw(g, geo, &ycm, bias, act)
+}
+
+/// dXcol [K, P4] = Wᵀ · dY, then col2im (with bias and activation for transposed conv).
+pub fn backward_data_gemm(g: &Gpu, geo: &Geometry, dy_cm: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+    let dxcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "conv2d column gradient")?;
+    // Wᵀ is small; a plain copy of it is faster than the GEMM's transposed-A form.
+    let wt = super::elementwise::transpose2d(g, w, geo.co, geo.patch())?;
+    let mut spec = Gemm::new(&wt, dy_cm, false, false, geo.patch(), geo.pixels(), geo.co);
+    spec.ldb = geo.p4();
+    spec.ldc = geo.p4();
+    gemm(g, &spec, &dxcol, 1)?;
+    col2im(g, geo, &dxcol, bias, act)
+}
+
+/// dW [CO, CI, KH, KW] = dY · Xcolᵀ over all pixels (split-K, then a sum of the slices).
+pub fn backward_weight_gemm(g: &Gpu, geo: &Geometry, xcol: &Tensor, dy_cm: &Tensor) -> Result<Tensor> {
+    let (m, n, k) = (geo.co, geo.patch(), geo.p4());
+    let mut spec = Gemm::new(dy_cm, xcol, false, true, m, n, k);
+    spec.lda = k;
+    spec.ldb = k;
+    let split = split_for(g, m, n, k);
+    let partial = Tensor::empty(g, &[split, m * n], "conv2d weight gradient partials")?;
+    gemm(g, &spec, &partial, split)?;
     let dw = if split == 1 {
         partial
     } else {
@@ -199,7 +249,8 @@ pub fn conv2d_act(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: u
             bail!("conv2d: bias has {} values for {} output channels", b.numel(), geo.co);
         }
     }
-    let y = forward_raw(g, &geo, x, w, b, act)?;
+    let xcol = im2col(g, &geo, x)?;
+    let y = forward_gemm(g, &geo, &xcol, w, b, act)?;
     Ok(record(
         g,
         y.clone(),
@@ -208,6 +259,7 @@ pub fn conv2d_act(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: u
             w: w.clone(),
             b: b.cloned(),
             y: y.detach(g),
+            cols: xcol,
             geom: geo,
             act,
         },
@@ -218,7 +270,7 @@ pub fn conv2d(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize
     conv2d_act(g, x, w, b, stride, pad, Act::Identity)
 }
 
-/// dz = dy act'(y); dx = backward_data(dz); dw = backward_weight(x, dz); db = sum dz.
+/// dz = dy act'(y); dx = col2im(Wᵀ dZ); dw = dZ Xcolᵀ; db = per-channel sum of dz.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     g: &Gpu,
@@ -226,18 +278,21 @@ pub fn conv2d_backward(
     w: &Tensor,
     b: Option<&Tensor>,
     y: &Tensor,
+    xcol: &Tensor,
     geo: &Geometry,
     act: Act,
     dy: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
+    let _ = x;
     let dz = act_backward_raw(g, dy, y, act)?;
+    let dz_cm = channel_major(g, geo, &dz)?;
     let dx = if needs[0] {
-        Some(backward_data_raw(g, geo, &dz, w, None, Act::Identity)?)
+        Some(backward_data_gemm(g, geo, &dz_cm, w, None, Act::Identity)?)
     } else {
         None
     };
-    let dw = if needs[1] { Some(backward_weight_raw(g, geo, x, &dz)?) } else { None };
+    let dw = if needs[1] { Some(backward_weight_gemm(g, geo, xcol, &dz_cm)?) } else { None };
     let mut out = vec![dx, dw];
     if b.is_some() {
         out.push(if needs[2] { Some(super::reduce::sum_channels(g, &dz)?) } else { None });

@@ -3,9 +3,9 @@
 //! OH = (H - 1) s - 2p + KH + output_padding, and
 //!   y[n,co,oy,ox] = act(b[co] + sum_{ci,iy,ix,ky,kx : oy = iy*s - p + ky} x[n,ci,iy,ix] w[ci,co,ky,kx]).
 //! It needs no kernels of its own: in conv2d's terms (input = y-shaped, output = x-shaped,
-//! weight [CI, CO] read as conv2d's [CO', CI']) the forward pass is conv2d's backward-data
-//! GEMM, the data gradient is conv2d's forward GEMM, and the weight gradient is conv2d's
-//! weight-gradient GEMM with the roles of the two images swapped.
+//! weight [CI, CO] read as conv2d's [CO', CI']) the forward pass is conv2d's data-gradient
+//! GEMM + col2im, the data gradient is conv2d's forward (im2col + GEMM), and the weight
+//! gradient is conv2d's weight-gradient GEMM with the roles of the two images swapped.
 
 use anyhow::{bail, Result};
 
@@ -68,7 +68,8 @@ pub fn conv_transpose2d_act(
             bail!("conv_transpose2d: bias has {} values for {} output channels", b.numel(), geo.ci);
         }
     }
-    let y = conv2d::backward_data_raw(g, &geo, x, w, b, act)?;
+    let x_cm = conv2d::channel_major(g, &geo, x)?;
+    let y = conv2d::backward_data_gemm(g, &geo, &x_cm, w, b, act)?;
     Ok(record(
         g,
         y.clone(),
@@ -77,6 +78,7 @@ pub fn conv_transpose2d_act(
             w: w.clone(),
             b: b.cloned(),
             y: y.detach(g),
+            cols: x_cm,
             geom: geo,
             act,
         },
@@ -87,8 +89,8 @@ pub fn conv_transpose2d(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, str
     conv_transpose2d_act(g, x, w, b, stride, pad, 0, Act::Identity)
 }
 
-/// dz = dy act'(y); dx = conv2d(dz, w); dw = conv2d weight-gradient with x as "dy" and dz
-/// as "x"; db = per-channel sum of dz.
+/// dz = dy act'(y); Zcol = im2col(dz); dx = W · Zcol (conv2d's forward GEMM);
+/// dw = X · Zcolᵀ (conv2d's weight-gradient GEMM); db = per-channel sum of dz.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_backward(
     g: &Gpu,
@@ -96,19 +98,22 @@ pub fn conv_transpose2d_backward(
     w: &Tensor,
     b: Option<&Tensor>,
     y: &Tensor,
+    x_cm: &Tensor,
     geo: &Geometry,
     act: Act,
     dy: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
+    let _ = x;
     let dz = act_backward_raw(g, dy, y, act)?;
+    let zcol = conv2d::im2col(g, geo, &dz)?;
     let dx = if needs[0] {
-        Some(conv2d::forward_raw(g, geo, &dz, w, None, Act::Identity)?)
+        Some(conv2d::forward_gemm(g, geo, &zcol, w, None, Act::Identity)?)
     } else {
         None
     };
     let dw = if needs[1] {
-        Some(conv2d::backward_weight_raw(g, geo, &dz, x)?)
+        Some(conv2d::backward_weight_gemm(g, geo, &zcol, x_cm)?)
     } else {
         None
     };

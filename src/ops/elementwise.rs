@@ -370,3 +370,32 @@ pub fn fill(g: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
     )?;
     Ok(out)
 }
+
+/// out [cols, rows] = xᵀ for x viewed as [rows, cols], not recorded (a layout change
+/// before a GEMM whose transposed form is slower).
+pub fn transpose2d(g: &Gpu, x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    if rows * cols != x.numel() {
+        bail!("transpose2d: {rows}x{cols} does not fit {:?}", x.shape());
+    }
+    let out = Tensor::empty(g, &[cols, rows], "transpose")?;
+    let params = Params {
+        shape: [u(rows), u(cols), 0, 0],
+        stride_a: [0; 4],
+        stride_b: [0; 4],
+        n: u(rows * cols),
+        op: 0,
+        alpha: 0.0,
+        beta: 0.0,
+    };
+    launch(
+        g,
+        "elementwise",
+        "transpose2d",
+        &[],
+        &params,
+        &[x.buffer(), x.buffer(), out.buffer()],
+        [u(cols.div_ceil(256)), u(rows), 1],
+        Cost::bytes(8.0 * (rows * cols) as f64),
+    )?;
+    Ok(out)
+}

@@ -1,12 +1,17 @@
-//! matmul: C[b, M, N] = op(A) · op(B) (+ bias[N]), on the shared GEMM core.
-//! A is [.., M, K] (or [.., K, M] when transposed), B is [.., K, N] (or [.., N, K]).
-//! Batched when both are 3-d with the same batch; a 3-d A times a 2-d B folds the batch
-//! into M. `linear` is PyTorch's Linear: y = x·Wᵀ + b with W stored [out, in].
+//! matmul: C = op(A) · op(B) (+ bias) -> act, the one GEMM under every matmul, linear
+//! layer and convolution. Two kernels share one contract (shaders/matmul.wgsl):
+//! - `matmul_tiled` (shaders/matmul.wgsl): workgroup-memory tiles, for any adapter;
+//! - `matmul_sg_*` (shaders/matmul_subgroup.wgsl, generated): register blocks shared through
+//!   8-wide subgroup broadcasts, for CPU adapters such as lavapipe, where it is ~25x faster.
+//!
+//! `gemm` picks the kernel per call (`Gpu::gemm_kernel` says which family the device uses;
+//! the subgroup kernel also needs vec4-aligned operands). Public ops: `matmul`, `matmul_t`
+//! (2-d, or 3-d batched) and `linear` (PyTorch's Linear: y = x·Wᵀ + b, W stored [out, in]).
 
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{Cost, Gpu};
+use crate::gpu::{Cost, GemmKernel, Gpu};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
 
@@ -15,16 +20,151 @@ use crate::tensor::Tensor;
 struct Params {
     m: u32,
     n: u32,
-    k: u32,
-    batch_stride_a: u32,
-    batch_stride_b: u32,
-    split_k: u32,
-    _pad: [u32; 2],
+    k_total: u32,
+    k_len: u32,
+    k_off: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    batch_a: u32,
+    batch_b: u32,
+    batch_c: u32,
+    _pad: u32,
 }
 
-const TILE: usize = 64;
+/// One GEMM: C[z] (M x N) = op(A)[z] (M x K) · op(B)[z] (K x N), z < batch.
+pub struct Gemm<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Row strides of A, B and C as stored.
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub batch: usize,
+    pub batch_a: usize,
+    pub batch_b: usize,
+    pub batch_c: usize,
+    /// Added to every row (PyTorch's Linear bias).
+    pub bias: Option<&'a Tensor>,
+}
 
-/// (batch, M, K, N) of op(A)·op(B), checking that the shapes agree.
+impl<'a> Gemm<'a> {
+    /// A plain GEMM of two stored matrices with the given transposes.
+    pub fn new(a: &'a Tensor, b: &'a Tensor, trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize) -> Gemm<'a> {
+        Gemm {
+            a,
+            b,
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            lda: if trans_a { m } else { k },
+            ldb: if trans_b { k } else { n },
+            ldc: n,
+            batch: 1,
+            batch_a: 0,
+            batch_b: 0,
+            batch_c: m * n,
+            bias: None,
+        }
+    }
+
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.m * self.n * self.k) as f64
+    }
+
+    /// The subgroup kernel reads each operand's contiguous dimension as vec4s.
+    fn subgroup_ok(&self) -> bool {
+        let a_ok = if self.trans_a {
+            self.lda % 4 == 0 && self.lda >= self.m.next_multiple_of(4)
+        } else {
+            self.lda % 4 == 0
+        };
+        let b_ok = if self.trans_b {
+            self.ldb % 4 == 0
+        } else {
+            self.ldb % 4 == 0 && self.ldb >= self.n.next_multiple_of(4)
+        };
+        !(self.trans_a && self.trans_b)
+            && a_ok
+            && b_ok
+            && self.k % 4 == 0
+            && self.ldc % 4 == 0
+            && self.ldc >= self.n.next_multiple_of(4)
+            && self.batch_a % 4 == 0
+            && self.batch_b % 4 == 0
+            && self.batch_c % 4 == 0
+            && self.bias.is_none_or(|b| b.numel() % 4 == 0)
+    }
+}
+
+const TILED: usize = 64;
+const SG_ROWS: usize = 32;
+const SG_COLS: usize = 64;
+
+/// Records one GEMM (or `split` K-slices of it, written as partials [split, M, N]) into `out`.
+pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
+    if spec.m == 0 || spec.n == 0 {
+        return Ok(());
+    }
+    let split = split.max(1);
+    if split > 1 && (spec.batch > 1 || spec.bias.is_some()) {
+        bail!("split-K GEMMs write plain partials: no batch or bias");
+    }
+    let k_len = if split > 1 { spec.k.div_ceil(split).next_multiple_of(8) } else { spec.k };
+    let params = Params {
+        m: u(spec.m),
+        n: u(spec.n),
+        k_total: u(spec.k),
+        k_len: u(k_len),
+        k_off: if split > 1 { u(k_len) } else { 0 },
+        lda: u(spec.lda),
+        ldb: u(spec.ldb),
+        ldc: u(spec.ldc),
+        batch_a: u(spec.batch_a),
+        batch_b: u(spec.batch_b),
+        batch_c: if split > 1 { u(spec.ldc * spec.m) } else { u(spec.batch_c) },
+        _pad: 0,
+    };
+    let z = if split > 1 { split } else { spec.batch };
+    let cost = Cost::flops(
+        spec.flops(),
+        4.0 * (spec.batch * (spec.m * spec.k + spec.k * spec.n + spec.m * spec.n)) as f64,
+    );
+    let bias_buf = spec.bias.unwrap_or(spec.a).buffer();
+    let buffers = [spec.a.buffer(), spec.b.buffer(), out.buffer(), bias_buf];
+    let has_bias = spec.bias.is_some() as u64;
+    if g.gemm_kernel() == GemmKernel::Subgroup8 && spec.subgroup_ok() {
+        let entry = match (spec.trans_a, spec.trans_b) {
+            (false, false) => "matmul_sg_nn",
+            (false, true) => "matmul_sg_nt",
+            _ => "matmul_sg_tn",
+        };
+        let grid = [u(spec.n.div_ceil(SG_COLS)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
+        launch(g, "matmul_subgroup", entry, &[("HAS_BIAS", has_bias)], &params, &buffers, grid, cost)
+    } else {
+        let consts = [("TRANS_A", spec.trans_a as u64), ("TRANS_B", spec.trans_b as u64), ("HAS_BIAS", has_bias)];
+        let grid = [u(spec.n.div_ceil(TILED)), u(spec.m.div_ceil(TILED)), u(z)];
+        launch(g, "matmul", "matmul_tiled", &consts, &params, &buffers, grid, cost)
+    }
+}
+
+/// How many K slices a long-K GEMM with few output tiles is cut into, so that the device
+/// has enough workgroups; each slice keeps at least 256 of K.
+pub fn split_for(g: &Gpu, m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(SG_ROWS) * n.div_ceil(SG_COLS);
+    let want: usize = if g.is_cpu() { 8 } else { 256 };
+    want.div_ceil(tiles).clamp(1, (k / 256).max(1))
+}
+
+/// (batch, M, K, N, folded) of op(A)·op(B), checking that the shapes agree. A 3-d A times a
+/// 2-d B folds the batch into M.
 fn dims(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<(usize, usize, usize, usize, bool)> {
     let (ra, rb) = (a.rank(), b.rank());
     let mat = |t: &Tensor, tr: bool| {
@@ -36,50 +176,30 @@ fn dims(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<(usize, usize, usi
             (x, y)
         }
     };
-    if ra < 2 || rb < 2 || ra > 3 || rb > 3 {
+    let tag = |t: bool| if t { "ᵀ" } else { "" };
+    if !(2..=3).contains(&ra) || !(2..=3).contains(&rb) {
         bail!("matmul takes 2-d or 3-d tensors, got {:?} and {:?}", a.shape(), b.shape());
     }
     let (m, k) = mat(a, ta);
     let (k2, n) = mat(b, tb);
     if k != k2 {
-        bail!(
-            "matmul: inner dimensions differ: {:?}{} x {:?}{}",
-            a.shape(),
-            if ta { "ᵀ" } else { "" },
-            b.shape(),
-            if tb { "ᵀ" } else { "" }
-        );
+        bail!("matmul: inner dimensions differ: {:?}{} x {:?}{}", a.shape(), tag(ta), b.shape(), tag(tb));
     }
     match (ra, rb) {
         (2, 2) => Ok((1, m, k, n, false)),
         (3, 2) if !ta => Ok((1, a.dim(0) * m, k, n, true)),
         (3, 3) if a.dim(0) == b.dim(0) => Ok((a.dim(0), m, k, n, false)),
-        _ => bail!(
-            "matmul: unsupported batching {:?}{} x {:?}{}",
-            a.shape(),
-            if ta { "ᵀ" } else { "" },
-            b.shape(),
-            if tb { "ᵀ" } else { "" }
-        ),
+        _ => bail!("matmul: unsupported batching {:?}{} x {:?}{}", a.shape(), tag(ta), b.shape(), tag(tb)),
     }
 }
 
-/// The GEMM without recording. `accumulate_into` adds the product to an existing tensor.
-pub(crate) fn matmul_raw(
-    g: &Gpu,
-    a: &Tensor,
-    b: &Tensor,
-    ta: bool,
-    tb: bool,
-    bias: Option<&Tensor>,
-) -> Result<Tensor> {
+/// The product without recording.
+pub fn matmul_raw(g: &Gpu, a: &Tensor, b: &Tensor, ta: bool, tb: bool, bias: Option<&Tensor>) -> Result<Tensor> {
     let (batch, m, k, n, folded) = dims(a, b, ta, tb)?;
-    let out_shape: Vec<usize> = if a.rank() == 3 && !folded {
-        vec![batch, m, n]
-    } else if folded {
-        vec![a.dim(0), a.dim(1), n]
-    } else {
-        vec![m, n]
+    let out_shape: Vec<usize> = match (a.rank(), folded) {
+        (3, false) => vec![batch, m, n],
+        (3, true) => vec![a.dim(0), a.dim(1), n],
+        _ => vec![m, n],
     };
     if let Some(bias) = bias {
         if bias.numel() != n {
@@ -87,35 +207,12 @@ pub(crate) fn matmul_raw(
         }
     }
     let c = Tensor::empty(g, &out_shape, "matmul output")?;
-    let params = Params {
-        m: u(m),
-        n: u(n),
-        k: u(k),
-        batch_stride_a: if a.rank() == 3 && !folded { u(m * k) } else { 0 },
-        batch_stride_b: if b.rank() == 3 { u(k * n) } else { 0 },
-        split_k: 1,
-        _pad: [0; 2],
-    };
-    let consts = [
-        ("TRANS_A", ta as u64),
-        ("TRANS_B", tb as u64),
-        ("HAS_BIAS", bias.is_some() as u64),
-        ("ACCUMULATE", 0),
-    ];
-    let bias_buf = bias.map(|t| t.buffer()).unwrap_or(a.buffer());
-    launch(
-        g,
-        "matmul",
-        "matmul",
-        &consts,
-        &params,
-        &[a.buffer(), b.buffer(), c.buffer(), bias_buf],
-        [u(n.div_ceil(TILE)), u(m.div_ceil(TILE)), u(batch)],
-        Cost::flops(
-            2.0 * (batch * m * n * k) as f64,
-            4.0 * (batch * (m * k + k * n + m * n)) as f64,
-        ),
-    )?;
+    let mut spec = Gemm::new(a, b, ta, tb, m, n, k);
+    spec.batch = batch;
+    spec.batch_a = if a.rank() == 3 && !folded { m * k } else { 0 };
+    spec.batch_b = if b.rank() == 3 { k * n } else { 0 };
+    spec.bias = bias;
+    gemm(g, &spec, &c, 1)?;
     Ok(c)
 }
 
@@ -161,6 +258,7 @@ pub fn linear(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Ten
 /// dA, dB (in their stored layouts) and dbias of C = op(A)·op(B) + bias:
 ///   dop(A) = dC · op(B)ᵀ,  dop(B) = op(A)ᵀ · dC,  dbias = sum_rows dC.
 /// A transposed operand gets the transpose of its gradient, which is again one GEMM.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_backward(
     g: &Gpu,
     a: &Tensor,
@@ -193,13 +291,12 @@ pub fn matmul_backward(
         None
     };
     let db = if needs[1] {
-        let d = match (ta, tb) {
+        Some(match (ta, tb) {
             (false, false) => matmul_raw(g, &a2, &dc2, true, false, None)?,
             (true, false) => matmul_raw(g, &a2, &dc2, false, false, None)?,
             (false, true) => matmul_raw(g, &dc2, &a2, true, false, None)?,
             (true, true) => matmul_raw(g, &dc2, &a2, true, true, None)?,
-        };
-        Some(d)
+        })
     } else {
         None
     };
@@ -207,12 +304,7 @@ pub fn matmul_backward(
     if bias.is_some() {
         out.push(if needs[2] {
             let rows = dc.numel() / n;
-            Some(super::reduce::reduce_raw(
-                g,
-                dc,
-                super::reduce::Dims { a: 1, r: rows, b: n },
-                1.0,
-            )?)
+            Some(super::reduce::reduce_raw(g, dc, super::reduce::Dims { a: 1, r: rows, b: n }, 1.0)?)
         } else {
             None
         });
@@ -220,7 +312,7 @@ pub fn matmul_backward(
     Ok(out)
 }
 
-/// Plain-Rust reference: C = op(A)·op(B) for 2-d row-major matrices.
+/// Plain-Rust reference: C = op(A)·op(B) for 2-d row-major matrices, in f64.
 pub fn matmul_cpu(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Vec<f32> {
     let mut c = vec![0.0f32; m * n];
     for i in 0..m {
