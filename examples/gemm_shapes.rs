@@ -1,18 +1,29 @@
 use activegen::ops::{matmul, rng};
 fn main() {
     let g = activegen::Gpu::new(None).unwrap();
-    let args: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().unwrap()).collect();
-    let (m, n, k) = (args[0], args[1], args[2]);
-    for (ta, tb) in [(false, false), (true, false), (false, true)] {
+    // (name, m, n, k, ta, tb)
+    let cases = [
+        ("D.conv2 fwd", 128, 3136, 1024, false, false),
+        ("D.conv1 fwd", 64, 12544, 16, false, false),
+        ("D.conv2 bwd-data", 1024, 3136, 128, false, false),
+        ("G.deconv2 fwd", 16, 12544, 64, false, false),
+        ("G.deconv2 bwd-data", 64, 3136, 16, false, false),
+        ("G.fc fwd", 64, 6272, 100, false, true),
+        ("D.conv2 bwd-weight", 128, 1024, 3136, false, true),
+        ("G.fc bwd-weight", 6272, 100, 64, true, false),
+    ];
+    for (name, m, n, k, ta, tb) in cases {
         let a = rng::normal(&g, &if ta { [k, m] } else { [m, k] }, 0.0, 1.0).unwrap();
         let b = rng::normal(&g, &if tb { [n, k] } else { [k, n] }, 0.0, 1.0).unwrap();
         let mut best = f64::MAX;
+        let mut kname = String::new();
         for _ in 0..5 {
             g.start_profiling();
             matmul::matmul_raw(&g, &a, &b, ta, tb, None).unwrap();
             let s = g.stop_profiling();
+            kname = s[0].0.clone();
             best = best.min(s.iter().map(|x| x.1.ns).sum::<f64>() / 1e6);
         }
-        println!("ta={ta} tb={tb} {m}x{n}x{k}: {best:.2} ms {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / best / 1e6);
+        println!("{name:<20} {m}x{n}x{k} ta={ta} tb={tb}: {best:7.2} ms {:6.1} GFLOP/s  [{kname}]", 2.0 * (m * n * k) as f64 / best / 1e6);
     }
 }

@@ -30,15 +30,8 @@ struct Params {
 
 var<workgroup> partial: array<f32, 256>;
 
-fn channel_sum(c: u32, lid: u32, centre: f32, squared: bool) -> f32 {
-    let m = p.n * p.s;
-    var acc = 0.0;
-    for (var j = lid; j < m; j += 256u) {
-        let q = divmod(j, p.s);
-        let v = x[(q.x * p.c + c) * p.s + q.y] - centre;
-        acc += select(v, v * v, squared);
-    }
-    partial[lid] = acc;
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
     workgroupBarrier();
     for (var s = 128u; s > 0u; s >>= 1u) {
         if (lid < s) {
@@ -51,13 +44,26 @@ fn channel_sum(c: u32, lid: u32, centre: f32, squared: bool) -> f32 {
     return total;
 }
 
-// One workgroup per channel; two passes (mean, then centred squares) for accuracy.
+// One workgroup per channel and one pass over its values: sums of (x - pivot) and
+// (x - pivot)^2, shifted by the channel's first value so the variance keeps its precision
+// when the mean is large against the spread.
 @compute @workgroup_size(256)
 fn batchnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
-    let m = f32(p.n * p.s);
-    let mean = channel_sum(c, lid, 0.0, false) / m;
-    let var_biased = channel_sum(c, lid, mean, true) / m;
+    let count = p.n * p.s;
+    let pivot = x[c * p.s];
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var j = lid; j < count; j += 256u) {
+        let q = divmod(j, p.s);
+        let v = x[(q.x * p.c + c) * p.s + q.y] - pivot;
+        s1 += v;
+        s2 += v * v;
+    }
+    let m = f32(count);
+    let d = workgroup_sum(lid, s1) / m;
+    let mean = pivot + d;
+    let var_biased = max(workgroup_sum(lid, s2) / m - d * d, 0.0);
     if (lid == 0u) {
         stats[c] = mean;
         stats[p.c + c] = inverseSqrt(var_biased + p.eps);
@@ -80,15 +86,26 @@ fn batchnorm_eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(6) var<storage, read> beta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
+fn apply_at(i: u32, c: u32) {
+    let v = (x[i] - stats[c]) * stats[p.c + c] * gamma[c] + beta[c];
+    y[i] = act_apply(v, p.act, p.slope);
+}
+
+// Flat grid, for few values per channel and sample (BatchNorm1d).
 @compute @workgroup_size(256)
 fn batchnorm_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n * p.c * p.s) {
-        return;
+    if (i < p.n * p.c * p.s) {
+        apply_at(i, divmod(divmod(i, p.s).x, p.c).y);
     }
-    let c = divmod(divmod(i, p.s).x, p.c).y;
-    let v = (x[i] - stats[c]) * stats[p.c + c] * gamma[c] + beta[c];
-    y[i] = act_apply(v, p.act, p.slope);
+}
+
+// Grid x over S, y over C, z over N: the channel comes from the grid, no division.
+@compute @workgroup_size(64)
+fn batchnorm_apply_3d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x < p.s) {
+        apply_at((gid.z * p.c + gid.y) * p.s + gid.x, gid.y);
+    }
 }
 
 // Backward bindings: x (1), stats (2, read here), gamma (5); dy, y_saved, gsum, dx below.
@@ -116,38 +133,30 @@ fn batchnorm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
         acc_b += dz;
         acc_g += dz * (x[i] - mean) * invstd;
     }
-    partial[lid] = acc_g;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let dgamma = workgroup_sum(lid, acc_g);
+    let dbeta = workgroup_sum(lid, acc_b);
     if (lid == 0u) {
-        gsum[c] = partial[0];
-    }
-    workgroupBarrier();
-    partial[lid] = acc_b;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        gsum[p.c + c] = partial[0];
+        gsum[c] = dgamma;
+        gsum[p.c + c] = dbeta;
     }
 }
 
 @compute @workgroup_size(256)
 fn batchnorm_backward_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n * p.c * p.s) {
-        return;
+    if (i < p.n * p.c * p.s) {
+        backward_data_at(i, divmod(divmod(i, p.s).x, p.c).y);
     }
-    let c = divmod(divmod(i, p.s).x, p.c).y;
+}
+
+@compute @workgroup_size(64)
+fn batchnorm_backward_data_3d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x < p.s) {
+        backward_data_at((gid.z * p.c + gid.y) * p.s + gid.x, gid.y);
+    }
+}
+
+fn backward_data_at(i: u32, c: u32) {
     let invstd = stats[p.c + c];
     let dz = dz_at(i);
     if (p.train == 0u) {

@@ -6,9 +6,15 @@
 //   backward data:   dY = cnhw(dy) [CO, P];    dXcol = Wᵀ · dY;      dx = col2im(dXcol)
 //   backward weight: dW = dY · Xcolᵀ (split-K over P)
 // Transposed convolution is the same three products with the roles of x and y swapped.
-// Index arithmetic goes through divmod(): CPU drivers have no vector integer divide.
+// Index arithmetic goes through divmod(): CPU drivers have no vector integer divide. The
+// kernel geometry (KH, KW, STRIDE) is a pipeline constant, so divisions by it fold into
+// multiplies and the tap loops unroll; one pipeline per kernel geometry, not per shape.
 //!include divmod.wgsl
 //!include act_lib.wgsl
+
+override KH: u32 = 4u;
+override KW: u32 = 4u;
+override STRIDE: u32 = 2u;
 
 struct Params {
     n: u32, ci: u32, h: u32, w: u32,
@@ -41,9 +47,9 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (quad * 4u >= p.p4) {
         return;
     }
-    let t_kx = divmod(k, p.kw);
-    let c_ky = divmod(t_kx.x, p.kh);
-    let c = c_ky.x;
+    let kx = k % KW;
+    let ky = (k / KW) % KH;
+    let c = k / (KW * KH);
     let pixels = p.n * p.oh * p.ow;
     // Position of the quad's first column; the next three step along ox with wrap-around.
     var col = quad * 4u;
@@ -54,8 +60,8 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
     var ox = oy_ox.y;
     var v: vec4<f32>;
     for (var e = 0u; e < 4u; e++) {
-        let iy = i32(oy * p.stride + c_ky.y) - i32(p.pad);
-        let ix = i32(ox * p.stride + t_kx.y) - i32(p.pad);
+        let iy = i32(oy * STRIDE + ky) - i32(p.pad);
+        let ix = i32(ox * STRIDE + kx) - i32(p.pad);
         v[e] = im2col_value(col + e < pixels, n, c, iy, ix);
         ox += 1u;
         let wrap_x = ox == p.ow;
@@ -81,21 +87,18 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let t_iy = divmod(t_ix.x, p.h);
     let n_c = divmod(t_iy.x, p.ci);
     let c = n_c.y;
-    let s = p.stride;
-    let qy = divmod(t_iy.y + p.pad, s); // (iy + pad) = qy.x * s + qy.y
-    let qx = divmod(t_ix.y + p.pad, s);
+    let ty = t_iy.y + p.pad; // = (ty / STRIDE) * STRIDE + ty % STRIDE
+    let tx = t_ix.y + p.pad;
     var acc = 0.0;
-    // ceil(KH / s) x ceil(KW / s) candidate taps, the same for every pixel: uniform loops.
-    let taps_y = (p.kh + s - 1u) / s;
-    let taps_x = (p.kw + s - 1u) / s;
-    for (var jy = 0u; jy < taps_y; jy++) {
-        let ky = qy.y + jy * s;
-        let oy = i32(qy.x) - i32(jy);
-        for (var jx = 0u; jx < taps_x; jx++) {
-            let kx = qx.y + jx * s;
-            let ox = i32(qx.x) - i32(jx);
-            if (ky < p.kh && kx < p.kw && oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
-                let k = (c * p.kh + ky) * p.kw + kx;
+    // ceil(KH / s) x ceil(KW / s) candidate taps: constant trip counts, unrolled.
+    for (var jy = 0u; jy < (KH + STRIDE - 1u) / STRIDE; jy++) {
+        let ky = ty % STRIDE + jy * STRIDE;
+        let oy = i32(ty / STRIDE) - i32(jy);
+        for (var jx = 0u; jx < (KW + STRIDE - 1u) / STRIDE; jx++) {
+            let kx = tx % STRIDE + jx * STRIDE;
+            let ox = i32(tx / STRIDE) - i32(jx);
+            if (ky < KH && kx < KW && oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
+                let k = (c * KH + ky) * KW + kx;
                 acc += src[k * p.p4 + (n_c.x * p.oh + u32(oy)) * p.ow + u32(ox)];
             }
         }

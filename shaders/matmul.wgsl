@@ -62,3 +62,22 @@ fn mm_write(z: u32, row: u32, col: u32, value: f32) {
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     gemm_main(wid, lid);
 }
+
+// One invocation per element of C, walking K: the fallback for CPU adapters when the
+// operands are not vec4-aligned (for example a Linear layer with one output). Grid: x over
+// N, y over M, z over batch or K slices.
+@compute @workgroup_size(64, 1, 1)
+fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x;
+    let row = gid.y;
+    let z = gid.z;
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    let dims = mm_dims(z);
+    var acc = 0.0;
+    for (var k = dims.z; k < dims.w; k++) {
+        acc = fma(mm_read_a(z, row, k), mm_read_b(z, k, col), acc);
+    }
+    mm_write(z, row, col, acc);
+}

@@ -241,6 +241,8 @@ pub struct Gpu {
     pub submits: Cell<u64>,
     /// (seed, next counter) of the Philox stream; see ops::rng.
     rng: Cell<(u64, u64)>,
+    /// Forces a GEMM family (tests and benchmarks compare both on one device).
+    gemm_override: Cell<Option<GemmKernel>>,
 }
 
 impl Gpu {
@@ -299,7 +301,21 @@ impl Gpu {
             tape: RefCell::new(crate::tape::Tape::default()),
             submits: Cell::new(0),
             rng: Cell::new((0, 0)),
+            gemm_override: Cell::new(None),
         })
+    }
+
+    /// Whether the subgroup GEMM can run here (subgroups of 8 lanes).
+    pub fn has_subgroup8(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size <= 8
+            && self.info.subgroup_max_size >= 8
+    }
+
+    /// Forces the GEMM family (None restores the device's default). Subgroup8 needs
+    /// `has_subgroup8()`.
+    pub fn set_gemm_kernel(&self, k: Option<GemmKernel>) {
+        self.gemm_override.set(k);
     }
 
     /// Restarts the random stream: the same seed gives the same numbers.
@@ -335,9 +351,10 @@ impl Gpu {
     /// a CPU adapter (measured ~25x faster than tiles on lavapipe, BENCHMARKS.md), tiles
     /// elsewhere. `ACTIVEGEN_GEMM=tiled|subgroup` overrides, for benchmarking both.
     pub fn gemm_kernel(&self) -> GemmKernel {
-        let sg8 = self.features.contains(wgpu::Features::SUBGROUP)
-            && self.info.subgroup_min_size <= 8
-            && self.info.subgroup_max_size >= 8;
+        let sg8 = self.has_subgroup8();
+        if let Some(k) = self.gemm_override.get() {
+            return k;
+        }
         match std::env::var("ACTIVEGEN_GEMM").as_deref() {
             Ok("tiled") => GemmKernel::Tiled,
             Ok("subgroup") if sg8 => GemmKernel::Subgroup8,

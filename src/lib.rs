@@ -6,15 +6,19 @@
 //! active-learning loop.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod gpu;
 pub mod imageio;
 pub mod metrics;
+pub mod models;
+pub mod nn;
 pub mod npy;
 pub mod ops;
 pub mod shaders;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 pub mod util;
 
 pub use gpu::Gpu;

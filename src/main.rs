@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use std::path::PathBuf;
+
+use activegen::train::{self, TrainConfig};
 use activegen::{bench, gpu, Gpu};
 
 #[derive(Parser)]
@@ -17,8 +20,194 @@ struct Cli {
     command: Command,
 }
 
+/// Training settings; each flag overrides the config file and the preset.
+#[derive(clap::Args, Clone, Default)]
+struct TrainArgs {
+    /// gan | vae
+    #[arg(long)]
+    model: Option<String>,
+    /// builtin | fashion-mnist | idx:IMAGES[,LABELS] | folder:PATH
+    #[arg(long)]
+    data: Option<String>,
+    /// Directory of the dataset's files (fashion-mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, allow_negative_numbers = true)]
+    steps: Option<i64>,
+    #[arg(long, allow_negative_numbers = true)]
+    batch: Option<i64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Learning rate of both nets (GAN) or of the VAE.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// small (default; half-width nets for CPU drivers) | full (standard DCGAN widths).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Class-conditional GAN (needs labels).
+    #[arg(long)]
+    conditional: bool,
+    /// GAN loss: bce | hinge.
+    #[arg(long)]
+    loss: Option<String>,
+    #[arg(long)]
+    z_dim: Option<usize>,
+    #[arg(long)]
+    g_width: Option<usize>,
+    #[arg(long)]
+    d_width: Option<usize>,
+    /// Image size: 28, 32 or 64.
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// 1 (grayscale) or 3 (RGB).
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Generator EMA decay (0 turns it off).
+    #[arg(long)]
+    ema_decay: Option<f32>,
+    /// VAE: KL weight beta.
+    #[arg(long)]
+    beta: Option<f32>,
+    #[arg(long)]
+    log_every: Option<usize>,
+    #[arg(long)]
+    sample_every: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+}
+
+impl TrainArgs {
+    /// defaults < preset < config file < flags.
+    fn resolve(&self, config: Option<&PathBuf>, base: Option<TrainConfig>) -> Result<TrainConfig> {
+        let mut cfg = match (base, config) {
+            (Some(b), _) => b,
+            (None, Some(path)) => train::load_config(path)?,
+            (None, None) => TrainConfig::default(),
+        };
+        if let Some(p) = &self.preset {
+            cfg.apply_preset(p)?;
+        }
+        if let Some(m) = &self.model {
+            cfg.model = m.parse()?;
+        }
+        if let Some(d) = &self.data {
+            activegen::data::parse_spec(d)?;
+            cfg.data = d.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = Some(d.clone());
+        }
+        if let Some(s) = self.steps {
+            if s <= 0 {
+                anyhow::bail!("--steps must be a positive number of steps, got {s}");
+            }
+            cfg.steps = s as usize;
+        }
+        if let Some(b) = self.batch {
+            if b <= 0 {
+                anyhow::bail!("--batch must be a positive number of images, got {b}");
+            }
+            cfg.batch = b as usize;
+        }
+        if let Some(s) = self.seed {
+            cfg.seed = s;
+        }
+        if let Some(lr) = self.lr {
+            cfg.lr_g = lr;
+            cfg.lr_d = lr;
+            cfg.lr_vae = lr;
+        }
+        if self.conditional {
+            cfg.gan.num_classes = 1; // the dataset's class count is filled in at build time
+        }
+        if let Some(l) = &self.loss {
+            cfg.gan.loss = match l.as_str() {
+                "bce" => activegen::models::dcgan::GanLoss::Bce,
+                "hinge" => activegen::models::dcgan::GanLoss::Hinge,
+                other => anyhow::bail!("--loss {other}: expected bce or hinge"),
+            };
+        }
+        if let Some(z) = self.z_dim {
+            cfg.gan.z_dim = z;
+            cfg.vae.z_dim = z;
+        }
+        if let Some(w) = self.g_width {
+            cfg.gan.g_width = w;
+            cfg.vae.width = w;
+        }
+        if let Some(w) = self.d_width {
+            cfg.gan.d_width = w;
+        }
+        if let Some(r) = self.resolution {
+            cfg.gan.resolution = r;
+            cfg.vae.resolution = r;
+        }
+        if let Some(c) = self.channels {
+            if c != 1 && c != 3 {
+                anyhow::bail!("--channels must be 1 or 3, got {c}");
+            }
+            cfg.gan.channels = c;
+            cfg.vae.channels = c;
+        }
+        if let Some(e) = self.ema_decay {
+            cfg.ema_decay = e;
+        }
+        if let Some(b) = self.beta {
+            cfg.vae.beta = b;
+        }
+        if let Some(v) = self.log_every {
+            cfg.log_every = v;
+        }
+        if let Some(v) = self.sample_every {
+            cfg.sample_every = v;
+        }
+        if let Some(v) = self.checkpoint_every {
+            cfg.checkpoint_every = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Train a GAN or VAE: `activegen train --model gan --data builtin --steps 3000 --out runs/gan`.
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// A TOML file with the settings (flags override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The run directory: config, checkpoints, samples and metrics.jsonl.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Print a per-kernel GPU time table at the end (timestamp queries where available).
+        #[arg(long)]
+        profile: bool,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write samples from a checkpoint as a grid, individual PNGs, or both.
+    Sample {
+        /// A run directory written by `train` or `active`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// An .npy array [n, z] of latents (float32 or float64).
+        #[arg(long)]
+        latents: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// List the GPU adapters with their backend, type and key limits.
     Devices,
     /// Benchmark kernels: matmul, conv2d, conv_transpose2d or all.
@@ -81,11 +270,114 @@ fn devices() -> Result<()> {
     Ok(())
 }
 
+fn train_cmd(device: Option<&str>, args: TrainArgs, config: Option<PathBuf>, out: PathBuf, resume: bool, profile: bool, quiet: bool) -> Result<()> {
+    let base = if resume {
+        let path = out.join("config.toml");
+        Some(train::load_config(&path)?)
+    } else {
+        if out.join("state.json").exists() {
+            anyhow::bail!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                out.display()
+            );
+        }
+        None
+    };
+    let cfg = args.resolve(config.as_ref(), base)?;
+    let g = Gpu::new(device)?;
+    eprintln!(
+        "activegen: training {:?} on {} for {} steps (batch {}) on {}",
+        cfg.model,
+        cfg.data,
+        cfg.steps,
+        cfg.batch,
+        g.name()
+    );
+    if profile {
+        g.start_profiling();
+    }
+    let t = std::time::Instant::now();
+    let outcome = train::run_train(&g, &cfg, &out, resume, !quiet)?;
+    let losses: Vec<String> = outcome.last_losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
+    eprintln!(
+        "activegen: done in {:.1}s ({:.2} steps/s); {}; run in {}",
+        t.elapsed().as_secs_f64(),
+        outcome.steps_per_s,
+        losses.join(", "),
+        out.display()
+    );
+    if profile {
+        let stats = g.stop_profiling();
+        let timer = if g.has_timestamps() { "gpu timestamps" } else { "wall brackets" };
+        print!("{}", bench::profile_table(&stats, cfg.steps, timer));
+    }
+    Ok(())
+}
+
+fn sample_cmd(device: Option<&str>, checkpoint: PathBuf, n: usize, grid: Option<PathBuf>, out_dir: Option<PathBuf>, latents: Option<PathBuf>, seed: u64) -> Result<()> {
+    if n == 0 || n > 100_000 {
+        anyhow::bail!("--n must be between 1 and 100000, got {n}");
+    }
+    if grid.is_none() && out_dir.is_none() {
+        anyhow::bail!("nothing to write: pass --grid FILE.png and/or --out-dir DIR");
+    }
+    let cfg = train::load_config(&checkpoint.join("config.toml"))?;
+    let g = Gpu::new(device)?;
+    g.set_seed(cfg.seed);
+    let classes = if cfg.gan.num_classes > 0 {
+        activegen::data::load(&cfg.data, activegen::data::Split::Train, &cfg.load_options())?.num_classes
+    } else {
+        0
+    };
+    let mut model = train::Model::new(&g, &cfg, classes)?;
+    model.load(&g, &checkpoint)?;
+    let z_dim = model.z_dim();
+    let (z, n) = match &latents {
+        Some(path) => {
+            let (shape, data) = activegen::npy::read_npy_f32(path)?;
+            if shape.len() != 2 || shape[1] != z_dim {
+                anyhow::bail!("{}: latents have shape {:?}, expected [n, {z_dim}]", path.display(), shape);
+            }
+            (activegen::Tensor::from_slice(&g, &shape, &data)?, shape[0])
+        }
+        None => {
+            let mut r = activegen::util::HostRng::new(seed, 0x5a4e);
+            let z: Vec<f32> = (0..n * z_dim).map(|_| r.normal() as f32).collect();
+            (activegen::Tensor::from_slice(&g, &[n, z_dim], &z)?, n)
+        }
+    };
+    let labels = if model.num_classes() > 0 {
+        let l: Vec<usize> = (0..n).map(|i| i % model.num_classes()).collect();
+        Some(train::one_hot(&g, &l, model.num_classes())?)
+    } else {
+        None
+    };
+    let imgs = model.sample(&g, &z, labels.as_ref())?;
+    let s = imgs.shape().to_vec();
+    let data = imgs.to_vec(&g);
+    if let Some(path) = &grid {
+        activegen::imageio::save_grid_png(path, &data, s[0], s[1], s[2], s[3], 8)?;
+        eprintln!("activegen: wrote {}", path.display());
+    }
+    if let Some(dir) = &out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        let per = s[1] * s[2] * s[3];
+        for i in 0..s[0] {
+            activegen::imageio::save_image_png(dir.join(format!("{i:05}.png")), &data[i * per..(i + 1) * per], s[1], s[2], s[3])?;
+        }
+        eprintln!("activegen: wrote {} images to {}", s[0], dir.display());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let device = cli.device.as_deref();
     match cli.command {
         Command::Devices => devices(),
+        Command::Train { args, config, out, resume, profile, quiet } => train_cmd(device, args, config, out, resume, profile, quiet),
+        Command::Sample { checkpoint, n, grid, out_dir, latents, seed } => sample_cmd(device, checkpoint, n, grid, out_dir, latents, seed),
         Command::Bench { case, json, numpy, sizes } => {
-            let g = Gpu::new(cli.device.as_deref())?;
+            let g = Gpu::new(device)?;
             let results = bench::run_kernels(&g, &case, json, &sizes)?;
             if numpy {
                 for r in results.iter().filter(|r| r.op == "matmul") {

@@ -33,3 +33,46 @@ pub fn cache_dir() -> PathBuf {
         .map(|d| d.join("activegen"))
         .unwrap_or_else(|| PathBuf::from(".activegen-cache"))
 }
+
+/// A small seeded generator for host-side randomness (data order, fixed latents, pool
+/// subsampling): SplitMix64, so any (seed, stream) pair is reproducible everywhere.
+#[derive(Clone, Debug)]
+pub struct HostRng(pub u64);
+
+impl HostRng {
+    pub fn new(seed: u64, stream: u64) -> HostRng {
+        let mut r = HostRng(seed ^ stream.wrapping_mul(0xD1B54A32D192ED03));
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform();
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+}

@@ -24,6 +24,17 @@ struct Params {
     slope: f32,
 }
 
+/// The per-element kernels take the channel from a 3-d grid when there are enough values
+/// per channel and sample to fill a workgroup row, else a flat grid with index division.
+fn elementwise_grid(entry: &'static str, n: usize, c: usize, s: usize) -> (&'static str, [u32; 3]) {
+    if s >= 16 && c <= 65535 && n <= 65535 {
+        let e = if entry == "batchnorm_apply" { "batchnorm_apply_3d" } else { "batchnorm_backward_data_3d" };
+        (e, [u(s.div_ceil(64)), u(c), u(n)])
+    } else {
+        (entry, grid_1d(n * c * s, 256))
+    }
+}
+
 fn view(x: &Tensor) -> Result<(usize, usize, usize)> {
     if x.rank() != 2 && x.rank() != 4 {
         bail!("batchnorm takes [N, C] or [N, C, H, W], got {:?}", x.shape());
@@ -91,14 +102,15 @@ pub fn batch_norm(
         )?;
     }
     let y = Tensor::empty(g, x.shape(), "batchnorm output")?;
+    let (entry, grid) = elementwise_grid("batchnorm_apply", n, c, s);
     launch(
         g,
         "batchnorm",
-        "batchnorm_apply",
+        entry,
         &[],
         &params,
         &[x.buffer(), stats.buffer(), x.buffer(), x.buffer(), gamma.buffer(), beta.buffer(), y.buffer()],
-        grid_1d(x.numel(), 256),
+        grid,
         Cost::bytes(2.0 * bytes),
     )?;
     Ok(record(
@@ -168,10 +180,11 @@ pub fn batchnorm_backward(
     )?;
     let dx = if needs[0] {
         let dx = Tensor::empty(g, x.shape(), "batchnorm input gradient")?;
+        let (entry, grid) = elementwise_grid("batchnorm_backward_data", n, c, s);
         launch(
             g,
             "batchnorm",
-            "batchnorm_backward_data",
+            entry,
             &[],
             &params,
             &[
@@ -187,7 +200,7 @@ pub fn batchnorm_backward(
                 gsum.buffer(),
                 dx.buffer(),
             ],
-            grid_1d(x.numel(), 256),
+            grid,
             Cost::bytes(4.0 * bytes),
         )?;
         Some(dx)

@@ -134,6 +134,11 @@ impl Geometry {
     }
 }
 
+/// The pipeline constants of a kernel geometry (see shaders/conv2d.wgsl).
+fn geometry_constants(geo: &Geometry) -> [(&'static str, u64); 3] {
+    [("KH", geo.kh as u64), ("KW", geo.kw as u64), ("STRIDE", geo.stride as u64)]
+}
+
 /// Xcol [K, P4] = im2col(x): the patches of x as columns, zero-padded.
 pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
     let xcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "im2col columns")?;
@@ -142,7 +147,7 @@ pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
         g,
         "conv2d",
         "im2col",
-        &[],
+        &geometry_constants(geo),
         &params(geo, false, Act::Identity),
         &[x.buffer(), x.buffer(), x.buffer(), xcol.buffer()],
         [u((geo.p4() / 4).div_ceil(256)), u(geo.patch()), 1],
@@ -159,7 +164,7 @@ pub fn col2im(g: &Gpu, geo: &Geometry, dxcol: &Tensor, bias: Option<&Tensor>, ac
         g,
         "conv2d",
         "col2im",
-        &[],
+        &geometry_constants(geo),
         &params(geo, bias.is_some(), act),
         &[dxcol.buffer(), dx.buffer(), bias.unwrap_or(dxcol).buffer()],
         grid_1d(n, 256),

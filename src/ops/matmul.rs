@@ -79,8 +79,14 @@ impl<'a> Gemm<'a> {
         2.0 * (self.batch * self.m * self.n * self.k) as f64
     }
 
-    /// The subgroup kernel reads each operand's contiguous dimension as vec4s.
-    fn subgroup_ok(&self) -> bool {
+    /// The subgroup kernel reads each operand's contiguous dimension as vec4s; batch
+    /// strides matter only with a batch (split-K slices are ldc * m apart).
+    fn subgroup_ok(&self, split: usize) -> bool {
+        let strides_ok = if split > 1 {
+            (self.ldc * self.m) % 4 == 0
+        } else {
+            self.batch == 1 || (self.batch_a % 4 == 0 && self.batch_b % 4 == 0 && self.batch_c % 4 == 0)
+        };
         let a_ok = if self.trans_a {
             self.lda % 4 == 0 && self.lda >= self.m.next_multiple_of(4)
         } else {
@@ -97,9 +103,7 @@ impl<'a> Gemm<'a> {
             && self.k % 4 == 0
             && self.ldc % 4 == 0
             && self.ldc >= self.n.next_multiple_of(4)
-            && self.batch_a % 4 == 0
-            && self.batch_b % 4 == 0
-            && self.batch_c % 4 == 0
+            && strides_ok
             && self.bias.is_none_or(|b| b.numel() % 4 == 0)
     }
 }
@@ -140,7 +144,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     let bias_buf = spec.bias.unwrap_or(spec.a).buffer();
     let buffers = [spec.a.buffer(), spec.b.buffer(), out.buffer(), bias_buf];
     let has_bias = spec.bias.is_some() as u64;
-    if g.gemm_kernel() == GemmKernel::Subgroup8 && spec.subgroup_ok() {
+    if g.gemm_kernel() == GemmKernel::Subgroup8 && spec.subgroup_ok(split) {
         let entry = match (spec.trans_a, spec.trans_b) {
             (false, false) => "matmul_sg_nn",
             (false, true) => "matmul_sg_nt",
@@ -148,6 +152,12 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         };
         let grid = [u(spec.n.div_ceil(SG_COLS)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
         launch(g, "matmul_subgroup", entry, &[("HAS_BIAS", has_bias)], &params, &buffers, grid, cost)
+    } else if g.gemm_kernel() == GemmKernel::Subgroup8 {
+        // Workgroup-memory tiles are the slowest form on a CPU driver; one invocation per
+        // output is ~20x faster there for the small unaligned products that land here.
+        let consts = [("TRANS_A", spec.trans_a as u64), ("TRANS_B", spec.trans_b as u64), ("HAS_BIAS", has_bias)];
+        let grid = [u(spec.n.div_ceil(64)), u(spec.m), u(z)];
+        launch(g, "matmul", "matmul_naive", &consts, &params, &buffers, grid, cost)
     } else {
         let consts = [("TRANS_A", spec.trans_a as u64), ("TRANS_B", spec.trans_b as u64), ("HAS_BIAS", has_bias)];
         let grid = [u(spec.n.div_ceil(TILED)), u(spec.m.div_ceil(TILED)), u(z)];

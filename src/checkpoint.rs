@@ -1,0 +1,172 @@
+//! Checkpoints: model state as safetensors with PyTorch state_dict names and shapes, so
+//! `safetensors.torch.load_file` + `load_state_dict` work on the equivalent module.
+//! Every file is written atomically (temporary file, then rename).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::gpu::Gpu;
+use crate::nn::{Module, Named};
+use crate::tensor::Tensor;
+
+/// Host copies of named tensors, ready to serialise.
+pub struct HostTensors {
+    pub f32s: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub i64s: Vec<(String, Vec<usize>, Vec<i64>)>,
+}
+
+impl HostTensors {
+    pub fn new() -> HostTensors {
+        HostTensors { f32s: vec![], i64s: vec![] }
+    }
+
+    pub fn push_gpu(&mut self, g: &Gpu, name: &str, t: &Tensor) {
+        self.f32s.push((name.to_string(), t.shape().to_vec(), t.to_vec(g)));
+    }
+
+    pub fn save(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        let f32_bytes: Vec<Vec<u8>> = self.f32s.iter().map(|(_, _, d)| bytemuck::cast_slice(d).to_vec()).collect();
+        let i64_bytes: Vec<Vec<u8>> = self.i64s.iter().map(|(_, _, d)| bytemuck::cast_slice(d).to_vec()).collect();
+        let mut views: Vec<(String, TensorView)> = vec![];
+        for ((name, shape, _), bytes) in self.f32s.iter().zip(&f32_bytes) {
+            views.push((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?));
+        }
+        for ((name, shape, _), bytes) in self.i64s.iter().zip(&i64_bytes) {
+            views.push((name.clone(), TensorView::new(Dtype::I64, shape.clone(), bytes)?));
+        }
+        let data = safetensors::tensor::serialize(views, metadata)
+            .map_err(|e| anyhow!("{}: cannot serialise: {e}", path.display()))?;
+        crate::util::write_atomic(path, &data)
+    }
+}
+
+impl Default for HostTensors {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The module's state_dict on the host: parameters, buffers and num_batches_tracked.
+pub fn state_dict(g: &Gpu, m: &dyn Module) -> HostTensors {
+    let mut h = HostTensors::new();
+    for Named { name, tensor } in m.params().into_iter().chain(m.buffers()) {
+        h.push_gpu(g, &name, &tensor);
+    }
+    for (prefix, bn) in m.batchnorms() {
+        h.i64s.push((format!("{prefix}.num_batches_tracked"), vec![], vec![bn.batches.get() as i64]));
+    }
+    h
+}
+
+pub fn save_module(g: &Gpu, m: &dyn Module, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    state_dict(g, m).save(path, metadata)
+}
+
+/// A safetensors file read fully into memory, checked tensor by tensor on request.
+pub struct Loaded {
+    path: String,
+    bytes: Vec<u8>,
+}
+
+impl Loaded {
+    pub fn open(path: &Path) -> Result<Loaded> {
+        let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
+        safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+        Ok(Loaded {
+            path: path.display().to_string(),
+            bytes,
+        })
+    }
+
+    fn st(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.bytes).expect("validated in open")
+    }
+
+    pub fn metadata(&self) -> HashMap<String, String> {
+        safetensors::SafeTensors::read_metadata(&self.bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .unwrap_or_default()
+    }
+
+    /// The f32 tensor `name`, which must have `shape`.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let st = self.st();
+        let v = st
+            .tensor(name)
+            .map_err(|_| anyhow!("{}: tensor '{name}' is missing", self.path))?;
+        if v.dtype() != Dtype::F32 {
+            bail!("{}: tensor '{name}' is {:?}, expected F32", self.path, v.dtype());
+        }
+        if v.shape() != shape {
+            bail!(
+                "{}: tensor '{name}' has shape {:?} but the model expects {:?} (was it trained with other widths or resolution?)",
+                self.path,
+                v.shape(),
+                shape
+            );
+        }
+        Ok(v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    pub fn i64_scalar(&self, name: &str) -> Option<i64> {
+        let st = self.st();
+        let v = st.tensor(name).ok()?;
+        (v.dtype() == Dtype::I64 && v.data().len() == 8).then(|| i64::from_le_bytes(v.data().try_into().unwrap()))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.st().names().into_iter().map(|s| s.to_string()).collect()
+    }
+}
+
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Loads a state_dict into the module, checking every name and shape first so a
+/// mismatched checkpoint changes nothing.
+pub fn load_module(g: &Gpu, m: &dyn Module, path: &Path) -> Result<()> {
+    let file = Loaded::open(path)?;
+    let named: Vec<Named> = m.params().into_iter().chain(m.buffers()).collect();
+    let mut values = Vec::with_capacity(named.len());
+    for n in &named {
+        values.push(file.f32(&n.name, n.tensor.shape())?);
+    }
+    let expected: std::collections::HashSet<String> = named
+        .iter()
+        .map(|n| n.name.clone())
+        .chain(m.batchnorms().iter().map(|(p, _)| format!("{p}.num_batches_tracked")))
+        .collect();
+    if let Some(extra) = file.names().into_iter().find(|n| !expected.contains(n)) {
+        bail!("{}: unexpected tensor '{extra}' (a checkpoint of another model?)", path.display());
+    }
+    for (n, v) in named.iter().zip(values) {
+        n.tensor.write(g, &v);
+    }
+    for (prefix, bn) in m.batchnorms() {
+        if let Some(c) = file.i64_scalar(&format!("{prefix}.num_batches_tracked")) {
+            bn.batches.set(c.max(0) as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Reads a JSON file with a one-line error naming it.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
+}
+
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    crate::util::write_atomic(path, text.as_bytes())
+}

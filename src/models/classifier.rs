@@ -1,0 +1,98 @@
+//! The domain classifier whose penultimate features the quality metrics use (the
+//! "Fréchet LeNet Distance" practice for small grayscale domains).
+//! x -> Conv3 p1 -> BN -> ReLU -> Conv4 s2 -> BN -> ReLU -> Conv4 s2 -> BN -> ReLU
+//!   -> flatten -> Linear(feat) -> ReLU -> [features, 128-d] -> Dropout -> Linear(classes)
+//! PyTorch names: conv1, bn1, conv2, bn2, conv3, bn3, fc1, fc2.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::Gpu;
+use crate::nn::{BatchNorm, Conv2d, Init, Linear, Module, Named};
+use crate::ops::activation::{self, Act};
+use crate::ops::dropout;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierConfig {
+    pub resolution: usize,
+    pub channels: usize,
+    pub num_classes: usize,
+    pub width: usize,
+    pub features: usize,
+}
+
+pub struct Classifier {
+    pub cfg: ClassifierConfig,
+    pub convs: Vec<Conv2d>,
+    pub bns: Vec<BatchNorm>,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    flat: usize,
+}
+
+impl Classifier {
+    pub fn new(g: &Gpu, cfg: &ClassifierConfig) -> Result<Classifier> {
+        let w = cfg.width;
+        let convs = vec![
+            Conv2d::new(g, cfg.channels, w, 3, 1, 1, false, Init::TorchDefault)?,
+            Conv2d::new(g, w, 2 * w, 4, 2, 1, false, Init::TorchDefault)?,
+            Conv2d::new(g, 2 * w, 4 * w, 4, 2, 1, false, Init::TorchDefault)?,
+        ];
+        let bns = vec![
+            BatchNorm::new(g, w, Init::TorchDefault)?,
+            BatchNorm::new(g, 2 * w, Init::TorchDefault)?,
+            BatchNorm::new(g, 4 * w, Init::TorchDefault)?,
+        ];
+        let side = cfg.resolution / 4;
+        let flat = 4 * w * side * side;
+        Ok(Classifier {
+            cfg: cfg.clone(),
+            convs,
+            bns,
+            fc1: Linear::new(g, flat, cfg.features, true, Init::TorchDefault)?,
+            fc2: Linear::new(g, cfg.features, cfg.num_classes, true, Init::TorchDefault)?,
+            flat,
+        })
+    }
+
+    /// (features [N, F] after the ReLU, logits [N, classes]).
+    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let n = x.dim(0);
+        let mut h = x.clone();
+        for (conv, bn) in self.convs.iter().zip(&self.bns) {
+            let z = conv.forward(g, &h, Act::Identity, false)?;
+            h = bn.forward(g, &z, train, Act::Relu, false)?;
+        }
+        let h = h.reshape(g, &[n, self.flat])?;
+        let feats = activation::relu(g, &self.fc1.forward(g, &h, false)?)?;
+        let d = dropout::dropout(g, &feats, 0.3, train)?;
+        let logits = self.fc2.forward(g, &d, false)?;
+        Ok((feats, logits))
+    }
+}
+
+impl Module for Classifier {
+    fn params(&self) -> Vec<Named> {
+        let mut v = vec![];
+        for (i, (c, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
+            c.params(&format!("conv{}", i + 1), &mut v);
+            bn.params(&format!("bn{}", i + 1), &mut v);
+        }
+        self.fc1.params("fc1", &mut v);
+        self.fc2.params("fc2", &mut v);
+        v
+    }
+
+    fn buffers(&self) -> Vec<Named> {
+        let mut v = vec![];
+        for (i, bn) in self.bns.iter().enumerate() {
+            bn.buffers(&format!("bn{}", i + 1), &mut v);
+        }
+        v
+    }
+
+    fn batchnorms(&self) -> Vec<(String, &BatchNorm)> {
+        self.bns.iter().enumerate().map(|(i, bn)| (format!("bn{}", i + 1), bn)).collect()
+    }
+}

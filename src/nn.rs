@@ -1,0 +1,251 @@
+//! Layers with named parameters, laid out as PyTorch's modules so a state_dict lines up:
+//! Linear [out, in], Conv2d [out, in, kh, kw], ConvTranspose2d [in, out, kh, kw], and
+//! BatchNorm weight / bias / running_mean / running_var / num_batches_tracked.
+//!
+//! A layer's forward takes `frozen`: a frozen layer reads its weights through detached
+//! views, so the tape computes no gradient for them (the discriminator during the
+//! generator's step).
+
+use anyhow::{bail, Result};
+
+use crate::gpu::Gpu;
+use crate::ops::activation::Act;
+use crate::ops::{batchnorm, conv2d, conv_transpose2d, matmul, rng};
+use crate::tensor::Tensor;
+
+/// How a layer's weights start.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+    TorchDefault,
+    /// DCGAN (Radford et al. 2015): weights N(0, 0.02), biases 0; BatchNorm gamma N(1, 0.02).
+    Dcgan,
+}
+
+fn init_weight(g: &Gpu, shape: &[usize], fan_in: usize, init: Init) -> Result<Tensor> {
+    let t = match init {
+        Init::TorchDefault => {
+            let b = 1.0 / (fan_in.max(1) as f32).sqrt();
+            rng::uniform(g, shape, -b, b)?
+        }
+        Init::Dcgan => rng::normal(g, shape, 0.0, 0.02)?,
+    };
+    Ok(t.into_param())
+}
+
+fn init_bias(g: &Gpu, n: usize, fan_in: usize, init: Init) -> Result<Tensor> {
+    let t = match init {
+        Init::TorchDefault => {
+            let b = 1.0 / (fan_in.max(1) as f32).sqrt();
+            rng::uniform(g, &[n], -b, b)?
+        }
+        Init::Dcgan => Tensor::zeros(g, &[n])?,
+    };
+    Ok(t.into_param())
+}
+
+/// The tensor a forward pass reads: the parameter itself, or a detached view when frozen.
+pub fn view(g: &Gpu, t: &Tensor, frozen: bool) -> Tensor {
+    if frozen {
+        t.detach(g)
+    } else {
+        t.clone()
+    }
+}
+
+/// A named tensor of a model's state: trainable or not.
+#[derive(Clone)]
+pub struct Named {
+    pub name: String,
+    pub tensor: Tensor,
+}
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(g: &Gpu, fan_in: usize, fan_out: usize, bias: bool, init: Init) -> Result<Linear> {
+        Ok(Linear {
+            weight: init_weight(g, &[fan_out, fan_in], fan_in, init)?,
+            bias: if bias { Some(init_bias(g, fan_out, fan_in, init)?) } else { None },
+        })
+    }
+
+    pub fn forward(&self, g: &Gpu, x: &Tensor, frozen: bool) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
+        matmul::linear(g, x, &view(g, &self.weight, frozen), b.as_ref())
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
+        push(out, prefix, "weight", &self.weight);
+        if let Some(b) = &self.bias {
+            push(out, prefix, "bias", b);
+        }
+    }
+}
+
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(g: &Gpu, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool, init: Init) -> Result<Conv2d> {
+        let fan_in = cin * k * k;
+        Ok(Conv2d {
+            weight: init_weight(g, &[cout, cin, k, k], fan_in, init)?,
+            bias: if bias { Some(init_bias(g, cout, fan_in, init)?) } else { None },
+            stride,
+            pad,
+        })
+    }
+
+    /// act(conv(x) + b), the activation fused into the output pass.
+    pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
+        conv2d::conv2d_act(g, x, &view(g, &self.weight, frozen), b.as_ref(), self.stride, self.pad, act)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
+        push(out, prefix, "weight", &self.weight);
+        if let Some(b) = &self.bias {
+            push(out, prefix, "bias", b);
+        }
+    }
+}
+
+pub struct ConvTranspose2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvTranspose2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(g: &Gpu, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool, init: Init) -> Result<ConvTranspose2d> {
+        // PyTorch computes fan_in of a transposed conv from weight.size(1) * k * k.
+        let fan_in = cout * k * k;
+        Ok(ConvTranspose2d {
+            weight: init_weight(g, &[cin, cout, k, k], fan_in, init)?,
+            bias: if bias { Some(init_bias(g, cout, fan_in, init)?) } else { None },
+            stride,
+            pad,
+        })
+    }
+
+    pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
+        conv_transpose2d::conv_transpose2d_act(g, x, &view(g, &self.weight, frozen), b.as_ref(), self.stride, self.pad, 0, act)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
+        push(out, prefix, "weight", &self.weight);
+        if let Some(b) = &self.bias {
+            push(out, prefix, "bias", b);
+        }
+    }
+}
+
+/// BatchNorm1d / BatchNorm2d with running statistics (momentum 0.1, eps 1e-5).
+pub struct BatchNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    /// PyTorch's num_batches_tracked, kept on the host.
+    pub batches: std::cell::Cell<u64>,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl BatchNorm {
+    pub fn new(g: &Gpu, c: usize, init: Init) -> Result<BatchNorm> {
+        let weight = match init {
+            Init::Dcgan => rng::normal(g, &[c], 1.0, 0.02)?,
+            Init::TorchDefault => Tensor::full(g, &[c], 1.0)?,
+        };
+        Ok(BatchNorm {
+            weight: weight.into_param(),
+            bias: Tensor::zeros(g, &[c])?.into_param(),
+            running_mean: Tensor::zeros(g, &[c])?,
+            running_var: Tensor::full(g, &[c], 1.0)?,
+            batches: std::cell::Cell::new(0),
+            momentum: 0.1,
+            eps: 1e-5,
+        })
+    }
+
+    /// act(BN(x)); train mode uses and updates the batch statistics.
+    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool, act: Act, frozen: bool) -> Result<Tensor> {
+        if train {
+            self.batches.set(self.batches.get() + 1);
+        }
+        batchnorm::batch_norm(
+            g,
+            x,
+            &view(g, &self.weight, frozen),
+            &view(g, &self.bias, frozen),
+            &self.running_mean,
+            &self.running_var,
+            train,
+            self.momentum,
+            self.eps,
+            act,
+        )
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
+        push(out, prefix, "weight", &self.weight);
+        push(out, prefix, "bias", &self.bias);
+    }
+
+    pub fn buffers(&self, prefix: &str, out: &mut Vec<Named>) {
+        push(out, prefix, "running_mean", &self.running_mean);
+        push(out, prefix, "running_var", &self.running_var);
+    }
+}
+
+fn push(out: &mut Vec<Named>, prefix: &str, name: &str, t: &Tensor) {
+    out.push(Named {
+        name: format!("{prefix}.{name}"),
+        tensor: t.clone(),
+    });
+}
+
+/// What every model exposes to the optimizer, the checkpoint code and EMA.
+pub trait Module {
+    /// Trainable tensors, in a fixed order, with their state_dict names.
+    fn params(&self) -> Vec<Named>;
+    /// Non-trainable state (BatchNorm running statistics).
+    fn buffers(&self) -> Vec<Named>;
+    /// BatchNorm layers by state_dict prefix, for num_batches_tracked.
+    fn batchnorms(&self) -> Vec<(String, &BatchNorm)>;
+}
+
+pub fn param_tensors(m: &dyn Module) -> Vec<Tensor> {
+    m.params().into_iter().map(|n| n.tensor).collect()
+}
+
+/// Copies every parameter and buffer of `src` into `dst` (same architecture).
+pub fn copy_state(g: &Gpu, dst: &dyn Module, src: &dyn Module) -> Result<()> {
+    let (d, s) = ([dst.params(), dst.buffers()].concat(), [src.params(), src.buffers()].concat());
+    if d.len() != s.len() {
+        bail!("copy_state: the two models differ");
+    }
+    for (a, b) in d.iter().zip(&s) {
+        if a.tensor.shape() != b.tensor.shape() {
+            bail!("copy_state: {} is {:?} vs {:?}", a.name, a.tensor.shape(), b.tensor.shape());
+        }
+        a.tensor.copy_from(g, &b.tensor);
+    }
+    for ((_, a), (_, b)) in dst.batchnorms().iter().zip(src.batchnorms()) {
+        a.batches.set(b.batches.get());
+    }
+    Ok(())
+}

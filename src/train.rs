@@ -1,0 +1,687 @@
+//! Training: the GAN and VAE steps, the data sampler, checkpoints and resume, and the
+//! `activegen train` loop with its progress bar, sample grids and metrics.jsonl.
+//!
+//! A step is recorded into one command encoder and submitted once; losses are copied into
+//! a small GPU ring buffer and read back only every `log_every` steps, where NaN or
+//! divergence is detected.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, HostTensors, Loaded};
+use crate::data::{self, Dataset, LoadOptions, Split};
+use crate::gpu::Gpu;
+use crate::models::dcgan::{Discriminator, GanConfig, GanLoss, Generator};
+use crate::models::vae::{Vae, VaeConfig};
+use crate::nn::{self, Module};
+use crate::ops::activation::{self};
+use crate::ops::optim::{self, Optimizer};
+use crate::ops::{elementwise, loss, reduce, rng};
+use crate::tape;
+use crate::tensor::Tensor;
+use crate::util::HostRng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Gan,
+    Vae,
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gan" => Ok(ModelKind::Gan),
+            "vae" => Ok(ModelKind::Vae),
+            other => bail!("unknown model '{other}': expected gan or vae"),
+        }
+    }
+}
+
+/// Everything that defines a training run; saved as config.toml in the run directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub model: ModelKind,
+    pub data: String,
+    pub data_dir: Option<PathBuf>,
+    pub steps: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub lr_g: f32,
+    pub lr_d: f32,
+    pub lr_vae: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    /// Decay of the generator's moving-average copy; 0 turns it off.
+    pub ema_decay: f32,
+    pub gan: GanConfig,
+    pub vae: VaeConfig,
+    pub log_every: usize,
+    pub sample_every: usize,
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelKind::Gan,
+            data: "builtin".into(),
+            data_dir: None,
+            steps: 3000,
+            batch: 64,
+            seed: 0,
+            lr_g: 2e-4,
+            lr_d: 2e-4,
+            lr_vae: 1e-3,
+            beta1: 0.5,
+            beta2: 0.999,
+            ema_decay: 0.999,
+            gan: GanConfig {
+                g_width: 32,
+                d_width: 32,
+                ..GanConfig::default()
+            },
+            vae: VaeConfig::default(),
+            log_every: 50,
+            sample_every: 500,
+            checkpoint_every: 500,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// `small` (the default: half-width nets that train in minutes on a CPU driver) or
+    /// `full` (the standard DCGAN widths, 64, for GPUs).
+    pub fn apply_preset(&mut self, preset: &str) -> Result<()> {
+        match preset {
+            "small" => {
+                self.gan.g_width = 32;
+                self.gan.d_width = 32;
+                self.vae.width = 32;
+            }
+            "full" => {
+                self.gan.g_width = 64;
+                self.gan.d_width = 64;
+                self.vae.width = 32;
+            }
+            other => bail!("--preset {other}: expected small or full"),
+        }
+        Ok(())
+    }
+
+    /// Refuses settings that cannot train, with the flag named.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if self.batch < 2 {
+            bail!("--batch must be at least 2 (batch normalisation needs two images), got {}", self.batch);
+        }
+        if self.batch > 4096 {
+            bail!("--batch {} is larger than this tool supports (4096)", self.batch);
+        }
+        for (name, v) in [("--lr", self.lr_g), ("--lr", self.lr_d), ("--lr", self.lr_vae)] {
+            if !(v > 0.0 && v < 1.0) {
+                bail!("{name} must be in (0, 1), got {v}");
+            }
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            bail!("--ema-decay must be in [0, 1), got {}", self.ema_decay);
+        }
+        if self.log_every == 0 || self.sample_every == 0 || self.checkpoint_every == 0 {
+            bail!("--log-every, --sample-every and --checkpoint-every must be at least 1");
+        }
+        crate::models::stages(self.gan.resolution)?;
+        Ok(())
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        let (resolution, channels) = match self.model {
+            ModelKind::Gan => (self.gan.resolution, self.gan.channels),
+            ModelKind::Vae => (self.vae.resolution, self.vae.channels),
+        };
+        LoadOptions {
+            data_dir: self.data_dir.clone(),
+            resolution: Some(resolution),
+            channels: Some(channels),
+        }
+    }
+}
+
+/// Visits the dataset in a fresh seeded permutation every epoch; (epoch, position) is the
+/// whole state, so a resumed run sees the same batches.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sampler {
+    pub seed: u64,
+    pub n: usize,
+    pub epoch: u64,
+    pub pos: usize,
+    #[serde(skip)]
+    order: Vec<usize>,
+}
+
+impl Sampler {
+    pub fn new(seed: u64, n: usize) -> Sampler {
+        let mut s = Sampler {
+            seed,
+            n,
+            epoch: 0,
+            pos: 0,
+            order: vec![],
+        };
+        s.shuffle();
+        s
+    }
+
+    fn shuffle(&mut self) {
+        self.order = (0..self.n).collect();
+        HostRng::new(self.seed, 0x5a3b1e + self.epoch).shuffle(&mut self.order);
+    }
+
+    pub fn restore(&mut self) {
+        self.shuffle();
+    }
+
+    pub fn next_batch(&mut self, batch: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(batch);
+        while out.len() < batch {
+            if self.pos >= self.n {
+                self.epoch += 1;
+                self.pos = 0;
+                self.shuffle();
+            }
+            out.push(self.order[self.pos]);
+            self.pos += 1;
+        }
+        out
+    }
+}
+
+/// One-hot labels [N, classes] for a batch of dataset indices.
+pub fn one_hot(g: &Gpu, labels: &[usize], classes: usize) -> Result<Tensor> {
+    let mut v = vec![0.0f32; labels.len() * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * classes + l.min(classes - 1)] = 1.0;
+    }
+    Tensor::from_slice(g, &[labels.len(), classes], &v)
+}
+
+/// A batch of images from the dataset, on the GPU, in [-1, 1].
+pub fn upload_batch(g: &Gpu, ds: &Dataset, idx: &[usize]) -> Result<Tensor> {
+    let mut host = vec![0.0f32; idx.len() * ds.image_len()];
+    ds.fill_batch(idx, &mut host);
+    Tensor::from_slice(g, &[idx.len(), ds.channels, ds.height, ds.width], &host)
+}
+
+pub struct GanModel {
+    pub gen: Generator,
+    pub disc: Discriminator,
+    pub ema: Option<Generator>,
+    pub opt_g: Optimizer,
+    pub opt_d: Optimizer,
+    pub ema_decay: f32,
+}
+
+pub struct VaeModel {
+    pub vae: Vae,
+    pub opt: Optimizer,
+}
+
+pub enum Model {
+    Gan(GanModel),
+    Vae(VaeModel),
+}
+
+/// Loss scalars of one step, still on the GPU.
+pub struct StepLosses {
+    pub names: &'static [&'static str],
+    pub values: Vec<Tensor>,
+}
+
+impl Model {
+    /// A freshly initialised model; the device's random stream must already be seeded.
+    pub fn new(g: &Gpu, cfg: &TrainConfig, num_classes: usize) -> Result<Model> {
+        Ok(match cfg.model {
+            ModelKind::Gan => {
+                let mut gc = cfg.gan.clone();
+                if gc.num_classes > 0 {
+                    gc.num_classes = num_classes.max(1);
+                }
+                let gen = Generator::new(g, &gc)?;
+                let disc = Discriminator::new(g, &gc)?;
+                let ema = if cfg.ema_decay > 0.0 {
+                    let e = Generator::new(g, &gc)?;
+                    nn::copy_state(g, &e, &gen)?;
+                    Some(e)
+                } else {
+                    None
+                };
+                let adam_g = optim::Config::adam(cfg.lr_g, cfg.beta1, cfg.beta2);
+                let adam_d = optim::Config::adam(cfg.lr_d, cfg.beta1, cfg.beta2);
+                let opt_g = Optimizer::new(g, adam_g, &nn::param_tensors(&gen))?;
+                let opt_d = Optimizer::new(g, adam_d, &nn::param_tensors(&disc))?;
+                Model::Gan(GanModel {
+                    gen,
+                    disc,
+                    ema,
+                    opt_g,
+                    opt_d,
+                    ema_decay: cfg.ema_decay,
+                })
+            }
+            ModelKind::Vae => {
+                let vae = Vae::new(g, &cfg.vae)?;
+                let opt = Optimizer::new(g, optim::Config::adam(cfg.lr_vae, 0.9, 0.999), &nn::param_tensors(&vae))?;
+                Model::Vae(VaeModel { vae, opt })
+            }
+        })
+    }
+
+    pub fn conditional(&self) -> bool {
+        matches!(self, Model::Gan(m) if m.gen.cfg.num_classes > 0)
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Model::Gan(m) => m.gen.cfg.num_classes,
+            Model::Vae(_) => 0,
+        }
+    }
+
+    pub fn z_dim(&self) -> usize {
+        match self {
+            Model::Gan(m) => m.gen.cfg.z_dim,
+            Model::Vae(m) => m.vae.cfg.z_dim,
+        }
+    }
+
+    /// One optimisation step on a real batch. Records everything; submits nothing.
+    pub fn train_step(&mut self, g: &Gpu, real: &Tensor, onehot: Option<&Tensor>) -> Result<StepLosses> {
+        match self {
+            Model::Gan(m) => m.step(g, real, onehot),
+            Model::Vae(m) => {
+                let l = m.vae.loss(g, real, true)?;
+                let grads = tape::backward(g, &l.total)?;
+                m.opt.step(g, &nn::param_tensors(&m.vae), &grads)?;
+                Ok(StepLosses {
+                    names: &["loss", "recon", "kl"],
+                    values: vec![l.total.detach(g), l.recon.detach(g), l.kl.detach(g)],
+                })
+            }
+        }
+    }
+
+    /// Images from latents z (and labels), in eval mode; the EMA generator when present.
+    pub fn sample(&self, g: &Gpu, z: &Tensor, onehot: Option<&Tensor>) -> Result<Tensor> {
+        tape::no_grad(g, || match self {
+            Model::Gan(m) => m.ema.as_ref().unwrap_or(&m.gen).forward(g, z, onehot, false),
+            Model::Vae(m) => m.vae.decode(g, z, false),
+        })
+    }
+
+    /// (module, file stem) pairs that make up the checkpoint.
+    fn modules(&self) -> Vec<(&dyn Module, &'static str)> {
+        match self {
+            Model::Gan(m) => {
+                let mut v: Vec<(&dyn Module, &'static str)> = vec![(&m.gen, "generator"), (&m.disc, "discriminator")];
+                if let Some(e) = &m.ema {
+                    v.push((e, "generator_ema"));
+                }
+                v
+            }
+            Model::Vae(m) => vec![(&m.vae, "vae")],
+        }
+    }
+
+    fn optimizers(&self) -> Vec<(&Optimizer, &dyn Module, &'static str)> {
+        match self {
+            Model::Gan(m) => vec![(&m.opt_g, &m.gen as &dyn Module, "generator"), (&m.opt_d, &m.disc, "discriminator")],
+            Model::Vae(m) => vec![(&m.opt, &m.vae as &dyn Module, "vae")],
+        }
+    }
+
+    /// Writes the weights (PyTorch state_dict layout) and the optimizer state into `dir`.
+    pub fn save(&self, g: &Gpu, dir: &Path) -> Result<()> {
+        for (m, stem) in self.modules() {
+            checkpoint::save_module(g, m, &dir.join(format!("{stem}.safetensors")), None)?;
+        }
+        let mut opt = HostTensors::new();
+        let mut meta = HashMap::new();
+        for (o, m, stem) in self.optimizers() {
+            for (p, (mt, vt)) in m.params().iter().zip(&o.state) {
+                opt.push_gpu(g, &format!("{stem}.{}.exp_avg", p.name), mt);
+                opt.push_gpu(g, &format!("{stem}.{}.exp_avg_sq", p.name), vt);
+            }
+            meta.insert(format!("{stem}.step"), o.step.to_string());
+        }
+        opt.save(&dir.join("optimizer.safetensors"), Some(meta))
+    }
+
+    /// Restores weights and optimizer state written by `save`; checks everything first.
+    pub fn load(&mut self, g: &Gpu, dir: &Path) -> Result<()> {
+        for (m, stem) in self.modules() {
+            checkpoint::load_module(g, m, &dir.join(format!("{stem}.safetensors")))?;
+        }
+        let path = dir.join("optimizer.safetensors");
+        if !path.exists() {
+            return Ok(());
+        }
+        let file = Loaded::open(&path)?;
+        let meta = file.metadata();
+        let mut loaded = vec![];
+        for (o, m, stem) in self.optimizers() {
+            let mut states = vec![];
+            for (p, (mt, _)) in m.params().iter().zip(&o.state) {
+                let a = file.f32(&format!("{stem}.{}.exp_avg", p.name), mt.shape())?;
+                let b = file.f32(&format!("{stem}.{}.exp_avg_sq", p.name), mt.shape())?;
+                states.push((a, b));
+            }
+            let step: u64 = meta
+                .get(&format!("{stem}.step"))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| anyhow!("{}: metadata lacks {stem}.step", path.display()))?;
+            loaded.push((states, step));
+        }
+        let opts: Vec<&mut Optimizer> = match self {
+            Model::Gan(m) => vec![&mut m.opt_g, &mut m.opt_d],
+            Model::Vae(m) => vec![&mut m.opt],
+        };
+        for (o, (states, step)) in opts.into_iter().zip(loaded) {
+            for ((mt, vt), (a, b)) in o.state.iter().zip(states) {
+                mt.write(g, &a);
+                vt.write(g, &b);
+            }
+            o.step = step;
+        }
+        Ok(())
+    }
+}
+
+impl GanModel {
+    /// D step on a real and a fake batch, then G step, then the EMA update.
+    fn step(&mut self, g: &Gpu, real: &Tensor, onehot: Option<&Tensor>) -> Result<StepLosses> {
+        let n = real.dim(0);
+        let z_dim = self.gen.cfg.z_dim;
+        let hinge = self.gen.cfg.loss == GanLoss::Hinge;
+        // D step: fake images carry no graph.
+        let z = rng::normal(g, &[n, z_dim], 0.0, 1.0)?;
+        let fake = tape::no_grad(g, || self.gen.forward(g, &z, onehot, true))?;
+        let d_real = self.disc.forward(g, real, onehot, true, false)?;
+        let d_fake = self.disc.forward(g, &fake, onehot, true, false)?;
+        let loss_d = if hinge {
+            let r = reduce::mean_all(g, &activation::relu(g, &elementwise::affine(g, &d_real, -1.0, 1.0)?)?)?;
+            let f = reduce::mean_all(g, &activation::relu(g, &elementwise::affine(g, &d_fake, 1.0, 1.0)?)?)?;
+            elementwise::add(g, &r, &f)?
+        } else {
+            let r = loss::bce_with_logits(g, &d_real, loss::Target::Const(1.0))?;
+            let f = loss::bce_with_logits(g, &d_fake, loss::Target::Const(0.0))?;
+            elementwise::add(g, &r, &f)?
+        };
+        let grads = tape::backward(g, &loss_d)?;
+        self.opt_d.step(g, &nn::param_tensors(&self.disc), &grads)?;
+        drop(grads);
+        // G step: D is frozen, so only G's weights get gradients.
+        let z = rng::normal(g, &[n, z_dim], 0.0, 1.0)?;
+        let fake = self.gen.forward(g, &z, onehot, true)?;
+        let d_out = self.disc.forward(g, &fake, onehot, true, true)?;
+        let loss_g = if hinge {
+            elementwise::scale(g, &reduce::mean_all(g, &d_out)?, -1.0)?
+        } else {
+            loss::bce_with_logits(g, &d_out, loss::Target::Const(1.0))?
+        };
+        let grads = tape::backward(g, &loss_g)?;
+        let gen_params = nn::param_tensors(&self.gen);
+        self.opt_g.step(g, &gen_params, &grads)?;
+        if let Some(ema) = &self.ema {
+            for (e, p) in nn::param_tensors(ema).iter().zip(&gen_params) {
+                optim::ema_update(g, e, p, self.ema_decay)?;
+            }
+            for (e, p) in ema.buffers().iter().zip(self.gen.buffers()) {
+                e.tensor.copy_from(g, &p.tensor);
+            }
+        }
+        Ok(StepLosses {
+            names: &["loss_d", "loss_g"],
+            values: vec![loss_d.detach(g), loss_g.detach(g)],
+        })
+    }
+}
+
+/// Loss scalars copied each step into a GPU ring buffer, read back every `len` steps.
+pub struct LossLog {
+    buf: Tensor,
+    len: usize,
+    width: usize,
+}
+
+impl LossLog {
+    pub fn new(g: &Gpu, len: usize, width: usize) -> Result<LossLog> {
+        Ok(LossLog {
+            buf: Tensor::zeros(g, &[len * width])?,
+            len,
+            width,
+        })
+    }
+
+    pub fn record(&self, g: &Gpu, slot: usize, values: &[Tensor]) {
+        let base = ((slot % self.len) * self.width * 4) as u64;
+        g.with_encoder(|e| {
+            for (i, v) in values.iter().enumerate() {
+                e.copy_buffer_to_buffer(v.buffer(), 0, self.buf.buffer(), base + 4 * i as u64, 4);
+            }
+        });
+    }
+
+    /// The first `filled` rows, one Vec per step.
+    pub fn read(&self, g: &Gpu, filled: usize) -> Vec<Vec<f32>> {
+        let v = self.buf.to_vec(g);
+        v.chunks(self.width).take(filled.min(self.len)).map(|c| c.to_vec()).collect()
+    }
+}
+
+/// The state of a run that `--resume` needs beyond the weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub step: usize,
+    pub rng_seed: u64,
+    pub rng_offset: u64,
+    pub sampler: Sampler,
+    pub elapsed_s: f64,
+}
+
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: &Path) -> Result<RunDir> {
+        std::fs::create_dir_all(root.join("samples"))
+            .map_err(|e| anyhow!("{}: cannot create run directory: {e}", root.display()))?;
+        Ok(RunDir { root: root.to_path_buf() })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+}
+
+pub fn save_config(cfg: &TrainConfig, path: &Path) -> Result<()> {
+    let text = toml::to_string_pretty(cfg).context("serialising the config")?;
+    crate::util::write_atomic(path, text.as_bytes())
+}
+
+pub fn load_config(path: &Path) -> Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {}", path.display(), checkpoint::io_reason(&e)))?;
+    toml::from_str(&text).map_err(|e| anyhow!("{}: invalid config: {}", path.display(), e.message()))
+}
+
+/// Fixed latents (and labels) for sample grids: from a host stream of the seed, so they do
+/// not move the device's random stream.
+pub fn fixed_latents(g: &Gpu, seed: u64, n: usize, z_dim: usize, classes: usize) -> Result<(Tensor, Option<Tensor>)> {
+    let mut r = HostRng::new(seed, 0xf17ed);
+    let z: Vec<f32> = (0..n * z_dim).map(|_| r.normal() as f32).collect();
+    let labels = if classes > 0 {
+        let l: Vec<usize> = (0..n).map(|i| i % classes).collect();
+        Some(one_hot(g, &l, classes)?)
+    } else {
+        None
+    };
+    Ok((Tensor::from_slice(g, &[n, z_dim], &z)?, labels))
+}
+
+/// Writes an 8-column grid of `n` samples from fixed latents.
+pub fn save_samples(g: &Gpu, model: &Model, z: &Tensor, labels: Option<&Tensor>, path: &Path) -> Result<()> {
+    let imgs = model.sample(g, z, labels)?;
+    let s = imgs.shape().to_vec();
+    crate::imageio::save_grid_png(path, &imgs.to_vec(g), s[0], s[1], s[2], s[3], 8)
+}
+
+pub struct TrainOutcome {
+    pub last_losses: Vec<(String, f32)>,
+    pub steps_per_s: f64,
+}
+
+/// Checks a row of losses for NaN/inf and gross divergence.
+pub fn check_losses(step: usize, names: &[&str], values: &[f32]) -> Result<()> {
+    for (n, v) in names.iter().zip(values) {
+        if !v.is_finite() {
+            bail!("training diverged at step {step}: {n} = {v}; resume from the last checkpoint with a lower learning rate");
+        }
+        if v.abs() > 1e6 {
+            bail!("training diverged at step {step}: {n} = {v:e}; resume from the last checkpoint with a lower learning rate");
+        }
+    }
+    Ok(())
+}
+
+/// `activegen train`: trains from scratch into `out`, or continues the run there.
+pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress: bool) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    let dir = RunDir::new(out)?;
+    let train_set = data::load(&cfg.data, Split::Train, &cfg.load_options())?;
+    if train_set.n < cfg.batch {
+        bail!("--batch {} is larger than the {} training images of {}", cfg.batch, train_set.n, cfg.data);
+    }
+    let classes = train_set.num_classes;
+    if cfg.model == ModelKind::Gan && cfg.gan.num_classes > 0 && classes == 0 {
+        bail!("--conditional needs a labelled dataset; {} has no labels", cfg.data);
+    }
+    g.set_seed(cfg.seed);
+    let mut model = Model::new(g, cfg, classes)?;
+    let mut state = RunState {
+        step: 0,
+        rng_seed: cfg.seed,
+        rng_offset: 0,
+        sampler: Sampler::new(cfg.seed, train_set.n),
+        elapsed_s: 0.0,
+    };
+    let state_path = dir.root.join("state.json");
+    if resume {
+        if !state_path.exists() {
+            bail!("--resume: {} has no state.json (no checkpoint yet)", dir.root.display());
+        }
+        state = checkpoint::read_json(&state_path)?;
+        state.sampler.restore();
+        model.load(g, &dir.root)?;
+        if state.step >= cfg.steps {
+            eprintln!("activegen: {} already finished {} of {} steps", dir.root.display(), state.step, cfg.steps);
+        }
+    }
+    g.set_rng_state((state.rng_seed, state.rng_offset));
+    save_config(cfg, &dir.config_path())?;
+    let n_classes = model.num_classes();
+    let (fixed_z, fixed_y) = fixed_latents(g, cfg.seed, 64, model.z_dim(), n_classes)?;
+    let width = match cfg.model {
+        ModelKind::Gan => 2,
+        ModelKind::Vae => 3,
+    };
+    let log = LossLog::new(g, cfg.log_every, width)?;
+    let bar = progress_bar(progress, cfg.steps as u64, state.step as u64);
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.root.join("metrics.jsonl"))
+        .map_err(|e| anyhow!("{}: {e}", dir.root.join("metrics.jsonl").display()))?;
+    let t0 = std::time::Instant::now();
+    let elapsed0 = state.elapsed_s;
+    let mut window_start = (std::time::Instant::now(), state.step);
+    let mut last = vec![];
+    let mut names: &[&str] = &[];
+    let mut rate = 0.0;
+    while state.step < cfg.steps {
+        let idx = state.sampler.next_batch(cfg.batch);
+        let real = upload_batch(g, &train_set, &idx)?;
+        let onehot = if model.conditional() {
+            let labels: Vec<usize> = idx.iter().map(|&i| train_set.label(i).unwrap_or(0)).collect();
+            Some(one_hot(g, &labels, n_classes)?)
+        } else {
+            None
+        };
+        let losses = model.train_step(g, &real, onehot.as_ref())?;
+        names = losses.names;
+        log.record(g, state.step, &losses.values);
+        g.flush();
+        state.step += 1;
+        let step = state.step;
+        if step % cfg.log_every == 0 || step == cfg.steps {
+            let filled = if step % cfg.log_every == 0 { cfg.log_every } else { step % cfg.log_every };
+            let rows = log.read(g, filled);
+            for (i, row) in rows.iter().enumerate() {
+                check_losses(step - rows.len() + i + 1, names, row)?;
+            }
+            let now = std::time::Instant::now();
+            rate = (step - window_start.1) as f64 / now.duration_since(window_start.0).as_secs_f64().max(1e-9);
+            window_start = (now, step);
+            last = rows.last().cloned().unwrap_or_default();
+            let mut rec = serde_json::Map::new();
+            rec.insert("step".into(), step.into());
+            for (n, v) in names.iter().zip(&last) {
+                rec.insert((*n).into(), serde_json::json!(v));
+            }
+            rec.insert("images_per_s".into(), serde_json::json!(rate * cfg.batch as f64));
+            rec.insert("elapsed_s".into(), serde_json::json!(elapsed0 + t0.elapsed().as_secs_f64()));
+            use std::io::Write;
+            writeln!(metrics, "{}", serde_json::Value::Object(rec))?;
+            let msg: Vec<String> = names.iter().zip(&last).map(|(n, v)| format!("{n} {v:.4}")).collect();
+            bar.set_message(format!("{}  {:.0} img/s", msg.join("  "), rate * cfg.batch as f64));
+        }
+        bar.set_position(step as u64);
+        if step % cfg.sample_every == 0 || step == cfg.steps {
+            save_samples(g, &model, &fixed_z, fixed_y.as_ref(), &dir.root.join(format!("samples/step_{step:05}.png")))?;
+        }
+        if step % cfg.checkpoint_every == 0 || step == cfg.steps {
+            let (seed, offset) = g.rng_state();
+            state.rng_seed = seed;
+            state.rng_offset = offset;
+            state.elapsed_s = elapsed0 + t0.elapsed().as_secs_f64();
+            model.save(g, &dir.root)?;
+            // state.json last: a checkpoint counts only once its weights are in place.
+            checkpoint::write_json(&state_path, &state)?;
+        }
+    }
+    bar.finish();
+    g.save_pipeline_cache();
+    Ok(TrainOutcome {
+        last_losses: names.iter().map(|s| s.to_string()).zip(last).collect(),
+        steps_per_s: rate,
+    })
+}
+
+pub fn progress_bar(show: bool, len: u64, pos: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_position(pos);
+    bar
+}

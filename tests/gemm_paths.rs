@@ -1,0 +1,619 @@
+//! Both GEMM kernel families (`matmul_tiled` and the generated `matmul_sg_*`) against
+//! `matmul_cpu`, on shapes that exercise the subgroup kernel's edge handling:
+//! - M not a multiple of its 32-row block (1, 3, 17, 33, 65, 130), which also makes every
+//!   transposed-A operand need a padded row stride;
+//! - N not a multiple of its 64-column block, either a multiple of 4 (4, 12, 68, 132) or
+//!   padded (17, stored with ldb/ldc = 20);
+//! - K with a 4-wide tail block (4, 12, 68) and without (8, 64, 1024);
+//! - batches, per-column bias (linear) and split-K partials.
+//!
+//! Every case forces the kernel family with `Gpu::set_gemm_kernel` and profiles the call,
+//! asserting the exact entry point that ran: a Subgroup8 case that silently fell back to
+//! the tiled kernel fails here instead of passing as a tiled result.
+
+mod common;
+
+use activegen::gpu::GemmKernel;
+use activegen::ops::matmul::{gemm, linear, matmul_cpu, matmul_t, Gemm};
+use activegen::{Gpu, Tensor};
+use common::*;
+
+const MS: [usize; 6] = [1, 3, 17, 33, 65, 130];
+/// N values; 17 is stored with row strides rounded up to 20.
+const NS: [usize; 5] = [4, 12, 68, 132, 17];
+/// K % 8 == 4 (tail block) and K % 8 == 0.
+const KS: [usize; 6] = [4, 12, 68, 8, 64, 1024];
+const SG_TRANSPOSES: [(bool, bool); 3] = [(false, false), (false, true), (true, false)];
+const ALL_TRANSPOSES: [(bool, bool); 4] =
+    [(false, false), (false, true), (true, false), (true, true)];
+/// Written into every output element before a GEMM, to see which ones it wrote.
+const SENTINEL: f32 = 12345.0;
+const RTOL: f32 = 1e-4;
+
+fn r4(x: usize) -> usize {
+    x.next_multiple_of(4)
+}
+
+/// Absolute tolerance for a length-K dot product of values in [-1, 1], with the reference
+/// in f64. f32 accumulation of random-sign products rounds each partial sum (of size about
+/// sqrt(k/9)) by up to u = 2^-24 relative, so the error after K steps has a standard
+/// deviation of about u * K / sqrt(18): 1.4e-5 at K = 1024, 1e-6 at K = 64. 1e-4 is then
+/// 7 standard deviations at K = 1024; beyond that the deviation grows linearly in K, and
+/// so does this bound (no shape here goes past 1024, so it is 1e-4 throughout).
+fn atol(k: usize) -> f32 {
+    1e-4 * (k as f32 / 1024.0).max(1.0)
+}
+
+fn gpu_with(kernel: GemmKernel) -> Gpu {
+    let g = gpu();
+    if kernel == GemmKernel::Subgroup8 {
+        assert!(
+            g.has_subgroup8(),
+            "adapter '{}' has no 8-wide subgroups, so the Subgroup8 GEMM cannot be tested here",
+            g.name()
+        );
+    }
+    g.set_gemm_kernel(Some(kernel));
+    g
+}
+
+fn upload(g: &Gpu, data: &[f32]) -> Tensor {
+    Tensor::from_slice(g, &[data.len()], data).unwrap()
+}
+
+/// The entry point (with its override constants) that this GEMM must run as.
+fn expected_kernel(kernel: GemmKernel, ta: bool, tb: bool, bias: bool) -> String {
+    match kernel {
+        GemmKernel::Subgroup8 => {
+            let entry = match (ta, tb) {
+                (false, false) => "matmul_sg_nn",
+                (false, true) => "matmul_sg_nt",
+                (true, false) => "matmul_sg_tn",
+                (true, true) => panic!("the subgroup kernel has no transposed-A-and-B form"),
+            };
+            format!("{entry}[HAS_BIAS={}]", bias as u8)
+        }
+        GemmKernel::Tiled => format!(
+            "matmul_tiled[TRANS_A={},TRANS_B={},HAS_BIAS={}]",
+            ta as u8, tb as u8, bias as u8
+        ),
+    }
+}
+
+/// Runs `f` under the profiler and checks that it dispatched exactly one kernel, `want`.
+fn profiled<T>(g: &Gpu, what: &str, want: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+    g.start_profiling();
+    let out = f();
+    let stats = g.stop_profiling();
+    let ran: Vec<(String, u64)> = stats.iter().map(|(n, s)| (n.clone(), s.calls)).collect();
+    if ran.len() != 1 || ran[0].0 != want || ran[0].1 != 1 {
+        return Err(format!(
+            "{what}: expected one dispatch of {want}, the profile shows {ran:?}"
+        ));
+    }
+    Ok(out)
+}
+
+/// |got - want| <= atol + RTOL |want| elementwise; the first offender and the worst ratio.
+fn check(what: &str, got: &[f32], want: &[f32], atol: f32) -> Result<f32, String> {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut worst = 0.0f32;
+    for (i, (&x, &w)) in got.iter().zip(want).enumerate() {
+        let bound = atol + RTOL * w.abs();
+        let err = (x - w).abs();
+        // Written so that NaN fails.
+        if err.is_nan() || err > bound {
+            return Err(format!(
+                "{what}: element {i} is {x}, want {w} (|diff| {err} > {bound})"
+            ));
+        }
+        worst = worst.max(err / bound);
+    }
+    Ok(worst)
+}
+
+/// Collects failures so that one run reports every broken case, not just the first.
+#[derive(Default)]
+struct Report {
+    cases: usize,
+    worst: f32,
+    failures: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, r: Result<f32, String>) {
+        self.cases += 1;
+        match r {
+            Ok(w) => self.worst = self.worst.max(w),
+            Err(e) => self.failures.push(e),
+        }
+    }
+    fn finish(self, name: &str) {
+        eprintln!(
+            "{name}: {} cases, {} failed, worst error {:.3} of the tolerance",
+            self.cases,
+            self.failures.len(),
+            self.worst
+        );
+        if !self.failures.is_empty() {
+            let shown: Vec<&str> = self.failures.iter().take(40).map(String::as_str).collect();
+            panic!(
+                "{name}: {} of {} cases failed:\n{}",
+                self.failures.len(),
+                self.cases,
+                shown.join("\n")
+            );
+        }
+    }
+}
+
+/// One GEMM case. Operands are stored as the kernels' contract describes: op(A) = A stored
+/// [M, K] or Aᵀ stored [K, M], likewise B, each with its row stride rounded up to 4 (the
+/// subgroup kernel's requirement) and `pad` in the padding; batches `batch_pad` floats apart
+/// beyond their matrix.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    batch: usize,
+    batch_pad: usize,
+    bias: bool,
+    split: usize,
+}
+
+impl Case {
+    fn plain(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Case {
+        Case {
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            batch: 1,
+            batch_pad: 0,
+            bias: false,
+            split: 1,
+        }
+    }
+    /// (rows, cols) of A and B as stored.
+    fn a_dims(&self) -> (usize, usize) {
+        if self.ta {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        }
+    }
+    fn b_dims(&self) -> (usize, usize) {
+        if self.tb {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        }
+    }
+    fn name(&self, kernel: GemmKernel) -> String {
+        format!(
+            "{kernel:?} M={} N={} K={} ta={} tb={} batch={} bias={} split={}",
+            self.m, self.n, self.k, self.ta, self.tb, self.batch, self.bias, self.split
+        )
+    }
+}
+
+/// Lays `batch` dense (rows, cols) matrices out with row stride `ld` and batch stride
+/// `stride`, filling the gaps with `pad`.
+fn pad_layout(
+    dense: &[f32],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    stride: usize,
+    pad: f32,
+) -> Vec<f32> {
+    let mut out = vec![pad; stride * batch];
+    for z in 0..batch {
+        for r in 0..rows {
+            let src = &dense[(z * rows + r) * cols..][..cols];
+            out[z * stride + r * ld..][..cols].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// Runs one case through `gemm` with a hand-built `Gemm` (padded strides, sentinel-filled
+/// output with spare rows), checks the dispatched kernel, the values, and that nothing
+/// outside the allowed region of C was written.
+fn run_case(g: &Gpu, kernel: GemmKernel, c: Case, pad: f32, r: &mut Rng) -> Result<f32, String> {
+    let name = c.name(kernel);
+    let (ar, ac) = c.a_dims();
+    let (br, bc) = c.b_dims();
+    let (lda, ldb, ldc) = (r4(ac), r4(bc), r4(c.n));
+    let (sa, sb) = (ar * lda + c.batch_pad, br * ldb + c.batch_pad);
+    let sc = if c.split > 1 {
+        c.m * ldc
+    } else {
+        c.m * ldc + c.batch_pad
+    };
+    let a = r.vec(c.batch * ar * ac);
+    let b = r.vec(c.batch * br * bc);
+    let bias = r.vec(r4(c.n));
+    let ta = upload(g, &pad_layout(&a, c.batch, ar, ac, lda, sa, pad));
+    let tb = upload(g, &pad_layout(&b, c.batch, br, bc, ldb, sb, pad));
+    let tbias = upload(g, &bias);
+    let zc = if c.split > 1 { c.split } else { c.batch };
+    // Spare rows after the last matrix of C show writes past row M.
+    let spare = 3 * ldc;
+    let out = upload(g, &vec![SENTINEL; zc * sc + spare]);
+    let spec = Gemm {
+        a: &ta,
+        b: &tb,
+        trans_a: c.ta,
+        trans_b: c.tb,
+        m: c.m,
+        n: c.n,
+        k: c.k,
+        lda,
+        ldb,
+        ldc,
+        batch: c.batch,
+        batch_a: if c.batch > 1 { sa } else { 0 },
+        batch_b: if c.batch > 1 { sb } else { 0 },
+        batch_c: sc,
+        bias: c.bias.then_some(&tbias),
+    };
+    let want_kernel = expected_kernel(kernel, c.ta, c.tb, c.bias);
+    profiled(g, &name, &want_kernel, || gemm(g, &spec, &out, c.split))?
+        .map_err(|e| format!("{name}: {e:#}"))?;
+    let got = out.to_vec(g);
+
+    // Expected values and the written region.
+    let mut worst = 0.0f32;
+    let mut sum = vec![0.0f32; c.m * c.n];
+    for z in 0..zc {
+        let base = z * sc;
+        let mut vals = vec![0.0f32; c.m * c.n];
+        for i in 0..c.m {
+            for j in 0..c.n {
+                vals[i * c.n + j] = got[base + i * ldc + j];
+            }
+            // Columns between N and ldc: the subgroup kernel may write N..r4(N) (padding),
+            // the tiled kernel nothing.
+            let allowed = if kernel == GemmKernel::Subgroup8 {
+                r4(c.n)
+            } else {
+                c.n
+            };
+            for j in allowed..ldc {
+                let v = got[base + i * ldc + j];
+                if v != SENTINEL {
+                    return Err(format!(
+                        "{name}: wrote C[{z}][{i}][{j}] = {v}, past column {allowed}"
+                    ));
+                }
+            }
+        }
+        // The gap between batches of C and the spare rows after them stay untouched.
+        let gap_end = if z + 1 == zc {
+            base + sc + spare
+        } else {
+            base + sc
+        };
+        let outside = base + c.m * ldc;
+        if let Some(i) = got[outside..gap_end].iter().position(|&v| v != SENTINEL) {
+            let idx = outside + i;
+            return Err(format!(
+                "{name}: wrote {} at offset {idx}, outside matrix {z} of C",
+                got[idx]
+            ));
+        }
+        if c.split > 1 {
+            for (s, v) in sum.iter_mut().zip(&vals) {
+                *s += v;
+            }
+        } else {
+            let want = want_of(&c, &a, &b, &bias, z);
+            worst = worst.max(check(&name, &vals, &want, atol(c.k))?);
+        }
+    }
+    if c.split > 1 {
+        let want = want_of(&c, &a, &b, &bias, 0);
+        worst = worst.max(check(
+            &format!("{name} (sum of partials)"),
+            &sum,
+            &want,
+            atol(c.k),
+        )?);
+    }
+    Ok(worst)
+}
+
+/// The reference for batch z, from the dense operands.
+fn want_of(c: &Case, a: &[f32], b: &[f32], bias: &[f32], z: usize) -> Vec<f32> {
+    let (na, nb) = (c.m * c.k, c.k * c.n);
+    let mut want = matmul_cpu(
+        &a[z * na..][..na],
+        &b[z * nb..][..nb],
+        c.m,
+        c.k,
+        c.n,
+        c.ta,
+        c.tb,
+    );
+    if c.bias {
+        for row in want.chunks_mut(c.n) {
+            for (v, bv) in row.iter_mut().zip(bias) {
+                *v += bv;
+            }
+        }
+    }
+    want
+}
+
+/// The same product through the public op (`matmul_t`, dense storage), where the dense
+/// layout is one the kernel family accepts.
+fn run_public(g: &Gpu, kernel: GemmKernel, c: Case, r: &mut Rng) -> Result<f32, String> {
+    let name = format!("{} via matmul_t", c.name(kernel));
+    let (ar, ac) = c.a_dims();
+    let (br, bc) = c.b_dims();
+    let a = r.vec(ar * ac);
+    let b = r.vec(br * bc);
+    let ta = Tensor::from_slice(g, &[ar, ac], &a).unwrap();
+    let tb = Tensor::from_slice(g, &[br, bc], &b).unwrap();
+    let want_kernel = expected_kernel(kernel, c.ta, c.tb, false);
+    let out = profiled(g, &name, &want_kernel, || matmul_t(g, &ta, &tb, c.ta, c.tb))?
+        .map_err(|e| format!("{name}: {e:#}"))?;
+    if out.shape() != [c.m, c.n] {
+        return Err(format!("{name}: output shape {:?}", out.shape()));
+    }
+    let want = matmul_cpu(&a, &b, c.m, c.k, c.n, c.ta, c.tb);
+    check(&name, &out.to_vec(g), &want, atol(c.k))
+}
+
+/// Whether the dense layout of the case meets the subgroup kernel's alignment.
+fn dense_is_aligned(c: &Case) -> bool {
+    c.a_dims().1.is_multiple_of(4) && c.b_dims().1.is_multiple_of(4) && c.n.is_multiple_of(4)
+}
+
+fn sweep(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
+    let g = gpu_with(kernel);
+    let mut r = Rng(seed);
+    let mut report = Report::default();
+    for &(ta, tb) in transposes {
+        for &m in &MS {
+            for &n in &NS {
+                for &k in &KS {
+                    let c = Case::plain(m, n, k, ta, tb);
+                    report.add(run_case(&g, kernel, c, 0.0, &mut r));
+                    if kernel == GemmKernel::Tiled || dense_is_aligned(&c) {
+                        report.add(run_public(&g, kernel, c, &mut r));
+                    }
+                }
+            }
+        }
+    }
+    report.finish(&format!("{kernel:?} sweep"));
+}
+
+#[test]
+fn subgroup_gemm_matches_cpu_on_ragged_shapes() {
+    sweep(GemmKernel::Subgroup8, &SG_TRANSPOSES, 1);
+}
+
+#[test]
+fn tiled_gemm_matches_cpu_on_ragged_shapes() {
+    sweep(GemmKernel::Tiled, &ALL_TRANSPOSES, 2);
+}
+
+/// Padding is storage, not data: NaN there must not reach any element of C below M x N.
+#[test]
+fn padding_contents_never_reach_the_result() {
+    for (kernel, transposes, seed) in [
+        (GemmKernel::Subgroup8, &SG_TRANSPOSES[..], 3),
+        (GemmKernel::Tiled, &ALL_TRANSPOSES[..], 4),
+    ] {
+        let g = gpu_with(kernel);
+        let mut r = Rng(seed);
+        let mut report = Report::default();
+        for &(ta, tb) in transposes {
+            for (m, n, k) in [
+                (17, 17, 12),
+                (3, 17, 68),
+                (33, 17, 8),
+                (130, 17, 64),
+                (65, 12, 4),
+            ] {
+                let mut c = Case::plain(m, n, k, ta, tb);
+                c.batch = 3;
+                c.batch_pad = 8;
+                report.add(run_case(&g, kernel, c, f32::NAN, &mut r));
+            }
+        }
+        report.finish(&format!("{kernel:?} NaN padding"));
+    }
+}
+
+fn batched_and_bias(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
+    let g = gpu_with(kernel);
+    let mut r = Rng(seed);
+    let mut report = Report::default();
+    for &(ta, tb) in transposes {
+        for (m, n, k) in [
+            (17, 68, 12),
+            (33, 12, 64),
+            (1, 4, 4),
+            (65, 17, 68),
+            (130, 132, 8),
+            (3, 17, 1024),
+        ] {
+            // Batch 3, batch strides exactly the (padded) matrix and 4 or 8 floats beyond it.
+            for batch_pad in [0, 4, 8] {
+                let mut c = Case::plain(m, n, k, ta, tb);
+                c.batch = 3;
+                c.batch_pad = batch_pad;
+                report.add(run_case(&g, kernel, c, 0.0, &mut r));
+            }
+            // Per-column bias (length N rounded up to 4), alone and batched.
+            let mut c = Case::plain(m, n, k, ta, tb);
+            c.bias = true;
+            report.add(run_case(&g, kernel, c, 0.0, &mut r));
+            c.batch = 3;
+            c.batch_pad = 4;
+            report.add(run_case(&g, kernel, c, 0.0, &mut r));
+        }
+    }
+    report.finish(&format!("{kernel:?} batched and bias"));
+}
+
+#[test]
+fn subgroup_batched_and_bias_match_cpu() {
+    batched_and_bias(GemmKernel::Subgroup8, &SG_TRANSPOSES, 5);
+}
+
+#[test]
+fn tiled_batched_and_bias_match_cpu() {
+    batched_and_bias(GemmKernel::Tiled, &ALL_TRANSPOSES, 6);
+}
+
+/// The public ops: 3-d batched `matmul_t` and `linear` (x·Wᵀ + b, bias of length N).
+fn public_batched_and_linear(kernel: GemmKernel, seed: u64) {
+    let g = gpu_with(kernel);
+    let mut r = Rng(seed);
+    let mut report = Report::default();
+    for (m, n, k) in [
+        (17, 68, 12),
+        (33, 12, 64),
+        (1, 4, 4),
+        (130, 132, 1024),
+        (65, 4, 68),
+        (3, 12, 8),
+    ] {
+        // Batched [3, M, K] x [3, K, N] (strides M*K, K*N, M*N: multiples of 4).
+        let (batch, tag) = (3, format!("{kernel:?} batched matmul M={m} N={n} K={k}"));
+        let a = r.vec(batch * m * k);
+        let b = r.vec(batch * k * n);
+        let ta = Tensor::from_slice(&g, &[batch, m, k], &a).unwrap();
+        let tb = Tensor::from_slice(&g, &[batch, k, n], &b).unwrap();
+        let want_kernel = expected_kernel(kernel, false, false, false);
+        let res = profiled(&g, &tag, &want_kernel, || {
+            matmul_t(&g, &ta, &tb, false, false).unwrap()
+        })
+        .and_then(|out| {
+            let got = out.to_vec(&g);
+            let mut worst = 0.0f32;
+            for z in 0..batch {
+                let want = matmul_cpu(
+                    &a[z * m * k..][..m * k],
+                    &b[z * k * n..][..k * n],
+                    m,
+                    k,
+                    n,
+                    false,
+                    false,
+                );
+                worst = worst.max(check(
+                    &format!("{tag} [{z}]"),
+                    &got[z * m * n..][..m * n],
+                    &want,
+                    atol(k),
+                )?);
+            }
+            Ok(worst)
+        });
+        report.add(res);
+
+        // linear: y[M, N] = x[M, K] · W[N, K]ᵀ + b[N].
+        let tag = format!("{kernel:?} linear rows={m} in={k} out={n}");
+        let x = r.vec(m * k);
+        let w = r.vec(n * k);
+        let bias = r.vec(n);
+        let tx = Tensor::from_slice(&g, &[m, k], &x).unwrap();
+        let tw = Tensor::from_slice(&g, &[n, k], &w).unwrap();
+        let tbias = Tensor::from_slice(&g, &[n], &bias).unwrap();
+        let want_kernel = expected_kernel(kernel, false, true, true);
+        let res = profiled(&g, &tag, &want_kernel, || {
+            linear(&g, &tx, &tw, Some(&tbias)).unwrap()
+        })
+        .and_then(|y| {
+            let mut want = matmul_cpu(&x, &w, m, k, n, false, true);
+            for row in want.chunks_mut(n) {
+                for (v, bv) in row.iter_mut().zip(&bias) {
+                    *v += bv;
+                }
+            }
+            check(&tag, &y.to_vec(&g), &want, atol(k))
+        });
+        report.add(res);
+    }
+    report.finish(&format!("{kernel:?} public batched/linear"));
+}
+
+#[test]
+fn subgroup_public_batched_matmul_and_linear_match_cpu() {
+    public_batched_and_linear(GemmKernel::Subgroup8, 7);
+}
+
+#[test]
+fn tiled_public_batched_matmul_and_linear_match_cpu() {
+    public_batched_and_linear(GemmKernel::Tiled, 8);
+}
+
+fn split_k(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
+    let g = gpu_with(kernel);
+    let mut r = Rng(seed);
+    let mut report = Report::default();
+    for &(ta, tb) in transposes {
+        for split in [2, 3, 5] {
+            // K = 4 and 12 leave some of the 5 slices empty (slices are multiples of 8).
+            for (m, n, k) in [
+                (1, 4, 4),
+                (17, 12, 12),
+                (33, 68, 68),
+                (3, 17, 64),
+                (65, 132, 1024),
+                (130, 17, 8),
+            ] {
+                let mut c = Case::plain(m, n, k, ta, tb);
+                c.split = split;
+                report.add(run_case(&g, kernel, c, 0.0, &mut r));
+            }
+        }
+    }
+    report.finish(&format!("{kernel:?} split-K"));
+}
+
+#[test]
+fn subgroup_split_k_partials_sum_to_the_product() {
+    split_k(GemmKernel::Subgroup8, &SG_TRANSPOSES, 9);
+}
+
+#[test]
+fn tiled_split_k_partials_sum_to_the_product() {
+    split_k(GemmKernel::Tiled, &ALL_TRANSPOSES, 10);
+}
+
+/// shaders/matmul_subgroup.wgsl is generated; it must match its generator.
+#[test]
+fn generated_subgroup_shader_is_current() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg("tools/gen_matmul_subgroup.py")
+        .arg("--check")
+        .current_dir(root)
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("python3 is required to check that shaders/matmul_subgroup.wgsl is up to date (install python3)")
+        }
+        Err(e) => panic!("could not run python3 tools/gen_matmul_subgroup.py --check: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "shaders/matmul_subgroup.wgsl is stale: regenerate it with `python3 tools/gen_matmul_subgroup.py` \
+         and commit the result\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
