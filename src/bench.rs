@@ -235,3 +235,86 @@ pub fn profile_table(stats: &[(String, crate::gpu::KernelStat)], steps: usize, t
     out += &format!("{:<44} {:>7} {:>11.3}\n", "total", "", total / 1e6 / steps as f64);
     out
 }
+
+/// One training step of the standard-width model at `batch` (`activegen bench step`).
+pub struct StepResult {
+    pub model: String,
+    pub batch: usize,
+    pub first_step_ms: f64,
+    pub ms: f64,
+    pub min_ms: f64,
+    pub images_per_s: f64,
+    pub gpu_ms: Option<f64>,
+    pub profile: Vec<(String, crate::gpu::KernelStat)>,
+}
+
+impl StepResult {
+    pub fn line(&self, device: &str) -> String {
+        format!(
+            "step {:<4} batch {:<4} {}  first step {:.0} ms  median {:.1} ms/step (min {:.1})  {:.0} images/s{}",
+            self.model,
+            self.batch,
+            device,
+            self.first_step_ms,
+            self.ms,
+            self.min_ms,
+            self.images_per_s,
+            self.gpu_ms.map(|g| format!("  gpu {g:.1} ms/step")).unwrap_or_default()
+        )
+    }
+
+    pub fn json(&self, device: &str) -> String {
+        serde_json::json!({
+            "op": format!("{}_step", self.model), "model": self.model, "batch": self.batch, "device": device,
+            "ms": self.ms, "min_ms": self.min_ms, "first_step_ms": self.first_step_ms,
+            "images_per_s": self.images_per_s, "gpu_ms": self.gpu_ms,
+        })
+        .to_string()
+    }
+}
+
+/// Times the GAN step (D on a real and a fake batch, then G) or the VAE step with the
+/// standard widths on random data: wall time per step including submit and sync, and,
+/// with `profile`, the per-kernel GPU table over the timed steps.
+pub fn step_case(g: &Gpu, model: crate::train::ModelKind, batch: usize, steps: usize, profile: bool) -> Result<StepResult> {
+    use crate::train::{Model, TrainConfig};
+    let mut cfg = TrainConfig::default();
+    cfg.model = model;
+    cfg.apply_preset("full")?;
+    cfg.batch = batch;
+    g.set_seed(1);
+    let mut m = Model::new(g, &cfg, 10)?;
+    let real = rng::uniform(g, &[batch, 1, 28, 28], -1.0, 1.0)?;
+    let t = std::time::Instant::now();
+    m.train_step(g, &real, None)?;
+    g.sync();
+    let first_step_ms = t.elapsed().as_secs_f64() * 1e3;
+    for _ in 0..2 {
+        m.train_step(g, &real, None)?;
+        g.sync();
+    }
+    if profile {
+        g.start_profiling();
+    }
+    let mut times = vec![];
+    for _ in 0..steps {
+        let t = std::time::Instant::now();
+        m.train_step(g, &real, None)?;
+        g.sync();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let prof = if profile { g.stop_profiling() } else { vec![] };
+    let gpu_ms = (profile && g.has_timestamps()).then(|| prof.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6 / steps as f64);
+    times.sort_by(f64::total_cmp);
+    let ms = times[times.len() / 2];
+    Ok(StepResult {
+        model: format!("{model:?}").to_lowercase(),
+        batch,
+        first_step_ms,
+        ms,
+        min_ms: times[0],
+        images_per_s: batch as f64 / (ms / 1e3),
+        gpu_ms,
+        profile: prof,
+    })
+}

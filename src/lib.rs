@@ -5,9 +5,13 @@
 //! (autograd), `ops` (one file per WGSL op family), then data, models, metrics and the
 //! active-learning loop.
 
+pub mod active;
 pub mod bench;
+pub mod charts;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
+pub mod eval;
 pub mod gpu;
 pub mod imageio;
 pub mod metrics;

@@ -169,6 +169,124 @@ impl TrainArgs {
     }
 }
 
+/// Active-learning settings (with the training flags for the model trained each round).
+#[derive(clap::Args, Clone, Default)]
+struct ActiveArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Size of the initial acquired set.
+    #[arg(long, allow_negative_numbers = true)]
+    initial: Option<i64>,
+    /// Pool images to acquire in all, after the initial set.
+    #[arg(long, allow_negative_numbers = true)]
+    budget: Option<i64>,
+    /// Images acquired per round.
+    #[arg(long, allow_negative_numbers = true)]
+    per_round: Option<i64>,
+    /// Training steps per round.
+    #[arg(long, allow_negative_numbers = true)]
+    steps_per_round: Option<i64>,
+    /// A named scenario: balanced | long-tail | redundant (flags below refine it).
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Draw the initial set only from these classes, e.g. 0,1,2.
+    #[arg(long, value_delimiter = ',')]
+    initial_classes: Option<Vec<usize>>,
+    /// Keep only fraction F of class C in the pool: C=F,C=F.
+    #[arg(long)]
+    pool_class_fraction: Option<String>,
+    /// Near-duplicate augmented copies per pool image.
+    #[arg(long)]
+    pool_duplicates: Option<usize>,
+    /// Score a random M of the pool each round.
+    #[arg(long)]
+    pool_subsample: Option<usize>,
+    /// Stop once FID is at or below this.
+    #[arg(long)]
+    target_fid: Option<f64>,
+    /// Stop after R rounds without a better FID.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Re-initialise the model every round instead of warm-starting.
+    #[arg(long)]
+    reinit: bool,
+    /// Generated and held-out images per evaluation.
+    #[arg(long)]
+    eval_n: Option<usize>,
+    /// hybrid: misfit pre-selection of beta times the round's batch.
+    #[arg(long)]
+    hybrid_beta: Option<f64>,
+}
+
+fn positive(flag: &str, v: Option<i64>) -> Result<Option<usize>> {
+    match v {
+        Some(x) if x <= 0 => anyhow::bail!("{flag} must be a positive number, got {x}"),
+        Some(x) => Ok(Some(x as usize)),
+        None => Ok(None),
+    }
+}
+
+impl ActiveArgs {
+    fn resolve(&self, strategy: Option<&str>) -> Result<activegen::active::ActiveConfig> {
+        use activegen::active::{ActiveConfig, Scenario};
+        let mut cfg = ActiveConfig::default();
+        if self.train.steps.is_some() {
+            anyhow::bail!("--steps does not apply here; use --steps-per-round");
+        }
+        // The training flags refine the active-learning defaults (small nets).
+        let mut t = self.train.clone();
+        t.steps = Some(cfg.steps_per_round as i64);
+        cfg.train = t.resolve(None, Some(cfg.train.clone()))?;
+        if let Some(s) = strategy {
+            cfg.strategy = s.to_string();
+        }
+        if let Some(seed) = self.train.seed {
+            cfg.seed = seed;
+        }
+        let initial = positive("--initial", self.initial)?.unwrap_or(cfg.scenario.initial);
+        if let Some(name) = &self.scenario {
+            cfg.scenario = Scenario::preset(name, initial)?;
+        }
+        cfg.scenario.initial = initial;
+        if let Some(c) = &self.initial_classes {
+            cfg.scenario.initial_classes = c.clone();
+        }
+        if let Some(f) = &self.pool_class_fraction {
+            cfg.scenario.pool_class_fraction = Scenario::parse_fractions(f)?;
+        }
+        if let Some(d) = self.pool_duplicates {
+            if d > 20 {
+                anyhow::bail!("--pool-duplicates {d} is more than this tool supports (20)");
+            }
+            cfg.scenario.pool_duplicates = d;
+        }
+        if let Some(b) = positive("--budget", self.budget)? {
+            cfg.budget = b;
+        }
+        if let Some(b) = positive("--per-round", self.per_round)? {
+            cfg.per_round = b;
+        }
+        if let Some(s) = positive("--steps-per-round", self.steps_per_round)? {
+            cfg.steps_per_round = s;
+            cfg.train.steps = s;
+        }
+        if let Some(m) = self.pool_subsample {
+            cfg.pool_subsample = m;
+        }
+        cfg.target_fid = self.target_fid;
+        cfg.patience = self.patience;
+        cfg.warm_start = !self.reinit;
+        if let Some(n) = self.eval_n {
+            cfg.eval_n = n;
+        }
+        if let Some(b) = self.hybrid_beta {
+            cfg.hybrid_beta = b;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train a GAN or VAE: `activegen train --model gan --data builtin --steps 3000 --out runs/gan`.
@@ -191,6 +309,62 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Active learning: rounds of training, pool scoring, acquisition and evaluation.
+    Active {
+        #[command(flatten)]
+        args: ActiveArgs,
+        /// random | gan-disc | vae-elbo | coreset | coverage-gap | hybrid | vaal
+        #[arg(long, default_value = "hybrid")]
+        strategy: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue after the last finished round.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Every strategy at matched seeds on one scenario: tables, CSV/JSON, charts, report.html.
+    Compare {
+        #[command(flatten)]
+        args: ActiveArgs,
+        /// Comma-separated strategies (random is the control).
+        #[arg(long, value_delimiter = ',', default_value = "random,hybrid")]
+        strategies: Vec<String>,
+        /// Seeds per strategy.
+        #[arg(long, default_value_t = 2)]
+        seeds: usize,
+        #[arg(long, default_value = "runs/compare")]
+        out: PathBuf,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generation quality of a checkpoint: FID, KID, precision/recall, density/coverage and
+    /// class coverage on the features of a classifier trained on the dataset.
+    Eval {
+        /// A run directory written by `train` or `active`.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Images on each side (capped by the held-out split's size).
+        #[arg(long, default_value_t = 5000)]
+        n: usize,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Write real.npy and generated.npy, the feature matrices used.
+        #[arg(long)]
+        export_features: Option<PathBuf>,
+        /// Compare two disjoint real splits (held-out vs training): each metric's floor.
+        #[arg(long)]
+        real_vs_real: bool,
+        /// The dataset (default: the checkpoint's).
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Write samples from a checkpoint as a grid, individual PNGs, or both.
     Sample {
         /// A run directory written by `train` or `active`.
@@ -210,11 +384,23 @@ enum Command {
     },
     /// List the GPU adapters with their backend, type and key limits.
     Devices,
-    /// Benchmark kernels: matmul, conv2d, conv_transpose2d or all.
+    /// Benchmark kernels (matmul, conv2d, conv_transpose2d, all) or a training step (step).
     Bench {
-        /// matmul | conv2d | conv_transpose2d | all
+        /// matmul | conv2d | conv_transpose2d | all | step
         #[arg(default_value = "all")]
         case: String,
+        /// For `step`: gan | vae.
+        #[arg(long, default_value = "gan")]
+        model: String,
+        /// For `step`: the batch size.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// For `step`: timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// For `step`: print the per-kernel GPU table.
+        #[arg(long)]
+        profile: bool,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -285,14 +471,6 @@ fn train_cmd(device: Option<&str>, args: TrainArgs, config: Option<PathBuf>, out
     };
     let cfg = args.resolve(config.as_ref(), base)?;
     let g = Gpu::new(device)?;
-    eprintln!(
-        "activegen: training {:?} on {} for {} steps (batch {}) on {}",
-        cfg.model,
-        cfg.data,
-        cfg.steps,
-        cfg.batch,
-        g.name()
-    );
     if profile {
         g.start_profiling();
     }
@@ -370,14 +548,119 @@ fn sample_cmd(device: Option<&str>, checkpoint: PathBuf, n: usize, grid: Option<
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn eval_cmd(
+    device: Option<&str>,
+    checkpoint: Option<PathBuf>,
+    n: usize,
+    json: bool,
+    export: Option<PathBuf>,
+    real_vs_real: bool,
+    data: Option<String>,
+    data_dir: Option<PathBuf>,
+    seed: u64,
+) -> Result<()> {
+    use activegen::{data::Split, eval};
+    if n < 10 || n > 1_000_000 {
+        anyhow::bail!("--n must be between 10 and 1000000, got {n}");
+    }
+    let cfg = match (&checkpoint, real_vs_real) {
+        (Some(dir), _) => train::load_config(&dir.join("config.toml"))?,
+        (None, true) => TrainConfig::default(),
+        (None, false) => anyhow::bail!("pass --checkpoint DIR, or --real-vs-real --data D"),
+    };
+    let spec = data.clone().unwrap_or_else(|| cfg.data.clone());
+    activegen::data::parse_spec(&spec)?;
+    let mut opts = cfg.load_options();
+    if data_dir.is_some() {
+        opts.data_dir = data_dir.clone();
+    }
+    let g = Gpu::new(device)?;
+    let t = std::time::Instant::now();
+    let net = eval::feature_net(&g, &spec, &opts, !json)?;
+    let t_net = t.elapsed().as_secs_f64();
+    let (real, _) = eval::real_features(&g, &net, &spec, Split::Test, &opts, n)?;
+    let n = real.n;
+    let (fake, preds) = if real_vs_real {
+        let train_set = activegen::data::load(&spec, Split::Train, &opts)?;
+        let mut idx: Vec<usize> = (0..train_set.n).collect();
+        activegen::util::HostRng::new(seed, 0x77).shuffle(&mut idx);
+        idx.truncate(n);
+        eval::features_of_dataset(&g, &net.net, &train_set, &idx, 256)?
+    } else {
+        let dir = checkpoint.as_ref().unwrap();
+        let classes = if cfg.gan.num_classes > 0 { net.num_classes } else { 0 };
+        let mut model = train::Model::new(&g, &cfg, classes)?;
+        model.load(&g, dir)?;
+        let (f, p, _) = eval::features_of_model(&g, &net.net, &model, n, seed, 250)?;
+        (f, p)
+    };
+    let report = eval::report(&real, &fake, &preds, &net, seed);
+    if let Some(dir) = &export {
+        eval::export_features(dir, &real, &fake)?;
+    }
+    let secs = t.elapsed().as_secs_f64() - t_net;
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["seconds"] = serde_json::json!(secs);
+        v["dataset"] = serde_json::json!(spec);
+        println!("{v}");
+    } else {
+        let what = if real_vs_real { "real (train) vs real (held-out)".to_string() } else { format!("{} vs held-out {}", checkpoint.unwrap().display(), spec) };
+        println!("{what}");
+        print!("{}", report.table());
+        println!("{:<32} {:.1}s", "time (excluding classifier)", secs);
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let device = cli.device.as_deref();
     match cli.command {
         Command::Devices => devices(),
         Command::Train { args, config, out, resume, profile, quiet } => train_cmd(device, args, config, out, resume, profile, quiet),
-        Command::Sample { checkpoint, n, grid, out_dir, latents, seed } => sample_cmd(device, checkpoint, n, grid, out_dir, latents, seed),
-        Command::Bench { case, json, numpy, sizes } => {
+        Command::Active { args, strategy, out, resume, quiet } => {
+            let cfg = args.resolve(Some(&strategy))?;
             let g = Gpu::new(device)?;
+            let o = activegen::active::run_active(&g, &cfg, &out, resume, !quiet)?;
+            for r in &o.records {
+                println!(
+                    "round {:>2}  images {:>6}  FID {:>8.3}  KIDx1000 {:>7.3}  precision {:.3}  recall {:.3}  coverage {:.3}  class coverage {:.2}",
+                    r.round, r.acquired, r.fid, r.kid * 1e3, r.precision, r.recall, r.coverage, r.class_coverage
+                );
+            }
+            Ok(())
+        }
+        Command::Compare { args, strategies, seeds, out, quiet } => {
+            let base = args.resolve(None)?;
+            let g = Gpu::new(device)?;
+            let cfg = activegen::compare::CompareConfig { strategies, seeds, base, out: out.clone() };
+            let sum = activegen::compare::run_compare(&g, &cfg, !quiet)?;
+            print!("{}", activegen::compare::table(&sum));
+            eprintln!("activegen: results in {}/ (report.html, results.csv, results.json, charts)", out.display());
+            Ok(())
+        }
+        Command::Eval { checkpoint, n, json, export_features, real_vs_real, data, data_dir, seed } => {
+            eval_cmd(device, checkpoint, n, json, export_features, real_vs_real, data, data_dir, seed)
+        }
+        Command::Sample { checkpoint, n, grid, out_dir, latents, seed } => sample_cmd(device, checkpoint, n, grid, out_dir, latents, seed),
+        Command::Bench { case, json, numpy, sizes, model, batch, steps, profile } => {
+            let g = Gpu::new(device)?;
+            if case == "step" {
+                if batch < 2 || batch > 4096 {
+                    anyhow::bail!("--batch must be between 2 and 4096, got {batch}");
+                }
+                if steps == 0 {
+                    anyhow::bail!("--steps must be at least 1");
+                }
+                let r = bench::step_case(&g, model.parse()?, batch, steps, profile)?;
+                println!("{}", if json { r.json(g.name()) } else { r.line(g.name()) });
+                if profile && !json {
+                    let timer = if g.has_timestamps() { "gpu timestamps" } else { "wall brackets" };
+                    print!("{}", bench::profile_table(&r.profile, steps, timer));
+                }
+                return Ok(());
+            }
             let results = bench::run_kernels(&g, &case, json, &sizes)?;
             if numpy {
                 for r in results.iter().filter(|r| r.op == "matmul") {

@@ -72,7 +72,7 @@ impl Default for TrainConfig {
             model: ModelKind::Gan,
             data: "builtin".into(),
             data_dir: None,
-            steps: 3000,
+            steps: 2000,
             batch: 64,
             seed: 0,
             lr_g: 2e-4,
@@ -438,8 +438,12 @@ impl GanModel {
         let gen_params = nn::param_tensors(&self.gen);
         self.opt_g.step(g, &gen_params, &grads)?;
         if let Some(ema) = &self.ema {
+            // Warm-up as TensorFlow's ExponentialMovingAverage(num_updates): early on the
+            // average would otherwise be mostly the random initial weights.
+            let t = self.opt_g.step as f32;
+            let decay = self.ema_decay.min((1.0 + t) / (10.0 + t));
             for (e, p) in nn::param_tensors(ema).iter().zip(&gen_params) {
-                optim::ema_update(g, e, p, self.ema_decay)?;
+                optim::ema_update(g, e, p, decay)?;
             }
             for (e, p) in ema.buffers().iter().zip(self.gen.buffers()) {
                 e.tensor.copy_from(g, &p.tensor);
@@ -571,6 +575,17 @@ pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress:
     if cfg.model == ModelKind::Gan && cfg.gan.num_classes > 0 && classes == 0 {
         bail!("--conditional needs a labelled dataset; {} has no labels", cfg.data);
     }
+    if progress {
+        eprintln!(
+            "activegen: training {:?} on {} ({} images) for {} steps, batch {}, on {}",
+            cfg.model,
+            cfg.data,
+            train_set.n,
+            cfg.steps,
+            cfg.batch,
+            g.name()
+        );
+    }
     g.set_seed(cfg.seed);
     let mut model = Model::new(g, cfg, classes)?;
     let mut state = RunState {
@@ -665,11 +680,47 @@ pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress:
         }
     }
     bar.finish();
+    let mut last_losses: Vec<(String, f32)> = names.iter().map(|s| s.to_string()).zip(last).collect();
+    if let Model::Vae(m) = &model {
+        let test_set = data::load(&cfg.data, Split::Test, &cfg.load_options())?;
+        let (elbo, recon, kl) = heldout_elbo(g, &m.vae, &test_set, cfg.batch)?;
+        use std::io::Write;
+        writeln!(
+            metrics,
+            "{}",
+            serde_json::json!({"step": state.step, "heldout_elbo": elbo, "heldout_recon": recon, "heldout_kl": kl, "heldout_images": test_set.n})
+        )?;
+        last_losses.push(("heldout_elbo".into(), elbo as f32));
+    }
     g.save_pipeline_cache();
     Ok(TrainOutcome {
-        last_losses: names.iter().map(|s| s.to_string()).zip(last).collect(),
+        last_losses,
         steps_per_s: rate,
     })
+}
+
+/// The VAE's evidence lower bound on held-out images, in nats per image (higher is
+/// better): -(reconstruction + KL), one posterior sample per image, in eval mode. The
+/// device's random stream is restored afterwards so evaluating never changes training.
+pub fn heldout_elbo(g: &Gpu, vae: &Vae, ds: &Dataset, batch: usize) -> Result<(f64, f64, f64)> {
+    let saved = g.rng_state();
+    g.set_rng_state((saved.0 ^ 0xe1b0, 0));
+    let (mut recon, mut kl, mut seen) = (0.0f64, 0.0f64, 0usize);
+    let all: Vec<usize> = (0..ds.n).collect();
+    for chunk in all.chunks(batch.max(2)) {
+        if chunk.len() < 2 {
+            continue;
+        }
+        let x = upload_batch(g, ds, chunk)?;
+        let l = tape::no_grad(g, || vae.loss(g, &x, false))?;
+        let n = chunk.len() as f64;
+        recon += l.recon.item(g) as f64 * n;
+        kl += l.kl.item(g) as f64 * n;
+        seen += chunk.len();
+    }
+    g.set_rng_state(saved);
+    let (recon, kl) = (recon / seen as f64, kl / seen as f64);
+    Ok((-(recon + kl), recon, kl))
 }
 
 pub fn progress_bar(show: bool, len: u64, pos: u64) -> indicatif::ProgressBar {

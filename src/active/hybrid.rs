@@ -1,0 +1,28 @@
+//! hybrid: misfit first, then diversity. Take the beta*b candidates the model covers worst
+//! (the discriminator's realness for a GAN, the negative ELBO for a VAE), then choose b of
+//! them by k-center greedy against the acquired set, so one badly covered mode does not
+//! take the whole batch.
+
+use anyhow::Result;
+
+use super::strategy::{k_center_greedy, top_k, Context, Strategy};
+use crate::train::Model;
+
+pub struct Hybrid;
+
+impl Strategy for Hybrid {
+    fn name(&self) -> &'static str {
+        "hybrid"
+    }
+
+    fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
+        let misfit: Vec<f64> = match ctx.model {
+            Model::Gan(_) => super::gan_disc::realness(ctx)?.into_iter().map(|r| -r).collect(),
+            Model::Vae(_) => super::vae_elbo::neg_elbo(ctx)?,
+        };
+        let m = ((k as f64 * ctx.hybrid_beta).ceil() as usize).min(ctx.candidates.len());
+        let short = top_k(ctx.candidates, &misfit, m);
+        let centers: Vec<&[f32]> = ctx.acquired.iter().map(|&i| ctx.features.row(i)).collect();
+        Ok(k_center_greedy(&short, ctx.features, &centers, k))
+    }
+}

@@ -1,0 +1,108 @@
+//! Budget-vs-metric charts for `compare`: one line per strategy with a ±1 std band, as SVG
+//! (text needs no font) and PNG (text drawn with a system TrueType font).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use plotters::prelude::*;
+
+use crate::compare::Summary;
+
+const COLORS: [RGBColor; 7] = [
+    RGBColor(90, 90, 90),
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, sum: &Summary, metric: &str, label: &str) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let pts: Vec<(usize, f64, f64)> = sum.levels.values().flatten().map(|l| (l.acquired, l.mean[metric], l.std[metric])).collect();
+    if pts.is_empty() {
+        bail!("no rounds to chart");
+    }
+    let x0 = pts.iter().map(|p| p.0).min().unwrap() as f64;
+    let x1 = (pts.iter().map(|p| p.0).max().unwrap() as f64).max(x0 + 1.0);
+    let y0 = pts.iter().map(|p| p.1 - p.2).fold(f64::INFINITY, f64::min);
+    let y1 = pts.iter().map(|p| p.1 + p.2).fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((y1 - y0) * 0.08).max(1e-6);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("acquired images vs {label}"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .map_err(|e| anyhow!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("acquired images")
+        .y_desc(label)
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    for (i, (s, levels)) in sum.levels.iter().enumerate() {
+        let c = if s == "random" { COLORS[0] } else { COLORS[1 + i % (COLORS.len() - 1)] };
+        let upper: Vec<(f64, f64)> = levels.iter().map(|l| (l.acquired as f64, l.mean[metric] + l.std[metric])).collect();
+        let lower: Vec<(f64, f64)> = levels.iter().rev().map(|l| (l.acquired as f64, l.mean[metric] - l.std[metric])).collect();
+        let band: Vec<(f64, f64)> = upper.into_iter().chain(lower).collect();
+        chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.15)))).map_err(|e| anyhow!("{e:?}"))?;
+        chart
+            .draw_series(LineSeries::new(levels.iter().map(|l| (l.acquired as f64, l.mean[metric])), c.stroke_width(2)))
+            .map_err(|e| anyhow!("{e:?}"))?
+            .label(s.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+pub fn line_chart_svg(path: &Path, sum: &Summary, metric: &str, label: &str) -> Result<()> {
+    let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
+    draw(root, sum, metric, label).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Registers the first TrueType font found on the system as "sans-serif" for PNG text.
+fn register_system_font() -> Result<()> {
+    use std::sync::OnceLock;
+    static DONE: OnceLock<bool> = OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        let candidates = [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+            "/System/Library/Fonts/Supplemental/Arial.ttf",
+            "C:\\Windows\\Fonts\\arial.ttf",
+        ];
+        for c in candidates {
+            if let Ok(bytes) = std::fs::read(c) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    });
+    if ok {
+        Ok(())
+    } else {
+        bail!("PNG charts need a TrueType font (apt-get install fonts-dejavu-core)")
+    }
+}
+
+pub fn line_chart_png(path: &Path, sum: &Summary, metric: &str, label: &str) -> Result<()> {
+    register_system_font()?;
+    let root = BitMapBackend::new(path, (760, 440)).into_drawing_area();
+    draw(root, sum, metric, label).map_err(|e| anyhow!("{}: {e}", path.display()))
+}

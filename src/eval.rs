@@ -1,0 +1,376 @@
+//! Generation quality on a domain feature network: the classifier (trained once per
+//! dataset by the engine, cached), feature extraction for real and generated images, and
+//! the metrics of `crate::metrics` put together for `activegen eval` and the
+//! active-learning rounds.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::data::{self, Dataset, LoadOptions, Split};
+use crate::gpu::Gpu;
+use crate::metrics::{self, Features, GaussianStats, KidOptions};
+use crate::models::classifier::{Classifier, ClassifierConfig};
+use crate::nn;
+use crate::ops::loss;
+use crate::ops::optim::{self, Optimizer};
+use crate::tape;
+use crate::tensor::Tensor;
+use crate::train::{self, Model};
+use crate::util::HostRng;
+
+/// Bump when the classifier's architecture or training changes: it keys the cache.
+const CLASSIFIER_VERSION: u32 = 2;
+
+pub struct FeatureNet {
+    pub net: Classifier,
+    /// Cache key: dataset digest, architecture and version.
+    pub key: String,
+    /// Accuracy on the dataset's held-out split.
+    pub accuracy: f64,
+    pub num_classes: usize,
+    /// Class frequencies of the training split (the "expected" class histogram).
+    pub class_freq: Vec<f64>,
+}
+
+pub fn classifier_config(ds: &Dataset) -> ClassifierConfig {
+    ClassifierConfig {
+        resolution: ds.height,
+        channels: ds.channels,
+        num_classes: ds.num_classes,
+        width: 32,
+        features: 128,
+    }
+}
+
+/// FNV-1a over the pixels and labels: a dataset's identity for the caches.
+pub fn dataset_digest(ds: &Dataset) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut eat = |b: u8| {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    };
+    for &p in &ds.pixels {
+        eat(p);
+    }
+    for &l in ds.labels.iter().flatten() {
+        eat(l);
+    }
+    h ^ (ds.n as u64).rotate_left(17)
+}
+
+fn class_freq(ds: &Dataset) -> Vec<f64> {
+    let hist = ds.class_histogram(&(0..ds.n).collect::<Vec<_>>());
+    let total: usize = hist.iter().sum();
+    hist.iter().map(|&c| c as f64 / total.max(1) as f64).collect()
+}
+
+/// Shifts each image by up to `max` pixels (zero fill): the classifier's augmentation.
+fn shift_batch(x: &mut [f32], c: usize, h: usize, w: usize, rng: &mut HostRng, max: usize) {
+    let per = c * h * w;
+    let mut tmp = vec![0.0f32; per];
+    for img in x.chunks_mut(per) {
+        let dy = rng.below(2 * max + 1) as isize - max as isize;
+        let dx = rng.below(2 * max + 1) as isize - max as isize;
+        tmp.iter_mut().for_each(|v| *v = -1.0);
+        for ch in 0..c {
+            for y in 0..h as isize {
+                for xx in 0..w as isize {
+                    let (sy, sx) = (y - dy, xx - dx);
+                    if sy >= 0 && sx >= 0 && sy < h as isize && sx < w as isize {
+                        tmp[(ch * h + y as usize) * w + xx as usize] = img[(ch * h + sy as usize) * w + sx as usize];
+                    }
+                }
+            }
+        }
+        img.copy_from_slice(&tmp);
+    }
+}
+
+/// Accuracy of the classifier on a labelled dataset (eval mode).
+pub fn accuracy(g: &Gpu, net: &Classifier, ds: &Dataset, batch: usize) -> Result<f64> {
+    let idx: Vec<usize> = (0..ds.n).collect();
+    let (_, preds) = features_of_dataset(g, net, ds, &idx, batch)?;
+    let correct = idx.iter().zip(&preds).filter(|(&i, &p)| ds.label(i) == Some(p)).count();
+    Ok(correct as f64 / ds.n.max(1) as f64)
+}
+
+/// Trains the feature classifier: Adam, random shifts of up to 2 px, `epochs` passes.
+pub fn train_classifier(g: &Gpu, train_set: &Dataset, epochs: usize, batch: usize, seed: u64, progress: bool) -> Result<Classifier> {
+    if train_set.num_classes < 2 {
+        bail!("{}: the feature classifier needs a labelled dataset with at least two classes", train_set.name);
+    }
+    g.set_seed(seed);
+    let net = Classifier::new(g, &classifier_config(train_set))?;
+    let params = nn::param_tensors(&net);
+    let mut opt = Optimizer::new(g, optim::Config::adam(1e-3, 0.9, 0.999), &params)?;
+    let steps_per_epoch = train_set.n / batch;
+    let total = steps_per_epoch * epochs;
+    let mut sampler = train::Sampler::new(seed, train_set.n);
+    let mut rng = HostRng::new(seed, 0xc1a55);
+    let bar = train::progress_bar(progress, total as u64, 0);
+    bar.set_message(format!("training the feature classifier on {}", train_set.name));
+    let (c, h, w) = (train_set.channels, train_set.height, train_set.width);
+    let mut host = vec![0.0f32; batch * train_set.image_len()];
+    for step in 0..total {
+        // Step decay: the last fifth of training at a tenth of the rate.
+        if step == total * 4 / 5 {
+            opt.config.lr = 1e-4;
+        }
+        let idx = sampler.next_batch(batch);
+        train_set.fill_batch(&idx, &mut host);
+        shift_batch(&mut host, c, h, w, &mut rng, 2);
+        let x = Tensor::from_slice(g, &[batch, c, h, w], &host)?;
+        let labels: Vec<f32> = idx.iter().map(|&i| train_set.label(i).unwrap_or(0) as f32).collect();
+        let y = Tensor::from_slice(g, &[batch], &labels)?;
+        let (_, logits) = net.forward(g, &x, true)?;
+        let l = loss::softmax_xent(g, &logits, &y)?;
+        let grads = tape::backward(g, &l)?;
+        opt.step(g, &params, &grads)?;
+        g.flush();
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(net)
+}
+
+/// The dataset's feature network: loaded from the cache, or trained and cached.
+pub fn feature_net(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> Result<FeatureNet> {
+    let train_set = data::load(spec, Split::Train, opts)?;
+    if train_set.labels.is_none() || train_set.num_classes < 2 {
+        bail!("{spec}: quality metrics need a labelled dataset (the feature classifier is trained on its labels)");
+    }
+    let cfg = classifier_config(&train_set);
+    let key = format!(
+        "{}-{:016x}-r{}c{}k{}-w{}f{}-v{}",
+        train_set.name.replace(['/', ':', ' '], "_"),
+        dataset_digest(&train_set),
+        cfg.resolution,
+        cfg.channels,
+        cfg.num_classes,
+        cfg.width,
+        cfg.features,
+        CLASSIFIER_VERSION
+    );
+    let path = crate::util::cache_dir().join("classifiers").join(format!("{key}.safetensors"));
+    let freq = class_freq(&train_set);
+    let saved_rng = g.rng_state();
+    if path.exists() {
+        let net = Classifier::new(g, &cfg)?;
+        checkpoint::load_module(g, &net, &path)?;
+        let accuracy = checkpoint::Loaded::open(&path)?
+            .metadata()
+            .get("accuracy")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(f64::NAN);
+        g.set_rng_state(saved_rng);
+        return Ok(FeatureNet {
+            net,
+            key,
+            accuracy,
+            num_classes: cfg.num_classes,
+            class_freq: freq,
+        });
+    }
+    let test_set = data::load(spec, Split::Test, opts)?;
+    let epochs = if train_set.n <= 20_000 { 15 } else { 4 };
+    if progress {
+        eprintln!("activegen: no cached feature classifier for {spec}; training one ({epochs} epochs), cached at {}", path.display());
+    }
+    let net = train_classifier(g, &train_set, epochs, 128, 1234, progress)?;
+    let acc = accuracy(g, &net, &test_set, 256)?;
+    if progress {
+        eprintln!("activegen: feature classifier accuracy on the held-out split: {:.2}%", acc * 100.0);
+    }
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("accuracy".to_string(), format!("{acc}"));
+    meta.insert("dataset".to_string(), spec.to_string());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    checkpoint::save_module(g, &net, &path, Some(meta))?;
+    g.set_rng_state(saved_rng);
+    Ok(FeatureNet {
+        net,
+        key,
+        accuracy: acc,
+        num_classes: cfg.num_classes,
+        class_freq: freq,
+    })
+}
+
+/// Features [B, F] and predicted classes of a batch of images, in eval mode.
+pub fn extract(g: &Gpu, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (feats, logits) = tape::no_grad(g, || net.forward(g, x, false))?;
+    let f = feats.to_vec(g);
+    let l = logits.to_vec(g);
+    let classes = logits.dim(1);
+    let preds = l
+        .chunks(classes)
+        .map(|row| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0))
+        .collect();
+    Ok((f, preds))
+}
+
+pub fn features_of_dataset(g: &Gpu, net: &Classifier, ds: &Dataset, indices: &[usize], batch: usize) -> Result<(Features, Vec<usize>)> {
+    let mut data = Vec::with_capacity(indices.len() * net.cfg.features);
+    let mut preds = Vec::with_capacity(indices.len());
+    for chunk in indices.chunks(batch.max(1)) {
+        let x = train::upload_batch(g, ds, chunk)?;
+        let (f, p) = extract(g, net, &x)?;
+        data.extend(f);
+        preds.extend(p);
+    }
+    Ok((Features::new(indices.len(), net.cfg.features, data)?, preds))
+}
+
+/// Features of `n` generated images from seeded latents (labels cycle over the classes
+/// for a conditional model). The device's random stream is left as it was.
+pub fn features_of_model(g: &Gpu, net: &Classifier, model: &Model, n: usize, seed: u64, batch: usize) -> Result<(Features, Vec<usize>, Vec<f32>)> {
+    let z_dim = model.z_dim();
+    let classes = model.num_classes();
+    let mut rng = HostRng::new(seed, 0xe7a1);
+    let mut data = Vec::with_capacity(n * net.cfg.features);
+    let mut preds = Vec::with_capacity(n);
+    let mut images = Vec::new();
+    let mut done = 0;
+    while done < n {
+        let b = batch.min(n - done);
+        let z: Vec<f32> = (0..b * z_dim).map(|_| rng.normal() as f32).collect();
+        let zt = Tensor::from_slice(g, &[b, z_dim], &z)?;
+        let labels = if classes > 0 {
+            let l: Vec<usize> = (done..done + b).map(|i| i % classes).collect();
+            Some(train::one_hot(g, &l, classes)?)
+        } else {
+            None
+        };
+        let imgs = model.sample(g, &zt, labels.as_ref())?;
+        let (f, p) = extract(g, net, &imgs)?;
+        if images.len() < 64 * imgs.numel() / b {
+            images.extend(imgs.to_vec(g));
+        }
+        data.extend(f);
+        preds.extend(p);
+        done += b;
+    }
+    Ok((Features::new(n, net.cfg.features, data)?, preds, images))
+}
+
+/// Every metric, as `activegen eval --json` prints it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub fid: f64,
+    pub kid: f64,
+    pub kid_std: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub density: f64,
+    pub coverage: f64,
+    pub class_coverage: f64,
+    pub class_kl: f64,
+    pub class_histogram: Vec<usize>,
+    pub n_real: usize,
+    pub n_generated: usize,
+    pub classifier_accuracy: f64,
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let rows = [
+            ("FID (classifier features)", format!("{:.3}", self.fid)),
+            ("KID x 1000", format!("{:.3} ± {:.3}", self.kid * 1e3, self.kid_std * 1e3)),
+            ("precision (k=3)", format!("{:.4}", self.precision)),
+            ("recall (k=3)", format!("{:.4}", self.recall)),
+            ("density (k=5)", format!("{:.4}", self.density)),
+            ("coverage (k=5)", format!("{:.4}", self.coverage)),
+            ("class coverage", format!("{:.3}", self.class_coverage)),
+            ("class KL(data || generated)", format!("{:.4}", self.class_kl)),
+            ("images (real / generated)", format!("{} / {}", self.n_real, self.n_generated)),
+            ("classifier held-out accuracy", format!("{:.2}%", self.classifier_accuracy * 100.0)),
+        ];
+        rows.iter().map(|(k, v)| format!("{k:<32} {v}\n")).collect()
+    }
+}
+
+/// The scale that gives the real features a mean square of 1 per dimension. Classifier
+/// features after a ReLU are large, which makes KID's cubic kernel overflow its precision;
+/// one isotropic scale, fixed by the real set, keeps every metric comparable across runs.
+pub fn feature_scale(real: &Features) -> f32 {
+    let ms = real.data.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / real.data.len().max(1) as f64;
+    if ms > 0.0 {
+        (1.0 / ms.sqrt()) as f32
+    } else {
+        1.0
+    }
+}
+
+fn scaled(f: &Features, c: f32) -> Features {
+    Features {
+        n: f.n,
+        d: f.d,
+        data: f.data.iter().map(|v| v * c).collect(),
+    }
+}
+
+/// All metrics of `fake` against `real`, on features scaled by `feature_scale(real)`.
+pub fn report(real: &Features, fake: &Features, fake_preds: &[usize], net: &FeatureNet, seed: u64) -> Report {
+    let c = feature_scale(real);
+    let (real, fake) = (&scaled(real, c), &scaled(fake, c));
+    let real_stats = GaussianStats::from_features(real);
+    let fake_stats = GaussianStats::from_features(fake);
+    let fid = metrics::fid(&real_stats, &fake_stats);
+    let kid_opts = KidOptions {
+        subset_size: 1000,
+        subsets: 50,
+        seed,
+    };
+    let (kid, kid_std) = metrics::kid(real, fake, kid_opts);
+    let p = metrics::prdc(real, fake, 3, 5);
+    let cc = metrics::class_coverage(fake_preds, &net.class_freq, 0.1);
+    Report {
+        fid,
+        kid,
+        kid_std,
+        precision: p.precision,
+        recall: p.recall,
+        density: p.density,
+        coverage: p.coverage,
+        class_coverage: cc.coverage,
+        class_kl: cc.kl,
+        class_histogram: cc.histogram,
+        n_real: real.n,
+        n_generated: fake.n,
+        classifier_accuracy: net.accuracy,
+    }
+}
+
+/// Real features of the first `n` images of a split, cached next to the classifier.
+pub fn real_features(g: &Gpu, net: &FeatureNet, spec: &str, split: Split, opts: &LoadOptions, n: usize) -> Result<(Features, Dataset)> {
+    let ds = data::load(spec, split, opts)?;
+    let n = n.min(ds.n);
+    let dir = crate::util::cache_dir().join("features");
+    let fpath = dir.join(format!("{}-{split:?}-{n}.npy", net.key));
+    if let Ok((shape, data)) = crate::npy::read_npy_f32(&fpath) {
+        if shape == [n, net.net.cfg.features] {
+            return Ok((Features::new(n, shape[1], data)?, ds));
+        }
+    }
+    let idx: Vec<usize> = (0..n).collect();
+    let (f, _) = features_of_dataset(g, &net.net, &ds, &idx, 256)?;
+    std::fs::create_dir_all(&dir)?;
+    crate::npy::write_npy_f32(&fpath, &[f.n, f.d], &f.data)?;
+    Ok((f, ds))
+}
+
+/// Writes the two feature matrices the metrics were computed on (already scaled by
+/// `feature_scale`), for checking the metrics elsewhere.
+pub fn export_features(dir: &Path, real: &Features, fake: &Features) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let c = feature_scale(real);
+    let (real, fake) = (scaled(real, c), scaled(fake, c));
+    crate::npy::write_npy_f32(dir.join("real.npy"), &[real.n, real.d], &real.data)?;
+    crate::npy::write_npy_f32(dir.join("generated.npy"), &[fake.n, fake.d], &fake.data)?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The command line on bad input: every mistake gets one line naming the file or flag and
+//! the problem, a failing exit status, and no panic.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn activegen(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_activegen"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("run activegen");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a command that must fail with one line on stderr containing every `needle`.
+fn refused(args: &[&str], needles: &[&str]) {
+    let (ok, _, err) = activegen(args);
+    assert!(!ok, "{args:?} succeeded; stderr: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?} printed {} lines:\n{err}", lines.len());
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: '{n}' not in: {err}");
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("activegen-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn idx_header(magic: u32, dims: &[u32]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v
+}
+
+#[test]
+fn an_unknown_model_is_refused() {
+    let d = scratch("model");
+    refused(&["train", "--model", "transformer", "--out", d.join("r").to_str().unwrap()], &["unknown model 'transformer'"]);
+}
+
+#[test]
+fn zero_or_negative_steps_and_batch_are_refused() {
+    let d = scratch("steps");
+    let out = d.join("r");
+    let o = out.to_str().unwrap();
+    refused(&["train", "--steps", "0", "--out", o], &["--steps"]);
+    refused(&["train", "--steps", "-5", "--out", o], &["--steps", "-5"]);
+    refused(&["train", "--batch", "0", "--out", o], &["--batch"]);
+    refused(&["train", "--batch", "-64", "--out", o], &["--batch", "-64"]);
+    refused(&["train", "--lr", "7", "--out", o], &["--lr"]);
+    refused(&["train", "--resolution", "30", "--out", o], &["resolution 30"]);
+}
+
+#[test]
+fn a_missing_dataset_file_is_named() {
+    let d = scratch("missing");
+    refused(
+        &["train", "--data", "idx:/nonexistent/images.idx", "--steps", "1", "--out", d.join("r").to_str().unwrap()],
+        &["/nonexistent/images.idx", "no such file"],
+    );
+}
+
+#[test]
+fn truncated_and_garbled_idx_files_are_named_with_the_problem() {
+    let d = scratch("idx");
+    let out = d.join("r");
+    // Truncated: the header promises 100 images of 28x28, the file holds 10.
+    let mut t = idx_header(0x803, &[100, 28, 28]);
+    t.extend(vec![0u8; 10 * 784]);
+    let trunc = d.join("trunc.idx");
+    std::fs::write(&trunc, &t).unwrap();
+    refused(
+        &["train", "--data", &format!("idx:{}", trunc.display()), "--steps", "1", "--out", out.to_str().unwrap()],
+        &["trunc.idx"],
+    );
+    // Garbled: not an IDX magic number.
+    let garbled = d.join("garbled.idx");
+    std::fs::write(&garbled, b"this is not an idx file at all, just text").unwrap();
+    refused(
+        &["train", "--data", &format!("idx:{}", garbled.display()), "--steps", "1", "--out", out.to_str().unwrap()],
+        &["garbled.idx", "magic"],
+    );
+    // A header that claims billions of images must not allocate them.
+    let mut huge = idx_header(0x803, &[2_000_000_000, 28, 28]);
+    huge.extend(vec![0u8; 784]);
+    let big = d.join("billions.idx");
+    std::fs::write(&big, &huge).unwrap();
+    refused(
+        &["train", "--data", &format!("idx:{}", big.display()), "--steps", "1", "--out", out.to_str().unwrap()],
+        &["billions.idx", "2000000000"],
+    );
+}
+
+#[test]
+fn resume_without_a_run_and_sample_without_a_checkpoint_are_refused() {
+    let d = scratch("resume");
+    refused(&["train", "--resume", "--out", d.join("nothing").to_str().unwrap()], &["config.toml", "no such file"]);
+    refused(
+        &["sample", "--checkpoint", d.join("nothing").to_str().unwrap(), "--grid", d.join("g.png").to_str().unwrap()],
+        &["config.toml"],
+    );
+}
+
+#[test]
+fn a_checkpoint_of_the_wrong_shape_is_refused_by_sample() {
+    let d = scratch("shape");
+    let run = d.join("run");
+    let r = run.to_str().unwrap();
+    let (ok, _, err) = activegen(&[
+        "train", "--steps", "2", "--batch", "8", "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--quiet", "--out", r,
+    ]);
+    assert!(ok, "tiny training failed: {err}");
+    // Claim other widths in the config: the weights no longer fit.
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap().replace("g_width = 8", "g_width = 16");
+    std::fs::write(run.join("config.toml"), cfg).unwrap();
+    refused(&["sample", "--checkpoint", r, "--grid", d.join("g.png").to_str().unwrap()], &["generator.safetensors", "shape"]);
+    // A garbled weights file.
+    std::fs::write(run.join("generator.safetensors"), b"garbage").unwrap();
+    refused(&["sample", "--checkpoint", r, "--grid", d.join("g.png").to_str().unwrap()], &["generator.safetensors"]);
+}
+
+#[test]
+fn an_unknown_device_is_refused_with_the_list() {
+    refused(&["--device", "no-such-gpu", "bench", "matmul", "--sizes", "4"], &["--device no-such-gpu", "available"]);
+}
+
+#[test]
+fn devices_lists_at_least_one_adapter() {
+    let (ok, out, err) = activegen(&["devices"]);
+    assert!(ok, "devices failed: {err}");
+    assert!(out.contains("max buffer") && out.contains("subgroups"), "{out}");
+}
