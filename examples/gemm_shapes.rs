@@ -24,6 +24,9 @@ fn main() {
             kname = s[0].0.clone();
             best = best.min(s.iter().map(|x| x.1.ns).sum::<f64>() / 1e6);
         }
-        println!("{name:<20} {m}x{n}x{k} ta={ta} tb={tb}: {best:7.2} ms {:6.1} GFLOP/s  [{kname}]", 2.0 * (m * n * k) as f64 / best / 1e6);
+        println!(
+            "{name:<20} {m}x{n}x{k} ta={ta} tb={tb}: {best:7.2} ms {:6.1} GFLOP/s  [{kname}]",
+            2.0 * (m * n * k) as f64 / best / 1e6
+        );
     }
 }

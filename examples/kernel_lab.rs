@@ -13,32 +13,81 @@ fn main() {
     let g = Gpu::new(None).unwrap();
     let module = unsafe {
         g.device.create_shader_module_trusted(
-            wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(src.into()) },
+            wgpu::ShaderModuleDescriptor {
+                label: None,
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            },
             wgpu::ShaderRuntimeChecks::unchecked(),
         )
     };
-    let pipe = g.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None, layout: None, module: &module, entry_point: Some(entry),
-        compilation_options: Default::default(), cache: None,
-    });
+    let pipe = g
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
     let mk = |len: usize, init: bool| {
-        let data: Vec<f32> = (0..len).map(|i| if init { ((i * 7919) % 1000) as f32 / 1000.0 - 0.5 } else { 0.0 }).collect();
-        let b = g.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: (len * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let data: Vec<f32> = (0..len)
+            .map(|i| {
+                if init {
+                    ((i * 7919) % 1000) as f32 / 1000.0 - 0.5
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let b = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: (len * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         g.queue.write_buffer(&b, 0, bytemuck::cast_slice(&data));
         (b, data)
     };
     let (ba, da) = mk(m * k, true);
     let (bb, db) = mk(k * n, true);
     let (bc, _) = mk(m * n, false);
-    let ub = g.device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-    g.queue.write_buffer(&ub, 0, bytemuck::cast_slice(&[m as u32, k as u32, n as u32, 0]));
+    let ub = g.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    g.queue.write_buffer(
+        &ub,
+        0,
+        bytemuck::cast_slice(&[m as u32, k as u32, n as u32, 0]),
+    );
     let layout = pipe.get_bind_group_layout(0);
-    let bg = g.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &[
-        wgpu::BindGroupEntry { binding: 0, resource: ub.as_entire_binding() },
-        wgpu::BindGroupEntry { binding: 1, resource: ba.as_entire_binding() },
-        wgpu::BindGroupEntry { binding: 2, resource: bb.as_entire_binding() },
-        wgpu::BindGroupEntry { binding: 3, resource: bc.as_entire_binding() },
-    ]});
+    let bg = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: ub.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: ba.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: bb.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: bc.as_entire_binding(),
+            },
+        ],
+    });
     let run = || {
         let mut e = g.device.create_command_encoder(&Default::default());
         {
@@ -66,8 +115,13 @@ fn main() {
     for t in 0..64 {
         let (i, j) = ((t * 131) % m, (t * 977) % n);
         let mut acc = 0.0f64;
-        for q in 0..k { acc += da[i * k + q] as f64 * db[q * n + j] as f64; }
+        for q in 0..k {
+            acc += da[i * k + q] as f64 * db[q * n + j] as f64;
+        }
         maxerr = maxerr.max((c[i * n + j] - acc as f32).abs());
     }
-    println!("{entry} {m}x{k}x{n}: {ms:.2} ms  {:.1} GFLOP/s  maxerr {maxerr:.2e}", 2.0 * (m * n * k) as f64 / ms / 1e6);
+    println!(
+        "{entry} {m}x{k}x{n}: {ms:.2} ms  {:.1} GFLOP/s  maxerr {maxerr:.2e}",
+        2.0 * (m * n * k) as f64 / ms / 1e6
+    );
 }

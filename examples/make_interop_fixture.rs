@@ -3,8 +3,10 @@
 //! PyTorch. Run: cargo run --release --example make_interop_fixture
 use activegen::train::{self, ModelKind, TrainConfig};
 
+#[allow(clippy::field_reassign_with_default)]
 fn main() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fixtures/interop");
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fixtures/interop");
     let g = activegen::Gpu::new(None)?;
     for (kind, name) in [(ModelKind::Gan, "gan"), (ModelKind::Vae, "vae")] {
         let mut c = TrainConfig::default();
@@ -29,7 +31,11 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_file(dir.join(f));
         }
         let _ = std::fs::remove_dir_all(dir.join("samples"));
-        let z_dim = if kind == ModelKind::Gan { c.gan.z_dim } else { c.vae.z_dim };
+        let z_dim = if kind == ModelKind::Gan {
+            c.gan.z_dim
+        } else {
+            c.vae.z_dim
+        };
         let mut r = activegen::util::HostRng::new(11, 0);
         let z: Vec<f32> = (0..8 * z_dim).map(|_| r.normal() as f32).collect();
         activegen::npy::write_npy_f32(root.join(format!("z_{name}.npy")), &[8, z_dim], &z)?;

@@ -34,7 +34,12 @@ impl CaseResult {
 
 /// Median time of `run` in ms over `reps` repetitions after `warmup` untimed ones.
 /// With timestamps, a repetition's time is the sum of its dispatches' GPU time.
-pub fn time_ms(g: &Gpu, warmup: usize, reps: usize, run: &mut dyn FnMut() -> Result<()>) -> Result<(f64, &'static str)> {
+pub fn time_ms(
+    g: &Gpu,
+    warmup: usize,
+    reps: usize,
+    run: &mut dyn FnMut() -> Result<()>,
+) -> Result<(f64, &'static str)> {
     for _ in 0..warmup {
         run()?;
         g.sync();
@@ -56,7 +61,10 @@ pub fn time_ms(g: &Gpu, warmup: usize, reps: usize, run: &mut dyn FnMut() -> Res
         }
     }
     times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], if timestamps { "gpu-timestamp" } else { "wall" }))
+    Ok((
+        times[times.len() / 2],
+        if timestamps { "gpu-timestamp" } else { "wall" },
+    ))
 }
 
 fn reps_for(gflop: f64) -> usize {
@@ -163,7 +171,14 @@ pub fn run_kernels(g: &Gpu, which: &str, json: bool, sizes: &[usize]) -> Result<
     let mut results = vec![];
     let device = g.name().to_string();
     let mut emit = |r: CaseResult| {
-        println!("{}", if json { r.json(&device) } else { r.line(&device) });
+        println!(
+            "{}",
+            if json {
+                r.json(&device)
+            } else {
+                r.line(&device)
+            }
+        );
         results.push(r);
     };
     let known = ["matmul", "conv2d", "conv_transpose2d", "all"];
@@ -198,16 +213,23 @@ pub fn numpy_matmul_ms(n: usize) -> Option<f64> {
          for _ in range(7):\n    t=time.perf_counter(); a@b; ts.append(time.perf_counter()-t)\n\
          ts.sort(); print(ts[len(ts)//2]*1e3)\n"
     );
-    let out = std::process::Command::new("python3").arg("-c").arg(script).output().ok()?;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
-
 /// The per-kernel table of a profile: kernel, calls, total ms, GFLOP/s or GB/s, share.
-pub fn profile_table(stats: &[(String, crate::gpu::KernelStat)], steps: usize, timer: &str) -> String {
+pub fn profile_table(
+    stats: &[(String, crate::gpu::KernelStat)],
+    steps: usize,
+    timer: &str,
+) -> String {
     let total: f64 = stats.iter().map(|(_, s)| s.ns).sum();
     let mut out = format!(
         "{:<44} {:>7} {:>11} {:>11} {:>12} {:>7}\n",
@@ -220,8 +242,16 @@ pub fn profile_table(stats: &[(String, crate::gpu::KernelStat)], steps: usize, t
     );
     for (name, s) in stats {
         let secs = s.ns / 1e9;
-        let gflops = if s.flops > 0.0 { format!("{:.1}", s.flops / secs / 1e9) } else { "-".into() };
-        let gbs = if s.bytes > 0.0 { format!("{:.1}", s.bytes / secs / 1e9) } else { "-".into() };
+        let gflops = if s.flops > 0.0 {
+            format!("{:.1}", s.flops / secs / 1e9)
+        } else {
+            "-".into()
+        };
+        let gbs = if s.bytes > 0.0 {
+            format!("{:.1}", s.bytes / secs / 1e9)
+        } else {
+            "-".into()
+        };
         out += &format!(
             "{:<44} {:>7.1} {:>11.3} {:>11} {:>12} {:>6.1}%\n",
             name,
@@ -232,7 +262,12 @@ pub fn profile_table(stats: &[(String, crate::gpu::KernelStat)], steps: usize, t
             100.0 * s.ns / total.max(1.0)
         );
     }
-    out += &format!("{:<44} {:>7} {:>11.3}\n", "total", "", total / 1e6 / steps as f64);
+    out += &format!(
+        "{:<44} {:>7} {:>11.3}\n",
+        "total",
+        "",
+        total / 1e6 / steps as f64
+    );
     out
 }
 
@@ -276,7 +311,14 @@ impl StepResult {
 /// Times the GAN step (D on a real and a fake batch, then G) or the VAE step with the
 /// standard widths on random data: wall time per step including submit and sync, and,
 /// with `profile`, the per-kernel GPU table over the timed steps.
-pub fn step_case(g: &Gpu, model: crate::train::ModelKind, batch: usize, steps: usize, profile: bool) -> Result<StepResult> {
+#[allow(clippy::field_reassign_with_default)]
+pub fn step_case(
+    g: &Gpu,
+    model: crate::train::ModelKind,
+    batch: usize,
+    steps: usize,
+    profile: bool,
+) -> Result<StepResult> {
     use crate::train::{Model, TrainConfig};
     let mut cfg = TrainConfig::default();
     cfg.model = model;
@@ -304,7 +346,8 @@ pub fn step_case(g: &Gpu, model: crate::train::ModelKind, batch: usize, steps: u
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let prof = if profile { g.stop_profiling() } else { vec![] };
-    let gpu_ms = (profile && g.has_timestamps()).then(|| prof.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6 / steps as f64);
+    let gpu_ms = (profile && g.has_timestamps())
+        .then(|| prof.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6 / steps as f64);
     times.sort_by(f64::total_cmp);
     let ms = times[times.len() / 2];
     Ok(StepResult {

@@ -18,19 +18,32 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(23, 190, 207),
 ];
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, sum: &Summary, metric: &str, label: &str) -> Result<()>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    sum: &Summary,
+    metric: &str,
+    label: &str,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let pts: Vec<(usize, f64, f64)> = sum.levels.values().flatten().map(|l| (l.acquired, l.mean[metric], l.std[metric])).collect();
+    let pts: Vec<(usize, f64, f64)> = sum
+        .levels
+        .values()
+        .flatten()
+        .map(|l| (l.acquired, l.mean[metric], l.std[metric]))
+        .collect();
     if pts.is_empty() {
         bail!("no rounds to chart");
     }
     let x0 = pts.iter().map(|p| p.0).min().unwrap() as f64;
     let x1 = (pts.iter().map(|p| p.0).max().unwrap() as f64).max(x0 + 1.0);
     let y0 = pts.iter().map(|p| p.1 - p.2).fold(f64::INFINITY, f64::min);
-    let y1 = pts.iter().map(|p| p.1 + p.2).fold(f64::NEG_INFINITY, f64::max);
+    let y1 = pts
+        .iter()
+        .map(|p| p.1 + p.2)
+        .fold(f64::NEG_INFINITY, f64::max);
     let pad = ((y1 - y0) * 0.08).max(1e-6);
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("acquired images vs {label}"), ("sans-serif", 20))
@@ -46,13 +59,29 @@ where
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
     for (i, (s, levels)) in sum.levels.iter().enumerate() {
-        let c = if s == "random" { COLORS[0] } else { COLORS[1 + i % (COLORS.len() - 1)] };
-        let upper: Vec<(f64, f64)> = levels.iter().map(|l| (l.acquired as f64, l.mean[metric] + l.std[metric])).collect();
-        let lower: Vec<(f64, f64)> = levels.iter().rev().map(|l| (l.acquired as f64, l.mean[metric] - l.std[metric])).collect();
+        let c = if s == "random" {
+            COLORS[0]
+        } else {
+            COLORS[1 + i % (COLORS.len() - 1)]
+        };
+        let upper: Vec<(f64, f64)> = levels
+            .iter()
+            .map(|l| (l.acquired as f64, l.mean[metric] + l.std[metric]))
+            .collect();
+        let lower: Vec<(f64, f64)> = levels
+            .iter()
+            .rev()
+            .map(|l| (l.acquired as f64, l.mean[metric] - l.std[metric]))
+            .collect();
         let band: Vec<(f64, f64)> = upper.into_iter().chain(lower).collect();
-        chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.15)))).map_err(|e| anyhow!("{e:?}"))?;
         chart
-            .draw_series(LineSeries::new(levels.iter().map(|l| (l.acquired as f64, l.mean[metric])), c.stroke_width(2)))
+            .draw_series(std::iter::once(Polygon::new(band, c.mix(0.15))))
+            .map_err(|e| anyhow!("{e:?}"))?;
+        chart
+            .draw_series(LineSeries::new(
+                levels.iter().map(|l| (l.acquired as f64, l.mean[metric])),
+                c.stroke_width(2),
+            ))
             .map_err(|e| anyhow!("{e:?}"))?
             .label(s.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));

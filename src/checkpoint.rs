@@ -20,22 +20,40 @@ pub struct HostTensors {
 
 impl HostTensors {
     pub fn new() -> HostTensors {
-        HostTensors { f32s: vec![], i64s: vec![] }
+        HostTensors {
+            f32s: vec![],
+            i64s: vec![],
+        }
     }
 
     pub fn push_gpu(&mut self, g: &Gpu, name: &str, t: &Tensor) {
-        self.f32s.push((name.to_string(), t.shape().to_vec(), t.to_vec(g)));
+        self.f32s
+            .push((name.to_string(), t.shape().to_vec(), t.to_vec(g)));
     }
 
     pub fn save(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
-        let f32_bytes: Vec<Vec<u8>> = self.f32s.iter().map(|(_, _, d)| bytemuck::cast_slice(d).to_vec()).collect();
-        let i64_bytes: Vec<Vec<u8>> = self.i64s.iter().map(|(_, _, d)| bytemuck::cast_slice(d).to_vec()).collect();
+        let f32_bytes: Vec<Vec<u8>> = self
+            .f32s
+            .iter()
+            .map(|(_, _, d)| bytemuck::cast_slice(d).to_vec())
+            .collect();
+        let i64_bytes: Vec<Vec<u8>> = self
+            .i64s
+            .iter()
+            .map(|(_, _, d)| bytemuck::cast_slice(d).to_vec())
+            .collect();
         let mut views: Vec<(String, TensorView)> = vec![];
         for ((name, shape, _), bytes) in self.f32s.iter().zip(&f32_bytes) {
-            views.push((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?));
+            views.push((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ));
         }
         for ((name, shape, _), bytes) in self.i64s.iter().zip(&i64_bytes) {
-            views.push((name.clone(), TensorView::new(Dtype::I64, shape.clone(), bytes)?));
+            views.push((
+                name.clone(),
+                TensorView::new(Dtype::I64, shape.clone(), bytes)?,
+            ));
         }
         let data = safetensors::tensor::serialize(views, metadata)
             .map_err(|e| anyhow!("{}: cannot serialise: {e}", path.display()))?;
@@ -56,12 +74,21 @@ pub fn state_dict(g: &Gpu, m: &dyn Module) -> HostTensors {
         h.push_gpu(g, &name, &tensor);
     }
     for (prefix, bn) in m.batchnorms() {
-        h.i64s.push((format!("{prefix}.num_batches_tracked"), vec![], vec![bn.batches.get() as i64]));
+        h.i64s.push((
+            format!("{prefix}.num_batches_tracked"),
+            vec![],
+            vec![bn.batches.get() as i64],
+        ));
     }
     h
 }
 
-pub fn save_module(g: &Gpu, m: &dyn Module, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn save_module(
+    g: &Gpu,
+    m: &dyn Module,
+    path: &Path,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     state_dict(g, m).save(path, metadata)
 }
 
@@ -73,7 +100,8 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn open(path: &Path) -> Result<Loaded> {
-        let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
         safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
         Ok(Loaded {
@@ -100,7 +128,11 @@ impl Loaded {
             .tensor(name)
             .map_err(|_| anyhow!("{}: tensor '{name}' is missing", self.path))?;
         if v.dtype() != Dtype::F32 {
-            bail!("{}: tensor '{name}' is {:?}, expected F32", self.path, v.dtype());
+            bail!(
+                "{}: tensor '{name}' is {:?}, expected F32",
+                self.path,
+                v.dtype()
+            );
         }
         if v.shape() != shape {
             bail!(
@@ -110,17 +142,25 @@ impl Loaded {
                 shape
             );
         }
-        Ok(v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(v.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     pub fn i64_scalar(&self, name: &str) -> Option<i64> {
         let st = self.st();
         let v = st.tensor(name).ok()?;
-        (v.dtype() == Dtype::I64 && v.data().len() == 8).then(|| i64::from_le_bytes(v.data().try_into().unwrap()))
+        (v.dtype() == Dtype::I64 && v.data().len() == 8)
+            .then(|| i64::from_le_bytes(v.data().try_into().unwrap()))
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.st().names().into_iter().map(|s| s.to_string()).collect()
+        self.st()
+            .names()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 }
 
@@ -144,10 +184,17 @@ pub fn load_module(g: &Gpu, m: &dyn Module, path: &Path) -> Result<()> {
     let expected: std::collections::HashSet<String> = named
         .iter()
         .map(|n| n.name.clone())
-        .chain(m.batchnorms().iter().map(|(p, _)| format!("{p}.num_batches_tracked")))
+        .chain(
+            m.batchnorms()
+                .iter()
+                .map(|(p, _)| format!("{p}.num_batches_tracked")),
+        )
         .collect();
     if let Some(extra) = file.names().into_iter().find(|n| !expected.contains(n)) {
-        bail!("{}: unexpected tensor '{extra}' (a checkpoint of another model?)", path.display());
+        bail!(
+            "{}: unexpected tensor '{extra}' (a checkpoint of another model?)",
+            path.display()
+        );
     }
     for (n, v) in named.iter().zip(values) {
         n.tensor.write(g, &v);
@@ -162,7 +209,8 @@ pub fn load_module(g: &Gpu, m: &dyn Module, path: &Path) -> Result<()> {
 
 /// Reads a JSON file with a one-line error naming it.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }
 

@@ -65,7 +65,11 @@ pub struct Summary {
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
@@ -104,7 +108,10 @@ pub fn summarise(runs: &BTreeMap<String, Vec<Vec<RoundRecord>>>, initial: usize)
         let target = random.mean["fid"];
         let random_budget = random.acquired.saturating_sub(initial).max(1) as f64;
         for (s, v) in &levels {
-            let hit = v.iter().find(|l| l.mean["fid"] <= target).map(|l| l.acquired.saturating_sub(initial) as f64 / random_budget);
+            let hit = v
+                .iter()
+                .find(|l| l.mean["fid"] <= target)
+                .map(|l| l.acquired.saturating_sub(initial) as f64 / random_budget);
             budget_to_random_final_fid.insert(s.clone(), hit);
         }
     }
@@ -124,7 +131,9 @@ pub fn table(sum: &Summary) -> String {
     );
     for (s, levels) in &sum.levels {
         for l in levels {
-            let f = |m: &str, scale: f64, prec: usize| format!("{:.prec$}±{:.prec$}", l.mean[m] * scale, l.std[m] * scale);
+            let f = |m: &str, scale: f64, prec: usize| {
+                format!("{:.prec$}±{:.prec$}", l.mean[m] * scale, l.std[m] * scale)
+            };
             out += &format!(
                 "{:<14} {:>8} {:>16} {:>16} {:>14} {:>14} {:>14} {:>14}\n",
                 s,
@@ -171,7 +180,11 @@ pub fn run_compare(g: &Gpu, cfg: &CompareConfig, progress: bool) -> Result<Summa
             let dir = cfg.out.join(s).join(format!("seed{}", a.seed));
             let resume = dir.join("active_state.json").exists();
             if progress {
-                eprintln!("activegen: compare run {done}/{total}: {s}, seed {}{}", a.seed, if resume { " (resuming)" } else { "" });
+                eprintln!(
+                    "activegen: compare run {done}/{total}: {s}, seed {}{}",
+                    a.seed,
+                    if resume { " (resuming)" } else { "" }
+                );
             }
             let outcome = active::run_active(g, &a, &dir, resume, progress)?;
             runs.entry(s.clone()).or_default().push(outcome.records);
@@ -182,7 +195,11 @@ pub fn run_compare(g: &Gpu, cfg: &CompareConfig, progress: bool) -> Result<Summa
     Ok(sum)
 }
 
-fn write_outputs(cfg: &CompareConfig, runs: &BTreeMap<String, Vec<Vec<RoundRecord>>>, sum: &Summary) -> Result<()> {
+fn write_outputs(
+    cfg: &CompareConfig,
+    runs: &BTreeMap<String, Vec<Vec<RoundRecord>>>,
+    sum: &Summary,
+) -> Result<()> {
     let out = &cfg.out;
     let mut csv = String::from("strategy,seed,round,acquired,fid,kid,precision,recall,density,coverage,class_coverage,class_kl\n");
     for (s, seeds) in runs {
@@ -213,10 +230,17 @@ fn write_outputs(cfg: &CompareConfig, runs: &BTreeMap<String, Vec<Vec<RoundRecor
         "summary": sum,
         "runs": runs,
     });
-    crate::util::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    crate::util::write_atomic(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
     crate::util::write_atomic(&out.join("summary.txt"), table(sum).as_bytes())?;
     let mut charts = vec![];
-    for (m, label) in [("fid", "FID (lower is better)"), ("coverage", "coverage (higher is better)"), ("class_coverage", "class coverage")] {
+    for (m, label) in [
+        ("fid", "FID (lower is better)"),
+        ("coverage", "coverage (higher is better)"),
+        ("class_coverage", "class coverage"),
+    ] {
         let svg = out.join(format!("budget_vs_{m}.svg"));
         let png = out.join(format!("budget_vs_{m}.png"));
         crate::charts::line_chart_svg(&svg, sum, m, label)?;
@@ -232,7 +256,9 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -245,7 +271,9 @@ fn base64(data: &[u8]) -> String {
 }
 
 fn write_report(cfg: &CompareConfig, sum: &Summary, charts: &[(&str, PathBuf)]) -> Result<()> {
-    let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>activegen compare</title>");
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>activegen compare</title>",
+    );
     html += "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{background:#f4f4f4;padding:1em;overflow-x:auto}figure{display:inline-block;margin:0.5em;text-align:center}img{image-rendering:pixelated;width:240px}</style></head><body>";
     html += &format!(
         "<h1>Active acquisition vs random</h1><p>{} on <code>{}</code>, model {:?}; initial {} images, budget {} in rounds of {}, {} training steps per round, {} seed(s), evaluation on {} held-out images.</p>",
@@ -259,14 +287,21 @@ fn write_report(cfg: &CompareConfig, sum: &Summary, charts: &[(&str, PathBuf)]) 
         cfg.seeds,
         cfg.base.eval_n
     );
-    html += &format!("<h2>Summary (mean ± std over seeds)</h2><pre>{}</pre>", table(sum).replace('<', "&lt;"));
+    html += &format!(
+        "<h2>Summary (mean ± std over seeds)</h2><pre>{}</pre>",
+        table(sum).replace('<', "&lt;")
+    );
     for (_, path) in charts {
         let svg = std::fs::read_to_string(path).unwrap_or_default();
         html += &format!("<div>{svg}</div>");
     }
     html += "<h2>Final samples (first seed)</h2>";
     for s in &cfg.strategies {
-        let dir = cfg.out.join(s).join(format!("seed{}", cfg.base.seed)).join("rounds");
+        let dir = cfg
+            .out
+            .join(s)
+            .join(format!("seed{}", cfg.base.seed))
+            .join("rounds");
         let last = std::fs::read_dir(&dir)
             .ok()
             .into_iter()

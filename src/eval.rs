@@ -22,7 +22,7 @@ use crate::train::{self, Model};
 use crate::util::HostRng;
 
 /// Bump when the classifier's architecture or training changes: it keys the cache.
-const CLASSIFIER_VERSION: u32 = 2;
+const CLASSIFIER_VERSION: u32 = 3;
 
 pub struct FeatureNet {
     pub net: Classifier,
@@ -64,7 +64,9 @@ pub fn dataset_digest(ds: &Dataset) -> u64 {
 fn class_freq(ds: &Dataset) -> Vec<f64> {
     let hist = ds.class_histogram(&(0..ds.n).collect::<Vec<_>>());
     let total: usize = hist.iter().sum();
-    hist.iter().map(|&c| c as f64 / total.max(1) as f64).collect()
+    hist.iter()
+        .map(|&c| c as f64 / total.max(1) as f64)
+        .collect()
 }
 
 /// Shifts each image by up to `max` pixels (zero fill): the classifier's augmentation.
@@ -80,7 +82,8 @@ fn shift_batch(x: &mut [f32], c: usize, h: usize, w: usize, rng: &mut HostRng, m
                 for xx in 0..w as isize {
                     let (sy, sx) = (y - dy, xx - dx);
                     if sy >= 0 && sx >= 0 && sy < h as isize && sx < w as isize {
-                        tmp[(ch * h + y as usize) * w + xx as usize] = img[(ch * h + sy as usize) * w + sx as usize];
+                        tmp[(ch * h + y as usize) * w + xx as usize] =
+                            img[(ch * h + sy as usize) * w + sx as usize];
                     }
                 }
             }
@@ -93,17 +96,52 @@ fn shift_batch(x: &mut [f32], c: usize, h: usize, w: usize, rng: &mut HostRng, m
 pub fn accuracy(g: &Gpu, net: &Classifier, ds: &Dataset, batch: usize) -> Result<f64> {
     let idx: Vec<usize> = (0..ds.n).collect();
     let (_, preds) = features_of_dataset(g, net, ds, &idx, batch)?;
-    let correct = idx.iter().zip(&preds).filter(|(&i, &p)| ds.label(i) == Some(p)).count();
+    let correct = idx
+        .iter()
+        .zip(&preds)
+        .filter(|(&i, &p)| ds.label(i) == Some(p))
+        .count();
     Ok(correct as f64 / ds.n.max(1) as f64)
 }
 
 /// Trains the feature classifier: Adam, random shifts of up to 2 px, `epochs` passes.
-pub fn train_classifier(g: &Gpu, train_set: &Dataset, epochs: usize, batch: usize, seed: u64, progress: bool) -> Result<Classifier> {
+pub fn train_classifier(
+    g: &Gpu,
+    train_set: &Dataset,
+    epochs: usize,
+    batch: usize,
+    seed: u64,
+    progress: bool,
+) -> Result<Classifier> {
+    train_classifier_with(
+        g,
+        train_set,
+        &classifier_config(train_set),
+        epochs,
+        batch,
+        seed,
+        progress,
+    )
+}
+
+/// `train_classifier` with another architecture (tests use a narrow one).
+pub fn train_classifier_with(
+    g: &Gpu,
+    train_set: &Dataset,
+    cfg: &ClassifierConfig,
+    epochs: usize,
+    batch: usize,
+    seed: u64,
+    progress: bool,
+) -> Result<Classifier> {
     if train_set.num_classes < 2 {
-        bail!("{}: the feature classifier needs a labelled dataset with at least two classes", train_set.name);
+        bail!(
+            "{}: the feature classifier needs a labelled dataset with at least two classes",
+            train_set.name
+        );
     }
     g.set_seed(seed);
-    let net = Classifier::new(g, &classifier_config(train_set))?;
+    let net = Classifier::new(g, cfg)?;
     let params = nn::param_tensors(&net);
     let mut opt = Optimizer::new(g, optim::Config::adam(1e-3, 0.9, 0.999), &params)?;
     let steps_per_epoch = train_set.n / batch;
@@ -111,7 +149,10 @@ pub fn train_classifier(g: &Gpu, train_set: &Dataset, epochs: usize, batch: usiz
     let mut sampler = train::Sampler::new(seed, train_set.n);
     let mut rng = HostRng::new(seed, 0xc1a55);
     let bar = train::progress_bar(progress, total as u64, 0);
-    bar.set_message(format!("training the feature classifier on {}", train_set.name));
+    bar.set_message(format!(
+        "training the feature classifier on {}",
+        train_set.name
+    ));
     let (c, h, w) = (train_set.channels, train_set.height, train_set.width);
     let mut host = vec![0.0f32; batch * train_set.image_len()];
     for step in 0..total {
@@ -123,7 +164,10 @@ pub fn train_classifier(g: &Gpu, train_set: &Dataset, epochs: usize, batch: usiz
         train_set.fill_batch(&idx, &mut host);
         shift_batch(&mut host, c, h, w, &mut rng, 2);
         let x = Tensor::from_slice(g, &[batch, c, h, w], &host)?;
-        let labels: Vec<f32> = idx.iter().map(|&i| train_set.label(i).unwrap_or(0) as f32).collect();
+        let labels: Vec<f32> = idx
+            .iter()
+            .map(|&i| train_set.label(i).unwrap_or(0) as f32)
+            .collect();
         let y = Tensor::from_slice(g, &[batch], &labels)?;
         let (_, logits) = net.forward(g, &x, true)?;
         let l = loss::softmax_xent(g, &logits, &y)?;
@@ -154,7 +198,9 @@ pub fn feature_net(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> R
         cfg.features,
         CLASSIFIER_VERSION
     );
-    let path = crate::util::cache_dir().join("classifiers").join(format!("{key}.safetensors"));
+    let path = crate::util::cache_dir()
+        .join("classifiers")
+        .join(format!("{key}.safetensors"));
     let freq = class_freq(&train_set);
     let saved_rng = g.rng_state();
     if path.exists() {
@@ -182,7 +228,10 @@ pub fn feature_net(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> R
     let net = train_classifier(g, &train_set, epochs, 128, 1234, progress)?;
     let acc = accuracy(g, &net, &test_set, 256)?;
     if progress {
-        eprintln!("activegen: feature classifier accuracy on the held-out split: {:.2}%", acc * 100.0);
+        eprintln!(
+            "activegen: feature classifier accuracy on the held-out split: {:.2}%",
+            acc * 100.0
+        );
     }
     let mut meta = std::collections::HashMap::new();
     meta.insert("accuracy".to_string(), format!("{acc}"));
@@ -209,12 +258,24 @@ pub fn extract(g: &Gpu, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<u
     let classes = logits.dim(1);
     let preds = l
         .chunks(classes)
-        .map(|row| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0)
+        })
         .collect();
     Ok((f, preds))
 }
 
-pub fn features_of_dataset(g: &Gpu, net: &Classifier, ds: &Dataset, indices: &[usize], batch: usize) -> Result<(Features, Vec<usize>)> {
+pub fn features_of_dataset(
+    g: &Gpu,
+    net: &Classifier,
+    ds: &Dataset,
+    indices: &[usize],
+    batch: usize,
+) -> Result<(Features, Vec<usize>)> {
     let mut data = Vec::with_capacity(indices.len() * net.cfg.features);
     let mut preds = Vec::with_capacity(indices.len());
     for chunk in indices.chunks(batch.max(1)) {
@@ -228,7 +289,14 @@ pub fn features_of_dataset(g: &Gpu, net: &Classifier, ds: &Dataset, indices: &[u
 
 /// Features of `n` generated images from seeded latents (labels cycle over the classes
 /// for a conditional model). The device's random stream is left as it was.
-pub fn features_of_model(g: &Gpu, net: &Classifier, model: &Model, n: usize, seed: u64, batch: usize) -> Result<(Features, Vec<usize>, Vec<f32>)> {
+pub fn features_of_model(
+    g: &Gpu,
+    net: &Classifier,
+    model: &Model,
+    n: usize,
+    seed: u64,
+    batch: usize,
+) -> Result<(Features, Vec<usize>, Vec<f32>)> {
     let z_dim = model.z_dim();
     let classes = model.num_classes();
     let mut rng = HostRng::new(seed, 0xe7a1);
@@ -280,15 +348,27 @@ impl Report {
     pub fn table(&self) -> String {
         let rows = [
             ("FID (classifier features)", format!("{:.3}", self.fid)),
-            ("KID x 1000", format!("{:.3} ± {:.3}", self.kid * 1e3, self.kid_std * 1e3)),
+            (
+                "KID x 1000",
+                format!("{:.3} ± {:.3}", self.kid * 1e3, self.kid_std * 1e3),
+            ),
             ("precision (k=3)", format!("{:.4}", self.precision)),
             ("recall (k=3)", format!("{:.4}", self.recall)),
             ("density (k=5)", format!("{:.4}", self.density)),
             ("coverage (k=5)", format!("{:.4}", self.coverage)),
             ("class coverage", format!("{:.3}", self.class_coverage)),
-            ("class KL(data || generated)", format!("{:.4}", self.class_kl)),
-            ("images (real / generated)", format!("{} / {}", self.n_real, self.n_generated)),
-            ("classifier held-out accuracy", format!("{:.2}%", self.classifier_accuracy * 100.0)),
+            (
+                "class KL(data || generated)",
+                format!("{:.4}", self.class_kl),
+            ),
+            (
+                "images (real / generated)",
+                format!("{} / {}", self.n_real, self.n_generated),
+            ),
+            (
+                "classifier held-out accuracy",
+                format!("{:.2}%", self.classifier_accuracy * 100.0),
+            ),
         ];
         rows.iter().map(|(k, v)| format!("{k:<32} {v}\n")).collect()
     }
@@ -298,7 +378,12 @@ impl Report {
 /// features after a ReLU are large, which makes KID's cubic kernel overflow its precision;
 /// one isotropic scale, fixed by the real set, keeps every metric comparable across runs.
 pub fn feature_scale(real: &Features) -> f32 {
-    let ms = real.data.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / real.data.len().max(1) as f64;
+    let ms = real
+        .data
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        / real.data.len().max(1) as f64;
     if ms > 0.0 {
         (1.0 / ms.sqrt()) as f32
     } else {
@@ -315,7 +400,13 @@ fn scaled(f: &Features, c: f32) -> Features {
 }
 
 /// All metrics of `fake` against `real`, on features scaled by `feature_scale(real)`.
-pub fn report(real: &Features, fake: &Features, fake_preds: &[usize], net: &FeatureNet, seed: u64) -> Report {
+pub fn report(
+    real: &Features,
+    fake: &Features,
+    fake_preds: &[usize],
+    net: &FeatureNet,
+    seed: u64,
+) -> Report {
     let c = feature_scale(real);
     let (real, fake) = (&scaled(real, c), &scaled(fake, c));
     let real_stats = GaussianStats::from_features(real);
@@ -347,7 +438,14 @@ pub fn report(real: &Features, fake: &Features, fake_preds: &[usize], net: &Feat
 }
 
 /// Real features of the first `n` images of a split, cached next to the classifier.
-pub fn real_features(g: &Gpu, net: &FeatureNet, spec: &str, split: Split, opts: &LoadOptions, n: usize) -> Result<(Features, Dataset)> {
+pub fn real_features(
+    g: &Gpu,
+    net: &FeatureNet,
+    spec: &str,
+    split: Split,
+    opts: &LoadOptions,
+    n: usize,
+) -> Result<(Features, Dataset)> {
     let ds = data::load(spec, split, opts)?;
     let n = n.min(ds.n);
     let dir = crate::util::cache_dir().join("features");

@@ -104,7 +104,10 @@ fn choose_adapter(pref: Option<&str>) -> Result<wgpu::Adapter> {
             };
             match found {
                 Some(a) if usable(&a) => Ok(a),
-                Some(a) => bail!("--device {p}: adapter '{}' has no compute shaders", a.get_info().name),
+                Some(a) => bail!(
+                    "--device {p}: adapter '{}' has no compute shaders",
+                    a.get_info().name
+                ),
                 None if names.is_empty() => bail!("--device {p}: {NO_ADAPTER_HELP}"),
                 None => bail!(
                     "--device {p}: no adapter matches; available: {}",
@@ -161,7 +164,12 @@ impl Drop for Storage {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
             let class = b.size();
-            self.pool.borrow_mut().free.entry(class).or_default().push(b);
+            self.pool
+                .borrow_mut()
+                .free
+                .entry(class)
+                .or_default()
+                .push(b);
         }
     }
 }
@@ -371,7 +379,9 @@ impl Gpu {
 
     /// Largest tensor the device can bind, in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// A pooled storage buffer of at least `bytes` bytes. `what` names the tensor for errors.
@@ -525,7 +535,8 @@ impl Gpu {
 
     /// Writes the driver's pipeline cache to disk so the next process skips shader compilation.
     pub fn save_pipeline_cache(&self) {
-        let (Some(cache), Some(path)) = (&self.pipeline_cache, pipeline_cache_path(&self.info)) else {
+        let (Some(cache), Some(path)) = (&self.pipeline_cache, pipeline_cache_path(&self.info))
+        else {
             return;
         };
         if let Some(data) = cache.get_data() {
@@ -607,7 +618,10 @@ impl Gpu {
             })
             .collect();
         if std::env::var_os("ACTIVEGEN_TRACE").is_some() {
-            eprintln!("dispatch {} {:?} {:?}", kernel.name, kernel.bindings, workgroups);
+            eprintln!(
+                "dispatch {} {:?} {:?}",
+                kernel.name, kernel.bindings, workgroups
+            );
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -637,7 +651,8 @@ impl Gpu {
         if let Some(p) = prof.as_mut() {
             if !p.wall {
                 pass.write_timestamp(&p.query_set, p.pending.len() as u32 * 2 + 1);
-                p.pending.push((kernel.name.clone(), cost.flops, cost.bytes));
+                p.pending
+                    .push((kernel.name.clone(), cost.flops, cost.bytes));
             }
         }
         rec.dispatches += 1;
@@ -650,7 +665,12 @@ impl Gpu {
             self.sync();
             let ns = t.elapsed().as_nanos() as f64;
             let mut prof = self.profiler.borrow_mut();
-            let s = prof.as_mut().unwrap().stats.entry(kernel.name.clone()).or_default();
+            let s = prof
+                .as_mut()
+                .unwrap()
+                .stats
+                .entry(kernel.name.clone())
+                .or_default();
             s.calls += 1;
             s.ns += ns;
             s.flops += cost.flops;
@@ -663,10 +683,11 @@ impl Gpu {
             return;
         }
         if rec.encoder.is_none() {
-            rec.encoder = Some(
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") }),
-            );
+            rec.encoder = Some(self.device.create_command_encoder(
+                &wgpu::CommandEncoderDescriptor {
+                    label: Some("step"),
+                },
+            ));
         }
         let pass = rec
             .encoder
@@ -685,10 +706,11 @@ impl Gpu {
         let mut rec = self.rec.borrow_mut();
         rec.pass = None;
         if rec.encoder.is_none() {
-            rec.encoder = Some(
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") }),
-            );
+            rec.encoder = Some(self.device.create_command_encoder(
+                &wgpu::CommandEncoderDescriptor {
+                    label: Some("step"),
+                },
+            ));
         }
         f(rec.encoder.as_mut().unwrap());
     }
@@ -832,7 +854,8 @@ impl Gpu {
     pub fn stop_profiling(&self) -> Vec<(String, KernelStat)> {
         self.sync();
         let p = self.profiler.borrow_mut().take();
-        let mut v: Vec<(String, KernelStat)> = p.map(|p| p.stats.into_iter().collect()).unwrap_or_default();
+        let mut v: Vec<(String, KernelStat)> =
+            p.map(|p| p.stats.into_iter().collect()).unwrap_or_default();
         v.sort_by(|a, b| b.1.ns.total_cmp(&a.1.ns));
         v
     }

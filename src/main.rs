@@ -11,7 +11,11 @@ use activegen::train::{self, TrainConfig};
 use activegen::{bench, gpu, Gpu};
 
 #[derive(Parser)]
-#[command(name = "activegen", version, about = "Active learning for image generators on a hand-written wgpu engine")]
+#[command(
+    name = "activegen",
+    version,
+    about = "Active learning for image generators on a hand-written wgpu engine"
+)]
 struct Cli {
     /// Adapter to use: an index from `activegen devices` or part of its name (also ACTIVEGEN_DEVICE).
     #[arg(long, global = true)]
@@ -426,16 +430,17 @@ fn devices() -> Result<()> {
             a.info.name,
             a.info.backend,
             a.info.device_type,
-            if a.compute { "" } else { " (no compute shaders: unusable)" }
+            if a.compute {
+                ""
+            } else {
+                " (no compute shaders: unusable)"
+            }
         );
-        println!(
-            "   driver: {} {}",
-            a.info.driver, a.info.driver_info
-        );
+        println!("   driver: {} {}", a.info.driver, a.info.driver_info);
         println!(
             "   max buffer {} MiB, storage binding {} MiB, workgroup storage {} KiB, invocations/workgroup {}, workgroups/dim {}",
             l.max_buffer_size >> 20,
-            l.max_storage_buffer_binding_size as u64 >> 20,
+            l.max_storage_buffer_binding_size >> 20,
             l.max_compute_workgroup_storage_size >> 10,
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroups_per_dimension
@@ -456,7 +461,15 @@ fn devices() -> Result<()> {
     Ok(())
 }
 
-fn train_cmd(device: Option<&str>, args: TrainArgs, config: Option<PathBuf>, out: PathBuf, resume: bool, profile: bool, quiet: bool) -> Result<()> {
+fn train_cmd(
+    device: Option<&str>,
+    args: TrainArgs,
+    config: Option<PathBuf>,
+    out: PathBuf,
+    resume: bool,
+    profile: bool,
+    quiet: bool,
+) -> Result<()> {
     let base = if resume {
         let path = out.join("config.toml");
         Some(train::load_config(&path)?)
@@ -476,7 +489,11 @@ fn train_cmd(device: Option<&str>, args: TrainArgs, config: Option<PathBuf>, out
     }
     let t = std::time::Instant::now();
     let outcome = train::run_train(&g, &cfg, &out, resume, !quiet)?;
-    let losses: Vec<String> = outcome.last_losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
+    let losses: Vec<String> = outcome
+        .last_losses
+        .iter()
+        .map(|(n, v)| format!("{n} {v:.4}"))
+        .collect();
     eprintln!(
         "activegen: done in {:.1}s ({:.2} steps/s); {}; run in {}",
         t.elapsed().as_secs_f64(),
@@ -486,13 +503,25 @@ fn train_cmd(device: Option<&str>, args: TrainArgs, config: Option<PathBuf>, out
     );
     if profile {
         let stats = g.stop_profiling();
-        let timer = if g.has_timestamps() { "gpu timestamps" } else { "wall brackets" };
+        let timer = if g.has_timestamps() {
+            "gpu timestamps"
+        } else {
+            "wall brackets"
+        };
         print!("{}", bench::profile_table(&stats, cfg.steps, timer));
     }
     Ok(())
 }
 
-fn sample_cmd(device: Option<&str>, checkpoint: PathBuf, n: usize, grid: Option<PathBuf>, out_dir: Option<PathBuf>, latents: Option<PathBuf>, seed: u64) -> Result<()> {
+fn sample_cmd(
+    device: Option<&str>,
+    checkpoint: PathBuf,
+    n: usize,
+    grid: Option<PathBuf>,
+    out_dir: Option<PathBuf>,
+    latents: Option<PathBuf>,
+    seed: u64,
+) -> Result<()> {
     if n == 0 || n > 100_000 {
         anyhow::bail!("--n must be between 1 and 100000, got {n}");
     }
@@ -503,7 +532,12 @@ fn sample_cmd(device: Option<&str>, checkpoint: PathBuf, n: usize, grid: Option<
     let g = Gpu::new(device)?;
     g.set_seed(cfg.seed);
     let classes = if cfg.gan.num_classes > 0 {
-        activegen::data::load(&cfg.data, activegen::data::Split::Train, &cfg.load_options())?.num_classes
+        activegen::data::load(
+            &cfg.data,
+            activegen::data::Split::Train,
+            &cfg.load_options(),
+        )?
+        .num_classes
     } else {
         0
     };
@@ -514,7 +548,11 @@ fn sample_cmd(device: Option<&str>, checkpoint: PathBuf, n: usize, grid: Option<
         Some(path) => {
             let (shape, data) = activegen::npy::read_npy_f32(path)?;
             if shape.len() != 2 || shape[1] != z_dim {
-                anyhow::bail!("{}: latents have shape {:?}, expected [n, {z_dim}]", path.display(), shape);
+                anyhow::bail!(
+                    "{}: latents have shape {:?}, expected [n, {z_dim}]",
+                    path.display(),
+                    shape
+                );
             }
             (activegen::Tensor::from_slice(&g, &shape, &data)?, shape[0])
         }
@@ -541,7 +579,13 @@ fn sample_cmd(device: Option<&str>, checkpoint: PathBuf, n: usize, grid: Option<
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
         let per = s[1] * s[2] * s[3];
         for i in 0..s[0] {
-            activegen::imageio::save_image_png(dir.join(format!("{i:05}.png")), &data[i * per..(i + 1) * per], s[1], s[2], s[3])?;
+            activegen::imageio::save_image_png(
+                dir.join(format!("{i:05}.png")),
+                &data[i * per..(i + 1) * per],
+                s[1],
+                s[2],
+                s[3],
+            )?;
         }
         eprintln!("activegen: wrote {} images to {}", s[0], dir.display());
     }
@@ -561,7 +605,7 @@ fn eval_cmd(
     seed: u64,
 ) -> Result<()> {
     use activegen::{data::Split, eval};
-    if n < 10 || n > 1_000_000 {
+    if !(10..=1_000_000).contains(&n) {
         anyhow::bail!("--n must be between 10 and 1000000, got {n}");
     }
     let cfg = match (&checkpoint, real_vs_real) {
@@ -589,7 +633,11 @@ fn eval_cmd(
         eval::features_of_dataset(&g, &net.net, &train_set, &idx, 256)?
     } else {
         let dir = checkpoint.as_ref().unwrap();
-        let classes = if cfg.gan.num_classes > 0 { net.num_classes } else { 0 };
+        let classes = if cfg.gan.num_classes > 0 {
+            net.num_classes
+        } else {
+            0
+        };
         let mut model = train::Model::new(&g, &cfg, classes)?;
         model.load(&g, dir)?;
         let (f, p, _) = eval::features_of_model(&g, &net.net, &model, n, seed, 250)?;
@@ -606,7 +654,11 @@ fn eval_cmd(
         v["dataset"] = serde_json::json!(spec);
         println!("{v}");
     } else {
-        let what = if real_vs_real { "real (train) vs real (held-out)".to_string() } else { format!("{} vs held-out {}", checkpoint.unwrap().display(), spec) };
+        let what = if real_vs_real {
+            "real (train) vs real (held-out)".to_string()
+        } else {
+            format!("{} vs held-out {}", checkpoint.unwrap().display(), spec)
+        };
         println!("{what}");
         print!("{}", report.table());
         println!("{:<32} {:.1}s", "time (excluding classifier)", secs);
@@ -618,8 +670,21 @@ fn run(cli: Cli) -> Result<()> {
     let device = cli.device.as_deref();
     match cli.command {
         Command::Devices => devices(),
-        Command::Train { args, config, out, resume, profile, quiet } => train_cmd(device, args, config, out, resume, profile, quiet),
-        Command::Active { args, strategy, out, resume, quiet } => {
+        Command::Train {
+            args,
+            config,
+            out,
+            resume,
+            profile,
+            quiet,
+        } => train_cmd(device, args, config, out, resume, profile, quiet),
+        Command::Active {
+            args,
+            strategy,
+            out,
+            resume,
+            quiet,
+        } => {
             let cfg = args.resolve(Some(&strategy))?;
             let g = Gpu::new(device)?;
             let o = activegen::active::run_active(&g, &cfg, &out, resume, !quiet)?;
@@ -631,32 +696,90 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Compare { args, strategies, seeds, out, quiet } => {
+        Command::Compare {
+            args,
+            strategies,
+            seeds,
+            out,
+            quiet,
+        } => {
             let base = args.resolve(None)?;
             let g = Gpu::new(device)?;
-            let cfg = activegen::compare::CompareConfig { strategies, seeds, base, out: out.clone() };
+            let cfg = activegen::compare::CompareConfig {
+                strategies,
+                seeds,
+                base,
+                out: out.clone(),
+            };
             let sum = activegen::compare::run_compare(&g, &cfg, !quiet)?;
             print!("{}", activegen::compare::table(&sum));
-            eprintln!("activegen: results in {}/ (report.html, results.csv, results.json, charts)", out.display());
+            eprintln!(
+                "activegen: results in {}/ (report.html, results.csv, results.json, charts)",
+                out.display()
+            );
             Ok(())
         }
-        Command::Eval { checkpoint, n, json, export_features, real_vs_real, data, data_dir, seed } => {
-            eval_cmd(device, checkpoint, n, json, export_features, real_vs_real, data, data_dir, seed)
-        }
-        Command::Sample { checkpoint, n, grid, out_dir, latents, seed } => sample_cmd(device, checkpoint, n, grid, out_dir, latents, seed),
-        Command::Bench { case, json, numpy, sizes, model, batch, steps, profile } => {
+        Command::Eval {
+            checkpoint,
+            n,
+            json,
+            export_features,
+            real_vs_real,
+            data,
+            data_dir,
+            seed,
+        } => eval_cmd(
+            device,
+            checkpoint,
+            n,
+            json,
+            export_features,
+            real_vs_real,
+            data,
+            data_dir,
+            seed,
+        ),
+        Command::Sample {
+            checkpoint,
+            n,
+            grid,
+            out_dir,
+            latents,
+            seed,
+        } => sample_cmd(device, checkpoint, n, grid, out_dir, latents, seed),
+        Command::Bench {
+            case,
+            json,
+            numpy,
+            sizes,
+            model,
+            batch,
+            steps,
+            profile,
+        } => {
             let g = Gpu::new(device)?;
             if case == "step" {
-                if batch < 2 || batch > 4096 {
+                if !(2..=4096).contains(&batch) {
                     anyhow::bail!("--batch must be between 2 and 4096, got {batch}");
                 }
                 if steps == 0 {
                     anyhow::bail!("--steps must be at least 1");
                 }
                 let r = bench::step_case(&g, model.parse()?, batch, steps, profile)?;
-                println!("{}", if json { r.json(g.name()) } else { r.line(g.name()) });
+                println!(
+                    "{}",
+                    if json {
+                        r.json(g.name())
+                    } else {
+                        r.line(g.name())
+                    }
+                );
                 if profile && !json {
-                    let timer = if g.has_timestamps() { "gpu timestamps" } else { "wall brackets" };
+                    let timer = if g.has_timestamps() {
+                        "gpu timestamps"
+                    } else {
+                        "wall brackets"
+                    };
                     print!("{}", bench::profile_table(&r.profile, steps, timer));
                 }
                 return Ok(());
@@ -669,7 +792,10 @@ fn run(cli: Cli) -> Result<()> {
                         Some(ms) => {
                             let gflops = 2.0 * (n * n * n) as f64 / 1e9 / (ms / 1e3);
                             if json {
-                                println!("{}", serde_json::json!({"op": "numpy_matmul", "shape": r.shape, "device": "numpy (OpenBLAS, CPU)", "ms": ms, "gflops": gflops, "ratio_vs_activegen": ms / r.ms}));
+                                println!(
+                                    "{}",
+                                    serde_json::json!({"op": "numpy_matmul", "shape": r.shape, "device": "numpy (OpenBLAS, CPU)", "ms": ms, "gflops": gflops, "ratio_vs_activegen": ms / r.ms})
+                                );
                             } else {
                                 println!(
                                     "{:<34} {:<30} numpy (OpenBLAS, CPU)  {:>9.3} ms  {:>7.1} GFLOP/s   activegen/numpy time ratio {:.2}",
@@ -677,7 +803,9 @@ fn run(cli: Cli) -> Result<()> {
                                 );
                             }
                         }
-                        None => eprintln!("numpy: python3 with numpy not found; skipped the CPU reference"),
+                        None => eprintln!(
+                            "numpy: python3 with numpy not found; skipped the CPU reference"
+                        ),
                     }
                 }
             }

@@ -69,7 +69,11 @@ impl Linear {
     pub fn new(g: &Gpu, fan_in: usize, fan_out: usize, bias: bool, init: Init) -> Result<Linear> {
         Ok(Linear {
             weight: init_weight(g, &[fan_out, fan_in], fan_in, init)?,
-            bias: if bias { Some(init_bias(g, fan_out, fan_in, init)?) } else { None },
+            bias: if bias {
+                Some(init_bias(g, fan_out, fan_in, init)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -95,11 +99,24 @@ pub struct Conv2d {
 
 impl Conv2d {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(g: &Gpu, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool, init: Init) -> Result<Conv2d> {
+    pub fn new(
+        g: &Gpu,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+        init: Init,
+    ) -> Result<Conv2d> {
         let fan_in = cin * k * k;
         Ok(Conv2d {
             weight: init_weight(g, &[cout, cin, k, k], fan_in, init)?,
-            bias: if bias { Some(init_bias(g, cout, fan_in, init)?) } else { None },
+            bias: if bias {
+                Some(init_bias(g, cout, fan_in, init)?)
+            } else {
+                None
+            },
             stride,
             pad,
         })
@@ -108,7 +125,15 @@ impl Conv2d {
     /// act(conv(x) + b), the activation fused into the output pass.
     pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        conv2d::conv2d_act(g, x, &view(g, &self.weight, frozen), b.as_ref(), self.stride, self.pad, act)
+        conv2d::conv2d_act(
+            g,
+            x,
+            &view(g, &self.weight, frozen),
+            b.as_ref(),
+            self.stride,
+            self.pad,
+            act,
+        )
     }
 
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
@@ -128,12 +153,25 @@ pub struct ConvTranspose2d {
 
 impl ConvTranspose2d {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(g: &Gpu, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool, init: Init) -> Result<ConvTranspose2d> {
+    pub fn new(
+        g: &Gpu,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+        init: Init,
+    ) -> Result<ConvTranspose2d> {
         // PyTorch computes fan_in of a transposed conv from weight.size(1) * k * k.
         let fan_in = cout * k * k;
         Ok(ConvTranspose2d {
             weight: init_weight(g, &[cin, cout, k, k], fan_in, init)?,
-            bias: if bias { Some(init_bias(g, cout, fan_in, init)?) } else { None },
+            bias: if bias {
+                Some(init_bias(g, cout, fan_in, init)?)
+            } else {
+                None
+            },
             stride,
             pad,
         })
@@ -141,7 +179,16 @@ impl ConvTranspose2d {
 
     pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        conv_transpose2d::conv_transpose2d_act(g, x, &view(g, &self.weight, frozen), b.as_ref(), self.stride, self.pad, 0, act)
+        conv_transpose2d::conv_transpose2d_act(
+            g,
+            x,
+            &view(g, &self.weight, frozen),
+            b.as_ref(),
+            self.stride,
+            self.pad,
+            0,
+            act,
+        )
     }
 
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
@@ -182,7 +229,14 @@ impl BatchNorm {
     }
 
     /// act(BN(x)); train mode uses and updates the batch statistics.
-    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool, act: Act, frozen: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        g: &Gpu,
+        x: &Tensor,
+        train: bool,
+        act: Act,
+        frozen: bool,
+    ) -> Result<Tensor> {
         if train {
             self.batches.set(self.batches.get() + 1);
         }
@@ -234,13 +288,21 @@ pub fn param_tensors(m: &dyn Module) -> Vec<Tensor> {
 
 /// Copies every parameter and buffer of `src` into `dst` (same architecture).
 pub fn copy_state(g: &Gpu, dst: &dyn Module, src: &dyn Module) -> Result<()> {
-    let (d, s) = ([dst.params(), dst.buffers()].concat(), [src.params(), src.buffers()].concat());
+    let (d, s) = (
+        [dst.params(), dst.buffers()].concat(),
+        [src.params(), src.buffers()].concat(),
+    );
     if d.len() != s.len() {
         bail!("copy_state: the two models differ");
     }
     for (a, b) in d.iter().zip(&s) {
         if a.tensor.shape() != b.tensor.shape() {
-            bail!("copy_state: {} is {:?} vs {:?}", a.name, a.tensor.shape(), b.tensor.shape());
+            bail!(
+                "copy_state: {} is {:?} vs {:?}",
+                a.name,
+                a.tensor.shape(),
+                b.tensor.shape()
+            );
         }
         a.tensor.copy_from(g, &b.tensor);
     }

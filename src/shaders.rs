@@ -14,7 +14,10 @@ use crate::gpu::Access;
 pub const SHADERS: &[(&str, &str)] = &[
     ("gemm_core", include_str!("../shaders/gemm_core.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
-    ("matmul_subgroup", include_str!("../shaders/matmul_subgroup.wgsl")),
+    (
+        "matmul_subgroup",
+        include_str!("../shaders/matmul_subgroup.wgsl"),
+    ),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
     ("activation", include_str!("../shaders/activation.wgsl")),
     ("reduce", include_str!("../shaders/reduce.wgsl")),
@@ -80,14 +83,21 @@ pub fn parse_and_validate(stem: &str) -> Result<(naga::Module, naga::valid::Modu
     let note = if parts.is_empty() {
         String::new()
     } else {
-        let p: Vec<String> = parts.iter().map(|(f, l)| format!("{f} from line {l}")).collect();
+        let p: Vec<String> = parts
+            .iter()
+            .map(|(f, l)| format!("{f} from line {l}"))
+            .collect();
         format!(" (appended: {})", p.join(", "))
     };
     validate_source(&format!("shaders/{stem}.wgsl"), &note, &src)
 }
 
 /// Parses and validates WGSL text; errors carry `path:line:column` and the offending line.
-pub fn validate_source(path: &str, note: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
+pub fn validate_source(
+    path: &str,
+    note: &str,
+    src: &str,
+) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
     let module = naga::front::wgsl::parse_str(src)
         .map_err(|e| anyhow!("{path}{note}: {}", e.emit_to_string_with_path(src, path)))?;
     let info = naga::valid::Validator::new(

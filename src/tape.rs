@@ -222,7 +222,12 @@ impl Grads {
 /// Backpropagates from the scalar `loss` through everything recorded since the last
 /// backward, and clears the tape. Returns the gradient of every tensor that requires one.
 pub fn backward(g: &Gpu, loss: &Tensor) -> Result<Grads> {
-    assert_eq!(loss.numel(), 1, "backward needs a scalar loss, got {:?}", loss.shape());
+    assert_eq!(
+        loss.numel(),
+        1,
+        "backward needs a scalar loss, got {:?}",
+        loss.shape()
+    );
     let seed = elementwise::fill(g, loss.shape(), 1.0)?;
     backward_with(g, loss, seed)
 }
@@ -281,7 +286,9 @@ fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Op
         Op::BiasAct { x, bias, y, act } => {
             activation::bias_act_backward(g, x, bias.as_ref(), y, *act, dy)?
         }
-        Op::Reduce { x, dims, scale } => vec![Some(reduce::reduce_backward(g, x, *dims, *scale, dy)?)],
+        Op::Reduce { x, dims, scale } => {
+            vec![Some(reduce::reduce_backward(g, x, *dims, *scale, dy)?)]
+        }
         Op::Conv2d {
             x,
             w,
@@ -299,7 +306,18 @@ fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Op
             cols,
             geom,
             act,
-        } => conv_transpose2d::conv_transpose2d_backward(g, x, w, b.as_ref(), y, cols, geom, *act, dy, needs)?,
+        } => conv_transpose2d::conv_transpose2d_backward(
+            g,
+            x,
+            w,
+            b.as_ref(),
+            y,
+            cols,
+            geom,
+            *act,
+            dy,
+            needs,
+        )?,
         Op::BatchNorm {
             x,
             gamma,

@@ -71,7 +71,12 @@ impl Tensor {
 
     /// Overwrites the tensor's contents from the host, in stream order.
     pub fn write(&self, g: &Gpu, data: &[f32]) {
-        assert_eq!(data.len(), self.numel(), "write: length mismatch for {:?}", self.shape);
+        assert_eq!(
+            data.len(),
+            self.numel(),
+            "write: length mismatch for {:?}",
+            self.shape
+        );
         if data.is_empty() {
             return;
         }
@@ -88,7 +93,9 @@ impl Tensor {
             .expect("staging buffer is mapped at creation")
             .copy_from_slice(bytes);
         staging.unmap();
-        g.with_encoder(|e| e.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64));
+        g.with_encoder(|e| {
+            e.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64)
+        });
     }
 
     pub fn scalar(g: &Gpu, v: f32) -> Result<Tensor> {
@@ -103,7 +110,12 @@ impl Tensor {
 
     /// The single value of a one-element tensor.
     pub fn item(&self, g: &Gpu) -> f32 {
-        assert_eq!(self.numel(), 1, "item() needs a one-element tensor, got {:?}", self.shape);
+        assert_eq!(
+            self.numel(),
+            1,
+            "item() needs a one-element tensor, got {:?}",
+            self.shape
+        );
         self.to_vec(g)[0]
     }
 
@@ -159,7 +171,12 @@ impl Tensor {
     /// gradient flows back in the original shape.
     pub fn reshape(&self, g: &Gpu, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
-            bail!("cannot reshape {:?} ({} values) to {:?}", self.shape, self.numel(), shape);
+            bail!(
+                "cannot reshape {:?} ({} values) to {:?}",
+                self.shape,
+                self.numel(),
+                shape
+            );
         }
         let out = Tensor {
             storage: self.storage.clone(),
@@ -170,9 +187,7 @@ impl Tensor {
         Ok(crate::tape::record(
             g,
             out,
-            crate::tape::Op::Reshape {
-                x: self.clone(),
-            },
+            crate::tape::Op::Reshape { x: self.clone() },
         ))
     }
 

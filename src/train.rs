@@ -120,12 +120,22 @@ impl TrainConfig {
             bail!("--steps must be at least 1");
         }
         if self.batch < 2 {
-            bail!("--batch must be at least 2 (batch normalisation needs two images), got {}", self.batch);
+            bail!(
+                "--batch must be at least 2 (batch normalisation needs two images), got {}",
+                self.batch
+            );
         }
         if self.batch > 4096 {
-            bail!("--batch {} is larger than this tool supports (4096)", self.batch);
+            bail!(
+                "--batch {} is larger than this tool supports (4096)",
+                self.batch
+            );
         }
-        for (name, v) in [("--lr", self.lr_g), ("--lr", self.lr_d), ("--lr", self.lr_vae)] {
+        for (name, v) in [
+            ("--lr", self.lr_g),
+            ("--lr", self.lr_d),
+            ("--lr", self.lr_vae),
+        ] {
             if !(v > 0.0 && v < 1.0) {
                 bail!("{name} must be in (0, 1), got {v}");
             }
@@ -233,8 +243,8 @@ pub struct VaeModel {
 }
 
 pub enum Model {
-    Gan(GanModel),
-    Vae(VaeModel),
+    Gan(Box<GanModel>),
+    Vae(Box<VaeModel>),
 }
 
 /// Loss scalars of one step, still on the GPU.
@@ -265,19 +275,23 @@ impl Model {
                 let adam_d = optim::Config::adam(cfg.lr_d, cfg.beta1, cfg.beta2);
                 let opt_g = Optimizer::new(g, adam_g, &nn::param_tensors(&gen))?;
                 let opt_d = Optimizer::new(g, adam_d, &nn::param_tensors(&disc))?;
-                Model::Gan(GanModel {
+                Model::Gan(Box::new(GanModel {
                     gen,
                     disc,
                     ema,
                     opt_g,
                     opt_d,
                     ema_decay: cfg.ema_decay,
-                })
+                }))
             }
             ModelKind::Vae => {
                 let vae = Vae::new(g, &cfg.vae)?;
-                let opt = Optimizer::new(g, optim::Config::adam(cfg.lr_vae, 0.9, 0.999), &nn::param_tensors(&vae))?;
-                Model::Vae(VaeModel { vae, opt })
+                let opt = Optimizer::new(
+                    g,
+                    optim::Config::adam(cfg.lr_vae, 0.9, 0.999),
+                    &nn::param_tensors(&vae),
+                )?;
+                Model::Vae(Box::new(VaeModel { vae, opt }))
             }
         })
     }
@@ -301,7 +315,12 @@ impl Model {
     }
 
     /// One optimisation step on a real batch. Records everything; submits nothing.
-    pub fn train_step(&mut self, g: &Gpu, real: &Tensor, onehot: Option<&Tensor>) -> Result<StepLosses> {
+    pub fn train_step(
+        &mut self,
+        g: &Gpu,
+        real: &Tensor,
+        onehot: Option<&Tensor>,
+    ) -> Result<StepLosses> {
         match self {
             Model::Gan(m) => m.step(g, real, onehot),
             Model::Vae(m) => {
@@ -319,7 +338,11 @@ impl Model {
     /// Images from latents z (and labels), in eval mode; the EMA generator when present.
     pub fn sample(&self, g: &Gpu, z: &Tensor, onehot: Option<&Tensor>) -> Result<Tensor> {
         tape::no_grad(g, || match self {
-            Model::Gan(m) => m.ema.as_ref().unwrap_or(&m.gen).forward(g, z, onehot, false),
+            Model::Gan(m) => m
+                .ema
+                .as_ref()
+                .unwrap_or(&m.gen)
+                .forward(g, z, onehot, false),
             Model::Vae(m) => m.vae.decode(g, z, false),
         })
     }
@@ -328,7 +351,8 @@ impl Model {
     fn modules(&self) -> Vec<(&dyn Module, &'static str)> {
         match self {
             Model::Gan(m) => {
-                let mut v: Vec<(&dyn Module, &'static str)> = vec![(&m.gen, "generator"), (&m.disc, "discriminator")];
+                let mut v: Vec<(&dyn Module, &'static str)> =
+                    vec![(&m.gen, "generator"), (&m.disc, "discriminator")];
                 if let Some(e) = &m.ema {
                     v.push((e, "generator_ema"));
                 }
@@ -340,7 +364,10 @@ impl Model {
 
     fn optimizers(&self) -> Vec<(&Optimizer, &dyn Module, &'static str)> {
         match self {
-            Model::Gan(m) => vec![(&m.opt_g, &m.gen as &dyn Module, "generator"), (&m.opt_d, &m.disc, "discriminator")],
+            Model::Gan(m) => vec![
+                (&m.opt_g, &m.gen as &dyn Module, "generator"),
+                (&m.opt_d, &m.disc, "discriminator"),
+            ],
             Model::Vae(m) => vec![(&m.opt, &m.vae as &dyn Module, "vae")],
         }
     }
@@ -414,8 +441,14 @@ impl GanModel {
         let d_real = self.disc.forward(g, real, onehot, true, false)?;
         let d_fake = self.disc.forward(g, &fake, onehot, true, false)?;
         let loss_d = if hinge {
-            let r = reduce::mean_all(g, &activation::relu(g, &elementwise::affine(g, &d_real, -1.0, 1.0)?)?)?;
-            let f = reduce::mean_all(g, &activation::relu(g, &elementwise::affine(g, &d_fake, 1.0, 1.0)?)?)?;
+            let r = reduce::mean_all(
+                g,
+                &activation::relu(g, &elementwise::affine(g, &d_real, -1.0, 1.0)?)?,
+            )?;
+            let f = reduce::mean_all(
+                g,
+                &activation::relu(g, &elementwise::affine(g, &d_fake, 1.0, 1.0)?)?,
+            )?;
             elementwise::add(g, &r, &f)?
         } else {
             let r = loss::bce_with_logits(g, &d_real, loss::Target::Const(1.0))?;
@@ -484,7 +517,10 @@ impl LossLog {
     /// The first `filled` rows, one Vec per step.
     pub fn read(&self, g: &Gpu, filled: usize) -> Vec<Vec<f32>> {
         let v = self.buf.to_vec(g);
-        v.chunks(self.width).take(filled.min(self.len)).map(|c| c.to_vec()).collect()
+        v.chunks(self.width)
+            .take(filled.min(self.len))
+            .map(|c| c.to_vec())
+            .collect()
     }
 }
 
@@ -506,7 +542,9 @@ impl RunDir {
     pub fn new(root: &Path) -> Result<RunDir> {
         std::fs::create_dir_all(root.join("samples"))
             .map_err(|e| anyhow!("{}: cannot create run directory: {e}", root.display()))?;
-        Ok(RunDir { root: root.to_path_buf() })
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -520,13 +558,21 @@ pub fn save_config(cfg: &TrainConfig, path: &Path) -> Result<()> {
 }
 
 pub fn load_config(path: &Path) -> Result<TrainConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {}", path.display(), checkpoint::io_reason(&e)))?;
-    toml::from_str(&text).map_err(|e| anyhow!("{}: invalid config: {}", path.display(), e.message()))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("{}: {}", path.display(), checkpoint::io_reason(&e)))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow!("{}: invalid config: {}", path.display(), e.message()))
 }
 
 /// Fixed latents (and labels) for sample grids: from a host stream of the seed, so they do
 /// not move the device's random stream.
-pub fn fixed_latents(g: &Gpu, seed: u64, n: usize, z_dim: usize, classes: usize) -> Result<(Tensor, Option<Tensor>)> {
+pub fn fixed_latents(
+    g: &Gpu,
+    seed: u64,
+    n: usize,
+    z_dim: usize,
+    classes: usize,
+) -> Result<(Tensor, Option<Tensor>)> {
     let mut r = HostRng::new(seed, 0xf17ed);
     let z: Vec<f32> = (0..n * z_dim).map(|_| r.normal() as f32).collect();
     let labels = if classes > 0 {
@@ -539,7 +585,13 @@ pub fn fixed_latents(g: &Gpu, seed: u64, n: usize, z_dim: usize, classes: usize)
 }
 
 /// Writes an 8-column grid of `n` samples from fixed latents.
-pub fn save_samples(g: &Gpu, model: &Model, z: &Tensor, labels: Option<&Tensor>, path: &Path) -> Result<()> {
+pub fn save_samples(
+    g: &Gpu,
+    model: &Model,
+    z: &Tensor,
+    labels: Option<&Tensor>,
+    path: &Path,
+) -> Result<()> {
     let imgs = model.sample(g, z, labels)?;
     let s = imgs.shape().to_vec();
     crate::imageio::save_grid_png(path, &imgs.to_vec(g), s[0], s[1], s[2], s[3], 8)
@@ -564,16 +616,30 @@ pub fn check_losses(step: usize, names: &[&str], values: &[f32]) -> Result<()> {
 }
 
 /// `activegen train`: trains from scratch into `out`, or continues the run there.
-pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress: bool) -> Result<TrainOutcome> {
+pub fn run_train(
+    g: &Gpu,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<TrainOutcome> {
     cfg.validate()?;
     let dir = RunDir::new(out)?;
     let train_set = data::load(&cfg.data, Split::Train, &cfg.load_options())?;
     if train_set.n < cfg.batch {
-        bail!("--batch {} is larger than the {} training images of {}", cfg.batch, train_set.n, cfg.data);
+        bail!(
+            "--batch {} is larger than the {} training images of {}",
+            cfg.batch,
+            train_set.n,
+            cfg.data
+        );
     }
     let classes = train_set.num_classes;
     if cfg.model == ModelKind::Gan && cfg.gan.num_classes > 0 && classes == 0 {
-        bail!("--conditional needs a labelled dataset; {} has no labels", cfg.data);
+        bail!(
+            "--conditional needs a labelled dataset; {} has no labels",
+            cfg.data
+        );
     }
     if progress {
         eprintln!(
@@ -598,13 +664,21 @@ pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress:
     let state_path = dir.root.join("state.json");
     if resume {
         if !state_path.exists() {
-            bail!("--resume: {} has no state.json (no checkpoint yet)", dir.root.display());
+            bail!(
+                "--resume: {} has no state.json (no checkpoint yet)",
+                dir.root.display()
+            );
         }
         state = checkpoint::read_json(&state_path)?;
         state.sampler.restore();
         model.load(g, &dir.root)?;
         if state.step >= cfg.steps {
-            eprintln!("activegen: {} already finished {} of {} steps", dir.root.display(), state.step, cfg.steps);
+            eprintln!(
+                "activegen: {} already finished {} of {} steps",
+                dir.root.display(),
+                state.step,
+                cfg.steps
+            );
         }
     }
     g.set_rng_state((state.rng_seed, state.rng_offset));
@@ -632,7 +706,10 @@ pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress:
         let idx = state.sampler.next_batch(cfg.batch);
         let real = upload_batch(g, &train_set, &idx)?;
         let onehot = if model.conditional() {
-            let labels: Vec<usize> = idx.iter().map(|&i| train_set.label(i).unwrap_or(0)).collect();
+            let labels: Vec<usize> = idx
+                .iter()
+                .map(|&i| train_set.label(i).unwrap_or(0))
+                .collect();
             Some(one_hot(g, &labels, n_classes)?)
         } else {
             None
@@ -643,14 +720,19 @@ pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress:
         g.flush();
         state.step += 1;
         let step = state.step;
-        if step % cfg.log_every == 0 || step == cfg.steps {
-            let filled = if step % cfg.log_every == 0 { cfg.log_every } else { step % cfg.log_every };
+        if step.is_multiple_of(cfg.log_every) || step == cfg.steps {
+            let filled = if step.is_multiple_of(cfg.log_every) {
+                cfg.log_every
+            } else {
+                step % cfg.log_every
+            };
             let rows = log.read(g, filled);
             for (i, row) in rows.iter().enumerate() {
                 check_losses(step - rows.len() + i + 1, names, row)?;
             }
             let now = std::time::Instant::now();
-            rate = (step - window_start.1) as f64 / now.duration_since(window_start.0).as_secs_f64().max(1e-9);
+            rate = (step - window_start.1) as f64
+                / now.duration_since(window_start.0).as_secs_f64().max(1e-9);
             window_start = (now, step);
             last = rows.last().cloned().unwrap_or_default();
             let mut rec = serde_json::Map::new();
@@ -658,18 +740,38 @@ pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress:
             for (n, v) in names.iter().zip(&last) {
                 rec.insert((*n).into(), serde_json::json!(v));
             }
-            rec.insert("images_per_s".into(), serde_json::json!(rate * cfg.batch as f64));
-            rec.insert("elapsed_s".into(), serde_json::json!(elapsed0 + t0.elapsed().as_secs_f64()));
+            rec.insert(
+                "images_per_s".into(),
+                serde_json::json!(rate * cfg.batch as f64),
+            );
+            rec.insert(
+                "elapsed_s".into(),
+                serde_json::json!(elapsed0 + t0.elapsed().as_secs_f64()),
+            );
             use std::io::Write;
             writeln!(metrics, "{}", serde_json::Value::Object(rec))?;
-            let msg: Vec<String> = names.iter().zip(&last).map(|(n, v)| format!("{n} {v:.4}")).collect();
-            bar.set_message(format!("{}  {:.0} img/s", msg.join("  "), rate * cfg.batch as f64));
+            let msg: Vec<String> = names
+                .iter()
+                .zip(&last)
+                .map(|(n, v)| format!("{n} {v:.4}"))
+                .collect();
+            bar.set_message(format!(
+                "{}  {:.0} img/s",
+                msg.join("  "),
+                rate * cfg.batch as f64
+            ));
         }
         bar.set_position(step as u64);
-        if step % cfg.sample_every == 0 || step == cfg.steps {
-            save_samples(g, &model, &fixed_z, fixed_y.as_ref(), &dir.root.join(format!("samples/step_{step:05}.png")))?;
+        if step.is_multiple_of(cfg.sample_every) || step == cfg.steps {
+            save_samples(
+                g,
+                &model,
+                &fixed_z,
+                fixed_y.as_ref(),
+                &dir.root.join(format!("samples/step_{step:05}.png")),
+            )?;
         }
-        if step % cfg.checkpoint_every == 0 || step == cfg.steps {
+        if step.is_multiple_of(cfg.checkpoint_every) || step == cfg.steps {
             let (seed, offset) = g.rng_state();
             state.rng_seed = seed;
             state.rng_offset = offset;
@@ -680,7 +782,8 @@ pub fn run_train(g: &Gpu, cfg: &TrainConfig, out: &Path, resume: bool, progress:
         }
     }
     bar.finish();
-    let mut last_losses: Vec<(String, f32)> = names.iter().map(|s| s.to_string()).zip(last).collect();
+    let mut last_losses: Vec<(String, f32)> =
+        names.iter().map(|s| s.to_string()).zip(last).collect();
     if let Model::Vae(m) = &model {
         let test_set = data::load(&cfg.data, Split::Test, &cfg.load_options())?;
         let (elbo, recon, kl) = heldout_elbo(g, &m.vae, &test_set, cfg.batch)?;
@@ -729,9 +832,11 @@ pub fn progress_bar(show: bool, len: u64, pos: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}")
-            .unwrap()
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
     );
     bar.set_position(pos);
     bar

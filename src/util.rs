@@ -9,18 +9,22 @@ use anyhow::{Context, Result};
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(d) = dir {
-        std::fs::create_dir_all(d).with_context(|| format!("{}: cannot create directory", d.display()))?;
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("{}: cannot create directory", d.display()))?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot write", tmp.display()))?;
-        f.write_all(data).with_context(|| format!("{}: cannot write", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
+        f.write_all(data)
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
         f.sync_all().ok();
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("{}: cannot rename into place", path.display()))?;
     Ok(())
 }
 

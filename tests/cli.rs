@@ -23,7 +23,12 @@ fn refused(args: &[&str], needles: &[&str]) {
     assert!(!ok, "{args:?} succeeded; stderr: {err}");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?} printed {} lines:\n{err}", lines.len());
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?} printed {} lines:\n{err}",
+        lines.len()
+    );
     for n in needles {
         assert!(err.contains(n), "{args:?}: '{n}' not in: {err}");
     }
@@ -47,7 +52,16 @@ fn idx_header(magic: u32, dims: &[u32]) -> Vec<u8> {
 #[test]
 fn an_unknown_model_is_refused() {
     let d = scratch("model");
-    refused(&["train", "--model", "transformer", "--out", d.join("r").to_str().unwrap()], &["unknown model 'transformer'"]);
+    refused(
+        &[
+            "train",
+            "--model",
+            "transformer",
+            "--out",
+            d.join("r").to_str().unwrap(),
+        ],
+        &["unknown model 'transformer'"],
+    );
 }
 
 #[test]
@@ -58,16 +72,30 @@ fn zero_or_negative_steps_and_batch_are_refused() {
     refused(&["train", "--steps", "0", "--out", o], &["--steps"]);
     refused(&["train", "--steps", "-5", "--out", o], &["--steps", "-5"]);
     refused(&["train", "--batch", "0", "--out", o], &["--batch"]);
-    refused(&["train", "--batch", "-64", "--out", o], &["--batch", "-64"]);
+    refused(
+        &["train", "--batch", "-64", "--out", o],
+        &["--batch", "-64"],
+    );
     refused(&["train", "--lr", "7", "--out", o], &["--lr"]);
-    refused(&["train", "--resolution", "30", "--out", o], &["resolution 30"]);
+    refused(
+        &["train", "--resolution", "30", "--out", o],
+        &["resolution 30"],
+    );
 }
 
 #[test]
 fn a_missing_dataset_file_is_named() {
     let d = scratch("missing");
     refused(
-        &["train", "--data", "idx:/nonexistent/images.idx", "--steps", "1", "--out", d.join("r").to_str().unwrap()],
+        &[
+            "train",
+            "--data",
+            "idx:/nonexistent/images.idx",
+            "--steps",
+            "1",
+            "--out",
+            d.join("r").to_str().unwrap(),
+        ],
         &["/nonexistent/images.idx", "no such file"],
     );
 }
@@ -82,14 +110,30 @@ fn truncated_and_garbled_idx_files_are_named_with_the_problem() {
     let trunc = d.join("trunc.idx");
     std::fs::write(&trunc, &t).unwrap();
     refused(
-        &["train", "--data", &format!("idx:{}", trunc.display()), "--steps", "1", "--out", out.to_str().unwrap()],
+        &[
+            "train",
+            "--data",
+            &format!("idx:{}", trunc.display()),
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         &["trunc.idx"],
     );
     // Garbled: not an IDX magic number.
     let garbled = d.join("garbled.idx");
     std::fs::write(&garbled, b"this is not an idx file at all, just text").unwrap();
     refused(
-        &["train", "--data", &format!("idx:{}", garbled.display()), "--steps", "1", "--out", out.to_str().unwrap()],
+        &[
+            "train",
+            "--data",
+            &format!("idx:{}", garbled.display()),
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         &["garbled.idx", "magic"],
     );
     // A header that claims billions of images must not allocate them.
@@ -98,7 +142,15 @@ fn truncated_and_garbled_idx_files_are_named_with_the_problem() {
     let big = d.join("billions.idx");
     std::fs::write(&big, &huge).unwrap();
     refused(
-        &["train", "--data", &format!("idx:{}", big.display()), "--steps", "1", "--out", out.to_str().unwrap()],
+        &[
+            "train",
+            "--data",
+            &format!("idx:{}", big.display()),
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         &["billions.idx", "2000000000"],
     );
 }
@@ -106,9 +158,23 @@ fn truncated_and_garbled_idx_files_are_named_with_the_problem() {
 #[test]
 fn resume_without_a_run_and_sample_without_a_checkpoint_are_refused() {
     let d = scratch("resume");
-    refused(&["train", "--resume", "--out", d.join("nothing").to_str().unwrap()], &["config.toml", "no such file"]);
     refused(
-        &["sample", "--checkpoint", d.join("nothing").to_str().unwrap(), "--grid", d.join("g.png").to_str().unwrap()],
+        &[
+            "train",
+            "--resume",
+            "--out",
+            d.join("nothing").to_str().unwrap(),
+        ],
+        &["config.toml", "no such file"],
+    );
+    refused(
+        &[
+            "sample",
+            "--checkpoint",
+            d.join("nothing").to_str().unwrap(),
+            "--grid",
+            d.join("g.png").to_str().unwrap(),
+        ],
         &["config.toml"],
     );
 }
@@ -119,26 +185,65 @@ fn a_checkpoint_of_the_wrong_shape_is_refused_by_sample() {
     let run = d.join("run");
     let r = run.to_str().unwrap();
     let (ok, _, err) = activegen(&[
-        "train", "--steps", "2", "--batch", "8", "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--quiet", "--out", r,
+        "train",
+        "--steps",
+        "2",
+        "--batch",
+        "8",
+        "--g-width",
+        "8",
+        "--d-width",
+        "8",
+        "--z-dim",
+        "8",
+        "--quiet",
+        "--out",
+        r,
     ]);
     assert!(ok, "tiny training failed: {err}");
     // Claim other widths in the config: the weights no longer fit.
-    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap().replace("g_width = 8", "g_width = 16");
+    let cfg = std::fs::read_to_string(run.join("config.toml"))
+        .unwrap()
+        .replace("g_width = 8", "g_width = 16");
     std::fs::write(run.join("config.toml"), cfg).unwrap();
-    refused(&["sample", "--checkpoint", r, "--grid", d.join("g.png").to_str().unwrap()], &["generator.safetensors", "shape"]);
+    refused(
+        &[
+            "sample",
+            "--checkpoint",
+            r,
+            "--grid",
+            d.join("g.png").to_str().unwrap(),
+        ],
+        &["generator.safetensors", "shape"],
+    );
     // A garbled weights file.
     std::fs::write(run.join("generator.safetensors"), b"garbage").unwrap();
-    refused(&["sample", "--checkpoint", r, "--grid", d.join("g.png").to_str().unwrap()], &["generator.safetensors"]);
+    refused(
+        &[
+            "sample",
+            "--checkpoint",
+            r,
+            "--grid",
+            d.join("g.png").to_str().unwrap(),
+        ],
+        &["generator.safetensors"],
+    );
 }
 
 #[test]
 fn an_unknown_device_is_refused_with_the_list() {
-    refused(&["--device", "no-such-gpu", "bench", "matmul", "--sizes", "4"], &["--device no-such-gpu", "available"]);
+    refused(
+        &["--device", "no-such-gpu", "bench", "matmul", "--sizes", "4"],
+        &["--device no-such-gpu", "available"],
+    );
 }
 
 #[test]
 fn devices_lists_at_least_one_adapter() {
     let (ok, out, err) = activegen(&["devices"]);
     assert!(ok, "devices failed: {err}");
-    assert!(out.contains("max buffer") && out.contains("subgroups"), "{out}");
+    assert!(
+        out.contains("max buffer") && out.contains("subgroups"),
+        "{out}"
+    );
 }

@@ -23,8 +23,13 @@ fn every_shader_validates_with_naga() {
 #[test]
 fn a_broken_shader_is_reported_with_its_file_and_line() {
     let src = "@compute @workgroup_size(1)\nfn main() {\n    let x: f32 = 1u;\n}\n";
-    let e = shaders::validate_source("shaders/broken.wgsl", "", src).unwrap_err().to_string();
-    assert!(e.contains("shaders/broken.wgsl:3:"), "error does not name file and line: {e}");
+    let e = shaders::validate_source("shaders/broken.wgsl", "", src)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("shaders/broken.wgsl:3:"),
+        "error does not name file and line: {e}"
+    );
 }
 
 #[test]
@@ -37,7 +42,8 @@ fn every_entry_point_compiles_into_a_pipeline() {
         let (module, _) = shaders::parse_and_validate(stem).unwrap();
         for ep in &module.entry_points {
             let name: &'static str = Box::leak(ep.name.clone().into_boxed_str());
-            g.kernel(stem, name, &[]).unwrap_or_else(|e| panic!("{stem}::{name}: {e:#}"));
+            g.kernel(stem, name, &[])
+                .unwrap_or_else(|e| panic!("{stem}::{name}: {e:#}"));
         }
     }
 }
@@ -47,18 +53,38 @@ fn every_entry_point_compiles_into_a_pipeline() {
 fn train_briefly(seed: u64) -> (Vec<f32>, Vec<f32>) {
     let g = gpu();
     g.set_seed(seed);
-    let w = rng::normal(&g, &[8, 1, 4, 4], 0.0, 0.2).unwrap().into_param();
+    let w = rng::normal(&g, &[8, 1, 4, 4], 0.0, 0.2)
+        .unwrap()
+        .into_param();
     let gamma = Tensor::full(&g, &[8], 1.0).unwrap().into_param();
     let beta = Tensor::zeros(&g, &[8]).unwrap().into_param();
-    let fc = rng::normal(&g, &[1, 8 * 7 * 7], 0.0, 0.05).unwrap().into_param();
-    let (rm, rv) = (Tensor::zeros(&g, &[8]).unwrap(), Tensor::full(&g, &[8], 1.0).unwrap());
+    let fc = rng::normal(&g, &[1, 8 * 7 * 7], 0.0, 0.05)
+        .unwrap()
+        .into_param();
+    let (rm, rv) = (
+        Tensor::zeros(&g, &[8]).unwrap(),
+        Tensor::full(&g, &[8], 1.0).unwrap(),
+    );
     let params = vec![w.clone(), gamma.clone(), beta.clone(), fc.clone()];
-    let mut opt = optim::Optimizer::new(&g, optim::Config::adam(1e-2, 0.5, 0.999), &params).unwrap();
+    let mut opt =
+        optim::Optimizer::new(&g, optim::Config::adam(1e-2, 0.5, 0.999), &params).unwrap();
     let mut losses = vec![];
     for _ in 0..4 {
         let x = rng::normal(&g, &[6, 1, 14, 14], 0.0, 1.0).unwrap();
         let h = conv2d::conv2d(&g, &x, &w, None, 2, 1).unwrap();
-        let h = batchnorm::batch_norm(&g, &h, &gamma, &beta, &rm, &rv, true, 0.1, 1e-5, Act::LeakyRelu(0.2)).unwrap();
+        let h = batchnorm::batch_norm(
+            &g,
+            &h,
+            &gamma,
+            &beta,
+            &rm,
+            &rv,
+            true,
+            0.1,
+            1e-5,
+            Act::LeakyRelu(0.2),
+        )
+        .unwrap();
         let h = h.reshape(&g, &[6, 8 * 7 * 7]).unwrap();
         let logit = matmul::matmul_t(&g, &h, &fc, false, true).unwrap();
         let l = loss::bce_with_logits(&g, &logit, loss::Target::Const(1.0)).unwrap();
@@ -77,10 +103,22 @@ fn the_same_seed_gives_bit_identical_results() {
     let (l1, w1) = train_briefly(5);
     let (l2, w2) = train_briefly(5);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&l1), bits(&l2), "losses differ between two runs with one seed");
-    assert_eq!(bits(&w1), bits(&w2), "weights differ between two runs with one seed");
+    assert_eq!(
+        bits(&l1),
+        bits(&l2),
+        "losses differ between two runs with one seed"
+    );
+    assert_eq!(
+        bits(&w1),
+        bits(&w2),
+        "weights differ between two runs with one seed"
+    );
     let (l3, _) = train_briefly(6);
-    assert_ne!(bits(&l1), bits(&l3), "another seed should give other numbers");
+    assert_ne!(
+        bits(&l1),
+        bits(&l3),
+        "another seed should give other numbers"
+    );
     assert!(l1[3] < l1[0], "the loss should fall: {l1:?}");
 }
 
@@ -88,8 +126,13 @@ fn the_same_seed_gives_bit_identical_results() {
 fn a_tensor_over_the_binding_limit_is_refused_with_its_name_and_the_limit() {
     let g = gpu();
     let max = g.max_binding_bytes() as usize;
-    let e = Tensor::empty(&g, &[max / 4 + 1], "huge activations").unwrap_err().to_string();
-    assert!(e.contains("huge activations") && e.contains(&max.to_string()), "{e}");
+    let e = Tensor::empty(&g, &[max / 4 + 1], "huge activations")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("huge activations") && e.contains(&max.to_string()),
+        "{e}"
+    );
 }
 
 #[test]
@@ -98,7 +141,10 @@ fn an_unknown_device_name_lists_the_adapters() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a nonsense --device was accepted"),
     };
-    assert!(e.contains("--device no-such-adapter-xyz") && e.contains("available"), "{e}");
+    assert!(
+        e.contains("--device no-such-adapter-xyz") && e.contains("available"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -119,7 +165,10 @@ fn pipelines_compile_once_and_buffers_come_back_from_the_pool() {
         drop(step());
     }
     let (alloc_after, reuses, _) = g.pool_stats();
-    assert_eq!(alloc_before, alloc_after, "a repeated step allocated new buffers");
+    assert_eq!(
+        alloc_before, alloc_after,
+        "a repeated step allocated new buffers"
+    );
     assert!(reuses > 0);
 }
 
@@ -128,7 +177,8 @@ fn a_training_step_is_recorded_without_any_submit_until_flushed() {
     let g = gpu();
     let w = Tensor::full(&g, &[4, 3], 0.1).unwrap().into_param();
     let params = vec![w.clone()];
-    let mut opt = optim::Optimizer::new(&g, optim::Config::adam(1e-3, 0.9, 0.999), &params).unwrap();
+    let mut opt =
+        optim::Optimizer::new(&g, optim::Config::adam(1e-3, 0.9, 0.999), &params).unwrap();
     g.flush();
     let before = g.submits.get();
     for _ in 0..3 {

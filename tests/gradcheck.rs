@@ -5,7 +5,9 @@
 mod common;
 
 use activegen::ops::activation::{self, Act};
-use activegen::ops::{batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul, reduce};
+use activegen::ops::{
+    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul, reduce,
+};
 use activegen::tape;
 use activegen::{Gpu, Tensor};
 use anyhow::Result;
@@ -25,14 +27,30 @@ fn gradcheck(name: &str, inputs: &[(Vec<usize>, Vec<f32>)], f: &Forward) {
         .collect();
     let y = f(&g, &params).unwrap();
     let weights = r.vec(y.numel());
-    let loss = reduce::sum_all(&g, &elementwise::mul(&g, &y, &Tensor::from_slice(&g, y.shape(), &weights).unwrap()).unwrap()).unwrap();
+    let loss = reduce::sum_all(
+        &g,
+        &elementwise::mul(
+            &g,
+            &y,
+            &Tensor::from_slice(&g, y.shape(), &weights).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let grads = tape::backward(&g, &loss).unwrap();
     let eval = |data: &[Vec<f32>]| -> f64 {
         g.set_rng_state(rng_state);
         tape::no_grad(&g, || {
-            let ts: Vec<Tensor> = inputs.iter().zip(data).map(|((s, _), d)| Tensor::from_slice(&g, s, d).unwrap()).collect();
+            let ts: Vec<Tensor> = inputs
+                .iter()
+                .zip(data)
+                .map(|((s, _), d)| Tensor::from_slice(&g, s, d).unwrap())
+                .collect();
             let y = f(&g, &ts).unwrap().to_vec(&g);
-            y.iter().zip(&weights).map(|(&a, &b)| a as f64 * b as f64).sum()
+            y.iter()
+                .zip(&weights)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum()
         })
     };
     let base: Vec<Vec<f32>> = inputs.iter().map(|(_, d)| d.clone()).collect();
@@ -42,9 +60,17 @@ fn gradcheck(name: &str, inputs: &[(Vec<usize>, Vec<f32>)], f: &Forward) {
             .get(p)
             .unwrap_or_else(|| panic!("{name}: no gradient for input {i}"))
             .to_vec(&g);
-        assert_eq!(ana.len(), p.numel(), "{name}: gradient {i} has the wrong size");
+        assert_eq!(
+            ana.len(),
+            p.numel(),
+            "{name}: gradient {i} has the wrong size"
+        );
         let n = p.numel();
-        let picks: Vec<usize> = if n <= 10 { (0..n).collect() } else { (0..10).map(|_| r.below(n)).collect() };
+        let picks: Vec<usize> = if n <= 10 {
+            (0..n).collect()
+        } else {
+            (0..10).map(|_| r.below(n)).collect()
+        };
         for j in picks {
             let mut plus = base.clone();
             plus[i][j] += eps;
@@ -68,12 +94,18 @@ fn rand(r: &mut Rng, shape: &[usize]) -> (Vec<usize>, Vec<f32>) {
 /// Values at least 0.1 away from 0, for ops with a kink there.
 fn away_from_zero(r: &mut Rng, shape: &[usize]) -> (Vec<usize>, Vec<f32>) {
     let n = shape.iter().product();
-    (shape.to_vec(), r.vec(n).iter().map(|v| v + 0.1 * v.signum()).collect())
+    (
+        shape.to_vec(),
+        r.vec(n).iter().map(|v| v + 0.1 * v.signum()).collect(),
+    )
 }
 
 fn positive(r: &mut Rng, shape: &[usize]) -> (Vec<usize>, Vec<f32>) {
     let n = shape.iter().product();
-    (shape.to_vec(), r.vec(n).iter().map(|v| v.abs() + 0.5).collect())
+    (
+        shape.to_vec(),
+        r.vec(n).iter().map(|v| v.abs() + 0.5).collect(),
+    )
 }
 
 #[test]
@@ -82,11 +114,29 @@ fn matmul_gradients() {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         let a = rand(&mut r, if ta { &[5, 3] } else { &[3, 5] });
         let b = rand(&mut r, if tb { &[4, 5] } else { &[5, 4] });
-        gradcheck(&format!("matmul ta={ta} tb={tb}"), &[a, b], &move |g, x| matmul::matmul_t(g, &x[0], &x[1], ta, tb));
+        gradcheck(&format!("matmul ta={ta} tb={tb}"), &[a, b], &move |g, x| {
+            matmul::matmul_t(g, &x[0], &x[1], ta, tb)
+        });
     }
-    gradcheck("batched matmul", &[rand(&mut r, &[2, 3, 5]), rand(&mut r, &[2, 5, 4])], &|g, x| matmul::matmul(g, &x[0], &x[1]));
-    gradcheck("folded batch matmul", &[rand(&mut r, &[2, 3, 5]), rand(&mut r, &[5, 4])], &|g, x| matmul::matmul(g, &x[0], &x[1]));
-    gradcheck("linear", &[rand(&mut r, &[6, 5]), rand(&mut r, &[3, 5]), rand(&mut r, &[3])], &|g, x| matmul::linear(g, &x[0], &x[1], Some(&x[2])));
+    gradcheck(
+        "batched matmul",
+        &[rand(&mut r, &[2, 3, 5]), rand(&mut r, &[2, 5, 4])],
+        &|g, x| matmul::matmul(g, &x[0], &x[1]),
+    );
+    gradcheck(
+        "folded batch matmul",
+        &[rand(&mut r, &[2, 3, 5]), rand(&mut r, &[5, 4])],
+        &|g, x| matmul::matmul(g, &x[0], &x[1]),
+    );
+    gradcheck(
+        "linear",
+        &[
+            rand(&mut r, &[6, 5]),
+            rand(&mut r, &[3, 5]),
+            rand(&mut r, &[3]),
+        ],
+        &|g, x| matmul::linear(g, &x[0], &x[1], Some(&x[2])),
+    );
 }
 
 #[test]
@@ -99,10 +149,16 @@ fn elementwise_gradients_with_broadcasting() {
         ("div", elementwise::BinaryOp::Div),
     ];
     for (name, op) in ops {
-        for (sa, sb) in [(vec![3, 4], vec![3, 4]), (vec![2, 3, 4], vec![3, 1]), (vec![1, 4], vec![3, 1])] {
+        for (sa, sb) in [
+            (vec![3, 4], vec![3, 4]),
+            (vec![2, 3, 4], vec![3, 1]),
+            (vec![1, 4], vec![3, 1]),
+        ] {
             let a = rand(&mut r, &sa);
             let b = positive(&mut r, &sb);
-            gradcheck(&format!("{name} {sa:?} {sb:?}"), &[a, b], &move |g, x| elementwise::binary(g, &x[0], &x[1], op));
+            gradcheck(&format!("{name} {sa:?} {sb:?}"), &[a, b], &move |g, x| {
+                elementwise::binary(g, &x[0], &x[1], op)
+            });
         }
     }
 }
@@ -113,13 +169,27 @@ fn unary_gradients() {
     let x = rand(&mut r, &[3, 5]);
     let p = positive(&mut r, &[3, 5]);
     let k = away_from_zero(&mut r, &[3, 5]);
-    gradcheck("affine", std::slice::from_ref(&x), &|g, x| elementwise::affine(g, &x[0], -1.5, 0.3));
-    gradcheck("exp", std::slice::from_ref(&x), &|g, x| elementwise::exp(g, &x[0]));
-    gradcheck("square", std::slice::from_ref(&x), &|g, x| elementwise::square(g, &x[0]));
-    gradcheck("log", std::slice::from_ref(&p), &|g, x| elementwise::log(g, &x[0]));
-    gradcheck("sqrt", std::slice::from_ref(&p), &|g, x| elementwise::sqrt(g, &x[0]));
-    gradcheck("abs", std::slice::from_ref(&k), &|g, x| elementwise::abs(g, &x[0]));
-    gradcheck("reshape", std::slice::from_ref(&x), &|g, x| elementwise::exp(g, &x[0].reshape(g, &[5, 3])?));
+    gradcheck("affine", std::slice::from_ref(&x), &|g, x| {
+        elementwise::affine(g, &x[0], -1.5, 0.3)
+    });
+    gradcheck("exp", std::slice::from_ref(&x), &|g, x| {
+        elementwise::exp(g, &x[0])
+    });
+    gradcheck("square", std::slice::from_ref(&x), &|g, x| {
+        elementwise::square(g, &x[0])
+    });
+    gradcheck("log", std::slice::from_ref(&p), &|g, x| {
+        elementwise::log(g, &x[0])
+    });
+    gradcheck("sqrt", std::slice::from_ref(&p), &|g, x| {
+        elementwise::sqrt(g, &x[0])
+    });
+    gradcheck("abs", std::slice::from_ref(&k), &|g, x| {
+        elementwise::abs(g, &x[0])
+    });
+    gradcheck("reshape", std::slice::from_ref(&x), &|g, x| {
+        elementwise::exp(g, &x[0].reshape(g, &[5, 3])?)
+    });
 }
 
 #[test]
@@ -127,10 +197,16 @@ fn activation_gradients_with_and_without_bias() {
     let mut r = Rng(4);
     for act in [Act::Relu, Act::LeakyRelu(0.2), Act::Tanh, Act::Sigmoid] {
         let x = away_from_zero(&mut r, &[2, 3, 2, 2]);
-        gradcheck(&format!("{act:?}"), std::slice::from_ref(&x), &move |g, x| activation::bias_act(g, &x[0], None, act));
+        gradcheck(
+            &format!("{act:?}"),
+            std::slice::from_ref(&x),
+            &move |g, x| activation::bias_act(g, &x[0], None, act),
+        );
         if !matches!(act, Act::Relu | Act::LeakyRelu(_)) {
             let b = rand(&mut r, &[3]);
-            gradcheck(&format!("{act:?}+bias"), &[x, b], &move |g, x| activation::bias_act(g, &x[0], Some(&x[1]), act));
+            gradcheck(&format!("{act:?}+bias"), &[x, b], &move |g, x| {
+                activation::bias_act(g, &x[0], Some(&x[1]), act)
+            });
         }
     }
 }
@@ -139,35 +215,63 @@ fn activation_gradients_with_and_without_bias() {
 fn reduction_gradients() {
     let mut r = Rng(5);
     let x = rand(&mut r, &[3, 4, 5]);
-    gradcheck("sum_all", std::slice::from_ref(&x), &|g, x| reduce::sum_all(g, &x[0]));
-    gradcheck("mean_all", std::slice::from_ref(&x), &|g, x| reduce::mean_all(g, &x[0]));
+    gradcheck("sum_all", std::slice::from_ref(&x), &|g, x| {
+        reduce::sum_all(g, &x[0])
+    });
+    gradcheck("mean_all", std::slice::from_ref(&x), &|g, x| {
+        reduce::mean_all(g, &x[0])
+    });
     for axis in 0..3 {
-        gradcheck(&format!("sum_axis {axis}"), std::slice::from_ref(&x), &move |g, x| reduce::sum_axis(g, &x[0], axis));
-        gradcheck(&format!("mean_axis {axis}"), std::slice::from_ref(&x), &move |g, x| reduce::mean_axis(g, &x[0], axis));
+        gradcheck(
+            &format!("sum_axis {axis}"),
+            std::slice::from_ref(&x),
+            &move |g, x| reduce::sum_axis(g, &x[0], axis),
+        );
+        gradcheck(
+            &format!("mean_axis {axis}"),
+            std::slice::from_ref(&x),
+            &move |g, x| reduce::mean_axis(g, &x[0], axis),
+        );
     }
 }
 
 #[test]
 fn conv2d_gradients() {
     let mut r = Rng(6);
-    for (ci, h, co, k, s, p, act) in [(2, 6, 3, 3, 1, 1, Act::Identity), (3, 7, 2, 4, 2, 1, Act::Tanh), (1, 5, 2, 2, 2, 0, Act::LeakyRelu(0.2))] {
+    for (ci, h, co, k, s, p, act) in [
+        (2, 6, 3, 3, 1, 1, Act::Identity),
+        (3, 7, 2, 4, 2, 1, Act::Tanh),
+        (1, 5, 2, 2, 2, 0, Act::LeakyRelu(0.2)),
+    ] {
         let x = rand(&mut r, &[2, ci, h, h]);
         let w = rand(&mut r, &[co, ci, k, k]);
         let b = rand(&mut r, &[co]);
-        gradcheck(&format!("conv2d ci{ci} k{k} s{s} p{p} {act:?}"), &[x, w, b], &move |g, x| conv2d::conv2d_act(g, &x[0], &x[1], Some(&x[2]), s, p, act));
+        gradcheck(
+            &format!("conv2d ci{ci} k{k} s{s} p{p} {act:?}"),
+            &[x, w, b],
+            &move |g, x| conv2d::conv2d_act(g, &x[0], &x[1], Some(&x[2]), s, p, act),
+        );
     }
 }
 
 #[test]
 fn conv_transpose2d_gradients() {
     let mut r = Rng(7);
-    for (ci, h, co, k, s, p, op, act) in [(3, 3, 2, 4, 2, 1, 0, Act::Identity), (2, 4, 3, 3, 1, 1, 0, Act::Tanh), (2, 3, 2, 3, 2, 1, 1, Act::Sigmoid)] {
+    for (ci, h, co, k, s, p, op, act) in [
+        (3, 3, 2, 4, 2, 1, 0, Act::Identity),
+        (2, 4, 3, 3, 1, 1, 0, Act::Tanh),
+        (2, 3, 2, 3, 2, 1, 1, Act::Sigmoid),
+    ] {
         let x = rand(&mut r, &[2, ci, h, h]);
         let w = rand(&mut r, &[ci, co, k, k]);
         let b = rand(&mut r, &[co]);
-        gradcheck(&format!("conv_transpose2d k{k} s{s} p{p} op{op} {act:?}"), &[x, w, b], &move |g, x| {
-            conv_transpose2d::conv_transpose2d_act(g, &x[0], &x[1], Some(&x[2]), s, p, op, act)
-        });
+        gradcheck(
+            &format!("conv_transpose2d k{k} s{s} p{p} op{op} {act:?}"),
+            &[x, w, b],
+            &move |g, x| {
+                conv_transpose2d::conv_transpose2d_act(g, &x[0], &x[1], Some(&x[2]), s, p, op, act)
+            },
+        );
     }
 }
 
@@ -184,20 +288,34 @@ fn batchnorm_gradients_train_and_eval() {
         let x = rand(&mut r, &shape);
         let gamma = positive(&mut r, &[c]);
         let beta = rand(&mut r, &[c]);
-        gradcheck(&format!("batchnorm {shape:?} train={train} {act:?}"), &[x, gamma, beta], &move |g, x| {
-            let rm = Tensor::full(g, &[c], 0.1)?;
-            let rv = Tensor::full(g, &[c], 0.8)?;
-            batchnorm::batch_norm(g, &x[0], &x[1], &x[2], &rm, &rv, train, 0.1, 1e-5, act)
-        });
+        gradcheck(
+            &format!("batchnorm {shape:?} train={train} {act:?}"),
+            &[x, gamma, beta],
+            &move |g, x| {
+                let rm = Tensor::full(g, &[c], 0.1)?;
+                let rv = Tensor::full(g, &[c], 0.8)?;
+                batchnorm::batch_norm(g, &x[0], &x[1], &x[2], &rm, &rv, train, 0.1, 1e-5, act)
+            },
+        );
     }
 }
 
 #[test]
 fn dropout_and_concat_gradients() {
     let mut r = Rng(9);
-    gradcheck("dropout", &[rand(&mut r, &[4, 5])], &|g, x| dropout::dropout(g, &x[0], 0.4, true));
-    gradcheck("concat axis 1", &[rand(&mut r, &[2, 3, 2]), rand(&mut r, &[2, 1, 2])], &|g, x| concat::concat(g, &[&x[0], &x[1]], 1));
-    gradcheck("concat axis 0", &[rand(&mut r, &[1, 3]), rand(&mut r, &[2, 3])], &|g, x| concat::concat(g, &[&x[0], &x[1]], 0));
+    gradcheck("dropout", &[rand(&mut r, &[4, 5])], &|g, x| {
+        dropout::dropout(g, &x[0], 0.4, true)
+    });
+    gradcheck(
+        "concat axis 1",
+        &[rand(&mut r, &[2, 3, 2]), rand(&mut r, &[2, 1, 2])],
+        &|g, x| concat::concat(g, &[&x[0], &x[1]], 1),
+    );
+    gradcheck(
+        "concat axis 0",
+        &[rand(&mut r, &[1, 3]), rand(&mut r, &[2, 3])],
+        &|g, x| concat::concat(g, &[&x[0], &x[1]], 0),
+    );
 }
 
 #[test]
@@ -206,13 +324,35 @@ fn loss_gradients() {
     let t01: Vec<f32> = r.vec(12).iter().map(|v| (*v > 0.0) as u8 as f32).collect();
     let x = rand(&mut r, &[12, 1]);
     let tt = t01.clone();
-    gradcheck("bce_with_logits", std::slice::from_ref(&x), &move |g, x| loss::bce_with_logits(g, &x[0], loss::Target::Tensor(Tensor::from_slice(g, &[12, 1], &tt)?)));
-    gradcheck("bce_with_logits const", std::slice::from_ref(&x), &|g, x| loss::bce_with_logits(g, &x[0], loss::Target::Const(1.0)));
+    gradcheck("bce_with_logits", std::slice::from_ref(&x), &move |g, x| {
+        loss::bce_with_logits(
+            g,
+            &x[0],
+            loss::Target::Tensor(Tensor::from_slice(g, &[12, 1], &tt)?),
+        )
+    });
+    gradcheck(
+        "bce_with_logits const",
+        std::slice::from_ref(&x),
+        &|g, x| loss::bce_with_logits(g, &x[0], loss::Target::Const(1.0)),
+    );
     let tt = t01.clone();
-    gradcheck("mse", std::slice::from_ref(&x), &move |g, x| loss::mse(g, &x[0], loss::Target::Tensor(Tensor::from_slice(g, &[12, 1], &tt)?)));
+    gradcheck("mse", std::slice::from_ref(&x), &move |g, x| {
+        loss::mse(
+            g,
+            &x[0],
+            loss::Target::Tensor(Tensor::from_slice(g, &[12, 1], &tt)?),
+        )
+    });
     let labels: Vec<f32> = (0..5).map(|_| r.below(4) as f32).collect();
-    gradcheck("softmax_xent", &[rand(&mut r, &[5, 4])], &move |g, x| loss::softmax_xent(g, &x[0], &Tensor::from_slice(g, &[5], &labels)?));
-    gradcheck("gaussian_kl", &[rand(&mut r, &[3, 4]), rand(&mut r, &[3, 4])], &|g, x| loss::gaussian_kl(g, &x[0], &x[1]));
+    gradcheck("softmax_xent", &[rand(&mut r, &[5, 4])], &move |g, x| {
+        loss::softmax_xent(g, &x[0], &Tensor::from_slice(g, &[5], &labels)?)
+    });
+    gradcheck(
+        "gaussian_kl",
+        &[rand(&mut r, &[3, 4]), rand(&mut r, &[3, 4])],
+        &|g, x| loss::gaussian_kl(g, &x[0], &x[1]),
+    );
 }
 
 #[test]

@@ -12,7 +12,9 @@ use activegen::Tensor;
 use common::{assert_close, gpu};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fixtures/interop").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/fixtures/interop")
+        .join(name)
 }
 
 fn ours_vs_torch(model: &str) {
@@ -23,9 +25,17 @@ fn ours_vs_torch(model: &str) {
     m.load(&g, &dir).unwrap();
     let (zs, z) = activegen::npy::read_npy_f32(fixture(&format!("z_{model}.npy"))).unwrap();
     let (ts, want) = activegen::npy::read_npy_f32(fixture(&format!("torch_{model}.npy"))).unwrap();
-    let imgs = m.sample(&g, &Tensor::from_slice(&g, &zs, &z).unwrap(), None).unwrap();
+    let imgs = m
+        .sample(&g, &Tensor::from_slice(&g, &zs, &z).unwrap(), None)
+        .unwrap();
     assert_eq!(imgs.shape(), ts.as_slice(), "{model}: image shape");
-    assert_close(&format!("{model} samples vs PyTorch"), &imgs.to_vec(&g), &want, 1e-4, 0.0);
+    assert_close(
+        &format!("{model} samples vs PyTorch"),
+        &imgs.to_vec(&g),
+        &want,
+        1e-4,
+        0.0,
+    );
 }
 
 #[test]

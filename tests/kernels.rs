@@ -1,10 +1,14 @@
+#![allow(clippy::type_complexity)]
 //! Every kernel against its plain-Rust CPU reference, on shapes that include sizes which
 //! are not tile multiples (1, 3, 17, 65).
 
 mod common;
 
 use activegen::ops::activation::{self, Act};
-use activegen::ops::{batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul, optim, reduce, rng};
+use activegen::ops::{
+    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul, optim, reduce,
+    rng,
+};
 use activegen::tape;
 use activegen::Tensor;
 use common::*;
@@ -39,7 +43,13 @@ fn matmul_matches_cpu_on_ragged_shapes_and_all_transposes() {
             let c = matmul::matmul_t(&g, &t(&g, &sa, &a), &t(&g, &sb, &b), ta, tb).unwrap();
             assert_eq!(c.shape(), &[m, n]);
             let want = matmul::matmul_cpu(&a, &b, m, k, n, ta, tb);
-            assert_close(&format!("matmul {m}x{k}x{n} ta={ta} tb={tb}"), &c.to_vec(&g), &want, 1e-4, 1e-4);
+            assert_close(
+                &format!("matmul {m}x{k}x{n} ta={ta} tb={tb}"),
+                &c.to_vec(&g),
+                &want,
+                1e-4,
+                1e-4,
+            );
         }
     }
 }
@@ -54,15 +64,35 @@ fn batched_matmul_and_linear_match_cpu() {
     let c = matmul::matmul(&g, &t(&g, &[b, m, k], &a), &t(&g, &[b, k, n], &bb)).unwrap();
     let got = c.to_vec(&g);
     for i in 0..b {
-        let want = matmul::matmul_cpu(&a[i * m * k..(i + 1) * m * k], &bb[i * k * n..(i + 1) * k * n], m, k, n, false, false);
-        assert_close("batched matmul", &got[i * m * n..(i + 1) * m * n], &want, 1e-4, 1e-4);
+        let want = matmul::matmul_cpu(
+            &a[i * m * k..(i + 1) * m * k],
+            &bb[i * k * n..(i + 1) * k * n],
+            m,
+            k,
+            n,
+            false,
+            false,
+        );
+        assert_close(
+            "batched matmul",
+            &got[i * m * n..(i + 1) * m * n],
+            &want,
+            1e-4,
+            1e-4,
+        );
     }
     // linear: y = x Wᵀ + b
     let (rows, fin, fout) = (65, 17, 3);
     let x = r.vec(rows * fin);
     let w = r.vec(fout * fin);
     let bias = r.vec(fout);
-    let y = matmul::linear(&g, &t(&g, &[rows, fin], &x), &t(&g, &[fout, fin], &w), Some(&t(&g, &[fout], &bias))).unwrap();
+    let y = matmul::linear(
+        &g,
+        &t(&g, &[rows, fin], &x),
+        &t(&g, &[fout, fin], &w),
+        Some(&t(&g, &[fout], &bias)),
+    )
+    .unwrap();
     let mut want = matmul::matmul_cpu(&x, &w, rows, fin, fout, false, true);
     for i in 0..rows {
         for j in 0..fout {
@@ -72,7 +102,14 @@ fn batched_matmul_and_linear_match_cpu() {
     assert_close("linear", &y.to_vec(&g), &want, 1e-4, 1e-4);
 }
 
-fn broadcast_cpu(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &[usize], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+fn broadcast_cpu(
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    out: &[usize],
+    f: impl Fn(f32, f32) -> f32,
+) -> Vec<f32> {
     let n: usize = out.iter().product();
     let idx = |flat: usize, shape: &[usize]| -> usize {
         // Map an output multi-index onto an input shape aligned at the right.
@@ -108,7 +145,11 @@ fn binary_ops_match_cpu_with_broadcasting() {
     for (sa, sb) in cases {
         let a = r.vec(sa.iter().product());
         // Keep divisors away from zero.
-        let b: Vec<f32> = r.vec(sb.iter().product()).iter().map(|v| v + 2.0 * v.signum() + 0.5).collect();
+        let b: Vec<f32> = r
+            .vec(sb.iter().product())
+            .iter()
+            .map(|v| v + 2.0 * v.signum() + 0.5)
+            .collect();
         let out = elementwise::broadcast_shape(&sa, &sb).unwrap();
         let (ta, tb) = (t(&g, &sa, &a), t(&g, &sb, &b));
         let ops: [(&str, fn(f32, f32) -> f32, elementwise::BinaryOp); 4] = [
@@ -121,7 +162,13 @@ fn binary_ops_match_cpu_with_broadcasting() {
             let c = elementwise::binary(&g, &ta, &tb, op).unwrap();
             assert_eq!(c.shape(), out.as_slice());
             let want = broadcast_cpu(&a, &sa, &b, &sb, &out, f);
-            assert_close(&format!("{name} {sa:?} {sb:?}"), &c.to_vec(&g), &want, 1e-6, 1e-6);
+            assert_close(
+                &format!("{name} {sa:?} {sb:?}"),
+                &c.to_vec(&g),
+                &want,
+                1e-6,
+                1e-6,
+            );
         }
     }
     assert!(elementwise::broadcast_shape(&[3, 4], &[5]).is_err());
@@ -136,13 +183,39 @@ fn unary_ops_match_cpu() {
         let pos: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
         let tx = t(&g, &[n], &x);
         let tp = t(&g, &[n], &pos);
-        let check = |name: &str, got: Tensor, want: Vec<f32>| assert_close(&format!("{name} n={n}"), &got.to_vec(&g), &want, 1e-5, 1e-5);
-        check("affine", elementwise::affine(&g, &tx, -1.5, 0.25).unwrap(), x.iter().map(|v| -1.5 * v + 0.25).collect());
-        check("exp", elementwise::exp(&g, &tx).unwrap(), x.iter().map(|v| v.exp()).collect());
-        check("log", elementwise::log(&g, &tp).unwrap(), pos.iter().map(|v| v.ln()).collect());
-        check("sqrt", elementwise::sqrt(&g, &tp).unwrap(), pos.iter().map(|v| v.sqrt()).collect());
-        check("square", elementwise::square(&g, &tx).unwrap(), x.iter().map(|v| v * v).collect());
-        check("abs", elementwise::abs(&g, &tx).unwrap(), x.iter().map(|v| v.abs()).collect());
+        let check = |name: &str, got: Tensor, want: Vec<f32>| {
+            assert_close(&format!("{name} n={n}"), &got.to_vec(&g), &want, 1e-5, 1e-5)
+        };
+        check(
+            "affine",
+            elementwise::affine(&g, &tx, -1.5, 0.25).unwrap(),
+            x.iter().map(|v| -1.5 * v + 0.25).collect(),
+        );
+        check(
+            "exp",
+            elementwise::exp(&g, &tx).unwrap(),
+            x.iter().map(|v| v.exp()).collect(),
+        );
+        check(
+            "log",
+            elementwise::log(&g, &tp).unwrap(),
+            pos.iter().map(|v| v.ln()).collect(),
+        );
+        check(
+            "sqrt",
+            elementwise::sqrt(&g, &tp).unwrap(),
+            pos.iter().map(|v| v.sqrt()).collect(),
+        );
+        check(
+            "square",
+            elementwise::square(&g, &tx).unwrap(),
+            x.iter().map(|v| v * v).collect(),
+        );
+        check(
+            "abs",
+            elementwise::abs(&g, &tx).unwrap(),
+            x.iter().map(|v| v.abs()).collect(),
+        );
         check("fill", Tensor::full(&g, &[n], 2.5).unwrap(), vec![2.5; n]);
     }
 }
@@ -151,8 +224,19 @@ fn unary_ops_match_cpu() {
 fn activations_with_and_without_bias_match_cpu() {
     let g = gpu();
     let mut r = Rng(15);
-    let acts = [Act::Identity, Act::Relu, Act::LeakyRelu(0.2), Act::Tanh, Act::Sigmoid];
-    for shape in [vec![3, 17, 5, 5], vec![65, 3], vec![1, 1, 1, 1], vec![2, 65, 3, 1]] {
+    let acts = [
+        Act::Identity,
+        Act::Relu,
+        Act::LeakyRelu(0.2),
+        Act::Tanh,
+        Act::Sigmoid,
+    ];
+    for shape in [
+        vec![3, 17, 5, 5],
+        vec![65, 3],
+        vec![1, 1, 1, 1],
+        vec![2, 65, 3, 1],
+    ] {
         let n: usize = shape.iter().product();
         let x: Vec<f32> = r.vec(n).iter().map(|v| v * 4.0).collect();
         let c = shape[1];
@@ -163,16 +247,34 @@ fn activations_with_and_without_bias_match_cpu() {
         for act in acts {
             let y = activation::bias_act(&g, &tx, None, act).unwrap();
             let want: Vec<f32> = x.iter().map(|&v| act.apply_cpu(v)).collect();
-            assert_close(&format!("{act:?} {shape:?}"), &y.to_vec(&g), &want, 1e-5, 1e-5);
+            assert_close(
+                &format!("{act:?} {shape:?}"),
+                &y.to_vec(&g),
+                &want,
+                1e-5,
+                1e-5,
+            );
             let y = activation::bias_act(&g, &tx, Some(&tb), act).unwrap();
-            let want: Vec<f32> = x.iter().enumerate().map(|(i, &v)| act.apply_cpu(v + bias[(i / s) % c])).collect();
-            assert_close(&format!("{act:?}+bias {shape:?}"), &y.to_vec(&g), &want, 1e-5, 1e-5);
+            let want: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| act.apply_cpu(v + bias[(i / s) % c]))
+                .collect();
+            assert_close(
+                &format!("{act:?}+bias {shape:?}"),
+                &y.to_vec(&g),
+                &want,
+                1e-5,
+                1e-5,
+            );
         }
     }
     // Extreme inputs stay finite.
     let big = t(&g, &[4], &[-100.0, -30.0, 30.0, 100.0]);
     for act in [Act::Tanh, Act::Sigmoid] {
-        let y = activation::bias_act(&g, &big, None, act).unwrap().to_vec(&g);
+        let y = activation::bias_act(&g, &big, None, act)
+            .unwrap()
+            .to_vec(&g);
         assert!(y.iter().all(|v| v.is_finite()), "{act:?} gave {y:?}");
     }
 }
@@ -185,8 +287,20 @@ fn reductions_match_cpu() {
         let x = r.vec(n);
         let tx = t(&g, &[n], &x);
         let s: f64 = x.iter().map(|&v| v as f64).sum();
-        assert_close(&format!("sum n={n}"), &reduce::sum_all(&g, &tx).unwrap().to_vec(&g), &[s as f32], 1e-3, 1e-4);
-        assert_close(&format!("mean n={n}"), &reduce::mean_all(&g, &tx).unwrap().to_vec(&g), &[(s / n as f64) as f32], 1e-5, 1e-4);
+        assert_close(
+            &format!("sum n={n}"),
+            &reduce::sum_all(&g, &tx).unwrap().to_vec(&g),
+            &[s as f32],
+            1e-3,
+            1e-4,
+        );
+        assert_close(
+            &format!("mean n={n}"),
+            &reduce::mean_all(&g, &tx).unwrap().to_vec(&g),
+            &[(s / n as f64) as f32],
+            1e-5,
+            1e-4,
+        );
     }
     let shape = [3, 17, 65];
     let x = r.vec(3 * 17 * 65);
@@ -208,7 +322,13 @@ fn reductions_match_cpu() {
                 }
             }
         }
-        assert_close(&format!("sum axis {axis}"), &y.to_vec(&g), &want, 1e-4, 1e-4);
+        assert_close(
+            &format!("sum axis {axis}"),
+            &y.to_vec(&g),
+            &want,
+            1e-4,
+            1e-4,
+        );
         let wm: Vec<f32> = want.iter().map(|v| v / rr as f32).collect();
         assert_close(&format!("mean axis {axis}"), &m.to_vec(&g), &wm, 1e-5, 1e-4);
     }
@@ -242,17 +362,41 @@ fn conv2d_forward_and_both_backward_passes_match_cpu() {
         let tb = t(&g, &[co], &b).into_param();
         let y = conv2d::conv2d(&g, &tx, &tw, Some(&tb), s, p).unwrap();
         let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
-        assert_close(&format!("{what} forward"), &y.to_vec(&g), &conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo), 1e-4, 1e-4);
+        assert_close(
+            &format!("{what} forward"),
+            &y.to_vec(&g),
+            &conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo),
+            1e-4,
+            1e-4,
+        );
         let tdy = t(&g, y.shape(), &dy);
         let grads = tape::backward_with(&g, &y, tdy).unwrap();
         let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
-        assert_close(&format!("{what} backward_data"), &grads.get(&tx).unwrap().to_vec(&g), &dx, 1e-4, 1e-4);
-        assert_close(&format!("{what} backward_weight"), &grads.get(&tw).unwrap().to_vec(&g), &dw, 1e-3, 1e-4);
+        assert_close(
+            &format!("{what} backward_data"),
+            &grads.get(&tx).unwrap().to_vec(&g),
+            &dx,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} backward_weight"),
+            &grads.get(&tw).unwrap().to_vec(&g),
+            &dw,
+            1e-3,
+            1e-4,
+        );
         let mut db = vec![0.0f32; co];
         for (i, v) in dy.iter().enumerate() {
             db[(i / (geo.oh * geo.ow)) % co] += v;
         }
-        assert_close(&format!("{what} bias grad"), &grads.get(&tb).unwrap().to_vec(&g), &db, 1e-3, 1e-4);
+        assert_close(
+            &format!("{what} bias grad"),
+            &grads.get(&tb).unwrap().to_vec(&g),
+            &db,
+            1e-3,
+            1e-4,
+        );
     }
 }
 
@@ -266,14 +410,33 @@ fn conv2d_fused_activation_matches_cpu() {
     let geo = conv2d::geometry(&[n, ci, h, h], &[co, ci, k, k], 2, 1).unwrap();
     let lin = conv2d::conv2d_cpu(&x, &wt, None, &geo);
     for act in [Act::Relu, Act::LeakyRelu(0.2), Act::Tanh, Act::Sigmoid] {
-        let y = conv2d::conv2d_act(&g, &t(&g, &[n, ci, h, h], &x), &t(&g, &[co, ci, k, k], &wt), None, 2, 1, act).unwrap();
+        let y = conv2d::conv2d_act(
+            &g,
+            &t(&g, &[n, ci, h, h], &x),
+            &t(&g, &[co, ci, k, k], &wt),
+            None,
+            2,
+            1,
+            act,
+        )
+        .unwrap();
         let want: Vec<f32> = lin.iter().map(|&v| act.apply_cpu(v)).collect();
         assert_close(&format!("conv2d+{act:?}"), &y.to_vec(&g), &want, 1e-4, 1e-4);
     }
 }
 
 /// (N, CI, H, W, CO, K, stride, pad, output_padding)
-const CONVT_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize, usize); 8] = [
+const CONVT_CASES: [(
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+); 8] = [
     (1, 1, 1, 1, 1, 1, 1, 0, 0),
     (2, 17, 7, 7, 3, 4, 2, 1, 0),
     (3, 3, 14, 14, 1, 4, 2, 1, 0),
@@ -292,19 +455,60 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
         let x = r.vec(n * ci * h * w);
         let wt = r.vec(ci * co * k * k);
         let b = r.vec(co);
-        let (want, ys) = conv_transpose2d::conv_transpose2d_cpu(&x, &wt, Some(&b), [n, ci, h, w], co, (k, k), s, p, op);
+        let (want, ys) = conv_transpose2d::conv_transpose2d_cpu(
+            &x,
+            &wt,
+            Some(&b),
+            [n, ci, h, w],
+            co,
+            (k, k),
+            s,
+            p,
+            op,
+        );
         let tx = t(&g, &[n, ci, h, w], &x).into_param();
         let tw = t(&g, &[ci, co, k, k], &wt).into_param();
         let tb = t(&g, &[co], &b).into_param();
-        let y = conv_transpose2d::conv_transpose2d_act(&g, &tx, &tw, Some(&tb), s, p, op, Act::Identity).unwrap();
+        let y = conv_transpose2d::conv_transpose2d_act(
+            &g,
+            &tx,
+            &tw,
+            Some(&tb),
+            s,
+            p,
+            op,
+            Act::Identity,
+        )
+        .unwrap();
         let what = format!("conv_transpose2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} op{op}");
         assert_eq!(y.shape(), &ys, "{what}");
         assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
         let dy = r.vec(y.numel());
         let grads = tape::backward_with(&g, &y, t(&g, &ys, &dy)).unwrap();
-        let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(&x, &wt, &dy, [n, ci, h, w], ys, (k, k), s, p);
-        assert_close(&format!("{what} backward_data"), &grads.get(&tx).unwrap().to_vec(&g), &dx, 1e-4, 1e-4);
-        assert_close(&format!("{what} backward_weight"), &grads.get(&tw).unwrap().to_vec(&g), &dw, 1e-3, 1e-4);
+        let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(
+            &x,
+            &wt,
+            &dy,
+            [n, ci, h, w],
+            ys,
+            (k, k),
+            s,
+            p,
+        );
+        assert_close(
+            &format!("{what} backward_data"),
+            &grads.get(&tx).unwrap().to_vec(&g),
+            &dx,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} backward_weight"),
+            &grads.get(&tw).unwrap().to_vec(&g),
+            &dw,
+            1e-3,
+            1e-4,
+        );
     }
 }
 
@@ -312,7 +516,12 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
 fn batchnorm_train_and_eval_match_cpu() {
     let g = gpu();
     let mut r = Rng(20);
-    for shape in [vec![4, 3, 5, 5], vec![65, 17], vec![3, 1, 17, 1], vec![2, 65, 3, 3]] {
+    for shape in [
+        vec![4, 3, 5, 5],
+        vec![65, 17],
+        vec![3, 1, 17, 1],
+        vec![2, 65, 3, 3],
+    ] {
         let (n, c) = (shape[0], shape[1]);
         let s: usize = shape[2..].iter().product();
         let x: Vec<f32> = r.vec(n * c * s).iter().map(|v| v * 3.0 + 1.0).collect();
@@ -324,24 +533,68 @@ fn batchnorm_train_and_eval_match_cpu() {
         let tbeta = t(&g, &[c], &beta).into_param();
         let rm = Tensor::zeros(&g, &[c]).unwrap();
         let rv = Tensor::full(&g, &[c], 1.0).unwrap();
-        let y = batchnorm::batch_norm(&g, &tx, &tg, &tbeta, &rm, &rv, true, 0.1, 1e-5, Act::Identity).unwrap();
+        let y = batchnorm::batch_norm(
+            &g,
+            &tx,
+            &tg,
+            &tbeta,
+            &rm,
+            &rv,
+            true,
+            0.1,
+            1e-5,
+            Act::Identity,
+        )
+        .unwrap();
         let (want, mean, var) = batchnorm::batchnorm_train_cpu(&x, &gamma, &beta, n, c, s, 1e-5);
         let what = format!("batchnorm {shape:?}");
         assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
         let m = (n * s) as f32;
         let want_rm: Vec<f32> = mean.iter().map(|v| 0.1 * v).collect();
         let want_rv: Vec<f32> = var.iter().map(|v| 0.9 + 0.1 * v * m / (m - 1.0)).collect();
-        assert_close(&format!("{what} running_mean"), &rm.to_vec(&g), &want_rm, 1e-5, 1e-4);
-        assert_close(&format!("{what} running_var"), &rv.to_vec(&g), &want_rv, 1e-5, 1e-4);
+        assert_close(
+            &format!("{what} running_mean"),
+            &rm.to_vec(&g),
+            &want_rm,
+            1e-5,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} running_var"),
+            &rv.to_vec(&g),
+            &want_rv,
+            1e-5,
+            1e-4,
+        );
         let grads = tape::backward_with(&g, &y, t(&g, &shape, &dy)).unwrap();
-        let (dx, dgamma, dbeta) = batchnorm::batchnorm_train_backward_cpu(&x, &gamma, &dy, n, c, s, 1e-5);
-        assert_close(&format!("{what} dx"), &grads.get(&tx).unwrap().to_vec(&g), &dx, 1e-4, 1e-3);
-        assert_close(&format!("{what} dgamma"), &grads.get(&tg).unwrap().to_vec(&g), &dgamma, 1e-3, 1e-4);
-        assert_close(&format!("{what} dbeta"), &grads.get(&tbeta).unwrap().to_vec(&g), &dbeta, 1e-3, 1e-4);
+        let (dx, dgamma, dbeta) =
+            batchnorm::batchnorm_train_backward_cpu(&x, &gamma, &dy, n, c, s, 1e-5);
+        assert_close(
+            &format!("{what} dx"),
+            &grads.get(&tx).unwrap().to_vec(&g),
+            &dx,
+            1e-4,
+            1e-3,
+        );
+        assert_close(
+            &format!("{what} dgamma"),
+            &grads.get(&tg).unwrap().to_vec(&g),
+            &dgamma,
+            1e-3,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} dbeta"),
+            &grads.get(&tbeta).unwrap().to_vec(&g),
+            &dbeta,
+            1e-3,
+            1e-4,
+        );
         // Eval mode: the running statistics normalise, fused with ReLU.
         let rmv = rm.to_vec(&g);
         let rvv = rv.to_vec(&g);
-        let y = batchnorm::batch_norm(&g, &tx, &tg, &tbeta, &rm, &rv, false, 0.1, 1e-5, Act::Relu).unwrap();
+        let y = batchnorm::batch_norm(&g, &tx, &tg, &tbeta, &rm, &rv, false, 0.1, 1e-5, Act::Relu)
+            .unwrap();
         let want: Vec<f32> = x
             .iter()
             .enumerate()
@@ -350,8 +603,20 @@ fn batchnorm_train_and_eval_match_cpu() {
                 ((v - rmv[ch]) / (rvv[ch] + 1e-5).sqrt() * gamma[ch] + beta[ch]).max(0.0)
             })
             .collect();
-        assert_close(&format!("{what} eval+relu"), &y.to_vec(&g), &want, 1e-4, 1e-4);
-        assert_close(&format!("{what} eval leaves running stats"), &rm.to_vec(&g), &rmv, 0.0, 0.0);
+        assert_close(
+            &format!("{what} eval+relu"),
+            &y.to_vec(&g),
+            &want,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what} eval leaves running stats"),
+            &rm.to_vec(&g),
+            &rmv,
+            0.0,
+            0.0,
+        );
         tape::clear(&g);
     }
 }
@@ -370,9 +635,16 @@ fn dropout_keeps_the_expected_fraction_and_reuses_its_mask_backward() {
     assert!((kept - 0.7).abs() < 0.01, "kept fraction {kept}");
     assert!(yv.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
     let grads = tape::backward_with(&g, &y, t(&g, &[n], &x)).unwrap();
-    assert_eq!(grads.get(&tx).unwrap().to_vec(&g), yv, "the backward mask differs from the forward mask");
+    assert_eq!(
+        grads.get(&tx).unwrap().to_vec(&g),
+        yv,
+        "the backward mask differs from the forward mask"
+    );
     // Eval mode is the identity.
-    assert_eq!(dropout::dropout(&g, &tx, rate, false).unwrap().to_vec(&g), x);
+    assert_eq!(
+        dropout::dropout(&g, &tx, rate, false).unwrap().to_vec(&g),
+        x
+    );
     assert!(dropout::dropout(&g, &tx, 1.0, true).is_err());
 }
 
@@ -412,20 +684,53 @@ fn losses_match_cpu() {
         let tv: Vec<f32> = r.vec(n).iter().map(|v| (v > &0.0) as u8 as f32).collect();
         let tx = t(&g, &[n], &x);
         let l = loss::bce_with_logits(&g, &tx, loss::Target::Tensor(t(&g, &[n], &tv))).unwrap();
-        let want: f64 = x.iter().zip(&tv).map(|(&v, &y)| (v.max(0.0) - v * y + (1.0 + (-v.abs()).exp()).ln()) as f64).sum::<f64>() / n as f64;
-        assert_close(&format!("bce n={n}"), &l.to_vec(&g), &[want as f32], 1e-5, 1e-5);
+        let want: f64 = x
+            .iter()
+            .zip(&tv)
+            .map(|(&v, &y)| (v.max(0.0) - v * y + (1.0 + (-v.abs()).exp()).ln()) as f64)
+            .sum::<f64>()
+            / n as f64;
+        assert_close(
+            &format!("bce n={n}"),
+            &l.to_vec(&g),
+            &[want as f32],
+            1e-5,
+            1e-5,
+        );
         let l = loss::bce_with_logits(&g, &tx, loss::Target::Const(1.0)).unwrap();
-        let want: f64 = x.iter().map(|&v| (v.max(0.0) - v + (1.0 + (-v.abs()).exp()).ln()) as f64).sum::<f64>() / n as f64;
-        assert_close(&format!("bce const n={n}"), &l.to_vec(&g), &[want as f32], 1e-5, 1e-5);
+        let want: f64 = x
+            .iter()
+            .map(|&v| (v.max(0.0) - v + (1.0 + (-v.abs()).exp()).ln()) as f64)
+            .sum::<f64>()
+            / n as f64;
+        assert_close(
+            &format!("bce const n={n}"),
+            &l.to_vec(&g),
+            &[want as f32],
+            1e-5,
+            1e-5,
+        );
         let l = loss::mse(&g, &tx, loss::Target::Tensor(t(&g, &[n], &tv))).unwrap();
-        let want: f64 = x.iter().zip(&tv).map(|(&v, &y)| ((v - y) as f64).powi(2)).sum::<f64>() / n as f64;
-        assert_close(&format!("mse n={n}"), &l.to_vec(&g), &[want as f32], 1e-4, 1e-5);
+        let want: f64 = x
+            .iter()
+            .zip(&tv)
+            .map(|(&v, &y)| ((v - y) as f64).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        assert_close(
+            &format!("mse n={n}"),
+            &l.to_vec(&g),
+            &[want as f32],
+            1e-4,
+            1e-5,
+        );
     }
     // softmax cross-entropy [rows, classes]
     for (rows, cols) in [(1, 1), (3, 17), (65, 10)] {
         let x = r.vec(rows * cols);
         let labels: Vec<f32> = (0..rows).map(|_| r.below(cols) as f32).collect();
-        let l = loss::softmax_xent(&g, &t(&g, &[rows, cols], &x), &t(&g, &[rows], &labels)).unwrap();
+        let l =
+            loss::softmax_xent(&g, &t(&g, &[rows, cols], &x), &t(&g, &[rows], &labels)).unwrap();
         let mut want = 0.0f64;
         for i in 0..rows {
             let row = &x[i * cols..(i + 1) * cols];
@@ -433,16 +738,34 @@ fn losses_match_cpu() {
             let lse = mx + row.iter().map(|&v| (v as f64 - mx).exp()).sum::<f64>().ln();
             want += lse - row[labels[i] as usize] as f64;
         }
-        assert_close(&format!("xent {rows}x{cols}"), &l.to_vec(&g), &[(want / rows as f64) as f32], 1e-5, 1e-5);
+        assert_close(
+            &format!("xent {rows}x{cols}"),
+            &l.to_vec(&g),
+            &[(want / rows as f64) as f32],
+            1e-5,
+            1e-5,
+        );
     }
     let mu = r.vec(3 * 17);
     let lv = r.vec(3 * 17);
     let l = loss::gaussian_kl(&g, &t(&g, &[3, 17], &mu), &t(&g, &[3, 17], &lv)).unwrap();
-    let want: f64 = mu.iter().zip(&lv).map(|(&m, &v)| -0.5 * (1.0 + v - m * m - v.exp()) as f64).sum::<f64>() / 3.0;
+    let want: f64 = mu
+        .iter()
+        .zip(&lv)
+        .map(|(&m, &v)| -0.5 * (1.0 + v - m * m - v.exp()) as f64)
+        .sum::<f64>()
+        / 3.0;
     assert_close("gaussian_kl", &l.to_vec(&g), &[want as f32], 1e-5, 1e-5);
 }
 
-fn optimizer_cpu(c: &optim::Config, step: u64, p: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+fn optimizer_cpu(
+    c: &optim::Config,
+    step: u64,
+    p: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
     let t = step as i32;
     for i in 0..p.len() {
         let mut gi = grad[i];
@@ -473,10 +796,38 @@ fn optimizers_match_cpu_over_several_steps() {
     let g = gpu();
     let mut r = Rng(23);
     let kinds = [
-        optim::Config { kind: optim::Kind::Sgd, lr: 0.1, beta1: 0.9, beta2: 0.0, eps: 0.0, weight_decay: 1e-3 },
-        optim::Config { kind: optim::Kind::Adam, lr: 1e-2, beta1: 0.5, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
-        optim::Config { kind: optim::Kind::Adam, lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
-        optim::Config { kind: optim::Kind::AdamW, lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 },
+        optim::Config {
+            kind: optim::Kind::Sgd,
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.0,
+            eps: 0.0,
+            weight_decay: 1e-3,
+        },
+        optim::Config {
+            kind: optim::Kind::Adam,
+            lr: 1e-2,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        optim::Config {
+            kind: optim::Kind::Adam,
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        optim::Config {
+            kind: optim::Kind::AdamW,
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.05,
+        },
     ];
     for cfg in kinds {
         for n in [1, 17, 65 * 65] {
@@ -487,12 +838,22 @@ fn optimizers_match_cpu_over_several_steps() {
             for step in 1..=3 {
                 let grad = r.vec(n);
                 // d(sum(param * grad))/dparam = grad
-                let loss = reduce::sum_all(&g, &elementwise::mul(&g, &param, &t(&g, &[n], &grad)).unwrap()).unwrap();
+                let loss = reduce::sum_all(
+                    &g,
+                    &elementwise::mul(&g, &param, &t(&g, &[n], &grad)).unwrap(),
+                )
+                .unwrap();
                 let grads = tape::backward(&g, &loss).unwrap();
                 opt.step(&g, std::slice::from_ref(&param), &grads).unwrap();
                 optimizer_cpu(&cfg, step, &mut p, &grad, &mut m, &mut v);
             }
-            assert_close(&format!("{:?} n={n}", cfg.kind), &param.to_vec(&g), &p, 1e-6, 1e-5);
+            assert_close(
+                &format!("{:?} n={n}", cfg.kind),
+                &param.to_vec(&g),
+                &p,
+                1e-6,
+                1e-5,
+            );
         }
     }
     // EMA
@@ -514,7 +875,11 @@ fn rng_draws_have_the_right_moments_and_follow_the_seed() {
         v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / v.len() as f64
     };
     assert!((mean(&u) - 1.0).abs() < 0.02, "uniform mean {}", mean(&u));
-    assert!((var(&u) - 16.0 / 12.0).abs() < 0.02, "uniform var {}", var(&u));
+    assert!(
+        (var(&u) - 16.0 / 12.0).abs() < 0.02,
+        "uniform var {}",
+        var(&u)
+    );
     assert!(u.iter().all(|&x| x > -1.0 && x <= 3.0));
     assert!((mean(&z) - 0.5).abs() < 0.02, "normal mean {}", mean(&z));
     assert!((var(&z) - 4.0).abs() < 0.06, "normal var {}", var(&z));

@@ -8,6 +8,7 @@ use activegen::checkpoint::Loaded;
 use activegen::train::{self, ModelKind, TrainConfig};
 use common::gpu;
 
+#[allow(clippy::field_reassign_with_default)]
 fn tiny(model: ModelKind, steps: usize) -> TrainConfig {
     let mut c = TrainConfig::default();
     c.model = model;
@@ -29,17 +30,28 @@ fn tiny(model: ModelKind, steps: usize) -> TrainConfig {
 /// Every tensor of every safetensors file in `a` equals the one in `b`, bit for bit.
 fn assert_same_checkpoint(a: &Path, b: &Path, files: &[&str]) {
     for f in files {
-        let (fa, fb) = (Loaded::open(&a.join(f)).unwrap(), Loaded::open(&b.join(f)).unwrap());
+        let (fa, fb) = (
+            Loaded::open(&a.join(f)).unwrap(),
+            Loaded::open(&b.join(f)).unwrap(),
+        );
         let mut names = fa.names();
         names.sort();
         let mut names_b = fb.names();
         names_b.sort();
         assert_eq!(names, names_b, "{f}: different tensors");
         for n in names.iter().filter(|n| !n.ends_with("num_batches_tracked")) {
-            let st = safetensors::SafeTensors::deserialize(&std::fs::read(a.join(f)).unwrap()).unwrap().tensor(n).unwrap().shape().to_vec();
+            let st = safetensors::SafeTensors::deserialize(&std::fs::read(a.join(f)).unwrap())
+                .unwrap()
+                .tensor(n)
+                .unwrap()
+                .shape()
+                .to_vec();
             let (va, vb) = (fa.f32(n, &st).unwrap(), fb.f32(n, &st).unwrap());
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert!(bits(&va) == bits(&vb), "{f}: tensor {n} differs between the runs");
+            assert!(
+                bits(&va) == bits(&vb),
+                "{f}: tensor {n} differs between the runs"
+            );
         }
         for n in names.iter().filter(|n| n.ends_with("num_batches_tracked")) {
             assert_eq!(fa.i64_scalar(n), fb.i64_scalar(n), "{f}: {n} differs");
@@ -48,7 +60,8 @@ fn assert_same_checkpoint(a: &Path, b: &Path, files: &[&str]) {
 }
 
 fn resume_matches_uninterrupted(model: ModelKind, files: &[&str]) {
-    let root = std::env::temp_dir().join(format!("activegen-resume-{model:?}-{}", std::process::id()));
+    let root =
+        std::env::temp_dir().join(format!("activegen-resume-{model:?}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let (straight, split) = (root.join("straight"), root.join("split"));
     let g = gpu();
@@ -60,7 +73,10 @@ fn resume_matches_uninterrupted(model: ModelKind, files: &[&str]) {
     train::run_train(&g3, &tiny(model, 6), &split, true, false).unwrap();
     assert_same_checkpoint(&straight, &split, files);
     let metrics = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
-    assert!(metrics.lines().count() >= 3, "metrics.jsonl has too few lines:\n{metrics}");
+    assert!(
+        metrics.lines().count() >= 3,
+        "metrics.jsonl has too few lines:\n{metrics}"
+    );
     assert!(split.join("samples/step_00006.png").exists());
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -69,13 +85,21 @@ fn resume_matches_uninterrupted(model: ModelKind, files: &[&str]) {
 fn a_resumed_gan_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
     resume_matches_uninterrupted(
         ModelKind::Gan,
-        &["generator.safetensors", "discriminator.safetensors", "generator_ema.safetensors", "optimizer.safetensors"],
+        &[
+            "generator.safetensors",
+            "discriminator.safetensors",
+            "generator_ema.safetensors",
+            "optimizer.safetensors",
+        ],
     );
 }
 
 #[test]
 fn a_resumed_vae_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
-    resume_matches_uninterrupted(ModelKind::Vae, &["vae.safetensors", "optimizer.safetensors"]);
+    resume_matches_uninterrupted(
+        ModelKind::Vae,
+        &["vae.safetensors", "optimizer.safetensors"],
+    );
 }
 
 #[test]
@@ -87,7 +111,11 @@ fn a_conditional_hinge_gan_trains_and_its_checkpoint_loads_back() {
     cfg.gan.loss = activegen::models::dcgan::GanLoss::Hinge;
     let g = gpu();
     let out = train::run_train(&g, &cfg, &dir, false, false).unwrap();
-    assert!(out.last_losses.iter().all(|(_, v)| v.is_finite()), "{:?}", out.last_losses);
+    assert!(
+        out.last_losses.iter().all(|(_, v)| v.is_finite()),
+        "{:?}",
+        out.last_losses
+    );
     let saved = train::load_config(&dir.join("config.toml")).unwrap();
     let mut model = train::Model::new(&g, &saved, 10).unwrap();
     model.load(&g, &dir).unwrap();
@@ -105,14 +133,22 @@ fn a_checkpoint_of_another_width_is_refused_with_the_file_and_tensor_named() {
     wider.gan.g_width = 16;
     let mut model = train::Model::new(&g, &wider, 0).unwrap();
     let e = model.load(&g, &dir).unwrap_err().to_string();
-    assert!(e.contains("generator.safetensors") && e.contains("fc.weight") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("generator.safetensors") && e.contains("fc.weight") && e.contains("shape"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn nan_and_exploding_losses_are_reported_as_divergence() {
-    let e = train::check_losses(17, &["loss_d", "loss_g"], &[0.5, f32::NAN]).unwrap_err().to_string();
-    assert!(e.contains("diverged at step 17") && e.contains("loss_g"), "{e}");
+    let e = train::check_losses(17, &["loss_d", "loss_g"], &[0.5, f32::NAN])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("diverged at step 17") && e.contains("loss_g"),
+        "{e}"
+    );
     assert!(train::check_losses(3, &["loss"], &[1e9]).is_err());
     assert!(train::check_losses(3, &["loss"], &[0.7]).is_ok());
 }
@@ -127,5 +163,9 @@ fn absurd_settings_are_refused_with_the_flag_named() {
     c.batch = 8;
     c.lr_g = -1.0;
     assert!(c.validate().unwrap_err().to_string().contains("--lr"));
-    assert!("nope".parse::<ModelKind>().unwrap_err().to_string().contains("unknown model 'nope'"));
+    assert!("nope"
+        .parse::<ModelKind>()
+        .unwrap_err()
+        .to_string()
+        .contains("unknown model 'nope'"));
 }

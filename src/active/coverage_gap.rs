@@ -16,7 +16,10 @@ pub struct CoverageGap {
 pub fn knn_radii(gen: &Features, k: usize) -> Vec<f32> {
     (0..gen.n)
         .map(|i| {
-            let mut d: Vec<f32> = (0..gen.n).filter(|&j| j != i).map(|j| sq_dist(gen.row(i), gen.row(j))).collect();
+            let mut d: Vec<f32> = (0..gen.n)
+                .filter(|&j| j != i)
+                .map(|j| sq_dist(gen.row(i), gen.row(j)))
+                .collect();
             let kk = k.min(d.len().max(1)) - 1;
             if d.is_empty() {
                 return 0.0;

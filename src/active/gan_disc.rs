@@ -28,13 +28,17 @@ pub fn realness(ctx: &Context) -> Result<Vec<f64>> {
         let chunk = &ctx.candidates[chunk_start..(chunk_start + 256).min(ctx.candidates.len())];
         let x = train::upload_batch(g, &ctx.pool.data, chunk)?;
         let onehot = if classes > 0 {
-            let l: Vec<usize> = chunk.iter().map(|&i| ctx.pool.data.label(i).unwrap_or(0)).collect();
+            let l: Vec<usize> = chunk
+                .iter()
+                .map(|&i| ctx.pool.data.label(i).unwrap_or(0))
+                .collect();
             Some(train::one_hot(g, &l, classes)?)
         } else {
             None
         };
         for d in &discs {
-            let logits = tape::no_grad(g, || d.forward(g, &x, onehot.as_ref(), false, true))?.to_vec(g);
+            let logits =
+                tape::no_grad(g, || d.forward(g, &x, onehot.as_ref(), false, true))?.to_vec(g);
             for (j, v) in logits.iter().enumerate() {
                 scores[chunk_start + j] += *v as f64 / discs.len() as f64;
             }

@@ -17,7 +17,10 @@ impl Strategy for Hybrid {
 
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
         let misfit: Vec<f64> = match ctx.model {
-            Model::Gan(_) => super::gan_disc::realness(ctx)?.into_iter().map(|r| -r).collect(),
+            Model::Gan(_) => super::gan_disc::realness(ctx)?
+                .into_iter()
+                .map(|r| -r)
+                .collect(),
             Model::Vae(_) => super::vae_elbo::neg_elbo(ctx)?,
         };
         let m = ((k as f64 * ctx.hybrid_beta).ceil() as usize).min(ctx.candidates.len());

@@ -1,9 +1,10 @@
 //! Active learning for generation. From an initial acquired set and a pool of unseen
 //! images (see `pool`), each round
-//!   1. trains the model on the acquired set (warm-started from the last round, or anew),
-//!   2. scores the pool with the query strategy and acquires a batch (the oracle reveals
-//!      the images, and their labels for conditional models),
-//!   3. measures quality on the held-out split with every metric of `eval`,
+//! 1. trains the model on the acquired set (warm-started from the last round, or anew),
+//! 2. scores the pool with the query strategy and acquires a batch (the oracle reveals
+//!    the images, and their labels for conditional models),
+//! 3. measures quality on the held-out split with every metric of `eval`,
+//!
 //! until the budget is spent, a target FID is reached, or FID stops improving.
 //! Round 0 trains on the initial set only. Each finished round is written atomically, so
 //! `--resume` continues after the last one and ends exactly where an uninterrupted run ends.
@@ -100,7 +101,7 @@ impl ActiveConfig {
         if self.eval_n < 10 {
             bail!("--eval-n must be at least 10");
         }
-        if !(self.hybrid_beta >= 1.0) {
+        if self.hybrid_beta.is_nan() || self.hybrid_beta < 1.0 {
             bail!("--hybrid-beta must be at least 1, got {}", self.hybrid_beta);
         }
         let needs = match self.strategy.as_str() {
@@ -165,9 +166,17 @@ pub struct DiscSnapshot {
 }
 
 /// Classifier features of every pool item, cached on disk per (classifier, pool).
-fn pool_features(g: &Gpu, net: &FeatureNet, pool: &Pool, seed: u64, sc: &Scenario) -> Result<Features> {
+fn pool_features(
+    g: &Gpu,
+    net: &FeatureNet,
+    pool: &Pool,
+    seed: u64,
+    sc: &Scenario,
+) -> Result<Features> {
     let digest = eval::dataset_digest(&pool.data);
-    let path = crate::util::cache_dir().join("features").join(format!("{}-pool-{digest:016x}.npy", net.key));
+    let path = crate::util::cache_dir()
+        .join("features")
+        .join(format!("{}-pool-{digest:016x}.npy", net.key));
     if let Ok((shape, data)) = crate::npy::read_npy_f32(&path) {
         if shape == [pool.items.len(), net.net.cfg.features] {
             return Features::new(shape[0], shape[1], data);
@@ -190,13 +199,23 @@ pub struct ActiveOutcome {
 }
 
 /// `activegen active`: runs (or resumes) one strategy into `out`.
-pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progress: bool) -> Result<ActiveOutcome> {
+pub fn run_active(
+    g: &Gpu,
+    cfg: &ActiveConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<ActiveOutcome> {
     cfg.validate()?;
-    std::fs::create_dir_all(out.join("rounds")).map_err(|e| anyhow!("{}: cannot create run directory: {e}", out.display()))?;
+    std::fs::create_dir_all(out.join("rounds"))
+        .map_err(|e| anyhow!("{}: cannot create run directory: {e}", out.display()))?;
     let state_path = out.join("active_state.json");
     let cfg_path = out.join("active.toml");
     if !resume && state_path.exists() {
-        bail!("{} already holds an active-learning run; pass --resume or choose another --out", out.display());
+        bail!(
+            "{} already holds an active-learning run; pass --resume or choose another --out",
+            out.display()
+        );
     }
     let text = toml::to_string_pretty(cfg)?;
     crate::util::write_atomic(&cfg_path, text.as_bytes())?;
@@ -228,7 +247,11 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
         st = checkpoint::read_json(&state_path)?;
         model.load(g, &out.join("checkpoint"))?;
         for (j, s) in snapshots.iter().enumerate() {
-            checkpoint::load_module(g, &s.disc, &out.join(format!("checkpoint/disc_snapshot_{j}.safetensors")))?;
+            checkpoint::load_module(
+                g,
+                &s.disc,
+                &out.join(format!("checkpoint/disc_snapshot_{j}.safetensors")),
+            )?;
         }
     }
     g.set_rng_state((st.rng_seed, st.rng_offset));
@@ -256,7 +279,12 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
         let mut new = 0;
         if round > 0 {
             let in_set: std::collections::HashSet<usize> = st.acquired.iter().copied().collect();
-            let mut candidates: Vec<usize> = pool.unseen.iter().copied().filter(|i| !in_set.contains(i)).collect();
+            let mut candidates: Vec<usize> = pool
+                .unseen
+                .iter()
+                .copied()
+                .filter(|i| !in_set.contains(i))
+                .collect();
             if cfg.pool_subsample > 0 && candidates.len() > cfg.pool_subsample {
                 rng.shuffle(&mut candidates);
                 candidates.truncate(cfg.pool_subsample);
@@ -268,7 +296,10 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
             }
             let gen_feats = match &generated {
                 Some(f) => f.clone(),
-                None => eval::features_of_model(g, &net.net, &model, cfg.eval_n, cfg.seed ^ 0x6e, 250)?.0,
+                None => {
+                    eval::features_of_model(g, &net.net, &model, cfg.eval_n, cfg.seed ^ 0x6e, 250)?
+                        .0
+                }
             };
             let mut ctx = strategy::Context {
                 g,
@@ -302,13 +333,19 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
         }
         let acquired_ds = pool.data.subset(&st.acquired);
         let batch = tcfg.batch.min(acquired_ds.n);
-        let mut sampler = Sampler::new(cfg.seed ^ (round as u64).wrapping_mul(0x9e37), acquired_ds.n);
+        let mut sampler = Sampler::new(
+            cfg.seed ^ (round as u64).wrapping_mul(0x9e37),
+            acquired_ds.n,
+        );
         let mut last = vec![];
         for step in 0..cfg.steps_per_round {
             let idx = sampler.next_batch(batch);
             let x = train::upload_batch(g, &acquired_ds, &idx)?;
             let onehot = if model.conditional() {
-                let l: Vec<usize> = idx.iter().map(|&i| acquired_ds.label(i).unwrap_or(0)).collect();
+                let l: Vec<usize> = idx
+                    .iter()
+                    .map(|&i| acquired_ds.label(i).unwrap_or(0))
+                    .collect();
                 Some(train::one_hot(g, &l, model.num_classes())?)
             } else {
                 None
@@ -322,20 +359,28 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
                 }
             }
             if step + 1 == cfg.steps_per_round {
-                last = losses.names.iter().map(|s| s.to_string()).zip(losses.values.iter().map(|v| v.item(g))).collect();
+                last = losses
+                    .names
+                    .iter()
+                    .map(|s| s.to_string())
+                    .zip(losses.values.iter().map(|v| v.item(g)))
+                    .collect();
                 let vals: Vec<f32> = last.iter().map(|(_, v)| *v).collect();
                 let names: Vec<&str> = losses.names.to_vec();
-                train::check_losses(step + 1, &names, &vals).map_err(|e| anyhow!("round {round}: {e}"))?;
+                train::check_losses(step + 1, &names, &vals)
+                    .map_err(|e| anyhow!("round {round}: {e}"))?;
             }
             g.flush();
         }
         // Evaluate on the held-out split.
         let saved = g.rng_state();
-        let (fake, preds, images) = eval::features_of_model(g, &net.net, &model, cfg.eval_n, cfg.seed ^ 0xe7, 250)?;
+        let (fake, preds, images) =
+            eval::features_of_model(g, &net.net, &model, cfg.eval_n, cfg.seed ^ 0xe7, 250)?;
         g.set_rng_state(saved);
         let rep = eval::report(&real, &fake, &preds, &net, cfg.seed);
         generated = Some(fake);
-        let distinct: std::collections::HashSet<usize> = st.acquired.iter().map(|&i| pool.items[i].source).collect();
+        let distinct: std::collections::HashSet<usize> =
+            st.acquired.iter().map(|&i| pool.items[i].source).collect();
         let rec = RoundRecord {
             round,
             acquired: st.acquired.len(),
@@ -356,7 +401,15 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
         // Round outputs, then the checkpoint, then the state that makes them count.
         let shape = model_image_shape(&tcfg);
         let n_img = images.len() / shape.iter().product::<usize>();
-        crate::imageio::save_grid_png(out.join(format!("rounds/round_{round:02}.png")), &images, n_img, shape[0], shape[1], shape[2], 8)?;
+        crate::imageio::save_grid_png(
+            out.join(format!("rounds/round_{round:02}.png")),
+            &images,
+            n_img,
+            shape[0],
+            shape[1],
+            shape[2],
+            8,
+        )?;
         checkpoint::write_json(
             &out.join(format!("rounds/round_{round:02}.json")),
             &serde_json::json!({"round": round, "acquired": &st.acquired, "sources": st.acquired.iter().map(|&i| pool.items[i].source).collect::<Vec<_>>(), "class_histogram": &rec.acquired_histogram}),
@@ -365,7 +418,12 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
         std::fs::create_dir_all(&ckpt)?;
         model.save(g, &ckpt)?;
         for (j, snap) in snapshots.iter().enumerate() {
-            checkpoint::save_module(g, &snap.disc, &ckpt.join(format!("disc_snapshot_{j}.safetensors")), None)?;
+            checkpoint::save_module(
+                g,
+                &snap.disc,
+                &ckpt.join(format!("disc_snapshot_{j}.safetensors")),
+                None,
+            )?;
         }
         train::save_config(&tcfg, &ckpt.join("config.toml"))?;
         if rec.fid < st.best_fid {
@@ -382,16 +440,25 @@ pub fn run_active(g: &Gpu, cfg: &ActiveConfig, out: &Path, resume: bool, progres
         checkpoint::write_json(&state_path, &st)?;
         write_rounds(out, &st.records)?;
         bar.set_position(st.next_round as u64);
-        bar.set_message(format!("round {round}: {} images, FID {:.2}, coverage {:.3}", rec.acquired, rec.fid, rec.coverage));
+        bar.set_message(format!(
+            "round {round}: {} images, FID {:.2}, coverage {:.3}",
+            rec.acquired, rec.fid, rec.coverage
+        ));
         if cfg.target_fid.is_some_and(|t| rec.fid <= t) {
             if progress {
-                eprintln!("activegen: target FID reached at round {round} ({:.3})", rec.fid);
+                eprintln!(
+                    "activegen: target FID reached at round {round} ({:.3})",
+                    rec.fid
+                );
             }
             break;
         }
         if cfg.patience.is_some_and(|p| st.rounds_since_best >= p) {
             if progress {
-                eprintln!("activegen: FID has not improved for {} rounds; stopping", st.rounds_since_best);
+                eprintln!(
+                    "activegen: FID has not improved for {} rounds; stopping",
+                    st.rounds_since_best
+                );
             }
             break;
         }
@@ -422,7 +489,19 @@ fn write_rounds(out: &Path, records: &[RoundRecord]) -> Result<()> {
         jsonl.push('\n');
         csv += &format!(
             "{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.2}\n",
-            r.round, r.acquired, r.new, r.fid, r.kid, r.precision, r.recall, r.density, r.coverage, r.class_coverage, r.class_kl, r.distinct_sources, r.seconds
+            r.round,
+            r.acquired,
+            r.new,
+            r.fid,
+            r.kid,
+            r.precision,
+            r.recall,
+            r.density,
+            r.coverage,
+            r.class_coverage,
+            r.class_kl,
+            r.distinct_sources,
+            r.seconds
         );
     }
     crate::util::write_atomic(&out.join("rounds.jsonl"), jsonl.as_bytes())?;
@@ -432,7 +511,9 @@ fn write_rounds(out: &Path, records: &[RoundRecord]) -> Result<()> {
 /// Three discriminator slots for a GAN model (none otherwise), allocated without moving
 /// the device's random stream.
 fn new_snapshots(g: &Gpu, model: &Model) -> Result<Vec<DiscSnapshot>> {
-    let Model::Gan(m) = model else { return Ok(vec![]) };
+    let Model::Gan(m) = model else {
+        return Ok(vec![]);
+    };
     let saved = g.rng_state();
     let mut v = vec![];
     for _ in 0..3 {

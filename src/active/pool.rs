@@ -28,8 +28,13 @@ impl Scenario {
             let Some((c, f)) = part.split_once('=') else {
                 bail!("--pool-class-fraction: '{part}' is not CLASS=FRACTION");
             };
-            let c: usize = c.trim().parse().map_err(|_| anyhow::anyhow!("--pool-class-fraction: '{c}' is not a class index"))?;
-            let f: f64 = f.trim().parse().map_err(|_| anyhow::anyhow!("--pool-class-fraction: '{f}' is not a number"))?;
+            let c: usize = c.trim().parse().map_err(|_| {
+                anyhow::anyhow!("--pool-class-fraction: '{c}' is not a class index")
+            })?;
+            let f: f64 = f
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--pool-class-fraction: '{f}' is not a number"))?;
             if !(0.0..=1.0).contains(&f) {
                 bail!("--pool-class-fraction: fraction {f} for class {c} is outside [0, 1]");
             }
@@ -102,33 +107,70 @@ impl Pool {
             bail!("--initial must be at least 1");
         }
         if sc.initial >= train.n {
-            bail!("--initial {} is not smaller than the {} training images", sc.initial, train.n);
+            bail!(
+                "--initial {} is not smaller than the {} training images",
+                sc.initial,
+                train.n
+            );
         }
         let classes = train.num_classes;
-        for &c in sc.initial_classes.iter().chain(sc.pool_class_fraction.iter().map(|(c, _)| c)) {
+        for &c in sc
+            .initial_classes
+            .iter()
+            .chain(sc.pool_class_fraction.iter().map(|(c, _)| c))
+        {
             if classes == 0 {
                 bail!("class-based scenario flags need a labelled dataset");
             }
             if c >= classes {
-                bail!("class {c} does not exist: {} has classes 0..{}", train.name, classes - 1);
+                bail!(
+                    "class {c} does not exist: {} has classes 0..{}",
+                    train.name,
+                    classes - 1
+                );
             }
         }
         let mut order: Vec<usize> = (0..train.n).collect();
         HostRng::new(seed, 0x9001).shuffle(&mut order);
-        let allowed = |i: usize| sc.initial_classes.is_empty() || train.label(i).is_some_and(|l| sc.initial_classes.contains(&l));
-        let initial_src: Vec<usize> = order.iter().copied().filter(|&i| allowed(i)).take(sc.initial).collect();
+        let allowed = |i: usize| {
+            sc.initial_classes.is_empty()
+                || train
+                    .label(i)
+                    .is_some_and(|l| sc.initial_classes.contains(&l))
+        };
+        let initial_src: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| allowed(i))
+            .take(sc.initial)
+            .collect();
         if initial_src.len() < sc.initial {
-            bail!("--initial-classes allow only {} images, fewer than --initial {}", initial_src.len(), sc.initial);
+            bail!(
+                "--initial-classes allow only {} images, fewer than --initial {}",
+                initial_src.len(),
+                sc.initial
+            );
         }
         let is_initial: std::collections::HashSet<usize> = initial_src.iter().copied().collect();
         // The pool keeps a fraction of some classes: the first ceil(F * count) in the order.
         let mut seen_per_class = vec![0usize; classes.max(1)];
-        let total_per_class = train.class_histogram(&order.iter().copied().filter(|i| !is_initial.contains(i)).collect::<Vec<_>>());
+        let total_per_class = train.class_histogram(
+            &order
+                .iter()
+                .copied()
+                .filter(|i| !is_initial.contains(i))
+                .collect::<Vec<_>>(),
+        );
         let mut pool_src = vec![];
         for &i in order.iter().filter(|i| !is_initial.contains(i)) {
             let keep = match (train.label(i), classes) {
                 (Some(l), k) if k > 0 => {
-                    let frac = sc.pool_class_fraction.iter().find(|(c, _)| *c == l).map(|(_, f)| *f).unwrap_or(1.0);
+                    let frac = sc
+                        .pool_class_fraction
+                        .iter()
+                        .find(|(c, _)| *c == l)
+                        .map(|(_, f)| *f)
+                        .unwrap_or(1.0);
                     let quota = (frac * total_per_class[l] as f64).ceil() as usize;
                     seen_per_class[l] += 1;
                     seen_per_class[l] <= quota
@@ -140,21 +182,39 @@ impl Pool {
             }
         }
         // Rows: the initial images, the pool's originals, then their copies.
-        let mut items: Vec<Item> = initial_src.iter().map(|&s| Item { source: s, copy: 0 }).collect();
+        let mut items: Vec<Item> = initial_src
+            .iter()
+            .map(|&s| Item { source: s, copy: 0 })
+            .collect();
         items.extend(pool_src.iter().map(|&s| Item { source: s, copy: 0 }));
         let mut rng = HostRng::new(seed, 0xd0b1e);
         let len = train.image_len();
-        let mut pixels = Vec::with_capacity((items.len() + pool_src.len() * sc.pool_duplicates) * len);
+        let mut pixels =
+            Vec::with_capacity((items.len() + pool_src.len() * sc.pool_duplicates) * len);
         for it in &items {
             pixels.extend_from_slice(train.image(it.source));
         }
         for k in 1..=sc.pool_duplicates {
             for &s in &pool_src {
-                pixels.extend(augment(train.image(s), train.channels, train.height, train.width, &mut rng));
-                items.push(Item { source: s, copy: k as u8 });
+                pixels.extend(augment(
+                    train.image(s),
+                    train.channels,
+                    train.height,
+                    train.width,
+                    &mut rng,
+                ));
+                items.push(Item {
+                    source: s,
+                    copy: k as u8,
+                });
             }
         }
-        let labels = train.labels.as_ref().map(|_| items.iter().map(|it| train.label(it.source).unwrap_or(0) as u8).collect());
+        let labels = train.labels.as_ref().map(|_| {
+            items
+                .iter()
+                .map(|it| train.label(it.source).unwrap_or(0) as u8)
+                .collect()
+        });
         let data = Dataset {
             name: format!("{} (scenario pool)", train.name),
             n: items.len(),
@@ -168,7 +228,12 @@ impl Pool {
         };
         let initial = (0..initial_src.len()).collect();
         let unseen = (initial_src.len()..items.len()).collect();
-        Ok(Pool { data, items, initial, unseen })
+        Ok(Pool {
+            data,
+            items,
+            initial,
+            unseen,
+        })
     }
 
     /// Class histogram of some items.

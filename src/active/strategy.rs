@@ -40,7 +40,15 @@ pub trait Strategy {
 }
 
 /// Every registered strategy.
-pub const NAMES: &[&str] = &["random", "gan-disc", "vae-elbo", "coreset", "coverage-gap", "hybrid", "vaal"];
+pub const NAMES: &[&str] = &[
+    "random",
+    "gan-disc",
+    "vae-elbo",
+    "coreset",
+    "coverage-gap",
+    "hybrid",
+    "vaal",
+];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Strategy>> {
     Ok(match name {
@@ -51,14 +59,21 @@ pub fn by_name(name: &str) -> Result<Box<dyn Strategy>> {
         "coverage-gap" => Box::new(super::coverage_gap::CoverageGap { k: 5 }),
         "hybrid" => Box::new(super::hybrid::Hybrid),
         "vaal" => Box::new(super::vaal::Vaal),
-        other => bail!("unknown strategy '{other}': expected one of {}", NAMES.join(", ")),
+        other => bail!(
+            "unknown strategy '{other}': expected one of {}",
+            NAMES.join(", ")
+        ),
     })
 }
 
 /// The `k` items with the highest score (ties broken by item index, for determinism).
 pub fn top_k(items: &[usize], scores: &[f64], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(items[a].cmp(&items[b])));
+    order.sort_by(|&a, &b| {
+        scores[b]
+            .total_cmp(&scores[a])
+            .then(items[a].cmp(&items[b]))
+    });
     order.into_iter().take(k).map(|i| items[i]).collect()
 }
 
@@ -68,10 +83,20 @@ pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
 
 /// k-center greedy (Sener & Savarese 2018): repeatedly take the candidate farthest from
 /// every chosen point and every fixed center. `centers` are rows of `center_feats`.
-pub fn k_center_greedy(candidates: &[usize], feats: &Features, center_feats: &[&[f32]], k: usize) -> Vec<usize> {
+pub fn k_center_greedy(
+    candidates: &[usize],
+    feats: &Features,
+    center_feats: &[&[f32]],
+    k: usize,
+) -> Vec<usize> {
     let mut min_d: Vec<f32> = candidates
         .iter()
-        .map(|&c| center_feats.iter().map(|z| sq_dist(feats.row(c), z)).fold(f32::INFINITY, f32::min))
+        .map(|&c| {
+            center_feats
+                .iter()
+                .map(|z| sq_dist(feats.row(c), z))
+                .fold(f32::INFINITY, f32::min)
+        })
         .collect();
     let mut chosen = Vec::with_capacity(k);
     let mut taken = vec![false; candidates.len()];

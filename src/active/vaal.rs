@@ -56,7 +56,12 @@ impl Strategy for Vaal {
         let hidden = 64;
         let l1 = Linear::new(g, d, hidden, true, Init::TorchDefault)?;
         let l2 = Linear::new(g, hidden, 1, true, Init::TorchDefault)?;
-        let params = vec![l1.weight.clone(), l1.bias.clone().unwrap(), l2.weight.clone(), l2.bias.clone().unwrap()];
+        let params = vec![
+            l1.weight.clone(),
+            l1.bias.clone().unwrap(),
+            l2.weight.clone(),
+            l2.bias.clone().unwrap(),
+        ];
         let mut opt = Optimizer::new(g, optim::Config::adam(1e-3, 0.9, 0.999), &params)?;
         let (na, nc) = (acq.len() / d, cand.len() / d);
         let half = 32;
@@ -75,7 +80,11 @@ impl Strategy for Vaal {
             let x = Tensor::from_slice(g, &[2 * half, d], &xb)?;
             let h = activation::relu(g, &l1.forward(g, &x, false)?)?;
             let logit = l2.forward(g, &h, false)?;
-            let l = loss::bce_with_logits(g, &logit, Target::Tensor(Tensor::from_slice(g, &[2 * half, 1], &y)?))?;
+            let l = loss::bce_with_logits(
+                g,
+                &logit,
+                Target::Tensor(Tensor::from_slice(g, &[2 * half, 1], &y)?),
+            )?;
             let grads = tape::backward(g, &l)?;
             opt.step(g, &params, &grads)?;
             g.flush();

@@ -41,7 +41,9 @@ pub fn neg_elbo(ctx: &Context) -> Result<Vec<f64>> {
                 };
             }
             let kl: f64 = (i * zd..(i + 1) * zd)
-                .map(|j| -0.5 * (1.0 + lv[j] as f64 - (mu[j] as f64).powi(2) - (lv[j] as f64).exp()))
+                .map(|j| {
+                    -0.5 * (1.0 + lv[j] as f64 - (mu[j] as f64).powi(2) - (lv[j] as f64).exp())
+                })
                 .sum();
             out.push(rec + kl);
         }

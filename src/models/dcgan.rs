@@ -70,15 +70,34 @@ impl Generator {
             bail!("generator widths and latent size must be positive");
         }
         let start_ch = cfg.g_width << (levels - 1);
-        let fc = Linear::new(g, cfg.z_dim + cfg.num_classes, start_ch * start * start, false, Init::Dcgan)?;
+        let fc = Linear::new(
+            g,
+            cfg.z_dim + cfg.num_classes,
+            start_ch * start * start,
+            false,
+            Init::Dcgan,
+        )?;
         let bn0 = BatchNorm::new(g, start_ch, Init::Dcgan)?;
         let mut deconvs = vec![];
         let mut bns = vec![];
         for i in 1..=levels {
             let cin = cfg.g_width << (levels - i);
             let last = i == levels;
-            let cout = if last { cfg.channels } else { cfg.g_width << (levels - i - 1) };
-            deconvs.push(ConvTranspose2d::new(g, cin, cout, 4, 2, 1, last, Init::Dcgan)?);
+            let cout = if last {
+                cfg.channels
+            } else {
+                cfg.g_width << (levels - i - 1)
+            };
+            deconvs.push(ConvTranspose2d::new(
+                g,
+                cin,
+                cout,
+                4,
+                2,
+                1,
+                last,
+                Init::Dcgan,
+            )?);
             if !last {
                 bns.push(BatchNorm::new(g, cout, Init::Dcgan)?);
             }
@@ -95,7 +114,13 @@ impl Generator {
     }
 
     /// z [N, z_dim] (and one-hot labels [N, classes] when conditional) -> images in [-1, 1].
-    pub fn forward(&self, g: &Gpu, z: &Tensor, onehot: Option<&Tensor>, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        g: &Gpu,
+        z: &Tensor,
+        onehot: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
         let n = z.dim(0);
         let input = match (self.cfg.num_classes, onehot) {
             (0, _) => z.clone(),
@@ -169,7 +194,11 @@ impl Discriminator {
         let mut convs = vec![];
         let mut bns = vec![];
         for i in 1..=levels {
-            let cin = if i == 1 { cfg.channels } else { cfg.d_width << (i - 2) };
+            let cin = if i == 1 {
+                cfg.channels
+            } else {
+                cfg.d_width << (i - 2)
+            };
             let cout = cfg.d_width << (i - 1);
             convs.push(Conv2d::new(g, cin, cout, 4, 2, 1, i == 1, Init::Dcgan)?);
             if i > 1 {
@@ -195,7 +224,14 @@ impl Discriminator {
 
     /// Images [N, C, R, R] -> realness logits [N, 1]. `frozen` leaves D's weights out of
     /// the gradient (the generator's step).
-    pub fn forward(&self, g: &Gpu, x: &Tensor, onehot: Option<&Tensor>, train: bool, frozen: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        g: &Gpu,
+        x: &Tensor,
+        onehot: Option<&Tensor>,
+        train: bool,
+        frozen: bool,
+    ) -> Result<Tensor> {
         let n = x.dim(0);
         let leaky = Act::LeakyRelu(self.cfg.leaky_slope);
         let mut h = self.convs[0].forward(g, x, leaky, frozen)?;
@@ -245,6 +281,10 @@ impl Module for Discriminator {
     }
 
     fn batchnorms(&self) -> Vec<(String, &BatchNorm)> {
-        self.bns.iter().enumerate().map(|(i, bn)| (format!("bn{}", i + 2), bn)).collect()
+        self.bns
+            .iter()
+            .enumerate()
+            .map(|(i, bn)| (format!("bn{}", i + 2), bn))
+            .collect()
     }
 }

@@ -77,8 +77,21 @@ impl Vae {
         let top = cfg.width << (levels - 1);
         let mut enc = vec![];
         for i in 1..=levels {
-            let cin = if i == 1 { cfg.channels } else { cfg.width << (i - 2) };
-            enc.push(Conv2d::new(g, cin, cfg.width << (i - 1), 4, 2, 1, true, Init::TorchDefault)?);
+            let cin = if i == 1 {
+                cfg.channels
+            } else {
+                cfg.width << (i - 2)
+            };
+            enc.push(Conv2d::new(
+                g,
+                cin,
+                cfg.width << (i - 1),
+                4,
+                2,
+                1,
+                true,
+                Init::TorchDefault,
+            )?);
         }
         let feat = top * start * start;
         let mut dec = vec![];
@@ -86,8 +99,21 @@ impl Vae {
         for i in 1..=levels {
             let cin = cfg.width << (levels - i);
             let last = i == levels;
-            let cout = if last { cfg.channels } else { cfg.width << (levels - i - 1) };
-            dec.push(ConvTranspose2d::new(g, cin, cout, 4, 2, 1, last, Init::TorchDefault)?);
+            let cout = if last {
+                cfg.channels
+            } else {
+                cfg.width << (levels - i - 1)
+            };
+            dec.push(ConvTranspose2d::new(
+                g,
+                cin,
+                cout,
+                4,
+                2,
+                1,
+                last,
+                Init::TorchDefault,
+            )?);
             if !last {
                 dec_bns.push(BatchNorm::new(g, cout, Init::TorchDefault)?);
             }
@@ -114,7 +140,10 @@ impl Vae {
             h = conv.forward(g, &h, Act::Relu, false)?;
         }
         let h = h.reshape(g, &[n, self.top * self.start * self.start])?;
-        Ok((self.fc_mu.forward(g, &h, false)?, self.fc_logvar.forward(g, &h, false)?))
+        Ok((
+            self.fc_mu.forward(g, &h, false)?,
+            self.fc_logvar.forward(g, &h, false)?,
+        ))
     }
 
     /// z [N, z] -> logits [N, C, R, R].
@@ -156,7 +185,11 @@ impl Vae {
                 let target = elementwise::affine(g, x, 0.5, 0.5)?;
                 loss::bce_with_logits(g, &logits, loss::Target::Tensor(target))?
             }
-            Recon::Mse => loss::mse(g, &activation::tanh(g, &logits)?, loss::Target::Tensor(x.clone()))?,
+            Recon::Mse => loss::mse(
+                g,
+                &activation::tanh(g, &logits)?,
+                loss::Target::Tensor(x.clone()),
+            )?,
         };
         let recon = elementwise::scale(g, &recon_mean, pixels)?;
         let kl = loss::gaussian_kl(g, &mu, &logvar)?;

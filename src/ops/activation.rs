@@ -73,7 +73,12 @@ pub(crate) fn bias_act_raw(g: &Gpu, x: &Tensor, bias: Option<&Tensor>, act: Act)
         Some(b) => {
             let (c, s) = channel_view(x);
             if b.numel() != c {
-                bail!("bias of {} values for {} channels of {:?}", b.numel(), c, x.shape());
+                bail!(
+                    "bias of {} values for {} channels of {:?}",
+                    b.numel(),
+                    c,
+                    x.shape()
+                );
             }
             (c, s)
         }

@@ -28,7 +28,11 @@ struct Params {
 /// per channel and sample to fill a workgroup row, else a flat grid with index division.
 fn elementwise_grid(entry: &'static str, n: usize, c: usize, s: usize) -> (&'static str, [u32; 3]) {
     if s >= 16 && c <= 65535 && n <= 65535 {
-        let e = if entry == "batchnorm_apply" { "batchnorm_apply_3d" } else { "batchnorm_backward_data_3d" };
+        let e = if entry == "batchnorm_apply" {
+            "batchnorm_apply_3d"
+        } else {
+            "batchnorm_backward_data_3d"
+        };
         (e, [u(s.div_ceil(64)), u(c), u(n)])
     } else {
         (entry, grid_1d(n * c * s, 256))
@@ -37,7 +41,10 @@ fn elementwise_grid(entry: &'static str, n: usize, c: usize, s: usize) -> (&'sta
 
 fn view(x: &Tensor) -> Result<(usize, usize, usize)> {
     if x.rank() != 2 && x.rank() != 4 {
-        bail!("batchnorm takes [N, C] or [N, C, H, W], got {:?}", x.shape());
+        bail!(
+            "batchnorm takes [N, C] or [N, C, H, W], got {:?}",
+            x.shape()
+        );
     }
     Ok((x.dim(0), x.dim(1), x.shape()[2..].iter().product()))
 }
@@ -57,13 +64,24 @@ pub fn batch_norm(
     act: Act,
 ) -> Result<Tensor> {
     let (n, c, s) = view(x)?;
-    for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+    for (name, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ] {
         if t.numel() != c {
-            bail!("batchnorm: {name} has {} values for {c} channels", t.numel());
+            bail!(
+                "batchnorm: {name} has {} values for {c} channels",
+                t.numel()
+            );
         }
     }
     if train && n * s < 2 {
-        bail!("batchnorm: train mode needs more than one value per channel, got {:?}", x.shape());
+        bail!(
+            "batchnorm: train mode needs more than one value per channel, got {:?}",
+            x.shape()
+        );
     }
     let (code, slope) = act.code();
     let params = Params {
@@ -85,7 +103,12 @@ pub fn batch_norm(
             "batchnorm_stats",
             &[],
             &params,
-            &[x.buffer(), stats.buffer(), running_mean.buffer(), running_var.buffer()],
+            &[
+                x.buffer(),
+                stats.buffer(),
+                running_mean.buffer(),
+                running_var.buffer(),
+            ],
             [u(c), 1, 1],
             Cost::bytes(2.0 * bytes),
         )?;
@@ -96,7 +119,12 @@ pub fn batch_norm(
             "batchnorm_eval_stats",
             &[],
             &params,
-            &[x.buffer(), stats.buffer(), running_mean.buffer(), running_var.buffer()],
+            &[
+                x.buffer(),
+                stats.buffer(),
+                running_mean.buffer(),
+                running_var.buffer(),
+            ],
             [u(c.div_ceil(64)), 1, 1],
             Cost::bytes(16.0 * c as f64),
         )?;
@@ -109,7 +137,15 @@ pub fn batch_norm(
         entry,
         &[],
         &params,
-        &[x.buffer(), stats.buffer(), x.buffer(), x.buffer(), gamma.buffer(), beta.buffer(), y.buffer()],
+        &[
+            x.buffer(),
+            stats.buffer(),
+            x.buffer(),
+            x.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            y.buffer(),
+        ],
         grid,
         Cost::bytes(2.0 * bytes),
     )?;
@@ -208,7 +244,11 @@ pub fn batchnorm_backward(
         None
     };
     let (dgamma, dbeta) = split_pair(g, &gsum, c)?;
-    Ok(vec![dx, needs[1].then_some(dgamma), needs[2].then_some(dbeta)])
+    Ok(vec![
+        dx,
+        needs[1].then_some(dgamma),
+        needs[2].then_some(dbeta),
+    ])
 }
 
 /// The two halves of a [2, C] tensor as separate [C] tensors.
@@ -224,13 +264,24 @@ fn split_pair(g: &Gpu, t: &Tensor, c: usize) -> Result<(Tensor, Tensor)> {
 }
 
 /// Plain-Rust reference of train-mode forward: returns (y, batch mean, biased var).
-pub fn batchnorm_train_cpu(x: &[f32], gamma: &[f32], beta: &[f32], n: usize, c: usize, s: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn batchnorm_train_cpu(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = (n * s) as f64;
     let mut mean = vec![0.0f32; c];
     let mut var = vec![0.0f32; c];
     let mut y = vec![0.0f32; x.len()];
     for ch in 0..c {
-        let vals: Vec<f64> = (0..n).flat_map(|i| (0..s).map(move |j| (i, j))).map(|(i, j)| x[(i * c + ch) * s + j] as f64).collect();
+        let vals: Vec<f64> = (0..n)
+            .flat_map(|i| (0..s).map(move |j| (i, j)))
+            .map(|(i, j)| x[(i * c + ch) * s + j] as f64)
+            .collect();
         let mu = vals.iter().sum::<f64>() / m;
         let v = vals.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / m;
         mean[ch] = mu as f32;
@@ -248,18 +299,31 @@ pub fn batchnorm_train_cpu(x: &[f32], gamma: &[f32], beta: &[f32], n: usize, c: 
 
 /// Plain-Rust reference of the train-mode backward pass: (dx, dgamma, dbeta).
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_train_backward_cpu(x: &[f32], gamma: &[f32], dy: &[f32], n: usize, c: usize, s: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn batchnorm_train_backward_cpu(
+    x: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = (n * s) as f64;
     let mut dx = vec![0.0f32; x.len()];
     let mut dgamma = vec![0.0f32; c];
     let mut dbeta = vec![0.0f32; c];
     for ch in 0..c {
-        let idx: Vec<usize> = (0..n).flat_map(|i| (0..s).map(move |j| (i * c + ch) * s + j)).collect();
+        let idx: Vec<usize> = (0..n)
+            .flat_map(|i| (0..s).map(move |j| (i * c + ch) * s + j))
+            .collect();
         let mu = idx.iter().map(|&k| x[k] as f64).sum::<f64>() / m;
         let var = idx.iter().map(|&k| (x[k] as f64 - mu).powi(2)).sum::<f64>() / m;
         let inv = 1.0 / (var + eps as f64).sqrt();
         let sb: f64 = idx.iter().map(|&k| dy[k] as f64).sum();
-        let sg: f64 = idx.iter().map(|&k| dy[k] as f64 * (x[k] as f64 - mu) * inv).sum();
+        let sg: f64 = idx
+            .iter()
+            .map(|&k| dy[k] as f64 * (x[k] as f64 - mu) * inv)
+            .sum();
         dgamma[ch] = sg as f32;
         dbeta[ch] = sb as f32;
         for &k in &idx {

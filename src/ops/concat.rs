@@ -32,7 +32,11 @@ pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         let ok = x.rank() == first.rank()
             && (0..x.rank()).all(|d| d == axis || x.dim(d) == first.dim(d));
         if !ok {
-            bail!("concat along {axis}: {:?} does not fit {:?}", x.shape(), first.shape());
+            bail!(
+                "concat along {axis}: {:?} does not fit {:?}",
+                x.shape(),
+                first.shape()
+            );
         }
         shape[axis] += x.dim(axis);
     }
@@ -71,7 +75,14 @@ pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
 }
 
 /// The piece of `x` (viewed [outer, whole]) at columns [offset, offset + part), shaped `shape`.
-pub(crate) fn slice_raw(g: &Gpu, x: &Tensor, outer: usize, whole: usize, offset: usize, shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn slice_raw(
+    g: &Gpu,
+    x: &Tensor,
+    outer: usize,
+    whole: usize,
+    offset: usize,
+    shape: &[usize],
+) -> Result<Tensor> {
     let out = Tensor::empty(g, shape, "slice")?;
     let part = out.numel() / outer.max(1);
     let params = Params {
@@ -96,7 +107,11 @@ pub(crate) fn slice_raw(g: &Gpu, x: &Tensor, outer: usize, whole: usize, offset:
 /// Rows [start, start + len) along axis 0 of `x`, not recorded (batch splitting).
 pub fn narrow_batch(g: &Gpu, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     if start + len > x.dim(0) {
-        bail!("narrow_batch: rows {start}..{} of {:?}", start + len, x.shape());
+        bail!(
+            "narrow_batch: rows {start}..{} of {:?}",
+            start + len,
+            x.shape()
+        );
     }
     let per = x.numel() / x.dim(0).max(1);
     let mut shape = x.shape().to_vec();
@@ -104,14 +119,24 @@ pub fn narrow_batch(g: &Gpu, x: &Tensor, start: usize, len: usize) -> Result<Ten
     slice_raw(g, x, 1, x.numel(), start * per, &shape)
 }
 
-pub fn concat_backward(g: &Gpu, xs: &[Tensor], axis: usize, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+pub fn concat_backward(
+    g: &Gpu,
+    xs: &[Tensor],
+    axis: usize,
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
     let outer: usize = dy.shape()[..axis].iter().product();
     let whole: usize = dy.shape()[axis..].iter().product();
     let mut offset = 0;
     let mut out = Vec::with_capacity(xs.len());
     for (x, need) in xs.iter().zip(needs) {
         let part = x.numel() / outer.max(1);
-        out.push(if *need { Some(slice_raw(g, dy, outer, whole, offset, x.shape())?) } else { None });
+        out.push(if *need {
+            Some(slice_raw(g, dy, outer, whole, offset, x.shape())?)
+        } else {
+            None
+        });
         offset += part;
     }
     Ok(out)

@@ -52,7 +52,11 @@ pub fn geometry(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<G
         bail!("conv2d takes x [N, C, H, W] and w [CO, CI, KH, KW], got {x:?} and {w:?}");
     }
     if x[1] != w[1] {
-        bail!("conv2d: input has {} channels but the weight expects {}", x[1], w[1]);
+        bail!(
+            "conv2d: input has {} channels but the weight expects {}",
+            x[1],
+            w[1]
+        );
     }
     if stride == 0 {
         bail!("conv2d: stride must be at least 1");
@@ -136,7 +140,11 @@ impl Geometry {
 
 /// The pipeline constants of a kernel geometry (see shaders/conv2d.wgsl).
 fn geometry_constants(geo: &Geometry) -> [(&'static str, u64); 3] {
-    [("KH", geo.kh as u64), ("KW", geo.kw as u64), ("STRIDE", geo.stride as u64)]
+    [
+        ("KH", geo.kh as u64),
+        ("KW", geo.kw as u64),
+        ("STRIDE", geo.stride as u64),
+    ]
 }
 
 /// Xcol [K, P4] = im2col(x): the patches of x as columns, zero-padded.
@@ -157,7 +165,13 @@ pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
 }
 
 /// dx [N, CI, H, W] = act(bias + col2im(dXcol)): sums each pixel's taps.
-pub fn col2im(g: &Gpu, geo: &Geometry, dxcol: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+pub fn col2im(
+    g: &Gpu,
+    geo: &Geometry,
+    dxcol: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
     let dx = Tensor::empty(g, &geo.x_shape(), "col2im output")?;
     let n = dx.numel();
     launch(
@@ -191,7 +205,13 @@ pub fn channel_major(g: &Gpu, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
 }
 
 /// y [N, CO, OH, OW] = act(Y + bias[co]) from the channel-major Y [CO, P4].
-pub fn channel_major_to_nchw(g: &Gpu, geo: &Geometry, ycm: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+pub fn channel_major_to_nchw(
+    g: &Gpu,
+    geo: &Geometry,
+    ycm: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
     let y = Tensor::empty(g, &geo.y_shape(), "conv2d output")?;
     let n = y.numel();
     launch(
@@ -208,7 +228,14 @@ pub fn channel_major_to_nchw(g: &Gpu, geo: &Geometry, ycm: &Tensor, bias: Option
 }
 
 /// y = act(W · Xcol + b): the GEMM in channel-major order, then back to NCHW.
-pub fn forward_gemm(g: &Gpu, geo: &Geometry, xcol: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+pub fn forward_gemm(
+    g: &Gpu,
+    geo: &Geometry,
+    xcol: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
     let ycm = Tensor::empty(g, &[geo.co, geo.p4()], "conv2d channel-major output")?;
     let mut spec = Gemm::new(w, xcol, false, false, geo.co, geo.pixels(), geo.patch());
     spec.ldb = geo.p4();
@@ -218,7 +245,14 @@ pub fn forward_gemm(g: &Gpu, geo: &Geometry, xcol: &Tensor, w: &Tensor, bias: Op
 }
 
 /// dXcol [K, P4] = Wᵀ · dY, then col2im (with bias and activation for transposed conv).
-pub fn backward_data_gemm(g: &Gpu, geo: &Geometry, dy_cm: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+pub fn backward_data_gemm(
+    g: &Gpu,
+    geo: &Geometry,
+    dy_cm: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
     let dxcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "conv2d column gradient")?;
     // Wᵀ is small; a plain copy of it is faster than the GEMM's transposed-A form.
     let wt = super::elementwise::transpose2d(g, w, geo.co, geo.patch())?;
@@ -230,7 +264,12 @@ pub fn backward_data_gemm(g: &Gpu, geo: &Geometry, dy_cm: &Tensor, w: &Tensor, b
 }
 
 /// dW [CO, CI, KH, KW] = dY · Xcolᵀ over all pixels (split-K, then a sum of the slices).
-pub fn backward_weight_gemm(g: &Gpu, geo: &Geometry, xcol: &Tensor, dy_cm: &Tensor) -> Result<Tensor> {
+pub fn backward_weight_gemm(
+    g: &Gpu,
+    geo: &Geometry,
+    xcol: &Tensor,
+    dy_cm: &Tensor,
+) -> Result<Tensor> {
     let (m, n, k) = (geo.co, geo.patch(), geo.p4());
     let mut spec = Gemm::new(dy_cm, xcol, false, true, m, n, k);
     spec.lda = k;
@@ -241,17 +280,38 @@ pub fn backward_weight_gemm(g: &Gpu, geo: &Geometry, xcol: &Tensor, dy_cm: &Tens
     let dw = if split == 1 {
         partial
     } else {
-        super::reduce::reduce_raw(g, &partial, super::reduce::Dims { a: 1, r: split, b: m * n }, 1.0)?
+        super::reduce::reduce_raw(
+            g,
+            &partial,
+            super::reduce::Dims {
+                a: 1,
+                r: split,
+                b: m * n,
+            },
+            1.0,
+        )?
     };
     dw.detach(g).reshape(g, &geo.w_shape())
 }
 
 /// y = act(conv2d(x, w) + b), recorded.
-pub fn conv2d_act(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize, act: Act) -> Result<Tensor> {
+pub fn conv2d_act(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+    act: Act,
+) -> Result<Tensor> {
     let geo = geometry(x.shape(), w.shape(), stride, pad)?;
     if let Some(b) = b {
         if b.numel() != geo.co {
-            bail!("conv2d: bias has {} values for {} output channels", b.numel(), geo.co);
+            bail!(
+                "conv2d: bias has {} values for {} output channels",
+                b.numel(),
+                geo.co
+            );
         }
     }
     let xcol = im2col(g, &geo, x)?;
@@ -271,7 +331,14 @@ pub fn conv2d_act(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: u
     ))
 }
 
-pub fn conv2d(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
+pub fn conv2d(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
     conv2d_act(g, x, w, b, stride, pad, Act::Identity)
 }
 
@@ -297,17 +364,37 @@ pub fn conv2d_backward(
     } else {
         None
     };
-    let dw = if needs[1] { Some(backward_weight_gemm(g, geo, xcol, &dz_cm)?) } else { None };
+    let dw = if needs[1] {
+        Some(backward_weight_gemm(g, geo, xcol, &dz_cm)?)
+    } else {
+        None
+    };
     let mut out = vec![dx, dw];
     if b.is_some() {
-        out.push(if needs[2] { Some(super::reduce::sum_channels(g, &dz)?) } else { None });
+        out.push(if needs[2] {
+            Some(super::reduce::sum_channels(g, &dz)?)
+        } else {
+            None
+        });
     }
     Ok(out)
 }
 
 /// Plain-Rust reference of the forward pass (no activation), in f64.
 pub fn conv2d_cpu(x: &[f32], w: &[f32], b: Option<&[f32]>, geo: &Geometry) -> Vec<f32> {
-    let Geometry { n, ci, h, w: wd, co, oh, ow, kh, kw, stride, pad } = *geo;
+    let Geometry {
+        n,
+        ci,
+        h,
+        w: wd,
+        co,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride,
+        pad,
+    } = *geo;
     let mut y = vec![0.0f32; n * co * oh * ow];
     for ni in 0..n {
         for o in 0..co {
@@ -337,8 +424,25 @@ pub fn conv2d_cpu(x: &[f32], w: &[f32], b: Option<&[f32]>, geo: &Geometry) -> Ve
 }
 
 /// Plain-Rust references of the two gradients: (dx, dw) for upstream dy.
-pub fn conv2d_backward_cpu(x: &[f32], w: &[f32], dy: &[f32], geo: &Geometry) -> (Vec<f32>, Vec<f32>) {
-    let Geometry { n, ci, h, w: wd, co, oh, ow, kh, kw, stride, pad } = *geo;
+pub fn conv2d_backward_cpu(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    geo: &Geometry,
+) -> (Vec<f32>, Vec<f32>) {
+    let Geometry {
+        n,
+        ci,
+        h,
+        w: wd,
+        co,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride,
+        pad,
+    } = *geo;
     let mut dx = vec![0.0f64; x.len()];
     let mut dw = vec![0.0f64; w.len()];
     for ni in 0..n {
@@ -365,5 +469,8 @@ pub fn conv2d_backward_cpu(x: &[f32], w: &[f32], dy: &[f32], geo: &Geometry) -> 
             }
         }
     }
-    (dx.into_iter().map(|v| v as f32).collect(), dw.into_iter().map(|v| v as f32).collect())
+    (
+        dx.into_iter().map(|v| v as f32).collect(),
+        dw.into_iter().map(|v| v as f32).collect(),
+    )
 }

@@ -16,12 +16,22 @@ use crate::tape::{record, Op};
 use crate::tensor::Tensor;
 
 /// The conv2d geometry whose backward-data pass is this transposed convolution.
-pub fn geometry(x: &[usize], w: &[usize], stride: usize, pad: usize, output_padding: usize) -> Result<Geometry> {
+pub fn geometry(
+    x: &[usize],
+    w: &[usize],
+    stride: usize,
+    pad: usize,
+    output_padding: usize,
+) -> Result<Geometry> {
     if x.len() != 4 || w.len() != 4 {
         bail!("conv_transpose2d takes x [N, C, H, W] and w [CI, CO, KH, KW], got {x:?} and {w:?}");
     }
     if x[1] != w[0] {
-        bail!("conv_transpose2d: input has {} channels but the weight expects {}", x[1], w[0]);
+        bail!(
+            "conv_transpose2d: input has {} channels but the weight expects {}",
+            x[1],
+            w[0]
+        );
     }
     if stride == 0 || output_padding >= stride {
         bail!("conv_transpose2d: need stride >= 1 and output_padding < stride");
@@ -65,7 +75,11 @@ pub fn conv_transpose2d_act(
     let geo = geometry(x.shape(), w.shape(), stride, pad, output_padding)?;
     if let Some(b) = b {
         if b.numel() != geo.ci {
-            bail!("conv_transpose2d: bias has {} values for {} output channels", b.numel(), geo.ci);
+            bail!(
+                "conv_transpose2d: bias has {} values for {} output channels",
+                b.numel(),
+                geo.ci
+            );
         }
     }
     let x_cm = conv2d::channel_major(g, &geo, x)?;
@@ -85,7 +99,14 @@ pub fn conv_transpose2d_act(
     ))
 }
 
-pub fn conv_transpose2d(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
+pub fn conv_transpose2d(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
     conv_transpose2d_act(g, x, w, b, stride, pad, 0, Act::Identity)
 }
 
@@ -119,7 +140,11 @@ pub fn conv_transpose2d_backward(
     };
     let mut out = vec![dx, dw];
     if b.is_some() {
-        out.push(if needs[2] { Some(super::reduce::sum_channels(g, &dz)?) } else { None });
+        out.push(if needs[2] {
+            Some(super::reduce::sum_channels(g, &dz)?)
+        } else {
+            None
+        });
     }
     Ok(out)
 }
@@ -204,7 +229,8 @@ pub fn conv_transpose2d_backward_cpu(
                                 if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
                                     continue;
                                 }
-                                let d = dy[((ni * co + o) * oh + oy as usize) * ow + ox as usize] as f64;
+                                let d = dy[((ni * co + o) * oh + oy as usize) * ow + ox as usize]
+                                    as f64;
                                 let wi = ((c * co + o) * kh + ky) * kw + kx;
                                 dx[xi] += d * w[wi] as f64;
                                 dw[wi] += d * x[xi] as f64;
@@ -215,5 +241,8 @@ pub fn conv_transpose2d_backward_cpu(
             }
         }
     }
-    (dx.into_iter().map(|v| v as f32).collect(), dw.into_iter().map(|v| v as f32).collect())
+    (
+        dx.into_iter().map(|v| v as f32).collect(),
+        dw.into_iter().map(|v| v as f32).collect(),
+    )
 }

@@ -61,8 +61,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     }
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -80,7 +88,11 @@ fn broadcast_strides(shape: &[usize], out: &[usize; 4]) -> [u32; 4] {
     let mut strides = [0u32; 4];
     let mut s = 1usize;
     for i in (0..4).rev() {
-        strides[i] = if padded[i] == 1 && out[i] != 1 { 0 } else { u(s) };
+        strides[i] = if padded[i] == 1 && out[i] != 1 {
+            0
+        } else {
+            u(s)
+        };
         s *= padded[i];
     }
     strides
@@ -92,7 +104,14 @@ fn pad4(shape: &[usize]) -> [usize; 4] {
     p
 }
 
-fn launch_binary(g: &Gpu, a: &Tensor, b: &Tensor, code: u32, alpha: f32, out_shape: &[usize]) -> Result<Tensor> {
+fn launch_binary(
+    g: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    code: u32,
+    alpha: f32,
+    out_shape: &[usize],
+) -> Result<Tensor> {
     let out = Tensor::empty(g, out_shape, "elementwise output")?;
     let n = out.numel();
     let o4 = pad4(out_shape);
@@ -106,7 +125,11 @@ fn launch_binary(g: &Gpu, a: &Tensor, b: &Tensor, code: u32, alpha: f32, out_sha
         alpha,
         beta: 0.0,
     };
-    let entry = if same { "binary_same_shape" } else { "binary_broadcast" };
+    let entry = if same {
+        "binary_same_shape"
+    } else {
+        "binary_broadcast"
+    };
     launch(
         g,
         "elementwise",
@@ -227,10 +250,28 @@ pub fn binary_backward(
 ) -> Result<Vec<Option<Tensor>>> {
     let (da, db) = match op {
         BinaryOp::Add => (dy.clone(), dy.clone()),
-        BinaryOp::Sub => (dy.clone(), unary_raw(g, dy, UnaryOp::Affine { alpha: -1.0, beta: 0.0 })?),
+        BinaryOp::Sub => (
+            dy.clone(),
+            unary_raw(
+                g,
+                dy,
+                UnaryOp::Affine {
+                    alpha: -1.0,
+                    beta: 0.0,
+                },
+            )?,
+        ),
         BinaryOp::Mul => (
-            if needs[0] { binary_raw(g, dy, b, BinaryOp::Mul)? } else { dy.clone() },
-            if needs[1] { binary_raw(g, dy, a, BinaryOp::Mul)? } else { dy.clone() },
+            if needs[0] {
+                binary_raw(g, dy, b, BinaryOp::Mul)?
+            } else {
+                dy.clone()
+            },
+            if needs[1] {
+                binary_raw(g, dy, a, BinaryOp::Mul)?
+            } else {
+                dy.clone()
+            },
         ),
         BinaryOp::Div => {
             // d/da = dy / b; d/db = -dy a / b^2 = -(dy / b) (a / b)
@@ -238,7 +279,14 @@ pub fn binary_backward(
             let db = if needs[1] {
                 let q = binary_raw(g, a, b, BinaryOp::Div)?;
                 let tq = binary_raw(g, &t, &q, BinaryOp::Mul)?;
-                unary_raw(g, &tq, UnaryOp::Affine { alpha: -1.0, beta: 0.0 })?
+                unary_raw(
+                    g,
+                    &tq,
+                    UnaryOp::Affine {
+                        alpha: -1.0,
+                        beta: 0.0,
+                    },
+                )?
             } else {
                 dy.clone()
             };
@@ -247,8 +295,16 @@ pub fn binary_backward(
         BinaryOp::Max => bail!("max has no gradient rule"),
     };
     Ok(vec![
-        if needs[0] { Some(reduce_to_shape(g, &da, a.shape())?) } else { None },
-        if needs[1] { Some(reduce_to_shape(g, &db, b.shape())?) } else { None },
+        if needs[0] {
+            Some(reduce_to_shape(g, &da, a.shape())?)
+        } else {
+            None
+        },
+        if needs[1] {
+            Some(reduce_to_shape(g, &db, b.shape())?)
+        } else {
+            None
+        },
     ])
 }
 
@@ -293,7 +349,14 @@ pub fn unary(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
 }
 
 pub fn scale(g: &Gpu, x: &Tensor, s: f32) -> Result<Tensor> {
-    unary(g, x, UnaryOp::Affine { alpha: s, beta: 0.0 })
+    unary(
+        g,
+        x,
+        UnaryOp::Affine {
+            alpha: s,
+            beta: 0.0,
+        },
+    )
 }
 pub fn affine(g: &Gpu, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     unary(g, x, UnaryOp::Affine { alpha, beta })

@@ -50,14 +50,30 @@ fn target_buffer<'a>(x: &'a Tensor, target: &'a Target) -> Result<&'a wgpu::Buff
     match target {
         Target::Const(_) => Ok(x.buffer()),
         Target::Tensor(t) if t.numel() == x.numel() => Ok(t.buffer()),
-        Target::Tensor(t) => bail!("loss: target {:?} does not match input {:?}", t.shape(), x.shape()),
+        Target::Tensor(t) => bail!(
+            "loss: target {:?} does not match input {:?}",
+            t.shape(),
+            x.shape()
+        ),
     }
 }
 
 /// Runs a per-element loss kernel then the mean.
-fn elementwise_loss(g: &Gpu, entry: &'static str, x: &Tensor, t: &wgpu::Buffer, p: &Params, rows: usize, scale: f32) -> Result<Tensor> {
+fn elementwise_loss(
+    g: &Gpu,
+    entry: &'static str,
+    x: &Tensor,
+    t: &wgpu::Buffer,
+    p: &Params,
+    rows: usize,
+    scale: f32,
+) -> Result<Tensor> {
     let per = Tensor::empty(g, &[rows], "per-element loss")?;
-    let wg = if entry == "softmax_xent_forward" { 64 } else { 256 };
+    let wg = if entry == "softmax_xent_forward" {
+        64
+    } else {
+        256
+    };
     launch(
         g,
         "loss",
@@ -68,13 +84,34 @@ fn elementwise_loss(g: &Gpu, entry: &'static str, x: &Tensor, t: &wgpu::Buffer, 
         grid_1d(rows, wg),
         Cost::bytes(8.0 * x.numel() as f64),
     )?;
-    let total = reduce_raw(g, &per, Dims { a: 1, r: rows, b: 1 }, scale)?;
+    let total = reduce_raw(
+        g,
+        &per,
+        Dims {
+            a: 1,
+            r: rows,
+            b: 1,
+        },
+        scale,
+    )?;
     total.detach(g).reshape(g, &[1])
 }
 
-fn gradient(g: &Gpu, entry: &'static str, x: &Tensor, t: &wgpu::Buffer, p: &Params, dy: &Tensor, rows: usize) -> Result<Tensor> {
+fn gradient(
+    g: &Gpu,
+    entry: &'static str,
+    x: &Tensor,
+    t: &wgpu::Buffer,
+    p: &Params,
+    dy: &Tensor,
+    rows: usize,
+) -> Result<Tensor> {
     let dx = Tensor::empty(g, x.shape(), "loss gradient")?;
-    let wg = if entry == "softmax_xent_backward" { 64 } else { 256 };
+    let wg = if entry == "softmax_xent_backward" {
+        64
+    } else {
+        256
+    };
     launch(
         g,
         "loss",
@@ -91,14 +128,47 @@ fn gradient(g: &Gpu, entry: &'static str, x: &Tensor, t: &wgpu::Buffer, p: &Para
 pub fn bce_with_logits(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
     let n = x.numel();
     let p = params(n, 0, Some(&target), 1.0 / n as f32);
-    let loss = elementwise_loss(g, "bce_with_logits_forward", x, target_buffer(x, &target)?, &p, n, 1.0 / n as f32)?;
-    Ok(record(g, loss, Op::BceWithLogits { x: x.clone(), target }))
+    let loss = elementwise_loss(
+        g,
+        "bce_with_logits_forward",
+        x,
+        target_buffer(x, &target)?,
+        &p,
+        n,
+        1.0 / n as f32,
+    )?;
+    Ok(record(
+        g,
+        loss,
+        Op::BceWithLogits {
+            x: x.clone(),
+            target,
+        },
+    ))
 }
 
-pub fn bce_with_logits_backward(g: &Gpu, x: &Tensor, target: &Target, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+pub fn bce_with_logits_backward(
+    g: &Gpu,
+    x: &Tensor,
+    target: &Target,
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
     let n = x.numel();
     let p = params(n, 0, Some(target), 1.0 / n as f32);
-    let dx = if needs[0] { Some(gradient(g, "bce_with_logits_backward", x, target_buffer(x, target)?, &p, dy, n)?) } else { None };
+    let dx = if needs[0] {
+        Some(gradient(
+            g,
+            "bce_with_logits_backward",
+            x,
+            target_buffer(x, target)?,
+            &p,
+            dy,
+            n,
+        )?)
+    } else {
+        None
+    };
     let mut out = vec![dx];
     if matches!(target, Target::Tensor(_)) {
         out.push(None); // targets are data, never differentiated
@@ -109,14 +179,47 @@ pub fn bce_with_logits_backward(g: &Gpu, x: &Tensor, target: &Target, dy: &Tenso
 pub fn mse(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
     let n = x.numel();
     let p = params(n, 0, Some(&target), 1.0 / n as f32);
-    let loss = elementwise_loss(g, "mse_forward", x, target_buffer(x, &target)?, &p, n, 1.0 / n as f32)?;
-    Ok(record(g, loss, Op::Mse { x: x.clone(), target }))
+    let loss = elementwise_loss(
+        g,
+        "mse_forward",
+        x,
+        target_buffer(x, &target)?,
+        &p,
+        n,
+        1.0 / n as f32,
+    )?;
+    Ok(record(
+        g,
+        loss,
+        Op::Mse {
+            x: x.clone(),
+            target,
+        },
+    ))
 }
 
-pub fn mse_backward(g: &Gpu, x: &Tensor, target: &Target, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+pub fn mse_backward(
+    g: &Gpu,
+    x: &Tensor,
+    target: &Target,
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
     let n = x.numel();
     let p = params(n, 0, Some(target), 1.0 / n as f32);
-    let dx = if needs[0] { Some(gradient(g, "mse_backward", x, target_buffer(x, target)?, &p, dy, n)?) } else { None };
+    let dx = if needs[0] {
+        Some(gradient(
+            g,
+            "mse_backward",
+            x,
+            target_buffer(x, target)?,
+            &p,
+            dy,
+            n,
+        )?)
+    } else {
+        None
+    };
     let mut out = vec![dx];
     if matches!(target, Target::Tensor(_)) {
         out.push(None);
@@ -127,11 +230,23 @@ pub fn mse_backward(g: &Gpu, x: &Tensor, target: &Target, dy: &Tensor, needs: &[
 /// Cross-entropy of logits [N, C] against class indices `labels` [N] (stored as floats).
 pub fn softmax_xent(g: &Gpu, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
     if x.rank() != 2 || labels.numel() != x.dim(0) {
-        bail!("softmax_xent takes logits [N, C] and N labels, got {:?} and {:?}", x.shape(), labels.shape());
+        bail!(
+            "softmax_xent takes logits [N, C] and N labels, got {:?} and {:?}",
+            x.shape(),
+            labels.shape()
+        );
     }
     let (rows, cols) = (x.dim(0), x.dim(1));
     let p = params(rows, cols, None, 1.0 / rows as f32);
-    let loss = elementwise_loss(g, "softmax_xent_forward", x, labels.buffer(), &p, rows, 1.0 / rows as f32)?;
+    let loss = elementwise_loss(
+        g,
+        "softmax_xent_forward",
+        x,
+        labels.buffer(),
+        &p,
+        rows,
+        1.0 / rows as f32,
+    )?;
     Ok(record(
         g,
         loss,
@@ -151,12 +266,24 @@ pub fn softmax_xent_backward(g: &Gpu, x: &Tensor, labels: &Tensor, dy: &Tensor) 
 /// KL(N(mu, e^lv) || N(0, 1)), summed over dims and averaged over the batch (dim 0).
 pub fn gaussian_kl(g: &Gpu, mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
     if mu.shape() != logvar.shape() {
-        bail!("gaussian_kl: mu {:?} and logvar {:?} differ", mu.shape(), logvar.shape());
+        bail!(
+            "gaussian_kl: mu {:?} and logvar {:?} differ",
+            mu.shape(),
+            logvar.shape()
+        );
     }
     let n = mu.numel();
     let batch = mu.dim(0).max(1);
     let p = params(n, 0, None, 1.0 / batch as f32);
-    let loss = elementwise_loss(g, "gaussian_kl_forward", mu, logvar.buffer(), &p, n, 1.0 / batch as f32)?;
+    let loss = elementwise_loss(
+        g,
+        "gaussian_kl_forward",
+        mu,
+        logvar.buffer(),
+        &p,
+        n,
+        1.0 / batch as f32,
+    )?;
     Ok(record(
         g,
         loss,
@@ -167,7 +294,12 @@ pub fn gaussian_kl(g: &Gpu, mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
     ))
 }
 
-pub fn gaussian_kl_backward(g: &Gpu, mu: &Tensor, logvar: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub fn gaussian_kl_backward(
+    g: &Gpu,
+    mu: &Tensor,
+    logvar: &Tensor,
+    dy: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let n = mu.numel();
     let batch = mu.dim(0).max(1);
     let p = params(n, 0, None, 1.0 / batch as f32);
@@ -179,7 +311,13 @@ pub fn gaussian_kl_backward(g: &Gpu, mu: &Tensor, logvar: &Tensor, dy: &Tensor) 
         "gaussian_kl_backward",
         &[],
         &p,
-        &[mu.buffer(), logvar.buffer(), dy.buffer(), dmu.buffer(), dlv.buffer()],
+        &[
+            mu.buffer(),
+            logvar.buffer(),
+            dy.buffer(),
+            dmu.buffer(),
+            dlv.buffer(),
+        ],
         grid_1d(n, 256),
         Cost::bytes(16.0 * n as f64),
     )?;

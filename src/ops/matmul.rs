@@ -55,7 +55,15 @@ pub struct Gemm<'a> {
 
 impl<'a> Gemm<'a> {
     /// A plain GEMM of two stored matrices with the given transposes.
-    pub fn new(a: &'a Tensor, b: &'a Tensor, trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize) -> Gemm<'a> {
+    pub fn new(
+        a: &'a Tensor,
+        b: &'a Tensor,
+        trans_a: bool,
+        trans_b: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Gemm<'a> {
         Gemm {
             a,
             b,
@@ -83,25 +91,28 @@ impl<'a> Gemm<'a> {
     /// strides matter only with a batch (split-K slices are ldc * m apart).
     fn subgroup_ok(&self, split: usize) -> bool {
         let strides_ok = if split > 1 {
-            (self.ldc * self.m) % 4 == 0
+            (self.ldc * self.m).is_multiple_of(4)
         } else {
-            self.batch == 1 || (self.batch_a % 4 == 0 && self.batch_b % 4 == 0 && self.batch_c % 4 == 0)
+            self.batch == 1
+                || (self.batch_a.is_multiple_of(4)
+                    && self.batch_b.is_multiple_of(4)
+                    && self.batch_c.is_multiple_of(4))
         };
         let a_ok = if self.trans_a {
-            self.lda % 4 == 0 && self.lda >= self.m.next_multiple_of(4)
+            self.lda.is_multiple_of(4) && self.lda >= self.m.next_multiple_of(4)
         } else {
-            self.lda % 4 == 0
+            self.lda.is_multiple_of(4)
         };
         let b_ok = if self.trans_b {
-            self.ldb % 4 == 0
+            self.ldb.is_multiple_of(4)
         } else {
-            self.ldb % 4 == 0 && self.ldb >= self.n.next_multiple_of(4)
+            self.ldb.is_multiple_of(4) && self.ldb >= self.n.next_multiple_of(4)
         };
         !(self.trans_a && self.trans_b)
             && a_ok
             && b_ok
-            && self.k % 4 == 0
-            && self.ldc % 4 == 0
+            && self.k.is_multiple_of(4)
+            && self.ldc.is_multiple_of(4)
             && self.ldc >= self.n.next_multiple_of(4)
             && strides_ok
             && self.bias.is_none_or(|b| b.numel() % 4 == 0)
@@ -121,7 +132,11 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     if split > 1 && (spec.batch > 1 || spec.bias.is_some()) {
         bail!("split-K GEMMs write plain partials: no batch or bias");
     }
-    let k_len = if split > 1 { spec.k.div_ceil(split).next_multiple_of(8) } else { spec.k };
+    let k_len = if split > 1 {
+        spec.k.div_ceil(split).next_multiple_of(8)
+    } else {
+        spec.k
+    };
     let params = Params {
         m: u(spec.m),
         n: u(spec.n),
@@ -133,7 +148,11 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         ldc: u(spec.ldc),
         batch_a: u(spec.batch_a),
         batch_b: u(spec.batch_b),
-        batch_c: if split > 1 { u(spec.ldc * spec.m) } else { u(spec.batch_c) },
+        batch_c: if split > 1 {
+            u(spec.ldc * spec.m)
+        } else {
+            u(spec.batch_c)
+        },
         _pad: 0,
     };
     let z = if split > 1 { split } else { spec.batch };
@@ -150,18 +169,57 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             (false, true) => "matmul_sg_nt",
             _ => "matmul_sg_tn",
         };
-        let grid = [u(spec.n.div_ceil(SG_COLS)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
-        launch(g, "matmul_subgroup", entry, &[("HAS_BIAS", has_bias)], &params, &buffers, grid, cost)
+        let grid = [
+            u(spec.n.div_ceil(SG_COLS)),
+            u(spec.m.div_ceil(SG_ROWS)),
+            u(z),
+        ];
+        launch(
+            g,
+            "matmul_subgroup",
+            entry,
+            &[("HAS_BIAS", has_bias)],
+            &params,
+            &buffers,
+            grid,
+            cost,
+        )
     } else if g.gemm_kernel() == GemmKernel::Subgroup8 {
         // Workgroup-memory tiles are the slowest form on a CPU driver; one invocation per
         // output is ~20x faster there for the small unaligned products that land here.
-        let consts = [("TRANS_A", spec.trans_a as u64), ("TRANS_B", spec.trans_b as u64), ("HAS_BIAS", has_bias)];
+        let consts = [
+            ("TRANS_A", spec.trans_a as u64),
+            ("TRANS_B", spec.trans_b as u64),
+            ("HAS_BIAS", has_bias),
+        ];
         let grid = [u(spec.n.div_ceil(64)), u(spec.m), u(z)];
-        launch(g, "matmul", "matmul_naive", &consts, &params, &buffers, grid, cost)
+        launch(
+            g,
+            "matmul",
+            "matmul_naive",
+            &consts,
+            &params,
+            &buffers,
+            grid,
+            cost,
+        )
     } else {
-        let consts = [("TRANS_A", spec.trans_a as u64), ("TRANS_B", spec.trans_b as u64), ("HAS_BIAS", has_bias)];
+        let consts = [
+            ("TRANS_A", spec.trans_a as u64),
+            ("TRANS_B", spec.trans_b as u64),
+            ("HAS_BIAS", has_bias),
+        ];
         let grid = [u(spec.n.div_ceil(TILED)), u(spec.m.div_ceil(TILED)), u(z)];
-        launch(g, "matmul", "matmul_tiled", &consts, &params, &buffers, grid, cost)
+        launch(
+            g,
+            "matmul",
+            "matmul_tiled",
+            &consts,
+            &params,
+            &buffers,
+            grid,
+            cost,
+        )
     }
 }
 
@@ -188,23 +246,46 @@ fn dims(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<(usize, usize, usi
     };
     let tag = |t: bool| if t { "ᵀ" } else { "" };
     if !(2..=3).contains(&ra) || !(2..=3).contains(&rb) {
-        bail!("matmul takes 2-d or 3-d tensors, got {:?} and {:?}", a.shape(), b.shape());
+        bail!(
+            "matmul takes 2-d or 3-d tensors, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        );
     }
     let (m, k) = mat(a, ta);
     let (k2, n) = mat(b, tb);
     if k != k2 {
-        bail!("matmul: inner dimensions differ: {:?}{} x {:?}{}", a.shape(), tag(ta), b.shape(), tag(tb));
+        bail!(
+            "matmul: inner dimensions differ: {:?}{} x {:?}{}",
+            a.shape(),
+            tag(ta),
+            b.shape(),
+            tag(tb)
+        );
     }
     match (ra, rb) {
         (2, 2) => Ok((1, m, k, n, false)),
         (3, 2) if !ta => Ok((1, a.dim(0) * m, k, n, true)),
         (3, 3) if a.dim(0) == b.dim(0) => Ok((a.dim(0), m, k, n, false)),
-        _ => bail!("matmul: unsupported batching {:?}{} x {:?}{}", a.shape(), tag(ta), b.shape(), tag(tb)),
+        _ => bail!(
+            "matmul: unsupported batching {:?}{} x {:?}{}",
+            a.shape(),
+            tag(ta),
+            b.shape(),
+            tag(tb)
+        ),
     }
 }
 
 /// The product without recording.
-pub fn matmul_raw(g: &Gpu, a: &Tensor, b: &Tensor, ta: bool, tb: bool, bias: Option<&Tensor>) -> Result<Tensor> {
+pub fn matmul_raw(
+    g: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     let (batch, m, k, n, folded) = dims(a, b, ta, tb)?;
     let out_shape: Vec<usize> = match (a.rank(), folded) {
         (3, false) => vec![batch, m, n],
@@ -249,7 +330,11 @@ pub fn matmul(g: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// y[N, out] = x[N, in] · W[out, in]ᵀ + b[out].
 pub fn linear(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     if x.rank() != 2 || w.rank() != 2 || x.dim(1) != w.dim(1) {
-        bail!("linear: input {:?} does not fit weight {:?}", x.shape(), w.shape());
+        bail!(
+            "linear: input {:?} does not fit weight {:?}",
+            x.shape(),
+            w.shape()
+        );
     }
     let y = matmul_raw(g, x, w, false, true, b)?;
     Ok(record(
@@ -314,7 +399,16 @@ pub fn matmul_backward(
     if bias.is_some() {
         out.push(if needs[2] {
             let rows = dc.numel() / n;
-            Some(super::reduce::reduce_raw(g, dc, super::reduce::Dims { a: 1, r: rows, b: n }, 1.0)?)
+            Some(super::reduce::reduce_raw(
+                g,
+                dc,
+                super::reduce::Dims {
+                    a: 1,
+                    r: rows,
+                    b: n,
+                },
+                1.0,
+            )?)
         } else {
             None
         });
@@ -323,7 +417,15 @@ pub fn matmul_backward(
 }
 
 /// Plain-Rust reference: C = op(A)·op(B) for 2-d row-major matrices, in f64.
-pub fn matmul_cpu(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Vec<f32> {
+pub fn matmul_cpu(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) -> Vec<f32> {
     let mut c = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {

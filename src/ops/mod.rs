@@ -20,6 +20,7 @@ use anyhow::Result;
 
 use crate::gpu::{Cost, Gpu};
 
+#[allow(clippy::too_many_arguments)]
 /// Compiles (once) and records one dispatch of `entry` in `shaders/<stem>.wgsl`.
 pub(crate) fn launch<P: bytemuck::Pod>(
     g: &Gpu,

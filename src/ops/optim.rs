@@ -68,13 +68,21 @@ impl Optimizer {
         for p in params {
             state.push((Tensor::zeros(g, p.shape())?, Tensor::zeros(g, p.shape())?));
         }
-        Ok(Optimizer { config, step: 0, state })
+        Ok(Optimizer {
+            config,
+            step: 0,
+            state,
+        })
     }
 
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step(&mut self, g: &Gpu, params: &[Tensor], grads: &Grads) -> Result<()> {
         if params.len() != self.state.len() {
-            bail!("optimizer built for {} parameters, given {}", self.state.len(), params.len());
+            bail!(
+                "optimizer built for {} parameters, given {}",
+                self.state.len(),
+                params.len()
+            );
         }
         self.step += 1;
         let c = self.config;
@@ -92,10 +100,23 @@ impl Optimizer {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn apply(g: &Gpu, c: &Config, bc1: f32, bc2: f32, p: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
+pub(crate) fn apply(
+    g: &Gpu,
+    c: &Config,
+    bc1: f32,
+    bc2: f32,
+    p: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+) -> Result<()> {
     let n = p.numel();
     if grad.numel() != n {
-        bail!("optimizer: gradient {:?} does not match parameter {:?}", grad.shape(), p.shape());
+        bail!(
+            "optimizer: gradient {:?} does not match parameter {:?}",
+            grad.shape(),
+            p.shape()
+        );
     }
     let params = Params {
         n: u(n),

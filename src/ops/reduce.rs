@@ -45,7 +45,16 @@ pub(crate) fn reduce_raw(g: &Gpu, x: &Tensor, d: Dims, scale: f32) -> Result<Ten
         } else {
             [65535, u(outputs.div_ceil(65535)), 1]
         };
-        launch(g, "reduce", "reduce_parallel", &[], &params, &[x.buffer(), out.buffer()], grid, cost)?;
+        launch(
+            g,
+            "reduce",
+            "reduce_parallel",
+            &[],
+            &params,
+            &[x.buffer(), out.buffer()],
+            grid,
+            cost,
+        )?;
     } else {
         launch(
             g,
@@ -75,12 +84,20 @@ fn reduce_recorded(g: &Gpu, x: &Tensor, d: Dims, scale: f32, shape: &[usize]) ->
 }
 
 pub fn sum_all(g: &Gpu, x: &Tensor) -> Result<Tensor> {
-    let d = Dims { a: 1, r: x.numel(), b: 1 };
+    let d = Dims {
+        a: 1,
+        r: x.numel(),
+        b: 1,
+    };
     reduce_recorded(g, x, d, 1.0, &[1])
 }
 
 pub fn mean_all(g: &Gpu, x: &Tensor) -> Result<Tensor> {
-    let d = Dims { a: 1, r: x.numel(), b: 1 };
+    let d = Dims {
+        a: 1,
+        r: x.numel(),
+        b: 1,
+    };
     reduce_recorded(g, x, d, 1.0 / x.numel().max(1) as f32, &[1])
 }
 
@@ -122,7 +139,16 @@ pub(crate) fn sum_channels(g: &Gpu, x: &Tensor) -> Result<Tensor> {
     let c = x.dim(1);
     let s: usize = x.shape()[2..].iter().product();
     let over_n = if n > 1 {
-        reduce_raw(g, x, Dims { a: 1, r: n, b: c * s }, 1.0)?
+        reduce_raw(
+            g,
+            x,
+            Dims {
+                a: 1,
+                r: n,
+                b: c * s,
+            },
+            1.0,
+        )?
     } else {
         x.clone()
     };

@@ -35,7 +35,16 @@ fn draw(g: &Gpu, shape: &[usize], entry: &'static str, a: f32, b: f32) -> Result
         a,
         b,
     };
-    launch(g, "rng", entry, &[], &params, &[out.buffer()], grid_1d(n, 256), Cost::bytes(4.0 * n as f64))?;
+    launch(
+        g,
+        "rng",
+        entry,
+        &[],
+        &params,
+        &[out.buffer()],
+        grid_1d(n, 256),
+        Cost::bytes(4.0 * n as f64),
+    )?;
     Ok(out)
 }
 

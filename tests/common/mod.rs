@@ -35,12 +35,17 @@ impl Rng {
 
 /// Asserts |a - b| <= atol + rtol |b| elementwise, naming the first offender.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let excess = err - (atol + rtol * w.abs());
-        // `!(x <= 0)` also catches NaN.
-        if !(excess <= 0.0) {
+        if excess.is_nan() || excess > 0.0 {
             panic!("{what}: element {i} is {g}, want {w} (|diff| {err} > {atol} + {rtol}*|want|)");
         }
     }
