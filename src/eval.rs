@@ -35,13 +35,37 @@ pub struct FeatureNet {
     pub class_freq: Vec<f64>,
 }
 
+/// The feature network's size and training; part of its cache key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FeatureNetSpec {
+    pub width: usize,
+    pub features: usize,
+    /// Training epochs; 0 picks 15 for small datasets, 4 for large ones.
+    pub epochs: usize,
+}
+
+impl Default for FeatureNetSpec {
+    fn default() -> Self {
+        FeatureNetSpec {
+            width: 32,
+            features: 128,
+            epochs: 0,
+        }
+    }
+}
+
 pub fn classifier_config(ds: &Dataset) -> ClassifierConfig {
+    spec_config(ds, &FeatureNetSpec::default())
+}
+
+fn spec_config(ds: &Dataset, spec: &FeatureNetSpec) -> ClassifierConfig {
     ClassifierConfig {
         resolution: ds.height,
         channels: ds.channels,
         num_classes: ds.num_classes,
-        width: 32,
-        features: 128,
+        width: spec.width,
+        features: spec.features,
     }
 }
 
@@ -182,13 +206,30 @@ pub fn train_classifier_with(
 
 /// The dataset's feature network: loaded from the cache, or trained and cached.
 pub fn feature_net(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> Result<FeatureNet> {
+    feature_net_with(g, spec, opts, &FeatureNetSpec::default(), progress)
+}
+
+/// `feature_net` for a given network size (tests use a narrow, briefly trained one).
+pub fn feature_net_with(
+    g: &Gpu,
+    spec: &str,
+    opts: &LoadOptions,
+    net_spec: &FeatureNetSpec,
+    progress: bool,
+) -> Result<FeatureNet> {
     let train_set = data::load(spec, Split::Train, opts)?;
     if train_set.labels.is_none() || train_set.num_classes < 2 {
         bail!("{spec}: quality metrics need a labelled dataset (the feature classifier is trained on its labels)");
     }
-    let cfg = classifier_config(&train_set);
+    let cfg = spec_config(&train_set, net_spec);
+    let default_epochs = if train_set.n <= 20_000 { 15 } else { 4 };
+    let epochs = if net_spec.epochs == 0 {
+        default_epochs
+    } else {
+        net_spec.epochs
+    };
     let key = format!(
-        "{}-{:016x}-r{}c{}k{}-w{}f{}-v{}",
+        "{}-{:016x}-r{}c{}k{}-w{}f{}-e{epochs}-v{}",
         train_set.name.replace(['/', ':', ' '], "_"),
         dataset_digest(&train_set),
         cfg.resolution,
@@ -221,11 +262,10 @@ pub fn feature_net(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> R
         });
     }
     let test_set = data::load(spec, Split::Test, opts)?;
-    let epochs = if train_set.n <= 20_000 { 15 } else { 4 };
     if progress {
         eprintln!("activegen: no cached feature classifier for {spec}; training one ({epochs} epochs), cached at {}", path.display());
     }
-    let net = train_classifier(g, &train_set, epochs, 128, 1234, progress)?;
+    let net = train_classifier_with(g, &train_set, &cfg, epochs, 128, 1234, progress)?;
     let acc = accuracy(g, &net, &test_set, 256)?;
     if progress {
         eprintln!(

@@ -120,7 +120,7 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
         bad.kid
     );
     assert!(
-        base.precision > 0.5 && base.recall > 0.5 && bad.precision < 0.2,
+        base.precision > 0.5 && base.recall > 0.5 && bad.recall < 0.2,
         "{base:?} {bad:?}"
     );
     assert!(

@@ -58,6 +58,8 @@ pub struct ActiveConfig {
     /// hybrid: misfit pre-selection of beta * per_round before the diversity step.
     pub hybrid_beta: f64,
     pub train: TrainConfig,
+    /// The feature network of the metrics and of the feature-space strategies.
+    pub feature_net: eval::FeatureNetSpec,
 }
 
 impl Default for ActiveConfig {
@@ -85,6 +87,7 @@ impl Default for ActiveConfig {
             eval_n: 500,
             hybrid_beta: 4.0,
             train,
+            feature_net: eval::FeatureNetSpec::default(),
         }
     }
 }
@@ -222,7 +225,7 @@ pub fn run_active(
     let opts = cfg.train.load_options();
     let train_set = data::load(&cfg.train.data, Split::Train, &opts)?;
     let pool = Pool::build(&train_set, &cfg.scenario, cfg.seed)?;
-    let net = eval::feature_net(g, &cfg.train.data, &opts, progress)?;
+    let net = eval::feature_net_with(g, &cfg.train.data, &opts, &cfg.feature_net, progress)?;
     let (real, _) = eval::real_features(g, &net, &cfg.train.data, Split::Test, &opts, cfg.eval_n)?;
     let feats = pool_features(g, &net, &pool, cfg.seed, &cfg.scenario)?;
     let classes = train_set.num_classes;
