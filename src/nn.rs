@@ -311,3 +311,16 @@ pub fn copy_state(g: &Gpu, dst: &dyn Module, src: &dyn Module) -> Result<()> {
     }
     Ok(())
 }
+
+/// The gradient of the parameter named `name` (its state_dict name) of `m`, if the
+/// backward pass produced one.
+pub fn grad_by_name<'a>(
+    m: &dyn Module,
+    grads: &'a crate::tape::Grads,
+    name: &str,
+) -> Option<&'a Tensor> {
+    m.params()
+        .into_iter()
+        .find(|p| p.name == name)
+        .and_then(|p| grads.get(&p.tensor))
+}

@@ -192,3 +192,69 @@ fn a_training_step_is_recorded_without_any_submit_until_flushed() {
     g.flush();
     assert_eq!(g.submits.get(), before + 1);
 }
+
+#[test]
+fn float_divmod_is_exact_over_the_index_range() {
+    // shaders/divmod.wgsl replaces integer division in index maths; check it against the
+    // hardware's u32 division for 70,000 divisors and 4,096 numerators up to ~2^25 each.
+    let g = gpu();
+    let src = format!(
+        "{}\n{}",
+        r#"
+@group(0) @binding(0) var<storage, read_write> bad: array<u32>;
+@compute @workgroup_size(256)
+fn check(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let d = gid.x + 1u;
+    if (gid.x >= 70000u) { return; }
+    var n = 0u;
+    for (var j = 0u; j < 4096u; j++) {
+        let x = j * 16411u + d * 7u + (j * j) % 1000u + select(0u, 33554431u - j * 8191u, j > 2000u);
+        let dm = divmod(x, d);
+        if (dm.x != x / d || dm.y != x % d) { n += 1u; }
+    }
+    bad[gid.x] = n;
+}
+"#,
+        shaders::SHADERS
+            .iter()
+            .find(|(s, _)| *s == "divmod")
+            .unwrap()
+            .1
+    );
+    shaders::validate_source("divmod test", "", &src).unwrap();
+    let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let pipeline = g
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some("check"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+    let out = Tensor::zeros(&g, &[70000]).unwrap();
+    let bind = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: out.buffer().as_entire_binding(),
+        }],
+    });
+    g.with_encoder(|e| {
+        let mut pass = e.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(70000u32.div_ceil(256), 1, 1);
+    });
+    let bytes = g.read_buffer(out.buffer(), 70000 * 4);
+    let bad: u64 = bytemuck::cast_slice::<u8, u32>(&bytes)
+        .iter()
+        .map(|&v| v as u64)
+        .sum();
+    assert_eq!(bad, 0, "divmod disagreed with u32 division {bad} times");
+}

@@ -169,3 +169,26 @@ fn absurd_settings_are_refused_with_the_flag_named() {
         .to_string()
         .contains("unknown model 'nope'"));
 }
+
+#[test]
+fn parameter_gradients_are_reachable_by_name() {
+    use activegen::models::dcgan::{Discriminator, GanConfig};
+    use activegen::nn::{grad_by_name, Module};
+    let g = gpu();
+    g.set_seed(1);
+    let cfg = GanConfig {
+        d_width: 8,
+        ..GanConfig::default()
+    };
+    let d = Discriminator::new(&g, &cfg).unwrap();
+    let x = activegen::ops::rng::normal(&g, &[4, 1, 28, 28], 0.0, 1.0).unwrap();
+    let logits = d.forward(&g, &x, None, true, false).unwrap();
+    let l = activegen::ops::reduce::mean_all(&g, &logits).unwrap();
+    let grads = activegen::tape::backward(&g, &l).unwrap();
+    for p in d.params() {
+        let gr = grad_by_name(&d, &grads, &p.name)
+            .unwrap_or_else(|| panic!("no gradient for {}", p.name));
+        assert_eq!(gr.shape(), p.tensor.shape(), "{}", p.name);
+    }
+    assert!(grad_by_name(&d, &grads, "no.such.weight").is_none());
+}

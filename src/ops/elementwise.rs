@@ -21,6 +21,21 @@ struct Params {
     beta: f32,
 }
 
+impl Params {
+    /// Parameters of the kernels that walk a flat array (no broadcasting).
+    fn flat(n: usize, op: u32, alpha: f32, beta: f32) -> Params {
+        Params {
+            shape: [0; 4],
+            stride_a: [0; 4],
+            stride_b: [0; 4],
+            n: u(n),
+            op,
+            alpha,
+            beta,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BinaryOp {
     Add = 0,
@@ -312,15 +327,7 @@ pub(crate) fn unary_raw(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let out = Tensor::empty(g, x.shape(), "unary output")?;
     let n = x.numel();
     let (code, alpha, beta) = op.code();
-    let params = Params {
-        shape: [0; 4],
-        stride_a: [0; 4],
-        stride_b: [0; 4],
-        n: u(n),
-        op: code,
-        alpha,
-        beta,
-    };
+    let params = Params::flat(n, code, alpha, beta);
     launch(
         g,
         "elementwise",
@@ -386,15 +393,7 @@ pub fn unary_backward(g: &Gpu, x: &Tensor, y: &Tensor, op: UnaryOp, dy: &Tensor)
     let out = Tensor::empty(g, x.shape(), "unary grad")?;
     let n = x.numel();
     let (code, alpha, beta) = op.code();
-    let params = Params {
-        shape: [0; 4],
-        stride_a: [0; 4],
-        stride_b: [0; 4],
-        n: u(n),
-        op: code,
-        alpha,
-        beta,
-    };
+    let params = Params::flat(n, code, alpha, beta);
     launch(
         g,
         "elementwise",
@@ -412,15 +411,7 @@ pub fn unary_backward(g: &Gpu, x: &Tensor, y: &Tensor, op: UnaryOp, dy: &Tensor)
 pub fn fill(g: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
     let out = Tensor::empty(g, shape, "fill")?;
     let n = out.numel();
-    let params = Params {
-        shape: [0; 4],
-        stride_a: [0; 4],
-        stride_b: [0; 4],
-        n: u(n),
-        op: 0,
-        alpha: 0.0,
-        beta: value,
-    };
+    let params = Params::flat(n, 0, 0.0, value);
     launch(
         g,
         "elementwise",
