@@ -7,7 +7,11 @@
 //   dbeta = sum dz, dgamma = sum dz xhat,
 //   dx = gamma invstd (dz - dbeta/M - xhat dgamma/M)   (train)
 //   dx = gamma invstd dz                               (eval)
-// stats[c] = mean, stats[C + c] = invstd; gsum[c] = dgamma, gsum[C + c] = dbeta.
+// The per-element passes read only per-channel coefficients: the statistics kernels fold
+// gamma and beta into y = x * scale + shift, and the backward reduction folds the sums into
+// dx = k1 dz + k2 x + k3. Every load costs a per-lane loop on CPU drivers, so this halves
+// the loads of each pass; where S is a multiple of 4 the passes also move vec4s.
+// stats = [mean, invstd, scale, shift] x C; gsum = [dgamma, dbeta, k1, k2, k3] x C.
 //!include act_lib.wgsl
 //!include divmod.wgsl
 
@@ -27,6 +31,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(5) var<storage, read> gamma: array<f32>;
+@group(0) @binding(6) var<storage, read> beta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read> dy: array<f32>;
+@group(0) @binding(9) var<storage, read> y_saved: array<f32>;
+@group(0) @binding(10) var<storage, read_write> gsum: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dx: array<f32>;
+// vec4 views of the same tensors, for the S % 4 == 0 passes.
+@group(0) @binding(12) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read> ys4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> dx4: array<vec4<f32>>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -42,6 +59,14 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
     let total = partial[0];
     workgroupBarrier();
     return total;
+}
+
+fn write_coefficients(c: u32, mean: f32, invstd: f32) {
+    let scale = gamma[c] * invstd;
+    stats[c] = mean;
+    stats[p.c + c] = invstd;
+    stats[2u * p.c + c] = scale;
+    stats[3u * p.c + c] = beta[c] - mean * scale;
 }
 
 // One workgroup per channel and one pass over its values: sums of (x - pivot) and
@@ -65,8 +90,7 @@ fn batchnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let mean = pivot + d;
     let var_biased = max(workgroup_sum(lid, s2) / m - d * d, 0.0);
     if (lid == 0u) {
-        stats[c] = mean;
-        stats[p.c + c] = inverseSqrt(var_biased + p.eps);
+        write_coefficients(c, mean, inverseSqrt(var_biased + p.eps));
         let unbiased = var_biased * m / max(m - 1.0, 1.0);
         running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
         running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
@@ -77,68 +101,91 @@ fn batchnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 fn batchnorm_eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     if (c < p.c) {
-        stats[c] = running_mean[c];
-        stats[p.c + c] = inverseSqrt(running_var[c] + p.eps);
+        write_coefficients(c, running_mean[c], inverseSqrt(running_var[c] + p.eps));
     }
 }
 
-@group(0) @binding(5) var<storage, read> gamma: array<f32>;
-@group(0) @binding(6) var<storage, read> beta: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
-
-fn apply_at(i: u32, c: u32) {
-    let v = (x[i] - stats[c]) * stats[p.c + c] * gamma[c] + beta[c];
-    y[i] = act_apply(v, p.act, p.slope);
-}
-
-// Flat grid, for few values per channel and sample (BatchNorm1d).
+// Flat grid with index division, for few values per channel and sample (BatchNorm1d).
 @compute @workgroup_size(256)
 fn batchnorm_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i < p.n * p.c * p.s) {
-        apply_at(i, divmod(divmod(i, p.s).x, p.c).y);
+        let c = divmod(divmod(i, p.s).x, p.c).y;
+        y[i] = act_apply(x[i] * stats[2u * p.c + c] + stats[3u * p.c + c], p.act, p.slope);
     }
 }
 
-// Grid x over S, y over C, z over N: the channel comes from the grid, no division.
+// Grid x over S, y over C, z over N: the channel comes from the grid.
 @compute @workgroup_size(64)
 fn batchnorm_apply_3d(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x < p.s) {
-        apply_at((gid.z * p.c + gid.y) * p.s + gid.x, gid.y);
+        let c = gid.y;
+        let i = (gid.z * p.c + c) * p.s + gid.x;
+        y[i] = act_apply(x[i] * stats[2u * p.c + c] + stats[3u * p.c + c], p.act, p.slope);
     }
 }
 
-// Backward bindings: x (1), stats (2, read here), gamma (5); dy, y_saved, gsum, dx below.
-@group(0) @binding(8) var<storage, read> dy: array<f32>;
-@group(0) @binding(9) var<storage, read> y_saved: array<f32>;
-@group(0) @binding(10) var<storage, read_write> gsum: array<f32>;
-@group(0) @binding(11) var<storage, read_write> dx: array<f32>;
-
-fn dz_at(i: u32) -> f32 {
-    return dy[i] * act_grad_from_output(y_saved[i], p.act, p.slope);
+fn act4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(act_apply(v.x, p.act, p.slope), act_apply(v.y, p.act, p.slope), act_apply(v.z, p.act, p.slope), act_apply(v.w, p.act, p.slope));
 }
 
+fn act_grad4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(
+        act_grad_from_output(v.x, p.act, p.slope),
+        act_grad_from_output(v.y, p.act, p.slope),
+        act_grad_from_output(v.z, p.act, p.slope),
+        act_grad_from_output(v.w, p.act, p.slope),
+    );
+}
+
+// S % 4 == 0: grid x over S/4, y over C, z over N; four values per invocation.
+@compute @workgroup_size(64)
+fn batchnorm_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let s4 = p.s / 4u;
+    if (gid.x < s4) {
+        let c = gid.y;
+        let i = (gid.z * p.c + c) * s4 + gid.x;
+        y4[i] = act4(x4[i] * stats[2u * p.c + c] + stats[3u * p.c + c]);
+    }
+}
+
+// One workgroup per channel: dgamma, dbeta, then the coefficients of dx = k1 dz + k2 x + k3.
 @compute @workgroup_size(256)
 fn batchnorm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
-    let m = p.n * p.s;
+    let count = p.n * p.s;
     let mean = stats[c];
     let invstd = stats[p.c + c];
     var acc_g = 0.0;
     var acc_b = 0.0;
-    for (var j = lid; j < m; j += 256u) {
+    for (var j = lid; j < count; j += 256u) {
         let q = divmod(j, p.s);
         let i = (q.x * p.c + c) * p.s + q.y;
-        let dz = dz_at(i);
+        let dz = dy[i] * act_grad_from_output(y_saved[i], p.act, p.slope);
         acc_b += dz;
         acc_g += dz * (x[i] - mean) * invstd;
     }
     let dgamma = workgroup_sum(lid, acc_g);
     let dbeta = workgroup_sum(lid, acc_b);
     if (lid == 0u) {
+        let m = f32(count);
+        let k1 = gamma[c] * invstd;
         gsum[c] = dgamma;
         gsum[p.c + c] = dbeta;
+        gsum[2u * p.c + c] = k1;
+        if (p.train != 0u) {
+            gsum[3u * p.c + c] = -k1 * invstd * dgamma / m;
+            gsum[4u * p.c + c] = k1 * (mean * invstd * dgamma / m - dbeta / m);
+        } else {
+            gsum[3u * p.c + c] = 0.0;
+            gsum[4u * p.c + c] = 0.0;
+        }
     }
+}
+
+fn backward_data_at(i: u32, c: u32) {
+    let dz = dy[i] * act_grad_from_output(y_saved[i], p.act, p.slope);
+    dx[i] = gsum[2u * p.c + c] * dz + gsum[3u * p.c + c] * x[i] + gsum[4u * p.c + c];
 }
 
 @compute @workgroup_size(256)
@@ -156,14 +203,13 @@ fn batchnorm_backward_data_3d(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-fn backward_data_at(i: u32, c: u32) {
-    let invstd = stats[p.c + c];
-    let dz = dz_at(i);
-    if (p.train == 0u) {
-        dx[i] = gamma[c] * invstd * dz;
-        return;
+@compute @workgroup_size(64)
+fn batchnorm_backward_data_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let s4 = p.s / 4u;
+    if (gid.x < s4) {
+        let c = gid.y;
+        let i = (gid.z * p.c + c) * s4 + gid.x;
+        let dz = dy4[i] * act_grad4(ys4[i]);
+        dx4[i] = gsum[2u * p.c + c] * dz + gsum[3u * p.c + c] * x4[i] + gsum[4u * p.c + c];
     }
-    let m = f32(p.n * p.s);
-    let xhat = (x[i] - stats[c]) * invstd;
-    dx[i] = gamma[c] * invstd * (dz - gsum[p.c + c] / m - xhat * gsum[c] / m);
 }

@@ -516,11 +516,14 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
 fn batchnorm_train_and_eval_match_cpu() {
     let g = gpu();
     let mut r = Rng(20);
+    // S = 25 and 17 take the 3-d grid, 16 and 12 the vec4 pass, 1 and 9 the flat one.
     for shape in [
         vec![4, 3, 5, 5],
         vec![65, 17],
         vec![3, 1, 17, 1],
         vec![2, 65, 3, 3],
+        vec![3, 5, 4, 4],
+        vec![2, 17, 2, 6],
     ] {
         let (n, c) = (shape[0], shape[1]);
         let s: usize = shape[2..].iter().product();

@@ -169,13 +169,7 @@ pub struct DiscSnapshot {
 }
 
 /// Classifier features of every pool item, cached on disk per (classifier, pool).
-fn pool_features(
-    g: &Gpu,
-    net: &FeatureNet,
-    pool: &Pool,
-    seed: u64,
-    sc: &Scenario,
-) -> Result<Features> {
+fn pool_features(g: &Gpu, net: &FeatureNet, pool: &Pool) -> Result<Features> {
     let digest = eval::dataset_digest(&pool.data);
     let path = crate::util::cache_dir()
         .join("features")
@@ -185,7 +179,6 @@ fn pool_features(
             return Features::new(shape[0], shape[1], data);
         }
     }
-    let _ = (seed, sc);
     let idx: Vec<usize> = (0..pool.items.len()).collect();
     let (f, _) = eval::features_of_dataset(g, &net.net, &pool.data, &idx, 256)?;
     if let Some(dir) = path.parent() {
@@ -227,7 +220,7 @@ pub fn run_active(
     let pool = Pool::build(&train_set, &cfg.scenario, cfg.seed)?;
     let net = eval::feature_net_with(g, &cfg.train.data, &opts, &cfg.feature_net, progress)?;
     let (real, _) = eval::real_features(g, &net, &cfg.train.data, Split::Test, &opts, cfg.eval_n)?;
-    let feats = pool_features(g, &net, &pool, cfg.seed, &cfg.scenario)?;
+    let feats = pool_features(g, &net, &pool)?;
     let classes = train_set.num_classes;
     let mut strat = strategy::by_name(&cfg.strategy)?;
 

@@ -24,18 +24,73 @@ struct Params {
     slope: f32,
 }
 
-/// The per-element kernels take the channel from a 3-d grid when there are enough values
-/// per channel and sample to fill a workgroup row, else a flat grid with index division.
-fn elementwise_grid(entry: &'static str, n: usize, c: usize, s: usize) -> (&'static str, [u32; 3]) {
-    if s >= 16 && c <= 65535 && n <= 65535 {
-        let e = if entry == "batchnorm_apply" {
+/// Buffers by binding (see shaders/batchnorm.wgsl); an entry point binds only the ones it
+/// uses, and `x` fills the slots it does not.
+#[derive(Default)]
+struct Slots<'a> {
+    x: Option<&'a Tensor>,
+    stats: Option<&'a Tensor>,
+    running_mean: Option<&'a Tensor>,
+    running_var: Option<&'a Tensor>,
+    gamma: Option<&'a Tensor>,
+    beta: Option<&'a Tensor>,
+    y: Option<&'a Tensor>,
+    dy: Option<&'a Tensor>,
+    y_saved: Option<&'a Tensor>,
+    gsum: Option<&'a Tensor>,
+    dx: Option<&'a Tensor>,
+}
+
+impl<'a> Slots<'a> {
+    fn buffers(&self, fill: &'a Tensor) -> Vec<&'a wgpu::Buffer> {
+        let b = |t: Option<&'a Tensor>| t.unwrap_or(fill).buffer();
+        // Bindings 12-16 are vec4 views of x, y, dy, y_saved and dx.
+        vec![
+            b(self.x),
+            b(self.stats),
+            b(self.running_mean),
+            b(self.running_var),
+            b(self.gamma),
+            b(self.beta),
+            b(self.y),
+            b(self.dy),
+            b(self.y_saved),
+            b(self.gsum),
+            b(self.dx),
+            b(self.x),
+            b(self.y),
+            b(self.dy),
+            b(self.y_saved),
+            b(self.dx),
+        ]
+    }
+}
+
+/// The per-element pass: vec4s when S is a multiple of 4, the channel from a 3-d grid
+/// when there are enough values per channel and sample, else a flat grid.
+fn elementwise_grid(kind: &str, n: usize, c: usize, s: usize) -> (&'static str, [u32; 3]) {
+    let apply = kind == "apply";
+    if s % 4 == 0 && c <= 65535 && n <= 65535 {
+        let e = if apply {
+            "batchnorm_apply_vec4"
+        } else {
+            "batchnorm_backward_data_vec4"
+        };
+        (e, [u((s / 4).div_ceil(64)), u(c), u(n)])
+    } else if s >= 16 && c <= 65535 && n <= 65535 {
+        let e = if apply {
             "batchnorm_apply_3d"
         } else {
             "batchnorm_backward_data_3d"
         };
         (e, [u(s.div_ceil(64)), u(c), u(n)])
     } else {
-        (entry, grid_1d(n * c * s, 256))
+        let e = if apply {
+            "batchnorm_apply"
+        } else {
+            "batchnorm_backward_data"
+        };
+        (e, grid_1d(n * c * s, 256))
     }
 }
 
@@ -94,8 +149,17 @@ pub fn batch_norm(
         act: code,
         slope,
     };
-    let stats = Tensor::empty(g, &[2, c], "batchnorm statistics")?;
+    let stats = Tensor::empty(g, &[4, c], "batchnorm statistics")?;
     let bytes = 4.0 * x.numel() as f64;
+    let stat_slots = Slots {
+        x: Some(x),
+        stats: Some(&stats),
+        running_mean: Some(running_mean),
+        running_var: Some(running_var),
+        gamma: Some(gamma),
+        beta: Some(beta),
+        ..Default::default()
+    };
     if train {
         launch(
             g,
@@ -103,14 +167,9 @@ pub fn batch_norm(
             "batchnorm_stats",
             &[],
             &params,
-            &[
-                x.buffer(),
-                stats.buffer(),
-                running_mean.buffer(),
-                running_var.buffer(),
-            ],
+            &stat_slots.buffers(x),
             [u(c), 1, 1],
-            Cost::bytes(2.0 * bytes),
+            Cost::bytes(bytes),
         )?;
     } else {
         launch(
@@ -119,33 +178,26 @@ pub fn batch_norm(
             "batchnorm_eval_stats",
             &[],
             &params,
-            &[
-                x.buffer(),
-                stats.buffer(),
-                running_mean.buffer(),
-                running_var.buffer(),
-            ],
+            &stat_slots.buffers(x),
             [u(c.div_ceil(64)), 1, 1],
-            Cost::bytes(16.0 * c as f64),
+            Cost::bytes(24.0 * c as f64),
         )?;
     }
     let y = Tensor::empty(g, x.shape(), "batchnorm output")?;
-    let (entry, grid) = elementwise_grid("batchnorm_apply", n, c, s);
+    let (entry, grid) = elementwise_grid("apply", n, c, s);
+    let apply_slots = Slots {
+        x: Some(x),
+        stats: Some(&stats),
+        y: Some(&y),
+        ..Default::default()
+    };
     launch(
         g,
         "batchnorm",
         entry,
         &[],
         &params,
-        &[
-            x.buffer(),
-            stats.buffer(),
-            x.buffer(),
-            x.buffer(),
-            gamma.buffer(),
-            beta.buffer(),
-            y.buffer(),
-        ],
+        &apply_slots.buffers(x),
         grid,
         Cost::bytes(2.0 * bytes),
     )?;
@@ -164,7 +216,7 @@ pub fn batch_norm(
     ))
 }
 
-/// Returns (dx, dgamma, dbeta) as the shader's two passes compute them.
+/// Returns (dx, dgamma, dbeta): a per-channel reduction, then one per-element pass.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     g: &Gpu,
@@ -189,53 +241,45 @@ pub fn batchnorm_backward(
         act: code,
         slope,
     };
-    let gsum = Tensor::empty(g, &[2, c], "batchnorm gradient sums")?;
+    let gsum = Tensor::empty(g, &[5, c], "batchnorm gradient sums")?;
     let bytes = 4.0 * x.numel() as f64;
-    // bindings: 1 x, 2 stats, 5 gamma, 8 dy, 9 y, 10 gsum, 11 dx (3, 4, 6, 7 unused here)
+    let reduce_slots = Slots {
+        x: Some(x),
+        stats: Some(stats),
+        gamma: Some(gamma),
+        dy: Some(dy),
+        y_saved: Some(y),
+        gsum: Some(&gsum),
+        ..Default::default()
+    };
     launch(
         g,
         "batchnorm",
         "batchnorm_backward_reduce",
         &[],
         &params,
-        &[
-            x.buffer(),
-            stats.buffer(),
-            x.buffer(),
-            x.buffer(),
-            gamma.buffer(),
-            x.buffer(),
-            x.buffer(),
-            dy.buffer(),
-            y.buffer(),
-            gsum.buffer(),
-            x.buffer(),
-        ],
+        &reduce_slots.buffers(x),
         [u(c), 1, 1],
         Cost::bytes(3.0 * bytes),
     )?;
     let dx = if needs[0] {
         let dx = Tensor::empty(g, x.shape(), "batchnorm input gradient")?;
-        let (entry, grid) = elementwise_grid("batchnorm_backward_data", n, c, s);
+        let (entry, grid) = elementwise_grid("backward", n, c, s);
+        let data_slots = Slots {
+            x: Some(x),
+            dy: Some(dy),
+            y_saved: Some(y),
+            gsum: Some(&gsum),
+            dx: Some(&dx),
+            ..Default::default()
+        };
         launch(
             g,
             "batchnorm",
             entry,
             &[],
             &params,
-            &[
-                x.buffer(),
-                stats.buffer(),
-                x.buffer(),
-                x.buffer(),
-                gamma.buffer(),
-                x.buffer(),
-                x.buffer(),
-                dy.buffer(),
-                y.buffer(),
-                gsum.buffer(),
-                dx.buffer(),
-            ],
+            &data_slots.buffers(x),
             grid,
             Cost::bytes(4.0 * bytes),
         )?;
@@ -251,7 +295,7 @@ pub fn batchnorm_backward(
     ])
 }
 
-/// The two halves of a [2, C] tensor as separate [C] tensors.
+/// The first two rows of a [rows, C] tensor as separate [C] tensors.
 fn split_pair(g: &Gpu, t: &Tensor, c: usize) -> Result<(Tensor, Tensor)> {
     let a = Tensor::empty(g, &[c], "batchnorm dgamma")?;
     let b = Tensor::empty(g, &[c], "batchnorm dbeta")?;
