@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
 out="${2:-runs/experiments}"
-bin=target/release/activegen
-cargo build --release --quiet
+bin="${ACTIVEGEN_BIN:-target/release/activegen}"
+[ -n "${ACTIVEGEN_BIN:-}" ] || cargo build --release --quiet
 
 common=(--model gan --initial 100 --budget 500 --per-round 100 --steps-per-round 200
         --eval-n 1000 --seeds 3 --quiet)
