@@ -1,5 +1,6 @@
 //! Budget-vs-metric charts for `compare`: one line per strategy with a ±1 std band, as SVG
-//! (text needs no font) and PNG (text drawn with a system TrueType font).
+//! and PNG. Text is laid out with a system TrueType font (DejaVu Sans on Debian, from
+//! fonts-dejavu-core); without one the charts are skipped with a message.
 
 use std::path::Path;
 
@@ -44,13 +45,56 @@ where
         .iter()
         .map(|p| p.1 + p.2)
         .fold(f64::NEG_INFINITY, f64::max);
-    let pad = ((y1 - y0) * 0.08).max(1e-6);
+    // FID falls by orders of magnitude over the first rounds: a log axis keeps the late
+    // rounds, where strategies differ, readable.
+    if metric == "fid" && y0 > 0.0 {
+        let lo = pts
+            .iter()
+            .map(|p| (p.1 - p.2).max(p.1 * 0.5))
+            .fold(f64::INFINITY, f64::min);
+        draw_on(
+            root,
+            sum,
+            metric,
+            label,
+            true,
+            x0..x1,
+            (lo * 0.9..y1 * 1.1).log_scale(),
+        )
+    } else {
+        let pad = ((y1 - y0) * 0.08).max(1e-6);
+        draw_on(
+            root,
+            sum,
+            metric,
+            label,
+            false,
+            x0..x1,
+            (y0 - pad)..(y1 + pad),
+        )
+    }
+}
+
+fn draw_on<DB: DrawingBackend, Y>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    sum: &Summary,
+    metric: &str,
+    label: &str,
+    log: bool,
+    xs: std::ops::Range<f64>,
+    ys: Y,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("acquired images vs {label}"), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .build_cartesian_2d(xs, ys)
         .map_err(|e| anyhow!("{e:?}"))?;
     chart
         .configure_mesh()
@@ -71,7 +115,18 @@ where
         let lower: Vec<(f64, f64)> = levels
             .iter()
             .rev()
-            .map(|l| (l.acquired as f64, l.mean[metric] - l.std[metric]))
+            .map(|l| {
+                // On a log axis the band stops at half the mean instead of crossing zero.
+                let low = l.mean[metric] - l.std[metric];
+                (
+                    l.acquired as f64,
+                    if log {
+                        low.max(l.mean[metric] * 0.5)
+                    } else {
+                        low
+                    },
+                )
+            })
             .collect();
         let band: Vec<(f64, f64)> = upper.into_iter().chain(lower).collect();
         chart
@@ -97,6 +152,8 @@ where
 }
 
 pub fn line_chart_svg(path: &Path, sum: &Summary, metric: &str, label: &str) -> Result<()> {
+    // plotters measures text with the registered font even when it writes SVG.
+    register_system_font()?;
     let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
     draw(root, sum, metric, label).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
@@ -126,7 +183,7 @@ fn register_system_font() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        bail!("PNG charts need a TrueType font (apt-get install fonts-dejavu-core)")
+        bail!("charts need a TrueType font (apt-get install fonts-dejavu-core)")
     }
 }
 

@@ -168,3 +168,53 @@ fn unknown_strategies_and_mismatched_models_are_refused() {
     let c = tiny("vae-elbo");
     assert!(c.validate().unwrap_err().to_string().contains("--model"));
 }
+
+#[test]
+fn compare_writes_tables_results_charts_and_a_report() {
+    let out = scratch("compare");
+    let mut base = tiny("random");
+    base.budget = 20;
+    let cfg = activegen::compare::CompareConfig {
+        strategies: vec!["random".into(), "coverage-gap".into()],
+        seeds: 2,
+        base,
+        out: out.clone(),
+    };
+    let g = gpu();
+    let sum = activegen::compare::run_compare(&g, &cfg, false).unwrap();
+    assert_eq!(sum.levels["random"].len(), 2, "two budget levels");
+    assert_eq!(sum.levels["random"][0].seeds, 2);
+    let table = activegen::compare::table(&sum);
+    assert!(
+        table.contains("coverage-gap") && table.contains("±"),
+        "{table}"
+    );
+    for f in [
+        "results.csv",
+        "results.json",
+        "summary.txt",
+        "report.html",
+        "budget_vs_fid.svg",
+        "budget_vs_fid.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} is missing");
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 2 * 2 * 2,
+        "header + strategies x seeds x rounds:\n{csv}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("data:image/png;base64,"),
+        "report lacks charts or grids"
+    );
+    // A second run finds every (strategy, seed) finished and only rewrites the outputs.
+    let again = activegen::compare::run_compare(&g, &cfg, false).unwrap();
+    assert_eq!(
+        again.levels["random"][1].mean["fid"].to_bits(),
+        sum.levels["random"][1].mean["fid"].to_bits()
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
