@@ -89,36 +89,17 @@ pub fn matmul_case(g: &Gpu, n: usize) -> Result<CaseResult> {
     })
 }
 
-/// The three passes of conv2d 64->128, k4 s2 p1 on 14x14 at batch 64 (the DCGAN discriminator).
-pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
-    let x = rng::normal(g, &[batch, 64, 14, 14], 0.0, 1.0)?;
-    let w = rng::normal(g, &[128, 64, 4, 4], 0.0, 0.05)?;
-    let geo = conv2d::geometry(x.shape(), w.shape(), 2, 1)?;
-    let dy = rng::normal(g, &geo.y_shape(), 0.0, 1.0)?;
-    let shape = format!("N={batch} 64->128 14x14 k4 s2 p1");
-    let gflop = geo.flops() / 1e9;
+/// A named pass of a benchmark case.
+type Pass<'a> = (&'a str, Box<dyn FnMut() -> Result<()> + 'a>);
+
+/// Times each named pass of one convolution shape.
+fn time_passes(g: &Gpu, shape: &str, gflop: f64, passes: Vec<Pass<'_>>) -> Result<Vec<CaseResult>> {
     let mut out = vec![];
-    let xcol = conv2d::im2col(g, &geo, &x)?;
-    // Each pass is timed whole: its GEMM and the data movement around it.
-    let passes: [(&str, &mut dyn FnMut() -> Result<()>); 3] = [
-        ("conv2d_forward", &mut || {
-            let xcol = conv2d::im2col(g, &geo, &x)?;
-            conv2d::forward_gemm(g, &geo, &xcol, &w, None, Act::Identity).map(drop)
-        }),
-        ("conv2d_backward_data", &mut || {
-            let dy_cm = conv2d::channel_major(g, &geo, &dy)?;
-            conv2d::backward_data_gemm(g, &geo, &dy_cm, &w, None, Act::Identity).map(drop)
-        }),
-        ("conv2d_backward_weight", &mut || {
-            let dy_cm = conv2d::channel_major(g, &geo, &dy)?;
-            conv2d::backward_weight_gemm(g, &geo, &xcol, &dy_cm).map(drop)
-        }),
-    ];
-    for (name, run) in passes {
-        let (ms, timer) = time_ms(g, 1, reps_for(gflop), run)?;
+    for (name, mut run) in passes {
+        let (ms, timer) = time_ms(g, 1, reps_for(gflop), &mut *run)?;
         out.push(CaseResult {
             op: name.into(),
-            shape: shape.clone(),
+            shape: shape.to_string(),
             ms,
             gflops: gflop / (ms / 1e3),
             timer,
@@ -127,41 +108,82 @@ pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
     Ok(out)
 }
 
-/// The three passes of conv_transpose2d 128->64, k4 s2 p1 on 7x7 at batch 64 (the DCGAN generator).
+/// The three passes of conv2d 64->128, k4 s2 p1 on 14x14 at batch 64 (the DCGAN
+/// discriminator), each timed whole: its GEMM and the data movement around it.
+pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
+    let x = rng::normal(g, &[batch, 64, 14, 14], 0.0, 1.0)?;
+    let w = rng::normal(g, &[128, 64, 4, 4], 0.0, 0.05)?;
+    let geo = conv2d::geometry(x.shape(), w.shape(), 2, 1)?;
+    let dy = rng::normal(g, &geo.y_shape(), 0.0, 1.0)?;
+    let xcol = conv2d::im2col(g, &geo, &x)?;
+    let (geo, x, w, dy, xcol) = (&geo, &x, &w, &dy, &xcol);
+    time_passes(
+        g,
+        &format!("N={batch} 64->128 14x14 k4 s2 p1"),
+        geo.flops() / 1e9,
+        vec![
+            (
+                "conv2d_forward",
+                Box::new(move || {
+                    let xcol = conv2d::im2col(g, geo, x)?;
+                    conv2d::forward_gemm(g, geo, &xcol, w, None, Act::Identity).map(drop)
+                }),
+            ),
+            (
+                "conv2d_backward_data",
+                Box::new(move || {
+                    let dy_cm = conv2d::channel_major(g, geo, dy)?;
+                    conv2d::backward_data_gemm(g, geo, &dy_cm, w, None, Act::Identity).map(drop)
+                }),
+            ),
+            (
+                "conv2d_backward_weight",
+                Box::new(move || {
+                    let dy_cm = conv2d::channel_major(g, geo, dy)?;
+                    conv2d::backward_weight_gemm(g, geo, xcol, &dy_cm).map(drop)
+                }),
+            ),
+        ],
+    )
+}
+
+/// The three passes of conv_transpose2d 128->64, k4 s2 p1 on 7x7 at batch 64 (the DCGAN
+/// generator).
 pub fn conv_transpose2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
     let x = rng::normal(g, &[batch, 128, 7, 7], 0.0, 1.0)?;
     let w = rng::normal(g, &[128, 64, 4, 4], 0.0, 0.05)?;
     let geo = conv_transpose2d::geometry(x.shape(), w.shape(), 2, 1, 0)?;
     let dy = rng::normal(g, &geo.x_shape(), 0.0, 1.0)?;
-    let shape = format!("N={batch} 128->64 7x7 k4 s2 p1");
-    let gflop = geo.flops() / 1e9;
-    let mut out = vec![];
     let x_cm = conv2d::channel_major(g, &geo, &x)?;
-    let passes: [(&str, &mut dyn FnMut() -> Result<()>); 3] = [
-        ("conv_transpose2d_forward", &mut || {
-            let x_cm = conv2d::channel_major(g, &geo, &x)?;
-            conv2d::backward_data_gemm(g, &geo, &x_cm, &w, None, Act::Identity).map(drop)
-        }),
-        ("conv_transpose2d_backward_data", &mut || {
-            let zcol = conv2d::im2col(g, &geo, &dy)?;
-            conv2d::forward_gemm(g, &geo, &zcol, &w, None, Act::Identity).map(drop)
-        }),
-        ("conv_transpose2d_backward_weight", &mut || {
-            let zcol = conv2d::im2col(g, &geo, &dy)?;
-            conv2d::backward_weight_gemm(g, &geo, &zcol, &x_cm).map(drop)
-        }),
-    ];
-    for (name, run) in passes {
-        let (ms, timer) = time_ms(g, 1, reps_for(gflop), run)?;
-        out.push(CaseResult {
-            op: name.into(),
-            shape: shape.clone(),
-            ms,
-            gflops: gflop / (ms / 1e3),
-            timer,
-        });
-    }
-    Ok(out)
+    let (geo, x, w, dy, x_cm) = (&geo, &x, &w, &dy, &x_cm);
+    time_passes(
+        g,
+        &format!("N={batch} 128->64 7x7 k4 s2 p1"),
+        geo.flops() / 1e9,
+        vec![
+            (
+                "conv_transpose2d_forward",
+                Box::new(move || {
+                    let x_cm = conv2d::channel_major(g, geo, x)?;
+                    conv2d::backward_data_gemm(g, geo, &x_cm, w, None, Act::Identity).map(drop)
+                }),
+            ),
+            (
+                "conv_transpose2d_backward_data",
+                Box::new(move || {
+                    let zcol = conv2d::im2col(g, geo, dy)?;
+                    conv2d::forward_gemm(g, geo, &zcol, w, None, Act::Identity).map(drop)
+                }),
+            ),
+            (
+                "conv_transpose2d_backward_weight",
+                Box::new(move || {
+                    let zcol = conv2d::im2col(g, geo, dy)?;
+                    conv2d::backward_weight_gemm(g, geo, &zcol, x_cm).map(drop)
+                }),
+            ),
+        ],
+    )
 }
 
 pub const MATMUL_SIZES: [usize; 4] = [256, 512, 1024, 2048];

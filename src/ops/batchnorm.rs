@@ -70,7 +70,7 @@ impl<'a> Slots<'a> {
 /// when there are enough values per channel and sample, else a flat grid.
 fn elementwise_grid(kind: &str, n: usize, c: usize, s: usize) -> (&'static str, [u32; 3]) {
     let apply = kind == "apply";
-    if s % 4 == 0 && c <= 65535 && n <= 65535 {
+    if s.is_multiple_of(4) && c <= 65535 && n <= 65535 {
         let e = if apply {
             "batchnorm_apply_vec4"
         } else {

@@ -125,18 +125,46 @@ fn gradient(
     Ok(dx)
 }
 
-pub fn bce_with_logits(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
+/// Mean of a per-element loss of x against a target (BCE with logits or MSE).
+fn target_loss(g: &Gpu, entry: &'static str, x: &Tensor, target: &Target) -> Result<Tensor> {
     let n = x.numel();
-    let p = params(n, 0, Some(&target), 1.0 / n as f32);
-    let loss = elementwise_loss(
+    let p = params(n, 0, Some(target), 1.0 / n as f32);
+    elementwise_loss(
         g,
-        "bce_with_logits_forward",
+        entry,
         x,
-        target_buffer(x, &target)?,
+        target_buffer(x, target)?,
         &p,
         n,
         1.0 / n as f32,
-    )?;
+    )
+}
+
+/// Its gradient; targets are data, never differentiated.
+fn target_loss_backward(
+    g: &Gpu,
+    entry: &'static str,
+    x: &Tensor,
+    target: &Target,
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let n = x.numel();
+    let p = params(n, 0, Some(target), 1.0 / n as f32);
+    let dx = if needs[0] {
+        Some(gradient(g, entry, x, target_buffer(x, target)?, &p, dy, n)?)
+    } else {
+        None
+    };
+    let mut out = vec![dx];
+    if matches!(target, Target::Tensor(_)) {
+        out.push(None);
+    }
+    Ok(out)
+}
+
+pub fn bce_with_logits(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
+    let loss = target_loss(g, "bce_with_logits_forward", x, &target)?;
     Ok(record(
         g,
         loss,
@@ -154,40 +182,11 @@ pub fn bce_with_logits_backward(
     dy: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
-    let n = x.numel();
-    let p = params(n, 0, Some(target), 1.0 / n as f32);
-    let dx = if needs[0] {
-        Some(gradient(
-            g,
-            "bce_with_logits_backward",
-            x,
-            target_buffer(x, target)?,
-            &p,
-            dy,
-            n,
-        )?)
-    } else {
-        None
-    };
-    let mut out = vec![dx];
-    if matches!(target, Target::Tensor(_)) {
-        out.push(None); // targets are data, never differentiated
-    }
-    Ok(out)
+    target_loss_backward(g, "bce_with_logits_backward", x, target, dy, needs)
 }
 
 pub fn mse(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
-    let n = x.numel();
-    let p = params(n, 0, Some(&target), 1.0 / n as f32);
-    let loss = elementwise_loss(
-        g,
-        "mse_forward",
-        x,
-        target_buffer(x, &target)?,
-        &p,
-        n,
-        1.0 / n as f32,
-    )?;
+    let loss = target_loss(g, "mse_forward", x, &target)?;
     Ok(record(
         g,
         loss,
@@ -205,26 +204,7 @@ pub fn mse_backward(
     dy: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
-    let n = x.numel();
-    let p = params(n, 0, Some(target), 1.0 / n as f32);
-    let dx = if needs[0] {
-        Some(gradient(
-            g,
-            "mse_backward",
-            x,
-            target_buffer(x, target)?,
-            &p,
-            dy,
-            n,
-        )?)
-    } else {
-        None
-    };
-    let mut out = vec![dx];
-    if matches!(target, Target::Tensor(_)) {
-        out.push(None);
-    }
-    Ok(out)
+    target_loss_backward(g, "mse_backward", x, target, dy, needs)
 }
 
 /// Cross-entropy of logits [N, C] against class indices `labels` [N] (stored as floats).
