@@ -54,3 +54,16 @@ impl Strategy for CoverageGap {
         Ok(top_k(ctx.candidates, &g, k))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radii_are_distances_to_the_kth_nearest_other_sample() {
+        let g = Features::new(4, 1, vec![0.0, 1.0, 3.0, 7.0]).unwrap();
+        // Nearest others: 0 -> 1 (1), 3 (3); 1 -> 0 (1), 3 (2); 3 -> 1 (2), 0 (3); 7 -> 3 (4), 1 (6)
+        assert_eq!(knn_radii(&g, 1), vec![1.0, 1.0, 2.0, 4.0]);
+        assert_eq!(knn_radii(&g, 2), vec![3.0, 2.0, 3.0, 6.0]);
+    }
+}

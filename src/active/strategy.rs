@@ -119,3 +119,40 @@ pub fn k_center_greedy(
     }
     chosen
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feats(rows: &[[f32; 2]]) -> Features {
+        Features::new(rows.len(), 2, rows.iter().flatten().copied().collect()).unwrap()
+    }
+
+    #[test]
+    fn top_k_takes_the_highest_scores_and_breaks_ties_by_index() {
+        let items = [10, 11, 12, 13];
+        assert_eq!(top_k(&items, &[0.5, 2.0, 2.0, -1.0], 2), vec![11, 12]);
+        assert_eq!(top_k(&items, &[0.0; 4], 3), vec![10, 11, 12]);
+        assert_eq!(top_k(&items, &[1.0; 4], 9).len(), 4);
+    }
+
+    #[test]
+    fn k_center_greedy_picks_the_point_farthest_from_everything_chosen() {
+        // Candidates on a line; the only center sits at 0.
+        let f = feats(&[
+            [0.0, 0.0],
+            [1.0, 0.0],
+            [2.0, 0.0],
+            [10.0, 0.0],
+            [9.0, 0.0],
+            [5.0, 0.0],
+        ]);
+        let center = [0.0f32, 0.0];
+        let chosen = k_center_greedy(&[1, 2, 3, 4, 5], &f, &[&center], 3);
+        // Farthest first (10), then the one farthest from {0, 10} (5), then from {0, 5, 10}.
+        assert_eq!(chosen[..2], [3, 5]);
+        assert!(chosen[2] == 2 || chosen[2] == 4, "{chosen:?}");
+        let all = k_center_greedy(&[1, 2], &f, &[&center], 5);
+        assert_eq!(all.len(), 2, "never more than the candidates");
+    }
+}
