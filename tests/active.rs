@@ -89,9 +89,9 @@ fn scenarios_build_the_pools_they_describe() {
 #[test]
 fn every_strategy_acquires_the_budget_once_each() {
     let g = gpu();
-    for s in activegen::active::strategy::NAMES {
+    for s in activegen::active::strategy::names() {
         let mut c = tiny(s);
-        if *s == "vae-elbo" {
+        if s == "vae-elbo" {
             c.train.model = activegen::train::ModelKind::Vae;
         }
         let out = scratch(s);

@@ -39,3 +39,36 @@ for data in ["builtin", "fashion-mnist"]:
                 dcc = l["mean"]["class_coverage"] - rnd["mean"]["class_coverage"]
                 print(f"- final {strat} − random: coverage {dc:+.3f}, class coverage {dcc:+.2f}, FID {l['mean']['fid'] - rnd['mean']['fid']:+.2f}")
         print()
+
+
+def acquisition_stats(root):
+    """What each strategy bought: rare-class share (long tail) and distinct sources (redundant)."""
+    print("### What the strategies acquired\n")
+    print("| dataset | pool | strategy | classes 0–4 among the 600 acquired | distinct source images among the 600 |")
+    print("|---|---|---|---|---|")
+    for data in ["builtin", "fashion-mnist"]:
+        for scenario in ["balanced", "long-tail", "redundant"]:
+            base = os.path.join(root, data, scenario)
+            if not os.path.isdir(base):
+                continue
+            for strat in sorted(os.listdir(base)):
+                sdir = os.path.join(base, strat)
+                if not os.path.isdir(sdir):
+                    continue
+                rare, distinct = [], []
+                for seed in sorted(os.listdir(sdir)):
+                    rj = os.path.join(sdir, seed, "rounds.jsonl")
+                    if not os.path.exists(rj):
+                        continue
+                    last = [json.loads(l) for l in open(rj)][-1]
+                    h = last["acquired_histogram"]
+                    rare.append(sum(h[:5]) / max(sum(h), 1))
+                    distinct.append(last["distinct_sources"])
+                if rare:
+                    mr = sum(rare) / len(rare)
+                    md = sum(distinct) / len(distinct)
+                    print(f"| {data} | {scenario} | {strat} | {mr*100:.1f}% | {md:.0f} |")
+    print()
+
+
+acquisition_stats(root)

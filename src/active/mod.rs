@@ -11,6 +11,7 @@
 
 pub mod coreset;
 pub mod coverage_gap;
+pub mod coverage_hybrid;
 pub mod gan_disc;
 pub mod hybrid;
 pub mod pool;

@@ -39,31 +39,35 @@ pub trait Strategy {
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>>;
 }
 
-/// Every registered strategy.
-pub const NAMES: &[&str] = &[
-    "random",
-    "gan-disc",
-    "vae-elbo",
-    "coreset",
-    "coverage-gap",
-    "hybrid",
-    "vaal",
+/// Every strategy by name: the registry. A new strategy is one file (and its `mod` line in
+/// active/mod.rs) plus one line here.
+pub const REGISTRY: &[(&str, fn() -> Box<dyn Strategy>)] = &[
+    ("random", || Box::new(super::random::Random)),
+    ("gan-disc", || Box::new(super::gan_disc::GanDisc)),
+    ("vae-elbo", || Box::new(super::vae_elbo::VaeElbo)),
+    ("coreset", || Box::new(super::coreset::Coreset)),
+    ("coverage-gap", || {
+        Box::new(super::coverage_gap::CoverageGap { k: 5 })
+    }),
+    ("hybrid", || Box::new(super::hybrid::Hybrid)),
+    ("coverage-hybrid", || {
+        Box::new(super::coverage_hybrid::CoverageHybrid { k: 5 })
+    }),
+    ("vaal", || Box::new(super::vaal::Vaal)),
 ];
 
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(n, _)| *n).collect()
+}
+
 pub fn by_name(name: &str) -> Result<Box<dyn Strategy>> {
-    Ok(match name {
-        "random" => Box::new(super::random::Random),
-        "gan-disc" => Box::new(super::gan_disc::GanDisc),
-        "vae-elbo" => Box::new(super::vae_elbo::VaeElbo),
-        "coreset" => Box::new(super::coreset::Coreset),
-        "coverage-gap" => Box::new(super::coverage_gap::CoverageGap { k: 5 }),
-        "hybrid" => Box::new(super::hybrid::Hybrid),
-        "vaal" => Box::new(super::vaal::Vaal),
-        other => bail!(
-            "unknown strategy '{other}': expected one of {}",
-            NAMES.join(", ")
+    match REGISTRY.iter().find(|(n, _)| *n == name) {
+        Some((_, make)) => Ok(make()),
+        None => bail!(
+            "unknown strategy '{name}': expected one of {}",
+            names().join(", ")
         ),
-    })
+    }
 }
 
 /// The `k` items with the highest score (ties broken by item index, for determinism).

@@ -1,0 +1,27 @@
+//! coverage-hybrid: hybrid's recipe with the coverage gap as the misfit. Take the beta*b
+//! candidates farthest outside the generated samples' k-NN balls, then choose b of them by
+//! k-center greedy against the acquired set. The diversity step matters when the pool is
+//! redundant: near-copies of one uncovered image all have the same gap, and plain
+//! coverage-gap buys them together.
+
+use anyhow::Result;
+
+use super::strategy::{k_center_greedy, top_k, Context, Strategy};
+
+pub struct CoverageHybrid {
+    pub k: usize,
+}
+
+impl Strategy for CoverageHybrid {
+    fn name(&self) -> &'static str {
+        "coverage-hybrid"
+    }
+
+    fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
+        let gaps = super::coverage_gap::gaps(ctx, self.k);
+        let m = ((k as f64 * ctx.hybrid_beta).ceil() as usize).min(ctx.candidates.len());
+        let short = top_k(ctx.candidates, &gaps, m);
+        let centers: Vec<&[f32]> = ctx.acquired.iter().map(|&i| ctx.features.row(i)).collect();
+        Ok(k_center_greedy(&short, ctx.features, &centers, k))
+    }
+}
