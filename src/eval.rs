@@ -24,6 +24,16 @@ use crate::util::HostRng;
 /// Bump when the classifier's architecture or training changes: it keys the cache.
 const CLASSIFIER_VERSION: u32 = 3;
 
+/// The feature network of `builtin`, trained by this engine (`activegen eval --real-vs-real
+/// --data builtin` on an empty cache: 15 epochs, seed 1234, 99.05% held-out accuracy) and
+/// shipped so every machine measures `builtin` with the same yardstick and the first
+/// `compare` need not train it. Used only when the key (data digest, architecture,
+/// epochs, version) matches exactly.
+const BUNDLED: (&str, &[u8]) = (
+    "builtin-de5c09e69f0de259-r28c1k10-w32f128-e15-v3",
+    include_bytes!("../assets/feature_net_builtin.safetensors"),
+);
+
 pub struct FeatureNet {
     pub net: Classifier,
     /// Cache key: dataset digest, architecture and version.
@@ -242,6 +252,9 @@ pub fn feature_net_with(
     let path = crate::util::cache_dir()
         .join("classifiers")
         .join(format!("{key}.safetensors"));
+    if key == BUNDLED.0 && !path.exists() {
+        crate::util::write_atomic(&path, BUNDLED.1)?;
+    }
     let freq = class_freq(&train_set);
     let saved_rng = g.rng_state();
     if path.exists() {
