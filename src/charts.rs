@@ -59,7 +59,9 @@ where
             label,
             true,
             x0..x1,
-            (lo * 0.9..y1 * 1.1).log_scale(),
+            // plotters labels a log axis from the first power of ten inside the range, so
+            // start the range at one.
+            (10f64.powf((lo * 0.9).log10().floor())..y1 * 1.1).log_scale(),
         )
     } else {
         let pad = ((y1 - y0) * 0.08).max(1e-6);
@@ -100,6 +102,18 @@ where
         .configure_mesh()
         .x_desc("acquired images")
         .y_desc(label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Enough labels that a log axis is labelled inside its lowest decade too, where
+        // the strategies part.
+        .y_labels(if log { 30 } else { 10 })
+        .max_light_lines(2)
+        .y_label_formatter(&|y| {
+            if y.abs() >= 10.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y:.2}")
+            }
+        })
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
     for (i, (s, levels)) in sum.levels.iter().enumerate() {

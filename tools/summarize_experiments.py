@@ -1,61 +1,77 @@
 #!/usr/bin/env python3
-"""Prints the Markdown tables of EXPERIMENTS.md from runs/experiments/<data>/<scenario>/results.json.
+"""Prints the Markdown tables of EXPERIMENTS.md from <root>/<data>/<scenario>/results.json.
 
-Usage: python3 tools/summarize_experiments.py [runs/experiments]
+Usage: python3 tools/summarize_experiments.py [ROOT ...]
+
+With several roots, a cell found in a later root replaces the earlier one (used to swap in
+a rerun of one cell without touching the others).
 """
 import json
 import os
 import sys
 
-root = sys.argv[1] if len(sys.argv) > 1 else "runs/experiments"
-for data in ["builtin", "fashion-mnist"]:
-    for scenario in ["balanced", "long-tail", "redundant"]:
-        path = os.path.join(root, data, scenario, "results.json")
-        if not os.path.exists(path):
-            continue
-        r = json.load(open(path))
-        s = r["summary"]
-        print(f"### {data}, {scenario} pool\n")
-        print("| strategy | images | FID | KID×1000 | precision | recall | coverage | class coverage | class KL |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for strat, levels in s["levels"].items():
-            for l in levels:
-                m, d = l["mean"], l["std"]
-                f = lambda k, sc=1.0, p=2: f"{m[k]*sc:.{p}f} ± {d[k]*sc:.{p}f}"
-                print(f"| {strat} | {l['acquired']} | {f('fid')} | {f('kid', 1e3)} | {f('precision', p=3)} | {f('recall', p=3)} | {f('coverage', p=3)} | {f('class_coverage')} | {f('class_kl', p=3)} |")
-        print()
-        b = s.get("budget_to_random_final_fid", {})
-        if b:
-            rnd = s["levels"]["random"][-1]
-            print(f"Random's final mean FID: {rnd['mean']['fid']:.2f} at {rnd['acquired']} images. Budget (beyond the initial {s['initial']}) each strategy needed to reach it, as a share of random's:")
-            for strat, v in b.items():
-                print(f"- {strat}: {'not reached' if v is None else f'{v*100:.0f}%'}")
-            finals = {k: v[-1] for k, v in s["levels"].items()}
-            print()
-            for strat, l in finals.items():
-                if strat == "random":
-                    continue
-                dc = l["mean"]["coverage"] - rnd["mean"]["coverage"]
-                dcc = l["mean"]["class_coverage"] - rnd["mean"]["class_coverage"]
-                print(f"- final {strat} − random: coverage {dc:+.3f}, class coverage {dcc:+.2f}, FID {l['mean']['fid'] - rnd['mean']['fid']:+.2f}")
-        print()
+roots = sys.argv[1:] or ["runs/experiments"]
+DATASETS = ["builtin", "fashion-mnist"]
+SCENARIOS = ["balanced", "long-tail", "redundant"]
 
 
-def acquisition_stats(root):
+def cell_dir(data, scenario):
+    found = None
+    for root in roots:
+        d = os.path.join(root, data, scenario)
+        if os.path.exists(os.path.join(d, "results.json")):
+            found = d
+    return found
+
+
+def pm(l, key, scale=1.0, places=2):
+    return f"{l['mean'][key] * scale:.{places}f} ± {l['std'][key] * scale:.{places}f}"
+
+
+def print_cell(data, scenario, d):
+    s = json.load(open(os.path.join(d, "results.json")))["summary"]
+    levels = s["levels"]
+    rnd = levels["random"]
+    print(f"### {data}, {scenario} pool\n")
+    sizes = [l["acquired"] for l in rnd]
+    print("FID (mean ± std over seeds) after each round, by images acquired:\n")
+    print("| strategy | " + " | ".join(str(n) for n in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for strat, ls in levels.items():
+        print(f"| {strat} | " + " | ".join(pm(l, "fid", places=1) for l in ls) + " |")
+    print()
+    print(f"All metrics at the end ({sizes[-1]} images):\n")
+    print("| strategy | FID | KID×1000 | precision | recall | density | coverage | class coverage | class KL |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for strat, ls in levels.items():
+        l = ls[-1]
+        print(f"| {strat} | {pm(l, 'fid')} | {pm(l, 'kid', 1e3, 1)} | {pm(l, 'precision', places=3)} | "
+              f"{pm(l, 'recall', places=3)} | {pm(l, 'density', places=3)} | {pm(l, 'coverage', places=3)} | "
+              f"{pm(l, 'class_coverage')} | {pm(l, 'class_kl', places=3)} |")
+    print()
+    b = s.get("budget_to_random_final_fid", {})
+    if b:
+        print(f"Random's final mean FID is {rnd[-1]['mean']['fid']:.2f}. Share of random's acquisition "
+              f"budget (beyond the initial {s['initial']}) each strategy needed to reach it: "
+              + ", ".join(f"{k} {'not reached' if v is None else f'{v * 100:.0f}%'}"
+                          for k, v in b.items() if k != "random") + ".\n")
+
+
+def acquisition_stats():
     """What each strategy bought: rare-class share (long tail) and distinct sources (redundant)."""
-    print("### What the strategies acquired\n")
-    print("| dataset | pool | strategy | classes 0–4 among the 600 acquired | distinct source images among the 600 |")
+    print("### What the strategies acquired (mean over seeds)\n")
+    print("| dataset | pool | strategy | classes 0–4 among the acquired | distinct source images among the acquired |")
     print("|---|---|---|---|---|")
-    for data in ["builtin", "fashion-mnist"]:
-        for scenario in ["balanced", "long-tail", "redundant"]:
-            base = os.path.join(root, data, scenario)
-            if not os.path.isdir(base):
+    for data in DATASETS:
+        for scenario in SCENARIOS:
+            base = cell_dir(data, scenario)
+            if base is None:
                 continue
             for strat in sorted(os.listdir(base)):
                 sdir = os.path.join(base, strat)
                 if not os.path.isdir(sdir):
                     continue
-                rare, distinct = [], []
+                rare, distinct, total = [], [], []
                 for seed in sorted(os.listdir(sdir)):
                     rj = os.path.join(sdir, seed, "rounds.jsonl")
                     if not os.path.exists(rj):
@@ -64,11 +80,17 @@ def acquisition_stats(root):
                     h = last["acquired_histogram"]
                     rare.append(sum(h[:5]) / max(sum(h), 1))
                     distinct.append(last["distinct_sources"])
+                    total.append(last["acquired"])
                 if rare:
-                    mr = sum(rare) / len(rare)
-                    md = sum(distinct) / len(distinct)
-                    print(f"| {data} | {scenario} | {strat} | {mr*100:.1f}% | {md:.0f} |")
+                    n = len(rare)
+                    print(f"| {data} | {scenario} | {strat} | {sum(rare) / n * 100:.1f}% | "
+                          f"{sum(distinct) / n:.0f} of {sum(total) / n:.0f} |")
     print()
 
 
-acquisition_stats(root)
+for data in DATASETS:
+    for scenario in SCENARIOS:
+        d = cell_dir(data, scenario)
+        if d is not None:
+            print_cell(data, scenario, d)
+acquisition_stats()
