@@ -317,8 +317,9 @@ enum Command {
     Active {
         #[command(flatten)]
         args: ActiveArgs,
-        /// random | gan-disc | vae-elbo | coreset | coverage-gap | hybrid | vaal
-        #[arg(long, default_value = "hybrid")]
+        /// random | gan-disc | vae-elbo | coreset | coverage-gap | coverage-hybrid | hybrid | vaal
+        /// (the default is the best in EXPERIMENTS.md)
+        #[arg(long, default_value = "coverage-gap")]
         strategy: String,
         #[arg(long)]
         out: PathBuf,
@@ -333,7 +334,7 @@ enum Command {
         #[command(flatten)]
         args: ActiveArgs,
         /// Comma-separated strategies (random is the control).
-        #[arg(long, value_delimiter = ',', default_value = "random,hybrid")]
+        #[arg(long, value_delimiter = ',', default_value = "random,coverage-gap")]
         strategies: Vec<String>,
         /// Seeds per strategy.
         #[arg(long, default_value_t = 2)]

@@ -72,7 +72,7 @@ impl Default for ActiveConfig {
         train.batch = 32;
         train.ema_decay = 0.99;
         ActiveConfig {
-            strategy: "hybrid".into(),
+            strategy: "coverage-gap".into(),
             scenario: Scenario {
                 initial: 200,
                 ..Default::default()
