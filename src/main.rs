@@ -317,7 +317,8 @@ enum Command {
     Active {
         #[command(flatten)]
         args: ActiveArgs,
-        /// random | gan-disc | vae-elbo | coreset | coverage-gap | coverage-hybrid | hybrid | vaal
+        /// random | gan-disc | vae-elbo | coreset | coverage-gap | coverage-hybrid |
+        /// coverage-stratified | hybrid | vaal
         /// (the default is the best in EXPERIMENTS.md)
         #[arg(long, default_value = "coverage-gap")]
         strategy: String,

@@ -12,6 +12,7 @@
 pub mod coreset;
 pub mod coverage_gap;
 pub mod coverage_hybrid;
+pub mod coverage_stratified;
 pub mod gan_disc;
 pub mod hybrid;
 pub mod pool;

@@ -53,6 +53,9 @@ pub const REGISTRY: &[(&str, fn() -> Box<dyn Strategy>)] = &[
     ("coverage-hybrid", || {
         Box::new(super::coverage_hybrid::CoverageHybrid { k: 5 })
     }),
+    ("coverage-stratified", || {
+        Box::new(super::coverage_stratified::CoverageStratified { k: 5 })
+    }),
     ("vaal", || Box::new(super::vaal::Vaal)),
 ];
 
