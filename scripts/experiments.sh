@@ -22,12 +22,12 @@ run() { # dataset scenario strategies [extra flags]
 
 for data in builtin fashion-mnist; do
     [ "$which" = all ] || [ "$which" = "$data" ] || continue
-    strategies=random,hybrid,coverage-gap,coverage-hybrid
+    strategies=random,hybrid,coverage-gap,coverage-hybrid,coverage-stratified
     extra=()
     if [ "$data" = fashion-mnist ]; then
         # hybrid trailed random in every builtin pool; Fashion-MNIST's pool has 60k images
         # (240k when redundant), so score a random 10k of it per round.
-        strategies=random,coverage-gap,coverage-hybrid
+        strategies=random,coverage-gap,coverage-hybrid,coverage-stratified
         extra=(--pool-subsample 10000)
     fi
     for scenario in balanced long-tail redundant; do
