@@ -39,9 +39,11 @@ pub trait Strategy {
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>>;
 }
 
+pub type MakeStrategy = fn() -> Box<dyn Strategy>;
+
 /// Every strategy by name: the registry. A new strategy is one file (and its `mod` line in
 /// active/mod.rs) plus one line here.
-pub const REGISTRY: &[(&str, fn() -> Box<dyn Strategy>)] = &[
+pub const REGISTRY: &[(&str, MakeStrategy)] = &[
     ("random", || Box::new(super::random::Random)),
     ("gan-disc", || Box::new(super::gan_disc::GanDisc)),
     ("vae-elbo", || Box::new(super::vae_elbo::VaeElbo)),
