@@ -60,8 +60,8 @@ def print_cell(data, scenario, d):
 def acquisition_stats():
     """What each strategy bought: rare-class share (long tail) and distinct sources (redundant)."""
     print("### What the strategies acquired (mean over seeds)\n")
-    print("| dataset | pool | strategy | classes 0–4 among the acquired | distinct source images among the acquired |")
-    print("|---|---|---|---|---|")
+    print("| dataset | pool | strategy | classes 0–4 among the acquired | fewest / most acquired in one class | distinct source images among the acquired |")
+    print("|---|---|---|---|---|---|")
     for data in DATASETS:
         for scenario in SCENARIOS:
             base = cell_dir(data, scenario)
@@ -71,7 +71,7 @@ def acquisition_stats():
                 sdir = os.path.join(base, strat)
                 if not os.path.isdir(sdir):
                     continue
-                rare, distinct, total = [], [], []
+                rare, distinct, total, lo, hi = [], [], [], [], []
                 for seed in sorted(os.listdir(sdir)):
                     rj = os.path.join(sdir, seed, "rounds.jsonl")
                     if not os.path.exists(rj):
@@ -79,11 +79,14 @@ def acquisition_stats():
                     last = [json.loads(l) for l in open(rj)][-1]
                     h = last["acquired_histogram"]
                     rare.append(sum(h[:5]) / max(sum(h), 1))
+                    lo.append(min(h))
+                    hi.append(max(h))
                     distinct.append(last["distinct_sources"])
                     total.append(last["acquired"])
                 if rare:
                     n = len(rare)
                     print(f"| {data} | {scenario} | {strat} | {sum(rare) / n * 100:.1f}% | "
+                          f"{sum(lo) / n:.0f} / {sum(hi) / n:.0f} | "
                           f"{sum(distinct) / n:.0f} of {sum(total) / n:.0f} |")
     print()
 
