@@ -91,6 +91,33 @@ def acquisition_stats():
     print()
 
 
+def headline():
+    """One row per (cell, strategy): each against random at the final budget."""
+    print("### Every strategy against random, at the end of the budget\n")
+    print("| dataset | pool | strategy | final FID (random's) | budget to reach random's final FID | "
+          "coverage − random's | class coverage − random's | recall − random's | precision − random's |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for data in DATASETS:
+        for scenario in SCENARIOS:
+            d = cell_dir(data, scenario)
+            if d is None:
+                continue
+            s = json.load(open(os.path.join(d, "results.json")))["summary"]
+            rnd = s["levels"]["random"][-1]["mean"]
+            budget = s.get("budget_to_random_final_fid", {})
+            for strat, ls in s["levels"].items():
+                if strat == "random":
+                    continue
+                m = ls[-1]["mean"]
+                b = budget.get(strat)
+                b = "not reached" if b is None else f"{b * 100:.0f}%"
+                print(f"| {data} | {scenario} | {strat} | {m['fid']:.2f} ({rnd['fid']:.2f}) | {b} | "
+                      f"{m['coverage'] - rnd['coverage']:+.3f} | {m['class_coverage'] - rnd['class_coverage']:+.2f} | "
+                      f"{m['recall'] - rnd['recall']:+.3f} | {m['precision'] - rnd['precision']:+.3f} |")
+    print()
+
+
+headline()
 for data in DATASETS:
     for scenario in SCENARIOS:
         d = cell_dir(data, scenario)
