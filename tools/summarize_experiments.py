@@ -4,7 +4,8 @@
 Usage: python3 tools/summarize_experiments.py [ROOT ...]
 
 With several roots, a cell found in a later root replaces the earlier one (used to swap in
-a rerun of one cell without touching the others).
+a rerun of one cell without touching the others). The acquisition table reads the per-seed
+run directories, so it appears only for roots under runs/, not for the committed experiments/.
 """
 import json
 import os
@@ -22,6 +23,15 @@ def cell_dir(data, scenario):
         if os.path.exists(os.path.join(d, "results.json")):
             found = d
     return found
+
+
+def cells():
+    """(data, scenario, directory) of every cell that has results, in table order."""
+    for data in DATASETS:
+        for scenario in SCENARIOS:
+            d = cell_dir(data, scenario)
+            if d is not None:
+                yield data, scenario, d
 
 
 def pm(l, key, scale=1.0, places=2):
@@ -62,32 +72,28 @@ def acquisition_stats():
     print("### What the strategies acquired (mean over seeds)\n")
     print("| dataset | pool | strategy | classes 0–4 among the acquired | fewest / most acquired in one class | distinct source images among the acquired |")
     print("|---|---|---|---|---|---|")
-    for data in DATASETS:
-        for scenario in SCENARIOS:
-            base = cell_dir(data, scenario)
-            if base is None:
+    for data, scenario, base in cells():
+        for strat in sorted(os.listdir(base)):
+            sdir = os.path.join(base, strat)
+            if not os.path.isdir(sdir):
                 continue
-            for strat in sorted(os.listdir(base)):
-                sdir = os.path.join(base, strat)
-                if not os.path.isdir(sdir):
+            rare, distinct, total, lo, hi = [], [], [], [], []
+            for seed in sorted(os.listdir(sdir)):
+                rj = os.path.join(sdir, seed, "rounds.jsonl")
+                if not os.path.exists(rj):
                     continue
-                rare, distinct, total, lo, hi = [], [], [], [], []
-                for seed in sorted(os.listdir(sdir)):
-                    rj = os.path.join(sdir, seed, "rounds.jsonl")
-                    if not os.path.exists(rj):
-                        continue
-                    last = [json.loads(l) for l in open(rj)][-1]
-                    h = last["acquired_histogram"]
-                    rare.append(sum(h[:5]) / max(sum(h), 1))
-                    lo.append(min(h))
-                    hi.append(max(h))
-                    distinct.append(last["distinct_sources"])
-                    total.append(last["acquired"])
-                if rare:
-                    n = len(rare)
-                    print(f"| {data} | {scenario} | {strat} | {sum(rare) / n * 100:.1f}% | "
-                          f"{sum(lo) / n:.0f} / {sum(hi) / n:.0f} | "
-                          f"{sum(distinct) / n:.0f} of {sum(total) / n:.0f} |")
+                last = [json.loads(l) for l in open(rj)][-1]
+                h = last["acquired_histogram"]
+                rare.append(sum(h[:5]) / max(sum(h), 1))
+                lo.append(min(h))
+                hi.append(max(h))
+                distinct.append(last["distinct_sources"])
+                total.append(last["acquired"])
+            if rare:
+                n = len(rare)
+                print(f"| {data} | {scenario} | {strat} | {sum(rare) / n * 100:.1f}% | "
+                      f"{sum(lo) / n:.0f} / {sum(hi) / n:.0f} | "
+                      f"{sum(distinct) / n:.0f} of {sum(total) / n:.0f} |")
     print()
 
 
@@ -97,30 +103,23 @@ def headline():
     print("| dataset | pool | strategy | final FID (random's) | budget to reach random's final FID | "
           "coverage − random's | class coverage − random's | recall − random's | precision − random's |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for data in DATASETS:
-        for scenario in SCENARIOS:
-            d = cell_dir(data, scenario)
-            if d is None:
+    for data, scenario, d in cells():
+        s = json.load(open(os.path.join(d, "results.json")))["summary"]
+        rnd = s["levels"]["random"][-1]["mean"]
+        budget = s.get("budget_to_random_final_fid", {})
+        for strat, ls in s["levels"].items():
+            if strat == "random":
                 continue
-            s = json.load(open(os.path.join(d, "results.json")))["summary"]
-            rnd = s["levels"]["random"][-1]["mean"]
-            budget = s.get("budget_to_random_final_fid", {})
-            for strat, ls in s["levels"].items():
-                if strat == "random":
-                    continue
-                m = ls[-1]["mean"]
-                b = budget.get(strat)
-                b = "not reached" if b is None else f"{b * 100:.0f}%"
-                print(f"| {data} | {scenario} | {strat} | {m['fid']:.2f} ({rnd['fid']:.2f}) | {b} | "
-                      f"{m['coverage'] - rnd['coverage']:+.3f} | {m['class_coverage'] - rnd['class_coverage']:+.2f} | "
-                      f"{m['recall'] - rnd['recall']:+.3f} | {m['precision'] - rnd['precision']:+.3f} |")
+            m = ls[-1]["mean"]
+            b = budget.get(strat)
+            b = "not reached" if b is None else f"{b * 100:.0f}%"
+            print(f"| {data} | {scenario} | {strat} | {m['fid']:.2f} ({rnd['fid']:.2f}) | {b} | "
+                  f"{m['coverage'] - rnd['coverage']:+.3f} | {m['class_coverage'] - rnd['class_coverage']:+.2f} | "
+                  f"{m['recall'] - rnd['recall']:+.3f} | {m['precision'] - rnd['precision']:+.3f} |")
     print()
 
 
 headline()
-for data in DATASETS:
-    for scenario in SCENARIOS:
-        d = cell_dir(data, scenario)
-        if d is not None:
-            print_cell(data, scenario, d)
+for data, scenario, d in cells():
+    print_cell(data, scenario, d)
 acquisition_stats()
