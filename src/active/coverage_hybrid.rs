@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use super::strategy::{k_center_greedy, top_k, Context, Strategy};
+use super::strategy::{shortlist_then_k_center, Context, Strategy};
 
 pub struct CoverageHybrid {
     pub k: usize,
@@ -19,9 +19,6 @@ impl Strategy for CoverageHybrid {
 
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
         let gaps = super::coverage_gap::gaps(ctx, self.k);
-        let m = ((k as f64 * ctx.hybrid_beta).ceil() as usize).min(ctx.candidates.len());
-        let short = top_k(ctx.candidates, &gaps, m);
-        let centers: Vec<&[f32]> = ctx.acquired.iter().map(|&i| ctx.features.row(i)).collect();
-        Ok(k_center_greedy(&short, ctx.features, &centers, k))
+        Ok(shortlist_then_k_center(ctx, &gaps, k))
     }
 }

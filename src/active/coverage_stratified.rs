@@ -2,8 +2,8 @@
 //! the generator does not reach (on Fashion-MNIST: trousers, sandals and bags, at the cost
 //! of coats and shirts), which lowers FID but also class coverage. Here each predicted class
 //! gets a share of the batch equal to its share of the candidates, and within a class the
-//! largest coverage gaps are taken. Classes are the feature classifier's predictions (its
-//! head applied to the cached features), never the oracle's labels.
+//! largest coverage gaps are taken. Classes are the feature classifier's predictions
+//! (`Context::predicted`), never the oracle's labels.
 
 use anyhow::Result;
 
@@ -11,38 +11,6 @@ use super::strategy::{top_k, Context, Strategy};
 
 pub struct CoverageStratified {
     pub k: usize,
-}
-
-/// The feature classifier's predicted class of each item: argmax(fc2 · f + b).
-pub fn predicted_classes(ctx: &Context, items: &[usize]) -> Vec<usize> {
-    let head = &ctx.net.net.fc2;
-    let w = head.weight.to_vec(ctx.g); // [classes, features]
-    let b = head
-        .bias
-        .as_ref()
-        .map(|b| b.to_vec(ctx.g))
-        .unwrap_or_default();
-    let d = ctx.features.d;
-    let classes = w.len() / d;
-    items
-        .iter()
-        .map(|&i| {
-            let f = ctx.features.row(i);
-            (0..classes)
-                .map(|c| {
-                    let dot: f32 = w[c * d..(c + 1) * d]
-                        .iter()
-                        .zip(f)
-                        .map(|(a, x)| a * x)
-                        .sum();
-                    dot + b.get(c).copied().unwrap_or(0.0)
-                })
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(c, _)| c)
-                .unwrap_or(0)
-        })
-        .collect()
 }
 
 /// Splits `k` over groups in proportion to their sizes (largest remainder), never giving a
@@ -64,15 +32,16 @@ pub fn proportional_quotas(sizes: &[usize], k: usize) -> Vec<usize> {
             .total_cmp(&(exact[a] - exact[a].floor()))
             .then(a.cmp(&b))
     });
-    let mut left = k - q.iter().sum::<usize>();
-    for &c in order.iter().cycle().take(order.len() * 2) {
-        if left == 0 {
-            break;
-        }
-        if q[c] < sizes[c] {
-            q[c] += 1;
-            left -= 1;
-        }
+    // Fewer than sizes.len() units are left, and a group whose share is not whole has room
+    // for one more, so one pass over the largest remainders hands them all out.
+    let left = k - q.iter().sum::<usize>();
+    let with_room: Vec<usize> = order
+        .into_iter()
+        .filter(|&c| q[c] < sizes[c])
+        .take(left)
+        .collect();
+    for c in with_room {
+        q[c] += 1;
     }
     q
 }
@@ -84,11 +53,10 @@ impl Strategy for CoverageStratified {
 
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
         let gaps = super::coverage_gap::gaps(ctx, self.k);
-        let classes = predicted_classes(ctx, ctx.candidates);
-        let num_classes = classes.iter().max().map_or(0, |m| m + 1);
+        let num_classes = ctx.net.num_classes;
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
-        for (pos, &c) in classes.iter().enumerate() {
-            members[c].push(pos);
+        for (pos, &item) in ctx.candidates.iter().enumerate() {
+            members[ctx.predicted[item].min(num_classes - 1)].push(pos);
         }
         let sizes: Vec<usize> = members.iter().map(|m| m.len()).collect();
         let quotas = proportional_quotas(&sizes, k);

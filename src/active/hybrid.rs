@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::strategy::{k_center_greedy, top_k, Context, Strategy};
+use super::strategy::{shortlist_then_k_center, Context, Strategy};
 use crate::train::Model;
 
 pub struct Hybrid;
@@ -23,9 +23,6 @@ impl Strategy for Hybrid {
                 .collect(),
             Model::Vae(_) => super::vae_elbo::neg_elbo(ctx)?,
         };
-        let m = ((k as f64 * ctx.hybrid_beta).ceil() as usize).min(ctx.candidates.len());
-        let short = top_k(ctx.candidates, &misfit, m);
-        let centers: Vec<&[f32]> = ctx.acquired.iter().map(|&i| ctx.features.row(i)).collect();
-        Ok(k_center_greedy(&short, ctx.features, &centers, k))
+        Ok(shortlist_then_k_center(ctx, &misfit, k))
     }
 }

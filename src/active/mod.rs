@@ -170,24 +170,30 @@ pub struct DiscSnapshot {
     pub disc: Discriminator,
 }
 
-/// Classifier features of every pool item, cached on disk per (classifier, pool).
-fn pool_features(g: &Gpu, net: &FeatureNet, pool: &Pool) -> Result<Features> {
+/// Classifier features of every pool item and its predicted class, cached on disk per
+/// (classifier, pool).
+fn pool_features(g: &Gpu, net: &FeatureNet, pool: &Pool) -> Result<(Features, Vec<usize>)> {
     let digest = eval::dataset_digest(&pool.data);
-    let path = crate::util::cache_dir()
-        .join("features")
-        .join(format!("{}-pool-{digest:016x}.npy", net.key));
-    if let Ok((shape, data)) = crate::npy::read_npy_f32(&path) {
-        if shape == [pool.items.len(), net.net.cfg.features] {
-            return Features::new(shape[0], shape[1], data);
+    let dir = crate::util::cache_dir().join("features");
+    let path = dir.join(format!("{}-pool-{digest:016x}.npy", net.key));
+    let classes_path = dir.join(format!("{}-pool-{digest:016x}-classes.npy", net.key));
+    let n = pool.items.len();
+    if let (Ok((shape, data)), Ok((cshape, cdata))) = (
+        crate::npy::read_npy_f32(&path),
+        crate::npy::read_npy_f32(&classes_path),
+    ) {
+        if shape == [n, net.net.cfg.features] && cshape == [n] {
+            let preds = cdata.iter().map(|&c| c as usize).collect();
+            return Ok((Features::new(shape[0], shape[1], data)?, preds));
         }
     }
-    let idx: Vec<usize> = (0..pool.items.len()).collect();
-    let (f, _) = eval::features_of_dataset(g, &net.net, &pool.data, &idx, 256)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    let idx: Vec<usize> = (0..n).collect();
+    let (f, preds) = eval::features_of_dataset(g, &net.net, &pool.data, &idx, 256)?;
+    std::fs::create_dir_all(&dir)?;
     crate::npy::write_npy_f32(&path, &[f.n, f.d], &f.data)?;
-    Ok(f)
+    let as_f32: Vec<f32> = preds.iter().map(|&c| c as f32).collect();
+    crate::npy::write_npy_f32(&classes_path, &[n], &as_f32)?;
+    Ok((f, preds))
 }
 
 /// The outcome of a run: its per-round records.
@@ -222,7 +228,7 @@ pub fn run_active(
     let pool = Pool::build(&train_set, &cfg.scenario, cfg.seed)?;
     let net = eval::feature_net_with(g, &cfg.train.data, &opts, &cfg.feature_net, progress)?;
     let (real, _) = eval::real_features(g, &net, &cfg.train.data, Split::Test, &opts, cfg.eval_n)?;
-    let feats = pool_features(g, &net, &pool)?;
+    let (feats, predicted) = pool_features(g, &net, &pool)?;
     let classes = train_set.num_classes;
     let mut strat = strategy::by_name(&cfg.strategy)?;
 
@@ -307,6 +313,7 @@ pub fn run_active(
                 acquired: &st.acquired,
                 candidates: &candidates,
                 features: &feats,
+                predicted: &predicted,
                 generated: &gen_feats,
                 disc_snapshots: &snapshots,
                 rng: &mut rng,
