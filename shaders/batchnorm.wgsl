@@ -45,12 +45,15 @@ struct Params {
 @group(0) @binding(15) var<storage, read> ys4: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read_write> dx4: array<vec4<f32>>;
 
-var<workgroup> partial: array<f32, 256>;
+// The per-channel reductions use workgroups of 64: on CPU drivers every barrier switches
+// between all of a workgroup's 8-lane batches, so a 256-wide tree costs 4x the switches
+// for the same sums (measured: the statistics pass took twice as long).
+var<workgroup> partial: array<f32, 64>;
 
 fn workgroup_sum(lid: u32, v: f32) -> f32 {
     partial[lid] = v;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = 32u; s > 0u; s >>= 1u) {
         if (lid < s) {
             partial[lid] += partial[lid + s];
         }
@@ -72,14 +75,14 @@ fn write_coefficients(c: u32, mean: f32, invstd: f32) {
 // One workgroup per channel and one pass over its values: sums of (x - pivot) and
 // (x - pivot)^2, shifted by the channel's first value so the variance keeps its precision
 // when the mean is large against the spread.
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn batchnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
     let count = p.n * p.s;
     let pivot = x[c * p.s];
     var s1 = 0.0;
     var s2 = 0.0;
-    for (var j = lid; j < count; j += 256u) {
+    for (var j = lid; j < count; j += 64u) {
         let q = divmod(j, p.s);
         let v = x[(q.x * p.c + c) * p.s + q.y] - pivot;
         s1 += v;
@@ -89,6 +92,38 @@ fn batchnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let d = workgroup_sum(lid, s1) / m;
     let mean = pivot + d;
     let var_biased = max(workgroup_sum(lid, s2) / m - d * d, 0.0);
+    if (lid == 0u) {
+        write_coefficients(c, mean, inverseSqrt(var_biased + p.eps));
+        let unbiased = var_biased * m / max(m - 1.0, 1.0);
+        running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
+        running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
+    }
+}
+
+// S % 4 == 0 (channel-major images are one sample: N = 1, S = N*H*W): the same sums
+// over vec4s, a quarter of the loads, and no index division when N = 1.
+@compute @workgroup_size(64)
+fn batchnorm_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let s4 = p.s / 4u;
+    let pivot = x[c * p.s];
+    var s1 = vec4<f32>(0.0);
+    var s2 = vec4<f32>(0.0);
+    for (var j = lid; j < p.n * s4; j += 64u) {
+        var i = c * s4 + j;
+        if (p.n > 1u) {
+            let q = divmod(j, s4);
+            i = (q.x * p.c + c) * s4 + q.y;
+        }
+        let v = x4[i] - pivot;
+        s1 += v;
+        s2 += v * v;
+    }
+    let m = f32(p.n * p.s);
+    let ones = vec4<f32>(1.0);
+    let d = workgroup_sum(lid, dot(s1, ones)) / m;
+    let mean = pivot + d;
+    let var_biased = max(workgroup_sum(lid, dot(s2, ones)) / m - d * d, 0.0);
     if (lid == 0u) {
         write_coefficients(c, mean, inverseSqrt(var_biased + p.eps));
         let unbiased = var_biased * m / max(m - 1.0, 1.0);
@@ -150,7 +185,7 @@ fn batchnorm_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // One workgroup per channel: dgamma, dbeta, then the coefficients of dx = k1 dz + k2 x + k3.
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn batchnorm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
     let count = p.n * p.s;
@@ -158,7 +193,7 @@ fn batchnorm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     let invstd = stats[p.c + c];
     var acc_g = 0.0;
     var acc_b = 0.0;
-    for (var j = lid; j < count; j += 256u) {
+    for (var j = lid; j < count; j += 64u) {
         let q = divmod(j, p.s);
         let i = (q.x * p.c + c) * p.s + q.y;
         let dz = dy[i] * act_grad_from_output(y_saved[i], p.act, p.slope);
@@ -168,18 +203,48 @@ fn batchnorm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     let dgamma = workgroup_sum(lid, acc_g);
     let dbeta = workgroup_sum(lid, acc_b);
     if (lid == 0u) {
-        let m = f32(count);
-        let k1 = gamma[c] * invstd;
-        gsum[c] = dgamma;
-        gsum[p.c + c] = dbeta;
-        gsum[2u * p.c + c] = k1;
-        if (p.train != 0u) {
-            gsum[3u * p.c + c] = -k1 * invstd * dgamma / m;
-            gsum[4u * p.c + c] = k1 * (mean * invstd * dgamma / m - dbeta / m);
-        } else {
-            gsum[3u * p.c + c] = 0.0;
-            gsum[4u * p.c + c] = 0.0;
+        write_gradient_sums(c, dgamma, dbeta, f32(count), invstd, mean);
+    }
+}
+
+fn write_gradient_sums(c: u32, dgamma: f32, dbeta: f32, m: f32, invstd: f32, mean: f32) {
+    let k1 = gamma[c] * invstd;
+    gsum[c] = dgamma;
+    gsum[p.c + c] = dbeta;
+    gsum[2u * p.c + c] = k1;
+    if (p.train != 0u) {
+        gsum[3u * p.c + c] = -k1 * invstd * dgamma / m;
+        gsum[4u * p.c + c] = k1 * (mean * invstd * dgamma / m - dbeta / m);
+    } else {
+        gsum[3u * p.c + c] = 0.0;
+        gsum[4u * p.c + c] = 0.0;
+    }
+}
+
+// S % 4 == 0: batchnorm_backward_reduce over vec4s.
+@compute @workgroup_size(64)
+fn batchnorm_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let s4 = p.s / 4u;
+    let mean = stats[c];
+    let invstd = stats[p.c + c];
+    var acc_g = vec4<f32>(0.0);
+    var acc_b = vec4<f32>(0.0);
+    for (var j = lid; j < p.n * s4; j += 64u) {
+        var i = c * s4 + j;
+        if (p.n > 1u) {
+            let q = divmod(j, s4);
+            i = (q.x * p.c + c) * s4 + q.y;
         }
+        let dz = dy4[i] * act_grad4(ys4[i]);
+        acc_b += dz;
+        acc_g += dz * (x4[i] - mean) * invstd;
+    }
+    let ones = vec4<f32>(1.0);
+    let dgamma = workgroup_sum(lid, dot(acc_g, ones));
+    let dbeta = workgroup_sum(lid, dot(acc_b, ones));
+    if (lid == 0u) {
+        write_gradient_sums(c, dgamma, dbeta, f32(p.n * p.s), invstd, mean);
     }
 }
 

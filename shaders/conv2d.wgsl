@@ -6,6 +6,10 @@
 //   backward data:   dY = cnhw(dy) [CO, P];    dXcol = Wᵀ · dY;      dx = col2im(dXcol)
 //   backward weight: dW = dY · Xcolᵀ (split-K over P)
 // Transposed convolution is the same three products with the roles of x and y swapped.
+// Images are NCHW, or channel-major CNHW ([C, N, H, W]) when CHANNEL_MAJOR is set: then
+// an image with P % 4 == 0 already is the GEMM's [C, P] matrix, and the copies in and
+// out of that form (channel_major_in/out) are skipped on the host; batch norm then reads
+// each channel's values contiguously.
 // Index arithmetic goes through divmod(): CPU drivers have no vector integer divide. The
 // kernel geometry (KH, KW, STRIDE) is a pipeline constant, so divisions by it fold into
 // multiplies and the tap loops unroll; one pipeline per kernel geometry, not per shape.
@@ -15,6 +19,7 @@
 override KH: u32 = 4u;
 override KW: u32 = 4u;
 override STRIDE: u32 = 2u;
+override CHANNEL_MAJOR: bool = false;
 
 struct Params {
     n: u32, ci: u32, h: u32, w: u32,
@@ -33,9 +38,17 @@ struct Params {
 // the K rows; each invocation writes one vec4 (stores cost as much as loads on CPU drivers).
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 
+// Flat index of (n, c, pixel) in an image with `channels` channels of `pixels` pixels.
+fn image_index(n: u32, c: u32, channels: u32, pixel: u32, pixels: u32) -> u32 {
+    if (CHANNEL_MAJOR) {
+        return (c * p.n + n) * pixels + pixel;
+    }
+    return (n * channels + c) * pixels + pixel;
+}
+
 fn im2col_value(valid: bool, n: u32, c: u32, iy: i32, ix: i32) -> f32 {
     if (valid && iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w)) {
-        return src[((n * p.ci + c) * p.h + u32(iy)) * p.w + u32(ix)];
+        return src[image_index(n, c, p.ci, u32(iy) * p.w + u32(ix), p.h * p.w)];
     }
     return 0.0;
 }
@@ -76,7 +89,7 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // dx[n, ci, iy, ix] = act(bias[ci] + sum over taps of dXcol[(ci, ky, kx), (n, oy, ox)]) with
 // oy*s = iy + pad - ky. Only ky = (iy + pad) mod s + s*j can hit, so the taps step by s.
-// One invocation per element of dx [N, CI, H, W].
+// One invocation per element of dx ([N, CI, H, W], or [CI, N, H, W] when channel-major).
 @compute @workgroup_size(256)
 fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
@@ -85,7 +98,10 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     let t_ix = divmod(i, p.w);
     let t_iy = divmod(t_ix.x, p.h);
-    let n_c = divmod(t_iy.x, p.ci);
+    var n_c = divmod(t_iy.x, p.ci);
+    if (CHANNEL_MAJOR) {
+        n_c = divmod(t_iy.x, p.n).yx;
+    }
     let c = n_c.y;
     let ty = t_iy.y + p.pad; // = (ty / STRIDE) * STRIDE + ty % STRIDE
     let tx = t_ix.y + p.pad;
@@ -109,10 +125,10 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     dst[i] = act_apply(acc, p.act, p.slope);
 }
 
-// Y[c, (n, pix)] = y[n, c, pix]: channel-major copy, zero-padded to P4 columns.
-// Grid: x over P4 columns, y over the p.co channels (pix ranges over OH*OW).
+// Y[c, (n, pix)] = y[n, c, pix]: a y-shaped image as the GEMM's [CO, P4] matrix,
+// zero-padded. Grid: x over P4 columns, y over the p.co channels (pix ranges over OH*OW).
 @compute @workgroup_size(256)
-fn nchw_to_cnhw(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn channel_major_in(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col = gid.x;
     let c = gid.y;
     if (col >= p.p4) {
@@ -121,15 +137,15 @@ fn nchw_to_cnhw(@builtin(global_invocation_id) gid: vec3<u32>) {
     var v = 0.0;
     if (col < p.n * p.oh * p.ow) {
         let n_pix = divmod(col, p.oh * p.ow);
-        v = src[(n_pix.x * p.co + c) * p.oh * p.ow + n_pix.y];
+        v = src[image_index(n_pix.x, c, p.co, n_pix.y, p.oh * p.ow)];
     }
     dst[c * p.p4 + col] = v;
 }
 
-// y[n, c, pix] = act(Y[c, (n, pix)] + bias[c]): the GEMM's channel-major result back to NCHW.
-// Grid: x over the P columns, y over the p.co channels.
+// y[n, c, pix] = act(Y[c, (n, pix)] + bias[c]): the GEMM's [CO, P4] result as a y-shaped
+// image. Grid: x over the P columns, y over the p.co channels.
 @compute @workgroup_size(256)
-fn cnhw_to_nchw(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn channel_major_out(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col = gid.x;
     let c = gid.y;
     if (col >= p.n * p.oh * p.ow) {
@@ -140,5 +156,5 @@ fn cnhw_to_nchw(@builtin(global_invocation_id) gid: vec3<u32>) {
         v += bias[c];
     }
     let n_pix = divmod(col, p.oh * p.ow);
-    dst[(n_pix.x * p.co + c) * p.oh * p.ow + n_pix.y] = act_apply(v, p.act, p.slope);
+    dst[image_index(n_pix.x, c, p.co, n_pix.y, p.oh * p.ow)] = act_apply(v, p.act, p.slope);
 }

@@ -133,3 +133,15 @@ fn transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         out[c * p.shape.x + r] = a[r * p.shape.y + c];
     }
 }
+
+// out[b, a, s] = a[a, b, s] for a viewed as [A = shape.x, B = shape.y, S = shape.z]: the two
+// leading axes swapped (NCHW <-> channel-major CNHW). One invocation per output element.
+@compute @workgroup_size(256)
+fn swap_leading_axes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        let t_s = divmod(i, p.shape.z); // t = b * A + a
+        let b_a = divmod(t_s.x, p.shape.x);
+        out[i] = a[(b_a.y * p.shape.y + b_a.x) * p.shape.z + t_s.y];
+    }
+}

@@ -81,3 +81,31 @@ fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     mm_write(z, row, col, acc);
 }
+
+var<workgroup> dot_partial: array<f32, 64>;
+
+// One workgroup per element of C, its 64 lanes splitting K: for few outputs with a long K
+// (a Linear layer with one output: [N, K] · [1, K]ᵀ), where matmul_naive would leave all
+// lanes but one idle in a K-long serial loop. Grid: x over N, y over M, z over batch.
+@compute @workgroup_size(64, 1, 1)
+fn matmul_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let col = wid.x;
+    let row = wid.y;
+    let z = wid.z;
+    let dims = mm_dims(z);
+    var acc = 0.0;
+    for (var k = dims.z + lid; k < dims.w; k += 64u) {
+        acc = fma(mm_read_a(z, row, k), mm_read_b(z, k, col), acc);
+    }
+    dot_partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            dot_partial[lid] += dot_partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        mm_write(z, row, col, dot_partial[0]);
+    }
+}

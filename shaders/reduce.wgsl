@@ -2,8 +2,9 @@
 // Any reduction is one or more of these: sum over all elements is [1, n, 1], a per-channel
 // sum over NCHW is [N, C, HW] -> reduce N as [1, N, C*HW], then HW as [C, HW, 1].
 // reduce_serial: one invocation per output, for many outputs with a short R.
-// reduce_parallel: one workgroup of 256 per output, tree-reduced in workgroup memory, for few
-// outputs with a long R.
+// reduce_parallel: one workgroup of 64 per output, tree-reduced in workgroup memory, for few
+// outputs with a long R (64, not 256: on CPU drivers each barrier switches between all of
+// a workgroup's 8-lane batches, see batchnorm.wgsl).
 
 //!include divmod.wgsl
 
@@ -36,9 +37,9 @@ fn reduce_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     out[o] = acc * p.scale;
 }
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, 64>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn reduce_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = wid.x + wid.y * nwg.x;
     // All invocations of a workgroup share o, so this early exit is uniform.
@@ -48,12 +49,12 @@ fn reduce_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let ia = o / p.b;
     let ib = o % p.b;
     var acc = 0.0;
-    for (var r = lid; r < p.r; r += 256u) {
+    for (var r = lid; r < p.r; r += 64u) {
         acc += x[(ia * p.r + r) * p.b + ib];
     }
     partial[lid] = acc;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = 32u; s > 0u; s >>= 1u) {
         if (lid < s) {
             partial[lid] += partial[lid + s];
         }

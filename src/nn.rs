@@ -136,6 +136,20 @@ impl Conv2d {
         )
     }
 
+    /// `forward` on channel-major images: x [CI, N, H, W] -> [CO, N, OH, OW].
+    pub fn forward_cm(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
+        conv2d::conv2d_cm_act(
+            g,
+            x,
+            &view(g, &self.weight, frozen),
+            b.as_ref(),
+            self.stride,
+            self.pad,
+            act,
+        )
+    }
+
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
         push(out, prefix, "weight", &self.weight);
         if let Some(b) = &self.bias {
@@ -180,6 +194,21 @@ impl ConvTranspose2d {
     pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
         conv_transpose2d::conv_transpose2d_act(
+            g,
+            x,
+            &view(g, &self.weight, frozen),
+            b.as_ref(),
+            self.stride,
+            self.pad,
+            0,
+            act,
+        )
+    }
+
+    /// `forward` on channel-major images: x [CI, N, H, W] -> [CO, N, OH, OW].
+    pub fn forward_cm(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
+        conv_transpose2d::conv_transpose2d_cm_act(
             g,
             x,
             &view(g, &self.weight, frozen),
@@ -252,6 +281,27 @@ impl BatchNorm {
             self.eps,
             act,
         )
+    }
+
+    /// `forward` on a channel-major image [C, N, H, W]: viewed as one sample [1, C, N*H, W],
+    /// so every channel is one contiguous run of values.
+    pub fn forward_cm(
+        &self,
+        g: &Gpu,
+        x: &Tensor,
+        train: bool,
+        act: Act,
+        frozen: bool,
+    ) -> Result<Tensor> {
+        if x.rank() != 4 {
+            bail!(
+                "batchnorm on a channel-major image takes [C, N, H, W], got {:?}",
+                x.shape()
+            );
+        }
+        let s = x.shape();
+        let rows = x.reshape(g, &[1, s[0], s[1] * s[2], s[3]])?;
+        self.forward(g, &rows, train, act, frozen)?.reshape(g, s)
     }
 
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {

@@ -21,6 +21,9 @@ pub enum Op {
     Reshape {
         x: Tensor,
     },
+    SwapLeadingAxes {
+        x: Tensor,
+    },
     MatMul {
         a: Tensor,
         b: Tensor,
@@ -108,7 +111,7 @@ impl Op {
     /// The tensors the op read, in the order `backward_rule` returns their gradients.
     fn inputs(&self) -> Vec<&Tensor> {
         match self {
-            Op::Reshape { x } => vec![x],
+            Op::Reshape { x } | Op::SwapLeadingAxes { x } => vec![x],
             Op::MatMul { a, b, bias, .. } => {
                 let mut v = vec![a, b];
                 v.extend(bias.iter());
@@ -274,6 +277,7 @@ fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Re
 fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
     Ok(match op {
         Op::Reshape { x } => vec![Some(dy.detach(g).reshape(g, x.shape())?)],
+        Op::SwapLeadingAxes { .. } => vec![Some(elementwise::swap_leading_axes_raw(g, dy)?)],
         Op::MatMul {
             a,
             b,

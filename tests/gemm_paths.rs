@@ -617,3 +617,50 @@ fn generated_subgroup_shader_is_current() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Few outputs with a long K (a Linear layer with one output) run as `matmul_dot`, one
+/// workgroup per output, on CPU adapters; K = 6272 is the DCGAN discriminator's last layer.
+#[test]
+fn few_output_long_k_products_use_the_dot_kernel_and_match_cpu() {
+    let g = gpu_with(GemmKernel::Subgroup8);
+    let mut r = Rng(41);
+    let mut report = Report::default();
+    for (m, n, k) in [(64, 1, 6272), (3, 17, 300), (1, 1, 257), (65, 3, 1031)] {
+        for (ta, tb) in ALL_TRANSPOSES {
+            for bias in [false, true] {
+                let case = Case::plain(m, n, k, ta, tb);
+                let what = format!("dot M={m} N={n} K={k} ta={ta} tb={tb} bias={bias}");
+                let (ar, ac) = case.a_dims();
+                let (br, bc) = case.b_dims();
+                let (a, b, bv) = (r.vec(ar * ac), r.vec(br * bc), r.vec(n));
+                let ta_t = Tensor::from_slice(&g, &[ar, ac], &a).unwrap();
+                let tb_t = Tensor::from_slice(&g, &[br, bc], &b).unwrap();
+                let bias_t = Tensor::from_slice(&g, &[n], &bv).unwrap();
+                let want_kernel = format!(
+                    "matmul_dot[TRANS_A={},TRANS_B={},HAS_BIAS={}]",
+                    ta as u8, tb as u8, bias as u8
+                );
+                let run = profiled(&g, &what, &want_kernel, || {
+                    activegen::ops::matmul::matmul_raw(
+                        &g,
+                        &ta_t,
+                        &tb_t,
+                        ta,
+                        tb,
+                        bias.then_some(&bias_t),
+                    )
+                    .unwrap()
+                    .to_vec(&g)
+                });
+                let mut want = matmul_cpu(&a, &b, m, k, n, ta, tb);
+                if bias {
+                    for (i, w) in want.iter_mut().enumerate() {
+                        *w += bv[i % n];
+                    }
+                }
+                report.add(run.and_then(|got| check(&what, &got, &want, atol(k))));
+            }
+        }
+    }
+    report.finish("few_output_long_k");
+}

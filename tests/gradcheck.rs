@@ -275,6 +275,30 @@ fn conv_transpose2d_gradients() {
     }
 }
 
+/// Channel-major convolutions and the layout swap around them, as the models use them.
+#[test]
+fn channel_major_convolution_gradients() {
+    let mut r = Rng(10);
+    // N*OH*OW = 2*2*2 = 8: the image is the GEMM matrix; 1*3*3 = 9: padded copies.
+    for (n, h, act) in [(2, 4, Act::LeakyRelu(0.2)), (1, 6, Act::Tanh)] {
+        let x = rand(&mut r, &[n, 2, h, h]);
+        let w = rand(&mut r, &[3, 2, 4, 4]);
+        let b = rand(&mut r, &[3]);
+        let wt = rand(&mut r, &[3, 2, 4, 4]);
+        gradcheck(
+            &format!("conv2d_cm then conv_transpose2d_cm n{n} {h}x{h} {act:?}"),
+            &[x, w, b, wt],
+            &move |g, x| {
+                let xc = elementwise::swap_leading_axes(g, &x[0])?;
+                let y = conv2d::conv2d_cm_act(g, &xc, &x[1], Some(&x[2]), 2, 1, act)?;
+                let z =
+                    conv_transpose2d::conv_transpose2d_cm_act(g, &y, &x[3], None, 2, 1, 0, act)?;
+                elementwise::swap_leading_axes(g, &z)
+            },
+        );
+    }
+}
+
 #[test]
 fn batchnorm_gradients_train_and_eval() {
     let mut r = Rng(8);

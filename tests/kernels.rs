@@ -893,3 +893,118 @@ fn rng_draws_have_the_right_moments_and_follow_the_seed() {
     g.set_seed(43);
     assert_ne!(rng::uniform(&g, &[n], -1.0, 3.0).unwrap().to_vec(&g), u);
 }
+
+/// [A, B, S] -> [B, A, S] on the CPU (NCHW <-> channel-major).
+fn swap_cpu(x: &[f32], a: usize, b: usize) -> Vec<f32> {
+    elementwise::swap_leading_axes_cpu(x, a, b)
+}
+
+#[test]
+fn swap_leading_axes_matches_cpu() {
+    let g = gpu();
+    let mut r = Rng(31);
+    for shape in [
+        vec![3, 17, 5, 5],
+        vec![65, 3],
+        vec![1, 4, 3, 3],
+        vec![2, 1, 7],
+        vec![17, 65, 1, 1],
+    ] {
+        let x = r.vec(shape.iter().product());
+        let y = elementwise::swap_leading_axes(&g, &t(&g, &shape, &x)).unwrap();
+        let mut want_shape = shape.clone();
+        want_shape.swap(0, 1);
+        assert_eq!(y.shape(), &want_shape[..]);
+        assert_close(
+            &format!("swap_leading_axes {shape:?}"),
+            &y.to_vec(&g),
+            &swap_cpu(&x, shape[0], shape[1]),
+            0.0,
+            0.0,
+        );
+    }
+}
+
+/// The channel-major convolutions ([C, N, H, W] in and out) on the NCHW cases, against the
+/// CPU references with the layouts swapped on the CPU. The cases cover both paths: N*OH*OW
+/// a multiple of 4 (the image is the GEMM matrix, no copies) and not (padded copies).
+#[test]
+fn channel_major_convolutions_match_cpu() {
+    let g = gpu();
+    let mut r = Rng(32);
+    for (n, ci, h, w, co, k, s, p) in CONV_CASES {
+        let geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
+        let (x, wt, b) = (r.vec(n * ci * h * w), r.vec(co * ci * k * k), r.vec(co));
+        let dy = r.vec(n * co * geo.oh * geo.ow);
+        let tx = t(&g, &[ci, n, h, w], &swap_cpu(&x, n, ci)).into_param();
+        let tw = t(&g, &[co, ci, k, k], &wt).into_param();
+        let tb = t(&g, &[co], &b).into_param();
+        let y = conv2d::conv2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, Act::Identity).unwrap();
+        let what = format!("conv2d_cm n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
+        assert_eq!(y.shape(), &[co, n, geo.oh, geo.ow], "{what}");
+        let want = conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo);
+        let got = swap_cpu(&y.to_vec(&g), co, n);
+        assert_close(&format!("{what} forward"), &got, &want, 1e-4, 1e-4);
+        let dy_cm = t(&g, y.shape(), &swap_cpu(&dy, n, co));
+        let grads = tape::backward_with(&g, &y, dy_cm).unwrap();
+        let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
+        let got_dx = swap_cpu(&grads.get(&tx).unwrap().to_vec(&g), ci, n);
+        assert_close(&format!("{what} backward_data"), &got_dx, &dx, 1e-4, 1e-4);
+        let got_dw = grads.get(&tw).unwrap().to_vec(&g);
+        assert_close(&format!("{what} backward_weight"), &got_dw, &dw, 1e-3, 1e-4);
+        let mut db = vec![0.0f32; co];
+        for (i, v) in dy.iter().enumerate() {
+            db[(i / (geo.oh * geo.ow)) % co] += v;
+        }
+        let got_db = grads.get(&tb).unwrap().to_vec(&g);
+        assert_close(&format!("{what} bias"), &got_db, &db, 1e-4, 1e-4);
+    }
+    for (n, ci, h, w, co, k, s, p, op) in CONVT_CASES {
+        let (x, wt, b) = (r.vec(n * ci * h * w), r.vec(ci * co * k * k), r.vec(co));
+        let (want, ys) = conv_transpose2d::conv_transpose2d_cpu(
+            &x,
+            &wt,
+            Some(&b),
+            [n, ci, h, w],
+            co,
+            (k, k),
+            s,
+            p,
+            op,
+        );
+        let tx = t(&g, &[ci, n, h, w], &swap_cpu(&x, n, ci)).into_param();
+        let tw = t(&g, &[ci, co, k, k], &wt).into_param();
+        let tb = t(&g, &[co], &b).into_param();
+        let act = Act::Identity;
+        let y = conv_transpose2d::conv_transpose2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, op, act)
+            .unwrap();
+        let what = format!("conv_transpose2d_cm n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} op{op}");
+        assert_eq!(y.shape(), &[co, n, ys[2], ys[3]], "{what}");
+        let got = swap_cpu(&y.to_vec(&g), co, n);
+        assert_close(&format!("{what} forward"), &got, &want, 1e-4, 1e-4);
+        let dy = r.vec(y.numel());
+        let dy_cm = t(&g, y.shape(), &swap_cpu(&dy, n, co));
+        let grads = tape::backward_with(&g, &y, dy_cm).unwrap();
+        let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(
+            &x,
+            &wt,
+            &dy,
+            [n, ci, h, w],
+            ys,
+            (k, k),
+            s,
+            p,
+        );
+        let got_dx = swap_cpu(&grads.get(&tx).unwrap().to_vec(&g), ci, n);
+        assert_close(&format!("{what} backward_data"), &got_dx, &dx, 1e-4, 1e-4);
+        let got_dw = grads.get(&tw).unwrap().to_vec(&g);
+        assert_close(&format!("{what} backward_weight"), &got_dw, &dw, 1e-3, 1e-4);
+        let hw = ys[2] * ys[3];
+        let mut db = vec![0.0f32; co];
+        for (i, v) in dy.iter().enumerate() {
+            db[(i / hw) % co] += v;
+        }
+        let got_db = grads.get(&tb).unwrap().to_vec(&g);
+        assert_close(&format!("{what} bias"), &got_db, &db, 1e-4, 1e-4);
+    }
+}

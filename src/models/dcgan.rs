@@ -129,16 +129,18 @@ impl Generator {
         };
         let h = self.fc.forward(g, &input, false)?;
         let h = h.reshape(g, &[n, self.start_ch, self.start, self.start])?;
-        let mut h = self.bn0.forward(g, &h, train, Act::Relu, false)?;
+        // Channel-major [C, N, H, W] from here to the image (see ops::conv2d).
+        let h = elementwise::swap_leading_axes(g, &h)?;
+        let mut h = self.bn0.forward_cm(g, &h, train, Act::Relu, false)?;
         for (i, deconv) in self.deconvs.iter().enumerate() {
             if i + 1 == self.deconvs.len() {
-                h = deconv.forward(g, &h, Act::Tanh, false)?;
+                h = deconv.forward_cm(g, &h, Act::Tanh, false)?;
             } else {
-                let z = deconv.forward(g, &h, Act::Identity, false)?;
-                h = self.bns[i].forward(g, &z, train, Act::Relu, false)?;
+                let z = deconv.forward_cm(g, &h, Act::Identity, false)?;
+                h = self.bns[i].forward_cm(g, &z, train, Act::Relu, false)?;
             }
         }
-        Ok(h)
+        elementwise::swap_leading_axes(g, &h)
     }
 }
 
@@ -234,12 +236,14 @@ impl Discriminator {
     ) -> Result<Tensor> {
         let n = x.dim(0);
         let leaky = Act::LeakyRelu(self.cfg.leaky_slope);
-        let mut h = self.convs[0].forward(g, x, leaky, frozen)?;
+        // Channel-major [C, N, H, W] through the convolutions (see ops::conv2d).
+        let x = elementwise::swap_leading_axes(g, x)?;
+        let mut h = self.convs[0].forward_cm(g, &x, leaky, frozen)?;
         for (conv, bn) in self.convs[1..].iter().zip(&self.bns) {
-            let z = conv.forward(g, &h, Act::Identity, frozen)?;
-            h = bn.forward(g, &z, train, leaky, frozen)?;
+            let z = conv.forward_cm(g, &h, Act::Identity, frozen)?;
+            h = bn.forward_cm(g, &z, train, leaky, frozen)?;
         }
-        let h = h.reshape(g, &[n, self.features])?;
+        let h = elementwise::swap_leading_axes(g, &h)?.reshape(g, &[n, self.features])?;
         let out = self.fc.forward(g, &h, frozen)?;
         match (&self.embed, onehot) {
             (None, _) => Ok(out),

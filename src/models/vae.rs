@@ -135,11 +135,13 @@ impl Vae {
     /// x [N, C, R, R] in [-1, 1] -> (mu, logvar), each [N, z].
     pub fn encode(&self, g: &Gpu, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let n = x.dim(0);
-        let mut h = x.clone();
+        // Channel-major [C, N, H, W] through the convolutions (see ops::conv2d).
+        let mut h = elementwise::swap_leading_axes(g, x)?;
         for conv in &self.enc {
-            h = conv.forward(g, &h, Act::Relu, false)?;
+            h = conv.forward_cm(g, &h, Act::Relu, false)?;
         }
-        let h = h.reshape(g, &[n, self.top * self.start * self.start])?;
+        let h = elementwise::swap_leading_axes(g, &h)?
+            .reshape(g, &[n, self.top * self.start * self.start])?;
         Ok((
             self.fc_mu.forward(g, &h, false)?,
             self.fc_logvar.forward(g, &h, false)?,
@@ -151,16 +153,17 @@ impl Vae {
         let n = z.dim(0);
         let h = self.dec_fc.forward(g, z, false)?;
         let h = h.reshape(g, &[n, self.top, self.start, self.start])?;
-        let mut h = self.dec_bn0.forward(g, &h, train, Act::Relu, false)?;
+        let h = elementwise::swap_leading_axes(g, &h)?;
+        let mut h = self.dec_bn0.forward_cm(g, &h, train, Act::Relu, false)?;
         for (i, d) in self.dec.iter().enumerate() {
             if i + 1 == self.dec.len() {
-                h = d.forward(g, &h, Act::Identity, false)?;
+                h = d.forward_cm(g, &h, Act::Identity, false)?;
             } else {
-                let z = d.forward(g, &h, Act::Identity, false)?;
-                h = self.dec_bns[i].forward(g, &z, train, Act::Relu, false)?;
+                let z = d.forward_cm(g, &h, Act::Identity, false)?;
+                h = self.dec_bns[i].forward_cm(g, &z, train, Act::Relu, false)?;
             }
         }
-        Ok(h)
+        elementwise::swap_leading_axes(g, &h)
     }
 
     /// z -> images in [-1, 1].

@@ -164,7 +164,11 @@ pub fn batch_norm(
         launch(
             g,
             "batchnorm",
-            "batchnorm_stats",
+            if s.is_multiple_of(4) {
+                "batchnorm_stats_vec4"
+            } else {
+                "batchnorm_stats"
+            },
             &[],
             &params,
             &stat_slots.buffers(x),
@@ -255,7 +259,11 @@ pub fn batchnorm_backward(
     launch(
         g,
         "batchnorm",
-        "batchnorm_backward_reduce",
+        if s.is_multiple_of(4) {
+            "batchnorm_backward_reduce_vec4"
+        } else {
+            "batchnorm_backward_reduce"
+        },
         &[],
         &params,
         &reduce_slots.buffers(x),

@@ -4,6 +4,11 @@
 //! matrices (shaders/conv2d.wgsl): im2col for the forward pass, the channel-major dY and
 //! col2im for the data gradient, split-K for the weight gradient. Explicit columns let the
 //! GEMM read contiguous vec4s, which is what makes CPU adapters fast.
+//! The `_cm` ops take and return channel-major images x [CI, N, H, W] -> y [CO, N, OH, OW]:
+//! with N*OH*OW a multiple of 4 such an image is the GEMM's [CO, P] matrix itself, so the
+//! layout copies around the GEMMs disappear and batch norm reads channels contiguously.
+//! Models keep activations channel-major between layers (`to_channel_major` at the input,
+//! `from_channel_major` before a Linear layer).
 
 use anyhow::{bail, Result};
 
@@ -28,14 +33,24 @@ pub struct Geometry {
     pub kw: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Images are [C, N, H, W] instead of [N, C, H, W].
+    pub channel_major: bool,
 }
 
 impl Geometry {
     pub fn x_shape(&self) -> [usize; 4] {
-        [self.n, self.ci, self.h, self.w]
+        if self.channel_major {
+            [self.ci, self.n, self.h, self.w]
+        } else {
+            [self.n, self.ci, self.h, self.w]
+        }
     }
     pub fn y_shape(&self) -> [usize; 4] {
-        [self.n, self.co, self.oh, self.ow]
+        if self.channel_major {
+            [self.co, self.n, self.oh, self.ow]
+        } else {
+            [self.n, self.co, self.oh, self.ow]
+        }
     }
     pub fn w_shape(&self) -> [usize; 4] {
         [self.co, self.ci, self.kh, self.kw]
@@ -77,7 +92,17 @@ pub fn geometry(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<G
         kw,
         stride,
         pad,
+        channel_major: false,
     })
+}
+
+/// [A, B, ...] -> [B, A, ...]: the shape with its two leading dimensions swapped.
+pub fn swap_leading(shape: &[usize]) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if s.len() >= 2 {
+        s.swap(0, 1);
+    }
+    s
 }
 
 #[repr(C)]
@@ -132,6 +157,11 @@ impl Geometry {
     pub fn p4(&self) -> usize {
         self.pixels().next_multiple_of(4)
     }
+    /// A y-shaped image is already the GEMM's [CO, P4] matrix (and an x-shaped one the
+    /// [CI, P4] matrix of the transposed-conv view): no copy is needed.
+    pub fn is_gemm_layout(&self) -> bool {
+        self.channel_major && self.p4() == self.pixels()
+    }
     /// K of the forward GEMM, CI*KH*KW.
     pub fn patch(&self) -> usize {
         self.ci * self.kh * self.kw
@@ -139,11 +169,12 @@ impl Geometry {
 }
 
 /// The pipeline constants of a kernel geometry (see shaders/conv2d.wgsl).
-fn geometry_constants(geo: &Geometry) -> [(&'static str, u64); 3] {
+fn geometry_constants(geo: &Geometry) -> [(&'static str, u64); 4] {
     [
         ("KH", geo.kh as u64),
         ("KW", geo.kw as u64),
         ("STRIDE", geo.stride as u64),
+        ("CHANNEL_MAJOR", geo.channel_major as u64),
     ]
 }
 
@@ -187,15 +218,19 @@ pub fn col2im(
     Ok(dx)
 }
 
-/// dY [CO, P4]: a y-shaped NCHW tensor copied channel-major, zero-padded.
+/// dY [CO, P4]: a y-shaped image as the GEMM's matrix (copied and zero-padded unless the
+/// image already is one).
 pub fn channel_major(g: &Gpu, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
+    if geo.is_gemm_layout() {
+        return y.detach(g).reshape(g, &[geo.co, geo.p4()]);
+    }
     let out = Tensor::empty(g, &[geo.co, geo.p4()], "channel-major copy")?;
     let n = out.numel();
     launch(
         g,
         "conv2d",
-        "nchw_to_cnhw",
-        &[],
+        "channel_major_in",
+        &[("CHANNEL_MAJOR", geo.channel_major as u64)],
         &params(geo, false, Act::Identity),
         &[y.buffer(), out.buffer(), y.buffer()],
         [u(geo.p4().div_ceil(256)), u(geo.co), 1],
@@ -204,21 +239,25 @@ pub fn channel_major(g: &Gpu, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
-/// y [N, CO, OH, OW] = act(Y + bias[co]) from the channel-major Y [CO, P4].
-pub fn channel_major_to_nchw(
+/// y = act(Y + bias[co]) in y's layout from the GEMM's Y [CO, P4] (no copy when Y already
+/// is the channel-major image and there is nothing to add or apply).
+pub fn channel_major_out(
     g: &Gpu,
     geo: &Geometry,
     ycm: &Tensor,
     bias: Option<&Tensor>,
     act: Act,
 ) -> Result<Tensor> {
+    if geo.is_gemm_layout() && bias.is_none() && act == Act::Identity {
+        return ycm.detach(g).reshape(g, &geo.y_shape());
+    }
     let y = Tensor::empty(g, &geo.y_shape(), "conv2d output")?;
     let n = y.numel();
     launch(
         g,
         "conv2d",
-        "cnhw_to_nchw",
-        &[],
+        "channel_major_out",
+        &[("CHANNEL_MAJOR", geo.channel_major as u64)],
         &params(geo, bias.is_some(), act),
         &[ycm.buffer(), y.buffer(), bias.unwrap_or(ycm).buffer()],
         [u(geo.pixels().div_ceil(256)), u(geo.co), 1],
@@ -241,7 +280,7 @@ pub fn forward_gemm(
     spec.ldb = geo.p4();
     spec.ldc = geo.p4();
     gemm(g, &spec, &ycm, 1)?;
-    channel_major_to_nchw(g, geo, &ycm, bias, act)
+    channel_major_out(g, geo, &ycm, bias, act)
 }
 
 /// dXcol [K, P4] = Wᵀ · dY, then col2im (with bias and activation for transposed conv).
@@ -294,7 +333,7 @@ pub fn backward_weight_gemm(
     dw.detach(g).reshape(g, &geo.w_shape())
 }
 
-/// y = act(conv2d(x, w) + b), recorded.
+/// y = act(conv2d(x, w) + b), recorded; x [N, CI, H, W].
 pub fn conv2d_act(
     g: &Gpu,
     x: &Tensor,
@@ -305,6 +344,32 @@ pub fn conv2d_act(
     act: Act,
 ) -> Result<Tensor> {
     let geo = geometry(x.shape(), w.shape(), stride, pad)?;
+    conv2d_geometry_act(g, x, w, b, geo, act)
+}
+
+/// conv2d_act on channel-major images: x [CI, N, H, W] -> y [CO, N, OH, OW].
+pub fn conv2d_cm_act(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+    act: Act,
+) -> Result<Tensor> {
+    let mut geo = geometry(&swap_leading(x.shape()), w.shape(), stride, pad)?;
+    geo.channel_major = true;
+    conv2d_geometry_act(g, x, w, b, geo, act)
+}
+
+fn conv2d_geometry_act(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    geo: Geometry,
+    act: Act,
+) -> Result<Tensor> {
     if let Some(b) = b {
         if b.numel() != geo.co {
             bail!(
@@ -329,6 +394,17 @@ pub fn conv2d_act(
             act,
         },
     ))
+}
+
+/// Per-channel sums of an image in the geometry's layout (the bias gradient); `y_side`
+/// picks the y-shaped (CO channels) or the x-shaped (CI channels) image.
+pub fn channel_sums(g: &Gpu, geo: &Geometry, dz: &Tensor, y_side: bool) -> Result<Tensor> {
+    if !geo.channel_major {
+        return super::reduce::sum_channels(g, dz);
+    }
+    let c = if y_side { geo.co } else { geo.ci };
+    let rows = dz.detach(g).reshape(g, &[1, c, dz.numel() / c])?;
+    super::reduce::sum_channels(g, &rows)
 }
 
 pub fn conv2d(
@@ -372,7 +448,7 @@ pub fn conv2d_backward(
     let mut out = vec![dx, dw];
     if b.is_some() {
         out.push(if needs[2] {
-            Some(super::reduce::sum_channels(g, &dz)?)
+            Some(channel_sums(g, geo, &dz, true)?)
         } else {
             None
         });
@@ -394,6 +470,7 @@ pub fn conv2d_cpu(x: &[f32], w: &[f32], b: Option<&[f32]>, geo: &Geometry) -> Ve
         kw,
         stride,
         pad,
+        .. // the references work on NCHW images
     } = *geo;
     let mut y = vec![0.0f32; n * co * oh * ow];
     for ni in 0..n {
@@ -442,6 +519,7 @@ pub fn conv2d_backward_cpu(
         kw,
         stride,
         pad,
+        .. // the references work on NCHW images
     } = *geo;
     let mut dx = vec![0.0f64; x.len()];
     let mut dw = vec![0.0f64; w.len()];

@@ -57,10 +57,11 @@ pub fn geometry(
         kw,
         stride,
         pad,
+        channel_major: false,
     })
 }
 
-/// y = act(conv_transpose2d(x, w) + b), recorded.
+/// y = act(conv_transpose2d(x, w) + b), recorded; x [N, CI, H, W].
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_act(
     g: &Gpu,
@@ -73,6 +74,40 @@ pub fn conv_transpose2d_act(
     act: Act,
 ) -> Result<Tensor> {
     let geo = geometry(x.shape(), w.shape(), stride, pad, output_padding)?;
+    conv_transpose2d_geometry_act(g, x, w, b, geo, act)
+}
+
+/// conv_transpose2d_act on channel-major images: x [CI, N, H, W] -> y [CO, N, OH, OW].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_cm_act(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+    output_padding: usize,
+    act: Act,
+) -> Result<Tensor> {
+    let mut geo = geometry(
+        &conv2d::swap_leading(x.shape()),
+        w.shape(),
+        stride,
+        pad,
+        output_padding,
+    )?;
+    geo.channel_major = true;
+    conv_transpose2d_geometry_act(g, x, w, b, geo, act)
+}
+
+fn conv_transpose2d_geometry_act(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    geo: Geometry,
+    act: Act,
+) -> Result<Tensor> {
     if let Some(b) = b {
         if b.numel() != geo.ci {
             bail!(
@@ -141,7 +176,7 @@ pub fn conv_transpose2d_backward(
     let mut out = vec![dx, dw];
     if b.is_some() {
         out.push(if needs[2] {
-            Some(super::reduce::sum_channels(g, &dz)?)
+            Some(conv2d::channel_sums(g, geo, &dz, false)?)
         } else {
             None
         });

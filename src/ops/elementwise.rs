@@ -453,3 +453,57 @@ pub fn transpose2d(g: &Gpu, x: &Tensor, rows: usize, cols: usize) -> Result<Tens
     )?;
     Ok(out)
 }
+
+/// y [B, A, ...] = x [A, B, ...] with its two leading axes swapped, recorded (its own
+/// backward). NCHW <-> channel-major [C, N, H, W]; a free view when A or B is 1.
+pub fn swap_leading_axes(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+    if x.rank() < 2 {
+        bail!(
+            "swap_leading_axes needs at least 2 dims, got {:?}",
+            x.shape()
+        );
+    }
+    let shape = super::conv2d::swap_leading(x.shape());
+    let (a, b) = (x.dim(0), x.dim(1));
+    if a == 1 || b == 1 {
+        return x.reshape(g, &shape);
+    }
+    let out = swap_leading_axes_raw(g, x)?;
+    Ok(record(g, out, Op::SwapLeadingAxes { x: x.clone() }))
+}
+
+/// The unrecorded copy behind `swap_leading_axes` (also its backward).
+pub fn swap_leading_axes_raw(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+    let shape = super::conv2d::swap_leading(x.shape());
+    let (a, b) = (x.dim(0), x.dim(1));
+    let n = x.numel();
+    let out = Tensor::empty(g, &shape, "swapped axes")?;
+    let params = Params {
+        shape: [u(a), u(b), u(n / (a * b)), 0],
+        ..Params::flat(n, 0, 0.0, 0.0)
+    };
+    launch(
+        g,
+        "elementwise",
+        "swap_leading_axes",
+        &[],
+        &params,
+        &[x.buffer(), x.buffer(), out.buffer()],
+        grid_1d(n, 256),
+        Cost::bytes(8.0 * n as f64),
+    )?;
+    Ok(out)
+}
+
+/// Plain-Rust reference of `swap_leading_axes`.
+pub fn swap_leading_axes_cpu(x: &[f32], a: usize, b: usize) -> Vec<f32> {
+    let s = x.len() / (a * b);
+    let mut out = vec![0.0; x.len()];
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * s..(j * a + i + 1) * s]
+                .copy_from_slice(&x[(i * b + j) * s..(i * b + j + 1) * s]);
+        }
+    }
+    out
+}

@@ -192,17 +192,14 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             ("TRANS_B", spec.trans_b as u64),
             ("HAS_BIAS", has_bias),
         ];
-        let grid = [u(spec.n.div_ceil(64)), u(spec.m), u(z)];
-        launch(
-            g,
-            "matmul",
-            "matmul_naive",
-            &consts,
-            &params,
-            &buffers,
-            grid,
-            cost,
-        )
+        // Few outputs with a long K: a workgroup per output splits K across its lanes.
+        let few_outputs = spec.m * spec.n <= 4096 && spec.k >= 256;
+        let (entry, grid) = if few_outputs {
+            ("matmul_dot", [u(spec.n), u(spec.m), u(z)])
+        } else {
+            ("matmul_naive", [u(spec.n.div_ceil(64)), u(spec.m), u(z)])
+        };
+        launch(g, "matmul", entry, &consts, &params, &buffers, grid, cost)
     } else {
         let consts = [
             ("TRANS_A", spec.trans_a as u64),
