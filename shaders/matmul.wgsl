@@ -5,10 +5,14 @@
 // [z*k_off, z*k_off + k_len) ∩ [0, k_total), so split-K writes per-slice partials.
 // matmul_subgroup.wgsl (generated) has the same contract.
 //!include gemm_core.wgsl
+//!include act_lib.wgsl
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
+// Epilogue of the convolutions on channel-major images: C = act(C + row_bias[row]).
+override ROW_BIAS: bool = false;
+override ACT: u32 = 0u;
 
 struct Params {
     m: u32,
@@ -22,7 +26,10 @@ struct Params {
     batch_a: u32,
     batch_b: u32,
     batch_c: u32,
-    _pad: u32,
+    rows_fastest: u32, // used by matmul_subgroup_*.wgsl only
+    _unused: u32,
+    _unused2: u32,
+    slope: f32, // of ACT = leaky relu
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,6 +37,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> row_bias: array<f32>;
 
 fn mm_dims(z: u32) -> vec4<u32> {
     let k_begin = min(z * p.k_off, p.k_total);
@@ -55,7 +63,10 @@ fn mm_write(z: u32, row: u32, col: u32, value: f32) {
     if (HAS_BIAS) {
         v += bias[col];
     }
-    out[z * p.batch_c + row * p.ldc + col] = v;
+    if (ROW_BIAS) {
+        v += row_bias[row];
+    }
+    out[z * p.batch_c + row * p.ldc + col] = act_apply(v, ACT, p.slope);
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -182,6 +182,8 @@ pub enum Access {
     Uniform,
     Read,
     ReadWrite,
+    /// A sampled 2-d float texture read with textureLoad (the GEMM's operand copies).
+    Texture,
 }
 
 /// A compiled kernel: the pipeline, its explicit layout, and which bindings it uses.
@@ -194,6 +196,8 @@ pub struct Kernel {
 }
 
 type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+/// (operand slot, width, height) -> the operand texture and its view.
+type OperandTextures = HashMap<(u8, u32, u32), (wgpu::Texture, wgpu::TextureView)>;
 
 /// Per-kernel GPU time, filled from timestamp queries when profiling is on.
 #[derive(Default, Clone)]
@@ -251,6 +255,11 @@ pub struct Gpu {
     rng: Cell<(u64, u64)>,
     /// Forces a GEMM family (tests and benchmarks compare both on one device).
     gemm_override: Cell<Option<GemmKernel>>,
+    /// Forces the subgroup GEMM's texture operands on or off (tests, benchmarks).
+    gemm_textures_override: Cell<Option<bool>>,
+    /// One rgba32float texture per (operand slot, width, height): the GEMM copies its
+    /// operands in, and the next GEMM of that shape overwrites it (commands run in order).
+    operand_textures: RefCell<OperandTextures>,
 }
 
 impl Gpu {
@@ -310,6 +319,8 @@ impl Gpu {
             submits: Cell::new(0),
             rng: Cell::new((0, 0)),
             gemm_override: Cell::new(None),
+            gemm_textures_override: Cell::new(None),
+            operand_textures: RefCell::new(HashMap::new()),
         })
     }
 
@@ -324,6 +335,79 @@ impl Gpu {
     /// `has_subgroup8()`.
     pub fn set_gemm_kernel(&self, k: Option<GemmKernel>) {
         self.gemm_override.set(k);
+    }
+
+    /// Forces texture operands for the subgroup GEMM on or off (None: the default).
+    pub fn set_gemm_textures(&self, on: Option<bool>) {
+        self.gemm_textures_override.set(on);
+    }
+
+    /// Whether the subgroup GEMM reads large operands from texture copies: on by default
+    /// (a texel fetch costs about half a storage-buffer load on lavapipe, BENCHMARKS.md);
+    /// `ACTIVEGEN_GEMM_TEXTURES=0` turns it off, for benchmarking both.
+    pub fn gemm_textures(&self) -> bool {
+        if let Some(on) = self.gemm_textures_override.get() {
+            return on;
+        }
+        std::env::var("ACTIVEGEN_GEMM_TEXTURES").as_deref() != Ok("0")
+    }
+
+    /// Records a copy of the matrix in `src` (`rows` rows of `ld` floats, ld % 64 == 0) into
+    /// the operand texture `slot` of that shape, and returns a view of it.
+    pub fn operand_texture(
+        &self,
+        slot: u8,
+        src: &wgpu::Buffer,
+        ld: usize,
+        rows: usize,
+    ) -> wgpu::TextureView {
+        let (width, height) = ((ld / 4) as u32, rows as u32);
+        let mut cache = self.operand_textures.borrow_mut();
+        let (texture, view) = cache.entry((slot, width, height)).or_insert_with(|| {
+            let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("gemm operand"),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&Default::default());
+            (texture, view)
+        });
+        let texture = texture.clone();
+        let view = view.clone();
+        drop(cache);
+        self.with_encoder(|e| {
+            e.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: src,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(width * 16),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d::ZERO,
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+            )
+        });
+        view
     }
 
     /// Restarts the random stream: the same seed gives the same numbers.
@@ -468,69 +552,64 @@ impl Gpu {
             return Ok(k.clone());
         }
         let (module, reflection) = self.module(stem)?;
-        let bindings = reflection
-            .entry_bindings
-            .get(entry)
-            .ok_or_else(|| anyhow!("shaders/{stem}.wgsl has no entry point '{entry}'"))?
-            .clone();
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
-            .iter()
-            .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match access {
-                        Access::Uniform => wgpu::BufferBindingType::Uniform,
-                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            })
-            .collect();
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(entry),
-                entries: &entries,
-            });
-        let pipeline_layout = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let consts: Vec<(&str, f64)> = constants.iter().map(|&(n, v)| (n, v as f64)).collect();
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &consts,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: self.pipeline_cache.as_ref(),
-            });
-        let name = if constants.is_empty() {
-            entry.to_string()
-        } else {
-            let c: Vec<String> = constants.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            format!("{entry}[{}]", c.join(","))
-        };
-        let k = Rc::new(Kernel {
-            name,
-            pipeline,
-            layout,
+        let bindings = entry_bindings(&reflection, stem, entry)?;
+        let k = Rc::new(build_kernel(
+            &self.device,
+            &module,
+            self.pipeline_cache.as_ref(),
+            entry,
+            constants,
             bindings,
-        });
+        ));
         self.kernels.borrow_mut().insert(key, k.clone());
         Ok(k)
+    }
+
+    /// Builds these pipelines now, on all cores, instead of one by one as a first training
+    /// step records them. lavapipe keeps no compiled code in the pipeline cache, and each
+    /// unrolled subgroup GEMM takes 100-300 ms to compile.
+    pub fn precompile(&self, list: &[KernelKey]) -> Result<()> {
+        let mut todo = vec![];
+        for (stem, entry, constants) in list {
+            let key = (*stem, *entry, constants.clone());
+            if self.kernels.borrow().contains_key(&key) {
+                continue;
+            }
+            let (module, reflection) = self.module(stem)?;
+            todo.push((key, module, entry_bindings(&reflection, stem, entry)?));
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cache = self.pipeline_cache.as_ref();
+        let device = &self.device;
+        let built: Vec<(KernelKey, Kernel)> = std::thread::scope(|scope| {
+            let chunks: Vec<_> = todo
+                .chunks(todo.len().div_ceil(threads).max(1))
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(key, module, bindings)| {
+                                let k = build_kernel(
+                                    device,
+                                    module,
+                                    cache,
+                                    key.1,
+                                    &key.2,
+                                    bindings.clone(),
+                                );
+                                (key.clone(), k)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut kernels = self.kernels.borrow_mut();
+        for (key, k) in built {
+            kernels.insert(key, Rc::new(k));
+        }
+        Ok(())
     }
 
     /// Writes the driver's pipeline cache to disk so the next process skips shader compilation.
@@ -589,6 +668,19 @@ impl Gpu {
         workgroups: [u32; 3],
         cost: Cost,
     ) {
+        self.dispatch_with_textures(kernel, params, buffers, &[], workgroups, cost)
+    }
+
+    /// `dispatch` for kernels that also read textures: (binding, view) pairs.
+    pub fn dispatch_with_textures(
+        &self,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        textures: &[(u32, &wgpu::TextureView)],
+        workgroups: [u32; 3],
+        cost: Cost,
+    ) {
         if workgroups.contains(&0) {
             return;
         }
@@ -608,6 +700,11 @@ impl Gpu {
                         offset: *offset,
                         size: std::num::NonZeroU64::new(*size),
                     })
+                } else if access == Access::Texture {
+                    let view = textures.iter().find(|t| t.0 == binding).unwrap_or_else(|| {
+                        panic!("{}: binding {binding} was not given a texture", kernel.name)
+                    });
+                    wgpu::BindingResource::TextureView(view.1)
                 } else {
                     let b = buffers.get(binding as usize - 1).unwrap_or_else(|| {
                         panic!("{}: binding {binding} was not given a buffer", kernel.name)
@@ -903,6 +1000,87 @@ fn pipeline_cache_path(info: &wgpu::AdapterInfo) -> Option<std::path::PathBuf> {
     }
     let key = wgpu::util::pipeline_cache_key(info)?;
     Some(crate::util::cache_dir().join("pipelines").join(key))
+}
+
+/// (binding, access) of the bindings `entry` uses, from the module's reflection.
+fn entry_bindings(
+    reflection: &shaders::Reflection,
+    stem: &str,
+    entry: &str,
+) -> Result<Vec<(u32, Access)>> {
+    reflection
+        .entry_bindings
+        .get(entry)
+        .cloned()
+        .ok_or_else(|| anyhow!("shaders/{stem}.wgsl has no entry point '{entry}'"))
+}
+
+/// Compiles one pipeline with an explicit layout (callable from worker threads).
+fn build_kernel(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    cache: Option<&wgpu::PipelineCache>,
+    entry: &str,
+    constants: &[(&str, u64)],
+    bindings: Vec<(u32, Access)>,
+) -> Kernel {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: match access {
+                Access::Texture => wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
+                },
+                _ => wgpu::BindingType::Buffer {
+                    ty: match access {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                        _ => wgpu::BufferBindingType::Storage { read_only: true },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+            },
+            count: None,
+        })
+        .collect();
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(entry),
+        entries: &entries,
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let consts: Vec<(&str, f64)> = constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&pipeline_layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &consts,
+            zero_initialize_workgroup_memory: false,
+        },
+        cache,
+    });
+    let name = if constants.is_empty() {
+        entry.to_string()
+    } else {
+        let c: Vec<String> = constants.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        format!("{entry}[{}]", c.join(","))
+    };
+    Kernel {
+        name,
+        pipeline,
+        layout,
+        bindings,
+    }
 }
 
 /// Workgroup counts for a 1-d launch of `n` invocations in groups of `wg`, folded into

@@ -15,8 +15,16 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("gemm_core", include_str!("../shaders/gemm_core.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
     (
-        "matmul_subgroup",
-        include_str!("../shaders/matmul_subgroup.wgsl"),
+        "matmul_subgroup_nn",
+        include_str!("../shaders/matmul_subgroup_nn.wgsl"),
+    ),
+    (
+        "matmul_subgroup_nt",
+        include_str!("../shaders/matmul_subgroup_nt.wgsl"),
+    ),
+    (
+        "matmul_subgroup_tn",
+        include_str!("../shaders/matmul_subgroup_tn.wgsl"),
     ),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
     ("activation", include_str!("../shaders/activation.wgsl")),
@@ -131,6 +139,21 @@ pub fn reflect(stem: &str, _source: &str) -> Result<Reflection> {
                     } else {
                         Access::Read
                     }
+                }
+                naga::AddressSpace::Handle
+                    if matches!(
+                        module.types[var.ty].inner,
+                        naga::TypeInner::Image {
+                            dim: naga::ImageDimension::D2,
+                            arrayed: false,
+                            class: naga::ImageClass::Sampled {
+                                kind: naga::ScalarKind::Float,
+                                multi: false
+                            }
+                        }
+                    ) =>
+                {
+                    Access::Texture
                 }
                 _ => continue,
             };

@@ -654,6 +654,7 @@ pub fn run_train(
     }
     g.set_seed(cfg.seed);
     let mut model = Model::new(g, cfg, classes)?;
+    crate::ops::matmul::precompile_gemms(g)?;
     let mut state = RunState {
         step: 0,
         rng_seed: cfg.seed,

@@ -7,6 +7,9 @@
 //! - K with a 4-wide tail block (4, 12, 68) and without (8, 64, 1024);
 //! - batches, per-column bias (linear) and split-K partials.
 //!
+//! - texture operands (`matmul_sg_*_tex`) for products whose row strides are multiples of
+//!   64, with split-K and the row-bias/activation epilogue.
+//!
 //! Every case forces the kernel family with `Gpu::set_gemm_kernel` and profiles the call,
 //! asserting the exact entry point that ran: a Subgroup8 case that silently fell back to
 //! the tiled kernel fails here instead of passing as a tiled result.
@@ -54,6 +57,8 @@ fn gpu_with(kernel: GemmKernel) -> Gpu {
         );
     }
     g.set_gemm_kernel(Some(kernel));
+    // The storage-buffer forms; texture operands have their own test below.
+    g.set_gemm_textures(Some(false));
     g
 }
 
@@ -62,6 +67,8 @@ fn upload(g: &Gpu, data: &[f32]) -> Tensor {
 }
 
 /// The entry point (with its override constants) that this GEMM must run as.
+/// (Untransposed products with at most 8 row blocks and K >= 512 walk row blocks first, a
+/// uniform option: the K = 1024 cases here test that order.)
 fn expected_kernel(kernel: GemmKernel, ta: bool, tb: bool, bias: bool) -> String {
     match kernel {
         GemmKernel::Subgroup8 => {
@@ -262,6 +269,8 @@ fn run_case(g: &Gpu, kernel: GemmKernel, c: Case, pad: f32, r: &mut Rng) -> Resu
         batch_b: if c.batch > 1 { sb } else { 0 },
         batch_c: sc,
         bias: c.bias.then_some(&tbias),
+        row_bias: None,
+        act: activegen::ops::activation::Act::Identity,
     };
     let want_kernel = expected_kernel(kernel, c.ta, c.tb, c.bias);
     profiled(g, &name, &want_kernel, || gemm(g, &spec, &out, c.split))?
@@ -593,7 +602,7 @@ fn tiled_split_k_partials_sum_to_the_product() {
     split_k(GemmKernel::Tiled, &ALL_TRANSPOSES, 10);
 }
 
-/// shaders/matmul_subgroup.wgsl is generated; it must match its generator.
+/// shaders/matmul_subgroup_*.wgsl is generated; it must match its generator.
 #[test]
 fn generated_subgroup_shader_is_current() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -605,13 +614,13 @@ fn generated_subgroup_shader_is_current() {
     let out = match out {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("python3 is required to check that shaders/matmul_subgroup.wgsl is up to date (install python3)")
+            panic!("python3 is required to check that shaders/matmul_subgroup_*.wgsl is up to date (install python3)")
         }
         Err(e) => panic!("could not run python3 tools/gen_matmul_subgroup.py --check: {e}"),
     };
     assert!(
         out.status.success(),
-        "shaders/matmul_subgroup.wgsl is stale: regenerate it with `python3 tools/gen_matmul_subgroup.py` \
+        "shaders/matmul_subgroup_*.wgsl is stale: regenerate it with `python3 tools/gen_matmul_subgroup.py` \
          and commit the result\nstdout: {}\nstderr: {}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -663,4 +672,114 @@ fn few_output_long_k_products_use_the_dot_kernel_and_match_cpu() {
         }
     }
     report.finish("few_output_long_k");
+}
+
+/// The epilogue C = act(C + row_bias[row]) (a convolution's bias and activation on its
+/// channel-major output) in every kernel family: subgroup, tiled, and the naive fallback
+/// (N = 17 unaligned).
+#[test]
+fn row_bias_and_activation_epilogue_matches_cpu() {
+    use activegen::ops::activation::Act;
+    let mut report = Report::default();
+    for kernel in [GemmKernel::Subgroup8, GemmKernel::Tiled] {
+        let g = gpu_with(kernel);
+        let mut r = Rng(43);
+        for (m, n, k) in [(17, 68, 12), (130, 132, 1024), (3, 17, 8)] {
+            for act in [Act::Identity, Act::LeakyRelu(0.2), Act::Tanh] {
+                let what = format!("{kernel:?} epilogue M={m} N={n} K={k} {act:?}");
+                let (a, b, rb) = (r.vec(m * k), r.vec(k * n), r.vec(m));
+                let ta = Tensor::from_slice(&g, &[m, k], &a).unwrap();
+                let tb = Tensor::from_slice(&g, &[k, n], &b).unwrap();
+                let trb = Tensor::from_slice(&g, &[m], &rb).unwrap();
+                let out = Tensor::empty(&g, &[m, n], "epilogue test").unwrap();
+                let mut spec = Gemm::new(&ta, &tb, false, false, m, n, k);
+                spec.row_bias = Some(&trb);
+                spec.act = act;
+                gemm(&g, &spec, &out, 1).unwrap();
+                let mut want = matmul_cpu(&a, &b, m, k, n, false, false);
+                for (i, w) in want.iter_mut().enumerate() {
+                    *w = act.apply_cpu(*w + rb[i / n]);
+                }
+                report.add(check(&what, &out.to_vec(&g), &want, atol(k)));
+            }
+        }
+    }
+    report.finish("row_bias_and_activation_epilogue");
+}
+
+/// The subgroup kernel with A and B copied into textures (`matmul_sg_*_tex`): every form,
+/// row blocks first or not, split-K partials, ragged M and N within 64-aligned strides, and
+/// the epilogue; the profile must show the texture entry point.
+#[test]
+fn texture_operand_products_match_cpu() {
+    use activegen::ops::activation::Act;
+    let g = gpu_with(GemmKernel::Subgroup8);
+    g.set_gemm_textures(Some(true));
+    let mut r = Rng(44);
+    let mut report = Report::default();
+    // (M, N, K, ta, tb, split, row bias + leaky relu); strides: lda, ldb rounded up to 64.
+    for (m, n, k, ta, tb, split, epilogue) in [
+        (130, 100, 1024, false, false, 1, false),
+        (128, 3136, 128, false, false, 1, true),
+        (65, 128, 1024, false, true, 1, false),
+        (128, 60, 3136, false, true, 4, false),
+        (128, 200, 640, true, false, 1, false),
+        (1000, 70, 192, false, false, 1, true),
+    ] {
+        let what =
+            format!("tex M={m} N={n} K={k} ta={ta} tb={tb} split={split} epilogue={epilogue}");
+        let r64 = |x: usize| x.next_multiple_of(64);
+        let (lda, rows_a) = if ta { (r64(m), k) } else { (r64(k), m) };
+        let (ldb, rows_b) = if tb { (r64(k), n) } else { (r64(n), k) };
+        let (a, b, rb) = (r.vec(lda * rows_a), r.vec(ldb * rows_b), r.vec(m));
+        let ta_t = Tensor::from_slice(&g, &[rows_a, lda], &a).unwrap();
+        let tb_t = Tensor::from_slice(&g, &[rows_b, ldb], &b).unwrap();
+        let trb = Tensor::from_slice(&g, &[m], &rb).unwrap();
+        let ldc = n.next_multiple_of(4);
+        let out = Tensor::empty(&g, &[split, m, ldc], "texture test").unwrap();
+        let mut spec = Gemm::new(&ta_t, &tb_t, ta, tb, m, n, k);
+        (spec.lda, spec.ldb, spec.ldc) = (lda, ldb, ldc);
+        if epilogue {
+            spec.row_bias = Some(&trb);
+            spec.act = Act::LeakyRelu(0.2);
+        }
+        let form = match (ta, tb) {
+            (false, false) => "nn",
+            (false, true) => "nt",
+            _ => "tn",
+        };
+        let want_kernel = format!(
+            "matmul_sg_{form}_tex[HAS_BIAS=0{}]",
+            if epilogue { ",ROW_BIAS=1,ACT=2" } else { "" }
+        );
+        let res = profiled(&g, &what, &want_kernel, || gemm(&g, &spec, &out, split))
+            .and_then(|res| res.map_err(|e| format!("{what}: {e:#}")))
+            .and_then(|_| {
+                // Compact A and B to their logical shapes for the reference.
+                let a_log: Vec<f32> = (0..rows_a)
+                    .flat_map(|i| a[i * lda..][..if ta { m } else { k }].to_vec())
+                    .collect();
+                let b_log: Vec<f32> = (0..rows_b)
+                    .flat_map(|i| b[i * ldb..][..if tb { k } else { n }].to_vec())
+                    .collect();
+                let mut want = matmul_cpu(&a_log, &b_log, m, k, n, ta, tb);
+                if epilogue {
+                    for (i, w) in want.iter_mut().enumerate() {
+                        *w = Act::LeakyRelu(0.2).apply_cpu(*w + rb[i / n]);
+                    }
+                }
+                let full = out.to_vec(&g);
+                let mut got = vec![0.0f32; m * n];
+                for z in 0..split {
+                    for i in 0..m {
+                        for j in 0..n {
+                            got[i * n + j] += full[(z * m + i) * ldc + j];
+                        }
+                    }
+                }
+                check(&what, &got, &want, atol(k))
+            });
+        report.add(res);
+    }
+    report.finish("texture_operands");
 }

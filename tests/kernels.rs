@@ -422,6 +422,28 @@ fn conv2d_fused_activation_matches_cpu() {
         .unwrap();
         let want: Vec<f32> = lin.iter().map(|&v| act.apply_cpu(v)).collect();
         assert_close(&format!("conv2d+{act:?}"), &y.to_vec(&g), &want, 1e-4, 1e-4);
+        // Channel-major: N*OH*OW = 2*5*5 = 50 takes the padded copy, n = 4 (100 pixels) the
+        // GEMM epilogue.
+        for n in [n, 4] {
+            let x: Vec<f32> = (0..n * ci * h * h).map(|i| x[i % x.len()]).collect();
+            let geo = conv2d::geometry(&[n, ci, h, h], &[co, ci, k, k], 2, 1).unwrap();
+            let want: Vec<f32> = conv2d::conv2d_cpu(&x, &wt, None, &geo)
+                .iter()
+                .map(|&v| act.apply_cpu(v))
+                .collect();
+            let y = conv2d::conv2d_cm_act(
+                &g,
+                &t(&g, &[ci, n, h, h], &swap_cpu(&x, n, ci)),
+                &t(&g, &[co, ci, k, k], &wt),
+                None,
+                2,
+                1,
+                act,
+            )
+            .unwrap();
+            let got = swap_cpu(&y.to_vec(&g), co, n);
+            assert_close(&format!("conv2d_cm n{n} +{act:?}"), &got, &want, 1e-4, 1e-4);
+        }
     }
 }
 

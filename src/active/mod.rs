@@ -245,6 +245,7 @@ pub fn run_active(
     tcfg.seed = cfg.seed;
     g.set_seed(cfg.seed);
     let mut model = Model::new(g, &tcfg, classes)?;
+    crate::ops::matmul::precompile_gemms(g)?;
     // Discriminator snapshots at 1/3, 2/3 and the end of each round's training (GAN).
     let snapshots = new_snapshots(g, &model)?;
     if resume && state_path.exists() {

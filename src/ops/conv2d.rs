@@ -239,8 +239,7 @@ pub fn channel_major(g: &Gpu, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
-/// y = act(Y + bias[co]) in y's layout from the GEMM's Y [CO, P4] (no copy when Y already
-/// is the channel-major image and there is nothing to add or apply).
+/// y = act(Y + bias[co]) in y's layout from the GEMM's Y [CO, P4].
 pub fn channel_major_out(
     g: &Gpu,
     geo: &Geometry,
@@ -248,9 +247,6 @@ pub fn channel_major_out(
     bias: Option<&Tensor>,
     act: Act,
 ) -> Result<Tensor> {
-    if geo.is_gemm_layout() && bias.is_none() && act == Act::Identity {
-        return ycm.detach(g).reshape(g, &geo.y_shape());
-    }
     let y = Tensor::empty(g, &geo.y_shape(), "conv2d output")?;
     let n = y.numel();
     launch(
@@ -275,10 +271,18 @@ pub fn forward_gemm(
     bias: Option<&Tensor>,
     act: Act,
 ) -> Result<Tensor> {
-    let ycm = Tensor::empty(g, &[geo.co, geo.p4()], "conv2d channel-major output")?;
     let mut spec = Gemm::new(w, xcol, false, false, geo.co, geo.pixels(), geo.patch());
     spec.ldb = geo.p4();
     spec.ldc = geo.p4();
+    if geo.is_gemm_layout() {
+        // The GEMM writes the channel-major image itself, bias and activation included.
+        let y = Tensor::empty(g, &geo.y_shape(), "conv2d output")?;
+        spec.row_bias = bias;
+        spec.act = act;
+        gemm(g, &spec, &y, 1)?;
+        return Ok(y);
+    }
+    let ycm = Tensor::empty(g, &[geo.co, geo.p4()], "conv2d channel-major output")?;
     gemm(g, &spec, &ycm, 1)?;
     channel_major_out(g, geo, &ycm, bias, act)
 }

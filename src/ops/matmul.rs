@@ -1,7 +1,7 @@
 //! matmul: C = op(A) · op(B) (+ bias) -> act, the one GEMM under every matmul, linear
 //! layer and convolution. Two kernels share one contract (shaders/matmul.wgsl):
 //! - `matmul_tiled` (shaders/matmul.wgsl): workgroup-memory tiles, for any adapter;
-//! - `matmul_sg_*` (shaders/matmul_subgroup.wgsl, generated): register blocks shared through
+//! - `matmul_sg_*` (shaders/matmul_subgroup_{nn,nt,tn}.wgsl, generated): register blocks shared through
 //!   8-wide subgroup broadcasts, for CPU adapters such as lavapipe, where it is ~25x faster.
 //!
 //! `gemm` picks the kernel per call (`Gpu::gemm_kernel` says which family the device uses;
@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Result};
 
+use super::activation::Act;
 use super::{launch, u};
 use crate::gpu::{Cost, GemmKernel, Gpu};
 use crate::tape::{record, Op};
@@ -29,7 +30,9 @@ struct Params {
     batch_a: u32,
     batch_b: u32,
     batch_c: u32,
-    _pad: u32,
+    rows_fastest: u32,
+    _unused: [u32; 2],
+    slope: f32,
 }
 
 /// One GEMM: C[z] (M x N) = op(A)[z] (M x K) · op(B)[z] (K x N), z < batch.
@@ -51,6 +54,10 @@ pub struct Gemm<'a> {
     pub batch_c: usize,
     /// Added to every row (PyTorch's Linear bias).
     pub bias: Option<&'a Tensor>,
+    /// Epilogue C = act(C + row_bias[row]): a convolution's bias and activation when C is
+    /// its channel-major output.
+    pub row_bias: Option<&'a Tensor>,
+    pub act: Act,
 }
 
 impl<'a> Gemm<'a> {
@@ -80,11 +87,37 @@ impl<'a> Gemm<'a> {
             batch_b: 0,
             batch_c: m * n,
             bias: None,
+            row_bias: None,
+            act: Act::Identity,
         }
     }
 
     pub fn flops(&self) -> f64 {
         2.0 * (self.batch * self.m * self.n * self.k) as f64
+    }
+
+    /// Rows of A and of B as stored.
+    fn stored_rows(&self) -> (usize, usize) {
+        (
+            if self.trans_a { self.k } else { self.m },
+            if self.trans_b { self.n } else { self.k },
+        )
+    }
+
+    /// Whether the subgroup kernel takes its operands from texture copies: single
+    /// products large enough to pay for the copies, whose rows are whole texel rows
+    /// (copies need 256-byte row pitches) within the adapter's texture size.
+    fn texture_ok(&self, g: &Gpu) -> bool {
+        let max = g.limits.max_texture_dimension_2d as usize;
+        let (rows_a, rows_b) = self.stored_rows();
+        let fits = |ld: usize, rows: usize, t: &Tensor| {
+            ld.is_multiple_of(64) && ld / 4 <= max && rows <= max && t.numel() >= ld * rows
+        };
+        g.gemm_textures()
+            && self.batch == 1
+            && self.flops() >= 16e6
+            && fits(self.lda, rows_a, self.a)
+            && fits(self.ldb, rows_b, self.b)
     }
 
     /// The subgroup kernel reads each operand's contiguous dimension as vec4s; batch
@@ -116,6 +149,7 @@ impl<'a> Gemm<'a> {
             && self.ldc >= self.n.next_multiple_of(4)
             && strides_ok
             && self.bias.is_none_or(|b| b.numel() % 4 == 0)
+            && self.row_bias.is_none_or(|b| b.numel() >= self.m)
     }
 }
 
@@ -129,15 +163,16 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         return Ok(());
     }
     let split = split.max(1);
-    if split > 1 && (spec.batch > 1 || spec.bias.is_some()) {
-        bail!("split-K GEMMs write plain partials: no batch or bias");
+    let epilogue_used = spec.bias.is_some() || spec.row_bias.is_some() || spec.act != Act::Identity;
+    if split > 1 && (spec.batch > 1 || epilogue_used) {
+        bail!("split-K GEMMs write plain partials: no batch, bias or activation");
     }
     let k_len = if split > 1 {
         spec.k.div_ceil(split).next_multiple_of(8)
     } else {
         spec.k
     };
-    let params = Params {
+    let mut params = Params {
         m: u(spec.m),
         n: u(spec.n),
         k_total: u(spec.k),
@@ -153,45 +188,86 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         } else {
             u(spec.batch_c)
         },
-        _pad: 0,
+        rows_fastest: 0,
+        _unused: [0; 2],
+        slope: spec.act.code().1,
     };
+    // Epilogue constants only when used, so plain GEMMs keep one pipeline per form.
+    let mut epilogue = vec![];
+    if spec.row_bias.is_some() {
+        epilogue.push(("ROW_BIAS", 1));
+    }
+    if spec.act != Act::Identity {
+        epilogue.push(("ACT", spec.act.code().0 as u64));
+    }
     let z = if split > 1 { split } else { spec.batch };
     let cost = Cost::flops(
         spec.flops(),
         4.0 * (spec.batch * (spec.m * spec.k + spec.k * spec.n + spec.m * spec.n)) as f64,
     );
     let bias_buf = spec.bias.unwrap_or(spec.a).buffer();
-    let buffers = [spec.a.buffer(), spec.b.buffer(), out.buffer(), bias_buf];
+    let row_bias_buf = spec.row_bias.unwrap_or(spec.a).buffer();
+    let buffers = [
+        spec.a.buffer(),
+        spec.b.buffer(),
+        out.buffer(),
+        bias_buf,
+        row_bias_buf,
+    ];
     let has_bias = spec.bias.is_some() as u64;
+    // Epilogue constants only when used, so plain GEMMs keep one pipeline per form.
     if g.gemm_kernel() == GemmKernel::Subgroup8 && spec.subgroup_ok(split) {
-        let entry = match (spec.trans_a, spec.trans_b) {
-            (false, false) => "matmul_sg_nn",
-            (false, true) => "matmul_sg_nt",
-            _ => "matmul_sg_tn",
+        let (stem, entry) = match (spec.trans_a, spec.trans_b) {
+            (false, false) => ("matmul_subgroup_nn", "matmul_sg_nn"),
+            (false, true) => ("matmul_subgroup_nt", "matmul_sg_nt"),
+            _ => ("matmul_subgroup_tn", "matmul_sg_tn"),
         };
-        let grid = [
-            u(spec.n.div_ceil(SG_COLS)),
-            u(spec.m.div_ceil(SG_ROWS)),
-            u(z),
-        ];
-        launch(
-            g,
-            "matmul_subgroup",
-            entry,
-            &[("HAS_BIAS", has_bias)],
-            &params,
-            &buffers,
-            grid,
-            cost,
-        )
+        // Few row blocks and a long K: walk row blocks first so that B's column strip is
+        // reused from cache (1.25x on the convolutions' 128x3136x1024; a loss where C is
+        // large, as in the K = 128 data-gradient products).
+        let rows_fastest =
+            !spec.trans_a && !spec.trans_b && spec.m.div_ceil(SG_ROWS) <= 8 && spec.k >= 512;
+        let (row_blocks, col_blocks) = (spec.m.div_ceil(SG_ROWS), spec.n.div_ceil(SG_COLS));
+        let grid = if rows_fastest {
+            [u(row_blocks), u(col_blocks), u(z)]
+        } else {
+            [u(col_blocks), u(row_blocks), u(z)]
+        };
+        params.rows_fastest = rows_fastest as u32;
+        let mut consts = vec![("HAS_BIAS", has_bias)];
+        consts.extend(&epilogue);
+        if spec.texture_ok(g) {
+            // Large operands are copied into textures, whose fetches cost about half a
+            // storage load on lavapipe; the copies run at memcpy speed.
+            let entry = match (spec.trans_a, spec.trans_b) {
+                (false, false) => "matmul_sg_nn_tex",
+                (false, true) => "matmul_sg_nt_tex",
+                _ => "matmul_sg_tn_tex",
+            };
+            let (rows_a, rows_b) = spec.stored_rows();
+            let a_tex = g.operand_texture(0, spec.a.buffer(), spec.lda, rows_a);
+            let b_tex = g.operand_texture(1, spec.b.buffer(), spec.ldb, rows_b);
+            let kernel = g.kernel(stem, entry, &consts)?;
+            g.dispatch_with_textures(
+                &kernel,
+                bytemuck::bytes_of(&params),
+                &buffers,
+                &[(6, &a_tex), (7, &b_tex)],
+                grid,
+                cost,
+            );
+            return Ok(());
+        }
+        launch(g, stem, entry, &consts, &params, &buffers, grid, cost)
     } else if g.gemm_kernel() == GemmKernel::Subgroup8 {
         // Workgroup-memory tiles are the slowest form on a CPU driver; one invocation per
         // output is ~20x faster there for the small unaligned products that land here.
-        let consts = [
+        let mut consts = vec![
             ("TRANS_A", spec.trans_a as u64),
             ("TRANS_B", spec.trans_b as u64),
             ("HAS_BIAS", has_bias),
         ];
+        consts.extend(&epilogue);
         // Few outputs with a long K: a workgroup per output splits K across its lanes.
         let few_outputs = spec.m * spec.n <= 4096 && spec.k >= 256;
         let (entry, grid) = if few_outputs {
@@ -201,11 +277,12 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         };
         launch(g, "matmul", entry, &consts, &params, &buffers, grid, cost)
     } else {
-        let consts = [
+        let mut consts = vec![
             ("TRANS_A", spec.trans_a as u64),
             ("TRANS_B", spec.trans_b as u64),
             ("HAS_BIAS", has_bias),
         ];
+        consts.extend(&epilogue);
         let grid = [u(spec.n.div_ceil(TILED)), u(spec.m.div_ceil(TILED)), u(z)];
         launch(
             g,
@@ -436,4 +513,30 @@ pub fn matmul_cpu(
         }
     }
     c
+}
+
+/// Builds the subgroup GEMM pipelines a training run uses (buffer and texture forms), in
+/// parallel, so the first step does not compile them one by one (see `Gpu::precompile`).
+/// A no-op where the device runs the tiled kernel.
+pub fn precompile_gemms(g: &Gpu) -> Result<()> {
+    if g.gemm_kernel() != GemmKernel::Subgroup8 {
+        return Ok(());
+    }
+    let mut list = vec![];
+    for (stem, entry) in [
+        ("matmul_subgroup_nn", "matmul_sg_nn"),
+        ("matmul_subgroup_nt", "matmul_sg_nt"),
+        ("matmul_subgroup_tn", "matmul_sg_tn"),
+    ] {
+        list.push((stem, entry, vec![("HAS_BIAS", 0)]));
+        if g.gemm_textures() {
+            let tex: &'static str = match entry {
+                "matmul_sg_nn" => "matmul_sg_nn_tex",
+                "matmul_sg_nt" => "matmul_sg_nt_tex",
+                _ => "matmul_sg_tn_tex",
+            };
+            list.push((stem, tex, vec![("HAS_BIAS", 0)]));
+        }
+    }
+    g.precompile(&list)
 }
