@@ -135,13 +135,32 @@ fn transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // out[b, a, s] = a[a, b, s] for a viewed as [A = shape.x, B = shape.y, S = shape.z]: the two
-// leading axes swapped (NCHW <-> channel-major CNHW). One invocation per output element.
+// leading axes swapped (NCHW <-> channel-major CNHW). Each invocation writes 4 consecutive
+// outputs and divides once (index division is the cost here on CPU drivers); stepping on
+// through s wraps to the next (b, a) row.
 @compute @workgroup_size(256)
 fn swap_leading_axes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if (i < p.n) {
-        let t_s = divmod(i, p.shape.z); // t = b * A + a
-        let b_a = divmod(t_s.x, p.shape.x);
-        out[i] = a[(b_a.y * p.shape.y + b_a.x) * p.shape.z + t_s.y];
+    let i0 = flat_index(gid, nwg) * 4u;
+    if (i0 >= p.n) {
+        return;
+    }
+    let t_s = divmod(i0, p.shape.z); // t = b * A + a
+    let b_a = divmod(t_s.x, p.shape.x);
+    var b = b_a.x;
+    var a_ = b_a.y;
+    var s = t_s.y;
+    for (var e = 0u; e < 4u; e++) {
+        if (i0 + e < p.n) {
+            out[i0 + e] = a[(a_ * p.shape.y + b) * p.shape.z + s];
+        }
+        s += 1u;
+        if (s == p.shape.z) {
+            s = 0u;
+            a_ += 1u;
+            if (a_ == p.shape.x) {
+                a_ = 0u;
+                b += 1u;
+            }
+        }
     }
 }

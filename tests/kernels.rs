@@ -855,7 +855,8 @@ fn optimizers_match_cpu_over_several_steps() {
         },
     ];
     for cfg in kinds {
-        for n in [1, 17, 65 * 65] {
+        // 1028 (n % 4 == 0) takes the vec4 entry point.
+        for n in [1, 17, 65 * 65, 1028] {
             let mut p = r.vec(n);
             let param = t(&g, &[n], &p).into_param();
             let mut opt = optim::Optimizer::new(&g, cfg, std::slice::from_ref(&param)).unwrap();

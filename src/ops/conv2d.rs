@@ -7,8 +7,8 @@
 //! The `_cm` ops take and return channel-major images x [CI, N, H, W] -> y [CO, N, OH, OW]:
 //! with N*OH*OW a multiple of 4 such an image is the GEMM's [CO, P] matrix itself, so the
 //! layout copies around the GEMMs disappear and batch norm reads channels contiguously.
-//! Models keep activations channel-major between layers (`to_channel_major` at the input,
-//! `from_channel_major` before a Linear layer).
+//! Models keep activations channel-major between layers (`elementwise::swap_leading_axes`
+//! at the input and before a Linear layer).
 
 use anyhow::{bail, Result};
 

@@ -489,7 +489,7 @@ pub fn swap_leading_axes_raw(g: &Gpu, x: &Tensor) -> Result<Tensor> {
         &[],
         &params,
         &[x.buffer(), x.buffer(), out.buffer()],
-        grid_1d(n, 256),
+        grid_1d(n.div_ceil(4), 256),
         Cost::bytes(8.0 * n as f64),
     )?;
     Ok(out)

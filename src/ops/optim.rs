@@ -118,8 +118,10 @@ pub(crate) fn apply(
             p.shape()
         );
     }
+    // Four elements per invocation where the tensor allows (all but odd-sized biases).
+    let vec4 = n.is_multiple_of(4);
     let params = Params {
-        n: u(n),
+        n: u(if vec4 { n / 4 } else { n }),
         kind: match c.kind {
             Kind::Sgd => 0,
             Kind::Adam => 1,
@@ -134,14 +136,19 @@ pub(crate) fn apply(
         bc2,
         _pad: [0; 3],
     };
+    let buffers = [p.buffer(), grad.buffer(), m.buffer(), v.buffer()];
     launch(
         g,
         "optim",
-        "optimizer_step",
+        if vec4 {
+            "optimizer_step_vec4"
+        } else {
+            "optimizer_step"
+        },
         &[],
         &params,
-        &[p.buffer(), grad.buffer(), m.buffer(), v.buffer()],
-        grid_1d(n, 256),
+        &[buffers, buffers].concat(),
+        grid_1d(if vec4 { n / 4 } else { n }, 256),
         Cost::flops(12.0 * n as f64, 28.0 * n as f64),
     )
 }
