@@ -18,6 +18,12 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// vec4 views of x (dy), bias (y) and out, for activation_backward_vec4.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+// The activation of the vec4 backward as a pipeline constant: its switch then folds away.
+override ACT: u32 = 0u;
 
 @compute @workgroup_size(256)
 fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -30,6 +36,23 @@ fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         v += bias[divmod(divmod(i, p.s).x, p.c).y];
     }
     out[i] = act_apply(v, p.act, p.slope);
+}
+
+// activation_backward over vec4s (n % 4 == 0; p.n counts vec4s), the activation fixed by
+// ACT: a quarter of the loads and no per-element switch, about 2x on lavapipe.
+@compute @workgroup_size(256)
+fn activation_backward_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i < p.n) {
+        let y = bias4[i];
+        let grad = vec4<f32>(
+            act_grad_from_output(y.x, ACT, p.slope),
+            act_grad_from_output(y.y, ACT, p.slope),
+            act_grad_from_output(y.z, ACT, p.slope),
+            act_grad_from_output(y.w, ACT, p.slope),
+        );
+        out4[i] = x4[i] * grad;
+    }
 }
 
 // x = dy, bias = y (the forward output).

@@ -93,6 +93,24 @@ fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     mm_write(z, row, col, acc);
 }
 
+// K = 1, an outer product (the data gradient of a Linear layer with one output): four
+// outputs per invocation sharing one load of A. Grid: x over N in quads, y over M, z batch.
+@compute @workgroup_size(64, 1, 1)
+fn matmul_outer(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col0 = gid.x * 4u;
+    let row = gid.y;
+    let z = gid.z;
+    if (row >= p.m || col0 >= p.n) {
+        return;
+    }
+    let av = mm_read_a(z, row, 0u);
+    for (var e = 0u; e < 4u; e++) {
+        if (col0 + e < p.n) {
+            mm_write(z, row, col0 + e, av * mm_read_b(z, 0u, col0 + e));
+        }
+    }
+}
+
 var<workgroup> dot_partial: array<f32, 64>;
 
 // One workgroup per element of C, its 64 lanes splitting K: for few outputs with a long K

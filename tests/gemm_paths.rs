@@ -783,3 +783,50 @@ fn texture_operand_products_match_cpu() {
     }
     report.finish("texture_operands");
 }
+
+/// K = 1 products (outer products: the data gradient of a Linear layer with one output)
+/// run as `matmul_outer` on CPU adapters, four outputs per invocation.
+#[test]
+fn outer_products_use_the_outer_kernel_and_match_cpu() {
+    let g = gpu_with(GemmKernel::Subgroup8);
+    let mut r = Rng(42);
+    let mut report = Report::default();
+    for (m, n) in [(64, 6272), (3, 17), (65, 1), (1, 5)] {
+        for (ta, tb) in ALL_TRANSPOSES {
+            for bias in [false, true] {
+                let case = Case::plain(m, n, 1, ta, tb);
+                let what = format!("outer M={m} N={n} ta={ta} tb={tb} bias={bias}");
+                let (ar, ac) = case.a_dims();
+                let (br, bc) = case.b_dims();
+                let (a, b, bv) = (r.vec(ar * ac), r.vec(br * bc), r.vec(n));
+                let ta_t = Tensor::from_slice(&g, &[ar, ac], &a).unwrap();
+                let tb_t = Tensor::from_slice(&g, &[br, bc], &b).unwrap();
+                let bias_t = Tensor::from_slice(&g, &[n], &bv).unwrap();
+                let want_kernel = format!(
+                    "matmul_outer[TRANS_A={},TRANS_B={},HAS_BIAS={}]",
+                    ta as u8, tb as u8, bias as u8
+                );
+                let run = profiled(&g, &what, &want_kernel, || {
+                    activegen::ops::matmul::matmul_raw(
+                        &g,
+                        &ta_t,
+                        &tb_t,
+                        ta,
+                        tb,
+                        bias.then_some(&bias_t),
+                    )
+                    .unwrap()
+                    .to_vec(&g)
+                });
+                let mut want = matmul_cpu(&a, &b, m, 1, n, ta, tb);
+                if bias {
+                    for (i, w) in want.iter_mut().enumerate() {
+                        *w += bv[i % n];
+                    }
+                }
+                report.add(run.and_then(|got| check(&what, &got, &want, atol(1))));
+            }
+        }
+    }
+    report.finish("outer_products");
+}

@@ -231,26 +231,43 @@ fn activations_with_and_without_bias_match_cpu() {
         Act::Tanh,
         Act::Sigmoid,
     ];
+    // [4, 3, 2, 2] (48 values) takes the vec4 backward.
     for shape in [
         vec![3, 17, 5, 5],
         vec![65, 3],
         vec![1, 1, 1, 1],
         vec![2, 65, 3, 1],
+        vec![4, 3, 2, 2],
     ] {
         let n: usize = shape.iter().product();
         let x: Vec<f32> = r.vec(n).iter().map(|v| v * 4.0).collect();
+        let dy = r.vec(n);
         let c = shape[1];
         let s: usize = shape[2..].iter().product();
         let bias = r.vec(c);
         let tx = t(&g, &shape, &x);
         let tb = t(&g, &[c], &bias);
         for act in acts {
-            let y = activation::bias_act(&g, &tx, None, act).unwrap();
+            let txp = t(&g, &shape, &x).into_param();
+            let y = activation::bias_act(&g, &txp, None, act).unwrap();
             let want: Vec<f32> = x.iter().map(|&v| act.apply_cpu(v)).collect();
             assert_close(
                 &format!("{act:?} {shape:?}"),
                 &y.to_vec(&g),
                 &want,
+                1e-5,
+                1e-5,
+            );
+            let grads = tape::backward_with(&g, &y, t(&g, &shape, &dy)).unwrap();
+            let want_dx: Vec<f32> = want
+                .iter()
+                .zip(&dy)
+                .map(|(&yv, &d)| d * act.grad_from_output_cpu(yv))
+                .collect();
+            assert_close(
+                &format!("{act:?} backward {shape:?}"),
+                &grads.get(&txp).unwrap().to_vec(&g),
+                &want_dx,
                 1e-5,
                 1e-5,
             );

@@ -46,6 +46,23 @@ impl Act {
             Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         }
     }
+
+    /// The CPU reference of the derivative, from the output y = act(x) (as the kernels).
+    pub fn grad_from_output_cpu(&self, y: f32) -> f32 {
+        match *self {
+            Act::Identity => 1.0,
+            Act::Relu => (y > 0.0) as u8 as f32,
+            Act::LeakyRelu(s) => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    s
+                }
+            }
+            Act::Tanh => 1.0 - y * y,
+            Act::Sigmoid => y * (1.0 - y),
+        }
+    }
 }
 
 #[repr(C)]
@@ -145,6 +162,29 @@ pub(crate) fn act_backward_raw(g: &Gpu, dy: &Tensor, y: &Tensor, act: Act) -> Re
     let dx = Tensor::empty(g, dy.shape(), "activation grad")?;
     let n = dy.numel();
     let (code, slope) = act.code();
+    if n.is_multiple_of(4) {
+        let params = Params {
+            n: u(n / 4),
+            c: 1,
+            s: 1,
+            act: code,
+            slope,
+            has_bias: 0,
+            _pad: [0; 2],
+        };
+        let buffers = [dy.buffer(), y.buffer(), dx.buffer()];
+        launch(
+            g,
+            "activation",
+            "activation_backward_vec4",
+            &[("ACT", code as u64)],
+            &params,
+            &[buffers, buffers].concat(),
+            grid_1d(n / 4, 256),
+            Cost::bytes(12.0 * n as f64),
+        )?;
+        return Ok(dx);
+    }
     let params = Params {
         n: u(n),
         c: 1,

@@ -272,6 +272,8 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         let few_outputs = spec.m * spec.n <= 4096 && spec.k >= 256;
         let (entry, grid) = if few_outputs {
             ("matmul_dot", [u(spec.n), u(spec.m), u(z)])
+        } else if spec.k == 1 && split == 1 {
+            ("matmul_outer", [u(spec.n.div_ceil(256)), u(spec.m), u(z)])
         } else {
             ("matmul_naive", [u(spec.n.div_ceil(64)), u(spec.m), u(z)])
         };
