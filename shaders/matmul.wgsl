@@ -27,8 +27,8 @@ struct Params {
     batch_b: u32,
     batch_c: u32,
     rows_fastest: u32, // used by matmul_subgroup_*.wgsl only
-    _unused: u32,
-    _unused2: u32,
+    _pad0: u32,
+    _pad1: u32,
     slope: f32, // of ACT = leaky relu
 }
 

@@ -39,8 +39,8 @@ struct Params {
     // override constant: each pipeline of these unrolled kernels costs 100-200 ms to build
     // on lavapipe.
     rows_fastest: u32,
-    _unused: u32,
-    _unused2: u32,
+    _pad0: u32,
+    _pad1: u32,
     slope: f32, // of ACT = leaky relu
 }
 

@@ -363,6 +363,11 @@ impl Gpu {
     ) -> wgpu::TextureView {
         let (width, height) = ((ld / 4) as u32, rows as u32);
         let mut cache = self.operand_textures.borrow_mut();
+        // A training step uses a handful of shapes; many more (varying batch sizes) are
+        // dropped rather than kept (wgpu frees them once recorded commands are done).
+        if cache.len() >= 32 && !cache.contains_key(&(slot, width, height)) {
+            cache.clear();
+        }
         let (texture, view) = cache.entry((slot, width, height)).or_insert_with(|| {
             let texture = self.device.create_texture(&wgpu::TextureDescriptor {
                 label: Some("gemm operand"),

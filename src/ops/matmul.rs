@@ -1,8 +1,9 @@
 //! matmul: C = op(A) · op(B) (+ bias) -> act, the one GEMM under every matmul, linear
 //! layer and convolution. Two kernels share one contract (shaders/matmul.wgsl):
 //! - `matmul_tiled` (shaders/matmul.wgsl): workgroup-memory tiles, for any adapter;
-//! - `matmul_sg_*` (shaders/matmul_subgroup_{nn,nt,tn}.wgsl, generated): register blocks shared through
-//!   8-wide subgroup broadcasts, for CPU adapters such as lavapipe, where it is ~25x faster.
+//! - `matmul_sg_*` (shaders/matmul_subgroup_{nn,nt,tn}.wgsl, generated): register blocks
+//!   shared through 8-wide subgroup broadcasts, for CPU adapters such as lavapipe, where it
+//!   is ~25x faster; its `_tex` forms read large operands from texture copies.
 //!
 //! `gemm` picks the kernel per call (`Gpu::gemm_kernel` says which family the device uses;
 //! the subgroup kernel also needs vec4-aligned operands). Public ops: `matmul`, `matmul_t`
@@ -31,7 +32,7 @@ struct Params {
     batch_b: u32,
     batch_c: u32,
     rows_fastest: u32,
-    _unused: [u32; 2],
+    _pad: [u32; 2],
     slope: f32,
 }
 
@@ -154,6 +155,13 @@ impl<'a> Gemm<'a> {
 }
 
 const TILED: usize = 64;
+/// (shader stem, buffer entry point, texture entry point) of the subgroup GEMM's forms
+/// op(A)·op(B) = A·B, A·Bᵀ, Aᵀ·B.
+const SUBGROUP_FORMS: [(&str, &str, &str); 3] = [
+    ("matmul_subgroup_nn", "matmul_sg_nn", "matmul_sg_nn_tex"),
+    ("matmul_subgroup_nt", "matmul_sg_nt", "matmul_sg_nt_tex"),
+    ("matmul_subgroup_tn", "matmul_sg_tn", "matmul_sg_tn_tex"),
+];
 const SG_ROWS: usize = 32;
 const SG_COLS: usize = 64;
 
@@ -189,7 +197,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             u(spec.batch_c)
         },
         rows_fastest: 0,
-        _unused: [0; 2],
+        _pad: [0; 2],
         slope: spec.act.code().1,
     };
     // Epilogue constants only when used, so plain GEMMs keep one pipeline per form.
@@ -215,12 +223,11 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         row_bias_buf,
     ];
     let has_bias = spec.bias.is_some() as u64;
-    // Epilogue constants only when used, so plain GEMMs keep one pipeline per form.
     if g.gemm_kernel() == GemmKernel::Subgroup8 && spec.subgroup_ok(split) {
-        let (stem, entry) = match (spec.trans_a, spec.trans_b) {
-            (false, false) => ("matmul_subgroup_nn", "matmul_sg_nn"),
-            (false, true) => ("matmul_subgroup_nt", "matmul_sg_nt"),
-            _ => ("matmul_subgroup_tn", "matmul_sg_tn"),
+        let (stem, entry, tex_entry) = match (spec.trans_a, spec.trans_b) {
+            (false, false) => SUBGROUP_FORMS[0],
+            (false, true) => SUBGROUP_FORMS[1],
+            _ => SUBGROUP_FORMS[2],
         };
         // Few row blocks and a long K: walk row blocks first so that B's column strip is
         // reused from cache (1.25x on the convolutions' 128x3136x1024; a loss where C is
@@ -239,15 +246,10 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         if spec.texture_ok(g) {
             // Large operands are copied into textures, whose fetches cost about half a
             // storage load on lavapipe; the copies run at memcpy speed.
-            let entry = match (spec.trans_a, spec.trans_b) {
-                (false, false) => "matmul_sg_nn_tex",
-                (false, true) => "matmul_sg_nt_tex",
-                _ => "matmul_sg_tn_tex",
-            };
             let (rows_a, rows_b) = spec.stored_rows();
             let a_tex = g.operand_texture(0, spec.a.buffer(), spec.lda, rows_a);
             let b_tex = g.operand_texture(1, spec.b.buffer(), spec.ldb, rows_b);
-            let kernel = g.kernel(stem, entry, &consts)?;
+            let kernel = g.kernel(stem, tex_entry, &consts)?;
             g.dispatch_with_textures(
                 &kernel,
                 bytemuck::bytes_of(&params),
@@ -525,19 +527,10 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
         return Ok(());
     }
     let mut list = vec![];
-    for (stem, entry) in [
-        ("matmul_subgroup_nn", "matmul_sg_nn"),
-        ("matmul_subgroup_nt", "matmul_sg_nt"),
-        ("matmul_subgroup_tn", "matmul_sg_tn"),
-    ] {
+    for (stem, entry, tex_entry) in SUBGROUP_FORMS {
         list.push((stem, entry, vec![("HAS_BIAS", 0)]));
         if g.gemm_textures() {
-            let tex: &'static str = match entry {
-                "matmul_sg_nn" => "matmul_sg_nn_tex",
-                "matmul_sg_nt" => "matmul_sg_nt_tex",
-                _ => "matmul_sg_tn_tex",
-            };
-            list.push((stem, tex, vec![("HAS_BIAS", 0)]));
+            list.push((stem, tex_entry, vec![("HAS_BIAS", 0)]));
         }
     }
     g.precompile(&list)
