@@ -31,31 +31,47 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> m4: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> v4: array<vec4<f32>>;
 
-@compute @workgroup_size(256)
-fn optimizer_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n) {
-        return;
-    }
-    var w = param[i];
-    var g = grad[i];
+struct Update {
+    w: vec4<f32>,
+    m: vec4<f32>,
+    v: vec4<f32>,
+}
+
+// One update of four elements; the scalar kernel uses lane x. v is unused by SGD.
+fn update(w_in: vec4<f32>, g_in: vec4<f32>, m_in: vec4<f32>, v_in: vec4<f32>) -> Update {
+    var w = w_in;
+    var g = g_in;
     if (p.kind == 0u) {
         g += p.weight_decay * w;
-        let buf = p.beta1 * m[i] + g;
-        m[i] = buf;
-        param[i] = w - p.lr * buf;
-        return;
+        let buf = p.beta1 * m_in + g;
+        return Update(w - p.lr * buf, buf, v_in);
     }
     if (p.kind == 2u) {
         w -= p.lr * p.weight_decay * w;
     } else {
         g += p.weight_decay * w;
     }
-    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
-    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    param[i] = w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    let m = p.beta1 * m_in + (1.0 - p.beta1) * g;
+    let v = p.beta2 * v_in + (1.0 - p.beta2) * g * g;
+    return Update(w - p.lr * (m / p.bc1) / (sqrt(v / p.bc2) + p.eps), m, v);
+}
+
+@compute @workgroup_size(256)
+fn optimizer_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) {
+        return;
+    }
+    var v_in = 0.0;
+    if (p.kind != 0u) {
+        v_in = v[i];
+    }
+    let u = update(vec4<f32>(param[i]), vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v_in));
+    param[i] = u.w.x;
+    m[i] = u.m.x;
+    if (p.kind != 0u) {
+        v[i] = u.v.x;
+    }
 }
 
 // optimizer_step on four elements per invocation (n % 4 == 0; p.n counts vec4s here).
@@ -65,25 +81,16 @@ fn optimizer_step_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     if (i >= p.n) {
         return;
     }
-    var w = param4[i];
-    var g = grad4[i];
-    if (p.kind == 0u) {
-        g += p.weight_decay * w;
-        let buf = p.beta1 * m4[i] + g;
-        m4[i] = buf;
-        param4[i] = w - p.lr * buf;
-        return;
+    var v_in = vec4<f32>(0.0);
+    if (p.kind != 0u) {
+        v_in = v4[i];
     }
-    if (p.kind == 2u) {
-        w -= p.lr * p.weight_decay * w;
-    } else {
-        g += p.weight_decay * w;
+    let u = update(param4[i], grad4[i], m4[i], v_in);
+    param4[i] = u.w;
+    m4[i] = u.m;
+    if (p.kind != 0u) {
+        v4[i] = u.v;
     }
-    let mi = p.beta1 * m4[i] + (1.0 - p.beta1) * g;
-    let vi = p.beta2 * v4[i] + (1.0 - p.beta2) * g * g;
-    m4[i] = mi;
-    v4[i] = vi;
-    param4[i] = w - p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
 }
 
 // ema = decay * ema + (1 - decay) * param; binding 3 is the EMA copy, lr holds the decay.

@@ -627,51 +627,64 @@ fn generated_subgroup_shader_is_current() {
     );
 }
 
+/// One public product (`matmul_raw`, optional bias) of random operands, which must run as
+/// one dispatch of `entry` (with its override constants) and match `matmul_cpu`.
+#[allow(clippy::too_many_arguments)]
+fn small_product_case(
+    g: &Gpu,
+    r: &mut Rng,
+    entry: &str,
+    (m, n, k): (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+    bias: bool,
+) -> Result<f32, String> {
+    let case = Case::plain(m, n, k, ta, tb);
+    let what = format!("{entry} M={m} N={n} K={k} ta={ta} tb={tb} bias={bias}");
+    let (ar, ac) = case.a_dims();
+    let (br, bc) = case.b_dims();
+    let (a, b, bv) = (r.vec(ar * ac), r.vec(br * bc), r.vec(n));
+    let ta_t = Tensor::from_slice(g, &[ar, ac], &a).unwrap();
+    let tb_t = Tensor::from_slice(g, &[br, bc], &b).unwrap();
+    let bias_t = Tensor::from_slice(g, &[n], &bv).unwrap();
+    let want_kernel = format!(
+        "{entry}[TRANS_A={},TRANS_B={},HAS_BIAS={}]",
+        ta as u8, tb as u8, bias as u8
+    );
+    let got = profiled(g, &what, &want_kernel, || {
+        activegen::ops::matmul::matmul_raw(g, &ta_t, &tb_t, ta, tb, bias.then_some(&bias_t))
+            .unwrap()
+            .to_vec(g)
+    })?;
+    let mut want = matmul_cpu(&a, &b, m, k, n, ta, tb);
+    if bias {
+        for (i, w) in want.iter_mut().enumerate() {
+            *w += bv[i % n];
+        }
+    }
+    check(&what, &got, &want, atol(k))
+}
+
 /// Few outputs with a long K (a Linear layer with one output) run as `matmul_dot`, one
 /// workgroup per output, on CPU adapters; K = 6272 is the DCGAN discriminator's last layer.
+/// K = 1 products (outer products: that layer's data gradient) run as `matmul_outer`.
 #[test]
-fn few_output_long_k_products_use_the_dot_kernel_and_match_cpu() {
+fn few_output_and_outer_products_use_their_kernels_and_match_cpu() {
     let g = gpu_with(GemmKernel::Subgroup8);
     let mut r = Rng(41);
     let mut report = Report::default();
-    for (m, n, k) in [(64, 1, 6272), (3, 17, 300), (1, 1, 257), (65, 3, 1031)] {
-        for (ta, tb) in ALL_TRANSPOSES {
-            for bias in [false, true] {
-                let case = Case::plain(m, n, k, ta, tb);
-                let what = format!("dot M={m} N={n} K={k} ta={ta} tb={tb} bias={bias}");
-                let (ar, ac) = case.a_dims();
-                let (br, bc) = case.b_dims();
-                let (a, b, bv) = (r.vec(ar * ac), r.vec(br * bc), r.vec(n));
-                let ta_t = Tensor::from_slice(&g, &[ar, ac], &a).unwrap();
-                let tb_t = Tensor::from_slice(&g, &[br, bc], &b).unwrap();
-                let bias_t = Tensor::from_slice(&g, &[n], &bv).unwrap();
-                let want_kernel = format!(
-                    "matmul_dot[TRANS_A={},TRANS_B={},HAS_BIAS={}]",
-                    ta as u8, tb as u8, bias as u8
-                );
-                let run = profiled(&g, &what, &want_kernel, || {
-                    activegen::ops::matmul::matmul_raw(
-                        &g,
-                        &ta_t,
-                        &tb_t,
-                        ta,
-                        tb,
-                        bias.then_some(&bias_t),
-                    )
-                    .unwrap()
-                    .to_vec(&g)
-                });
-                let mut want = matmul_cpu(&a, &b, m, k, n, ta, tb);
-                if bias {
-                    for (i, w) in want.iter_mut().enumerate() {
-                        *w += bv[i % n];
-                    }
+    let dot = [(64, 1, 6272), (3, 17, 300), (1, 1, 257), (65, 3, 1031)];
+    let outer = [(64, 6272, 1), (3, 17, 1), (65, 1, 1), (1, 5, 1)];
+    for (entry, shapes) in [("matmul_dot", dot), ("matmul_outer", outer)] {
+        for shape in shapes {
+            for (ta, tb) in ALL_TRANSPOSES {
+                for bias in [false, true] {
+                    report.add(small_product_case(&g, &mut r, entry, shape, ta, tb, bias));
                 }
-                report.add(run.and_then(|got| check(&what, &got, &want, atol(k))));
             }
         }
     }
-    report.finish("few_output_long_k");
+    report.finish("few_output_and_outer_products");
 }
 
 /// The epilogue C = act(C + row_bias[row]) (a convolution's bias and activation on its
@@ -782,51 +795,4 @@ fn texture_operand_products_match_cpu() {
         report.add(res);
     }
     report.finish("texture_operands");
-}
-
-/// K = 1 products (outer products: the data gradient of a Linear layer with one output)
-/// run as `matmul_outer` on CPU adapters, four outputs per invocation.
-#[test]
-fn outer_products_use_the_outer_kernel_and_match_cpu() {
-    let g = gpu_with(GemmKernel::Subgroup8);
-    let mut r = Rng(42);
-    let mut report = Report::default();
-    for (m, n) in [(64, 6272), (3, 17), (65, 1), (1, 5)] {
-        for (ta, tb) in ALL_TRANSPOSES {
-            for bias in [false, true] {
-                let case = Case::plain(m, n, 1, ta, tb);
-                let what = format!("outer M={m} N={n} ta={ta} tb={tb} bias={bias}");
-                let (ar, ac) = case.a_dims();
-                let (br, bc) = case.b_dims();
-                let (a, b, bv) = (r.vec(ar * ac), r.vec(br * bc), r.vec(n));
-                let ta_t = Tensor::from_slice(&g, &[ar, ac], &a).unwrap();
-                let tb_t = Tensor::from_slice(&g, &[br, bc], &b).unwrap();
-                let bias_t = Tensor::from_slice(&g, &[n], &bv).unwrap();
-                let want_kernel = format!(
-                    "matmul_outer[TRANS_A={},TRANS_B={},HAS_BIAS={}]",
-                    ta as u8, tb as u8, bias as u8
-                );
-                let run = profiled(&g, &what, &want_kernel, || {
-                    activegen::ops::matmul::matmul_raw(
-                        &g,
-                        &ta_t,
-                        &tb_t,
-                        ta,
-                        tb,
-                        bias.then_some(&bias_t),
-                    )
-                    .unwrap()
-                    .to_vec(&g)
-                });
-                let mut want = matmul_cpu(&a, &b, m, 1, n, ta, tb);
-                if bias {
-                    for (i, w) in want.iter_mut().enumerate() {
-                        *w += bv[i % n];
-                    }
-                }
-                report.add(run.and_then(|got| check(&what, &got, &want, atol(1))));
-            }
-        }
-    }
-    report.finish("outer_products");
 }
