@@ -90,6 +90,12 @@ impl Linear {
     }
 }
 
+/// A convolution op in NCHW or channel-major form: (x, w, b, stride, pad, act).
+type ConvOp = fn(&Gpu, &Tensor, &Tensor, Option<&Tensor>, usize, usize, Act) -> Result<Tensor>;
+/// A transposed-convolution op: (x, w, b, stride, pad, output_padding, act).
+type ConvTOp =
+    fn(&Gpu, &Tensor, &Tensor, Option<&Tensor>, usize, usize, usize, Act) -> Result<Tensor>;
+
 pub struct Conv2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -124,30 +130,18 @@ impl Conv2d {
 
     /// act(conv(x) + b), the activation fused into the output pass.
     pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
-        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        conv2d::conv2d_act(
-            g,
-            x,
-            &view(g, &self.weight, frozen),
-            b.as_ref(),
-            self.stride,
-            self.pad,
-            act,
-        )
+        self.apply(g, x, act, frozen, conv2d::conv2d_act)
     }
 
     /// `forward` on channel-major images: x [CI, N, H, W] -> [CO, N, OH, OW].
     pub fn forward_cm(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+        self.apply(g, x, act, frozen, conv2d::conv2d_cm_act)
+    }
+
+    fn apply(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool, op: ConvOp) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        conv2d::conv2d_cm_act(
-            g,
-            x,
-            &view(g, &self.weight, frozen),
-            b.as_ref(),
-            self.stride,
-            self.pad,
-            act,
-        )
+        let w = view(g, &self.weight, frozen);
+        op(g, x, &w, b.as_ref(), self.stride, self.pad, act)
     }
 
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
@@ -192,32 +186,18 @@ impl ConvTranspose2d {
     }
 
     pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
-        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        conv_transpose2d::conv_transpose2d_act(
-            g,
-            x,
-            &view(g, &self.weight, frozen),
-            b.as_ref(),
-            self.stride,
-            self.pad,
-            0,
-            act,
-        )
+        self.apply(g, x, act, frozen, conv_transpose2d::conv_transpose2d_act)
     }
 
     /// `forward` on channel-major images: x [CI, N, H, W] -> [CO, N, OH, OW].
     pub fn forward_cm(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+        self.apply(g, x, act, frozen, conv_transpose2d::conv_transpose2d_cm_act)
+    }
+
+    fn apply(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool, op: ConvTOp) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        conv_transpose2d::conv_transpose2d_cm_act(
-            g,
-            x,
-            &view(g, &self.weight, frozen),
-            b.as_ref(),
-            self.stride,
-            self.pad,
-            0,
-            act,
-        )
+        let w = view(g, &self.weight, frozen);
+        op(g, x, &w, b.as_ref(), self.stride, self.pad, 0, act)
     }
 
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
