@@ -162,31 +162,20 @@ pub(crate) fn act_backward_raw(g: &Gpu, dy: &Tensor, y: &Tensor, act: Act) -> Re
     let dx = Tensor::empty(g, dy.shape(), "activation grad")?;
     let n = dy.numel();
     let (code, slope) = act.code();
-    if n.is_multiple_of(4) {
-        let params = Params {
-            n: u(n / 4),
-            c: 1,
-            s: 1,
-            act: code,
-            slope,
-            has_bias: 0,
-            _pad: [0; 2],
-        };
-        let buffers = [dy.buffer(), y.buffer(), dx.buffer()];
-        launch(
-            g,
-            "activation",
+    // Four elements per invocation where the size allows, the activation then fixed as a
+    // pipeline constant; bindings 4-6 are the vec4 views of bindings 1-3.
+    let vec4 = n.is_multiple_of(4);
+    let (entry, count, consts) = if vec4 {
+        (
             "activation_backward_vec4",
-            &[("ACT", code as u64)],
-            &params,
-            &[buffers, buffers].concat(),
-            grid_1d(n / 4, 256),
-            Cost::bytes(12.0 * n as f64),
-        )?;
-        return Ok(dx);
-    }
+            n / 4,
+            vec![("ACT", code as u64)],
+        )
+    } else {
+        ("activation_backward", n, vec![])
+    };
     let params = Params {
-        n: u(n),
+        n: u(count),
         c: 1,
         s: 1,
         act: code,
@@ -194,14 +183,15 @@ pub(crate) fn act_backward_raw(g: &Gpu, dy: &Tensor, y: &Tensor, act: Act) -> Re
         has_bias: 0,
         _pad: [0; 2],
     };
+    let buffers = [dy.buffer(), y.buffer(), dx.buffer()];
     launch(
         g,
         "activation",
-        "activation_backward",
-        &[],
+        entry,
+        &consts,
         &params,
-        &[dy.buffer(), y.buffer(), dx.buffer()],
-        grid_1d(n, 256),
+        &[buffers, buffers].concat(),
+        grid_1d(count, 256),
         Cost::bytes(12.0 * n as f64),
     )?;
     Ok(dx)
