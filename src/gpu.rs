@@ -255,11 +255,17 @@ pub struct Gpu {
     rng: Cell<(u64, u64)>,
     /// Forces a GEMM family (tests and benchmarks compare both on one device).
     gemm_override: Cell<Option<GemmKernel>>,
+    /// The family for this device, `ACTIVEGEN_GEMM` applied (see `gemm_kernel`).
+    gemm_default: GemmKernel,
     /// Forces the subgroup GEMM's texture operands on or off (tests, benchmarks).
     gemm_textures_override: Cell<Option<bool>>,
+    /// `ACTIVEGEN_GEMM_TEXTURES` != 0 (see `gemm_textures`).
+    gemm_textures_default: bool,
     /// One rgba32float texture per (operand slot, width, height): the GEMM copies its
     /// operands in, and the next GEMM of that shape overwrites it (commands run in order).
     operand_textures: RefCell<OperandTextures>,
+    /// `ACTIVEGEN_TRACE`: print every dispatch.
+    trace: bool,
 }
 
 impl Gpu {
@@ -300,6 +306,17 @@ impl Gpu {
             None
         };
         let param_align = (limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        // The environment is read once here, not on every dispatch.
+        let sg8 = subgroup8(features, &info);
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let gemm_default = match std::env::var("ACTIVEGEN_GEMM").as_deref() {
+            Ok("tiled") => GemmKernel::Tiled,
+            Ok("subgroup") if sg8 => GemmKernel::Subgroup8,
+            _ if sg8 && cpu => GemmKernel::Subgroup8,
+            _ => GemmKernel::Tiled,
+        };
+        let gemm_textures_default = std::env::var("ACTIVEGEN_GEMM_TEXTURES").as_deref() != Ok("0");
+        let trace = std::env::var_os("ACTIVEGEN_TRACE").is_some();
         Ok(Gpu {
             device,
             queue,
@@ -319,16 +336,17 @@ impl Gpu {
             submits: Cell::new(0),
             rng: Cell::new((0, 0)),
             gemm_override: Cell::new(None),
+            gemm_default,
             gemm_textures_override: Cell::new(None),
+            gemm_textures_default,
             operand_textures: RefCell::new(HashMap::new()),
+            trace,
         })
     }
 
     /// Whether the subgroup GEMM can run here (subgroups of 8 lanes).
     pub fn has_subgroup8(&self) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP)
-            && self.info.subgroup_min_size <= 8
-            && self.info.subgroup_max_size >= 8
+        subgroup8(self.features, &self.info)
     }
 
     /// Forces the GEMM family (None restores the device's default). Subgroup8 needs
@@ -346,10 +364,9 @@ impl Gpu {
     /// (a texel fetch costs about half a storage-buffer load on lavapipe, BENCHMARKS.md);
     /// `ACTIVEGEN_GEMM_TEXTURES=0` turns it off, for benchmarking both.
     pub fn gemm_textures(&self) -> bool {
-        if let Some(on) = self.gemm_textures_override.get() {
-            return on;
-        }
-        std::env::var("ACTIVEGEN_GEMM_TEXTURES").as_deref() != Ok("0")
+        self.gemm_textures_override
+            .get()
+            .unwrap_or(self.gemm_textures_default)
     }
 
     /// Records a copy of the matrix in `src` (`rows` rows of `ld` floats, ld % 64 == 0) into
@@ -448,16 +465,7 @@ impl Gpu {
     /// a CPU adapter (measured ~25x faster than tiles on lavapipe, BENCHMARKS.md), tiles
     /// elsewhere. `ACTIVEGEN_GEMM=tiled|subgroup` overrides, for benchmarking both.
     pub fn gemm_kernel(&self) -> GemmKernel {
-        let sg8 = self.has_subgroup8();
-        if let Some(k) = self.gemm_override.get() {
-            return k;
-        }
-        match std::env::var("ACTIVEGEN_GEMM").as_deref() {
-            Ok("tiled") => GemmKernel::Tiled,
-            Ok("subgroup") if sg8 => GemmKernel::Subgroup8,
-            _ if sg8 && self.is_cpu() => GemmKernel::Subgroup8,
-            _ => GemmKernel::Tiled,
-        }
+        self.gemm_override.get().unwrap_or(self.gemm_default)
     }
 
     pub(crate) fn fresh_id(&self) -> u64 {
@@ -719,7 +727,7 @@ impl Gpu {
                 wgpu::BindGroupEntry { binding, resource }
             })
             .collect();
-        if std::env::var_os("ACTIVEGEN_TRACE").is_some() {
+        if self.trace {
             eprintln!(
                 "dispatch {} {:?} {:?}",
                 kernel.name, kernel.bindings, workgroups
@@ -1005,6 +1013,13 @@ fn pipeline_cache_path(info: &wgpu::AdapterInfo) -> Option<std::path::PathBuf> {
     }
     let key = wgpu::util::pipeline_cache_key(info)?;
     Some(crate::util::cache_dir().join("pipelines").join(key))
+}
+
+/// Whether the adapter runs subgroups of 8 lanes (the subgroup GEMM's requirement).
+fn subgroup8(features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
+    features.contains(wgpu::Features::SUBGROUP)
+        && info.subgroup_min_size <= 8
+        && info.subgroup_max_size >= 8
 }
 
 /// (binding, access) of the bindings `entry` uses, from the module's reflection.
