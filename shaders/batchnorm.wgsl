@@ -72,6 +72,21 @@ fn write_coefficients(c: u32, mean: f32, invstd: f32) {
     stats[3u * p.c + c] = beta[c] - mean * scale;
 }
 
+// Sums the lanes' shifted sums s1 = sum(x - pivot), s2 = sum((x - pivot)^2) over the
+// channel's N*S values, then writes its coefficients and moves the running statistics.
+fn finish_stats(lid: u32, c: u32, pivot: f32, s1: f32, s2: f32) {
+    let m = f32(p.n * p.s);
+    let d = workgroup_sum(lid, s1) / m;
+    let mean = pivot + d;
+    let var_biased = max(workgroup_sum(lid, s2) / m - d * d, 0.0);
+    if (lid == 0u) {
+        write_coefficients(c, mean, inverseSqrt(var_biased + p.eps));
+        let unbiased = var_biased * m / max(m - 1.0, 1.0);
+        running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
+        running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
+    }
+}
+
 // One workgroup per channel and one pass over its values: sums of (x - pivot) and
 // (x - pivot)^2, shifted by the channel's first value so the variance keeps its precision
 // when the mean is large against the spread.
@@ -88,16 +103,7 @@ fn batchnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         s1 += v;
         s2 += v * v;
     }
-    let m = f32(count);
-    let d = workgroup_sum(lid, s1) / m;
-    let mean = pivot + d;
-    let var_biased = max(workgroup_sum(lid, s2) / m - d * d, 0.0);
-    if (lid == 0u) {
-        write_coefficients(c, mean, inverseSqrt(var_biased + p.eps));
-        let unbiased = var_biased * m / max(m - 1.0, 1.0);
-        running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
-        running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
-    }
+    finish_stats(lid, c, pivot, s1, s2);
 }
 
 // S % 4 == 0 (channel-major images are one sample: N = 1, S = N*H*W): the same sums
@@ -119,17 +125,8 @@ fn batchnorm_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         s1 += v;
         s2 += v * v;
     }
-    let m = f32(p.n * p.s);
     let ones = vec4<f32>(1.0);
-    let d = workgroup_sum(lid, dot(s1, ones)) / m;
-    let mean = pivot + d;
-    let var_biased = max(workgroup_sum(lid, dot(s2, ones)) / m - d * d, 0.0);
-    if (lid == 0u) {
-        write_coefficients(c, mean, inverseSqrt(var_biased + p.eps));
-        let unbiased = var_biased * m / max(m - 1.0, 1.0);
-        running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
-        running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * unbiased;
-    }
+    finish_stats(lid, c, pivot, dot(s1, ones), dot(s2, ones));
 }
 
 @compute @workgroup_size(64)

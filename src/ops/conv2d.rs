@@ -96,15 +96,6 @@ pub fn geometry(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<G
     })
 }
 
-/// [A, B, ...] -> [B, A, ...]: the shape with its two leading dimensions swapped.
-pub fn swap_leading(shape: &[usize]) -> Vec<usize> {
-    let mut s = shape.to_vec();
-    if s.len() >= 2 {
-        s.swap(0, 1);
-    }
-    s
-}
-
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -361,7 +352,12 @@ pub fn conv2d_cm_act(
     pad: usize,
     act: Act,
 ) -> Result<Tensor> {
-    let mut geo = geometry(&swap_leading(x.shape()), w.shape(), stride, pad)?;
+    let mut geo = geometry(
+        &super::elementwise::swap_leading(x.shape()),
+        w.shape(),
+        stride,
+        pad,
+    )?;
     geo.channel_major = true;
     conv2d_geometry_act(g, x, w, b, geo, act)
 }

@@ -90,7 +90,7 @@ pub fn conv_transpose2d_cm_act(
     act: Act,
 ) -> Result<Tensor> {
     let mut geo = geometry(
-        &conv2d::swap_leading(x.shape()),
+        &super::elementwise::swap_leading(x.shape()),
         w.shape(),
         stride,
         pad,

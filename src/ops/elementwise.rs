@@ -454,6 +454,15 @@ pub fn transpose2d(g: &Gpu, x: &Tensor, rows: usize, cols: usize) -> Result<Tens
     Ok(out)
 }
 
+/// [A, B, ...] -> [B, A, ...]: the shape with its two leading dimensions swapped.
+pub fn swap_leading(shape: &[usize]) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if s.len() >= 2 {
+        s.swap(0, 1);
+    }
+    s
+}
+
 /// y [B, A, ...] = x [A, B, ...] with its two leading axes swapped, recorded (its own
 /// backward). NCHW <-> channel-major [C, N, H, W]; a free view when A or B is 1.
 pub fn swap_leading_axes(g: &Gpu, x: &Tensor) -> Result<Tensor> {
@@ -463,7 +472,7 @@ pub fn swap_leading_axes(g: &Gpu, x: &Tensor) -> Result<Tensor> {
             x.shape()
         );
     }
-    let shape = super::conv2d::swap_leading(x.shape());
+    let shape = swap_leading(x.shape());
     let (a, b) = (x.dim(0), x.dim(1));
     if a == 1 || b == 1 {
         return x.reshape(g, &shape);
@@ -474,7 +483,7 @@ pub fn swap_leading_axes(g: &Gpu, x: &Tensor) -> Result<Tensor> {
 
 /// The unrecorded copy behind `swap_leading_axes` (also its backward).
 pub fn swap_leading_axes_raw(g: &Gpu, x: &Tensor) -> Result<Tensor> {
-    let shape = super::conv2d::swap_leading(x.shape());
+    let shape = swap_leading(x.shape());
     let (a, b) = (x.dim(0), x.dim(1));
     let n = x.numel();
     let out = Tensor::empty(g, &shape, "swapped axes")?;
