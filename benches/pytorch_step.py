@@ -53,10 +53,12 @@ Usage
   python3 benches/pytorch_step.py --model gan --steps 20
   python3 benches/pytorch_step.py --batch 128 --threads 1
   python3 benches/pytorch_step.py --compile             # also torch.compile
+  python3 benches/pytorch_step.py --device cuda --compile  # on an NVIDIA GPU
 
 Flags: --model gan|vae|all (default all), --batch 64, --steps 30,
 --warmup 5, --threads N (torch.set_num_threads; default os.cpu_count()),
---compile, --no-flops (skip the FLOP lines), --seed 0.
+--compile, --no-flops (skip the FLOP lines), --seed 0, --device cpu|cuda
+(on cuda each timed step ends with torch.cuda.synchronize()).
 """
 
 import argparse
@@ -147,22 +149,22 @@ class VAE(nn.Module):
 # --------------------------------------------------------------------------
 # Training steps
 # --------------------------------------------------------------------------
-def make_gan(batch, compile_models=False):
-    g, d = Generator(), Discriminator()
+def make_gan(batch, compile_models=False, dev="cpu"):
+    g, d = Generator().to(dev), Discriminator().to(dev)
     g.train()
     d.train()
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     gf, df = (torch.compile(g), torch.compile(d)) if compile_models else (g, d)
-    real = torch.rand(batch, 1, 28, 28) * 2 - 1
-    ones = torch.ones(batch, 1)
-    zeros = torch.zeros(batch, 1)
+    real = torch.rand(batch, 1, 28, 28, device=dev) * 2 - 1
+    ones = torch.ones(batch, 1, device=dev)
+    zeros = torch.zeros(batch, 1, device=dev)
     bce = F.binary_cross_entropy_with_logits
     state = {}
 
     def step():
         # 1. discriminator step
-        z = torch.randn(batch, Z_GAN)
+        z = torch.randn(batch, Z_GAN, device=dev)
         with torch.no_grad():
             fake = gf(z)
         d_real = df(real)
@@ -173,7 +175,7 @@ def make_gan(batch, compile_models=False):
         opt_d.step()
         # 2. generator step (D params keep requires_grad=True, so PyTorch
         #    also computes D weight grads here; opt_g only updates G.)
-        z = torch.randn(batch, Z_GAN)
+        z = torch.randn(batch, Z_GAN, device=dev)
         fake = gf(z)
         loss_g = bce(df(fake), ones)
         opt_g.zero_grad(set_to_none=True)
@@ -187,12 +189,12 @@ def make_gan(batch, compile_models=False):
     return step, losses
 
 
-def make_vae(batch, compile_models=False, beta=1.0):
-    m = VAE()
+def make_vae(batch, compile_models=False, beta=1.0, dev="cpu"):
+    m = VAE().to(dev)
     m.train()
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     mf = torch.compile(m) if compile_models else m
-    x = torch.rand(batch, 1, 28, 28) * 2 - 1
+    x = torch.rand(batch, 1, 28, 28, device=dev) * 2 - 1
     target = (x + 1) / 2
     state = {}
 
@@ -224,16 +226,21 @@ def loadavg():
 
 def time_model(name, args, compiled):
     torch.manual_seed(args.seed)
-    step, losses = MAKERS[name](args.batch, compile_models=compiled)
+    step, losses = MAKERS[name](args.batch, compile_models=compiled, dev=args.device)
+    # On CUDA every step ends in a synchronize, as activegen's `bench step` ends each step
+    # with a wait on the GPU: both time a whole step, queued work included.
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     load_before = loadavg()
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    sync()
     warmup_s = time.perf_counter() - t0
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
     rec = {
@@ -242,6 +249,7 @@ def time_model(name, args, compiled):
         "compiled": compiled,
         "batch": args.batch,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "ms_per_step": round(med * 1e3, 3),
         "min_ms": round(min(times) * 1e3, 3),
         "mean_ms": round(statistics.fmean(times) * 1e3, 3),
@@ -350,7 +358,7 @@ def torch_counted_gflop(name, batch):
     except ImportError:
         return None
     torch.manual_seed(0)
-    step, _ = MAKERS[name](batch)
+    step, _ = MAKERS[name](batch)  # on the CPU: the count does not depend on the device
     step()  # create Adam state outside the counted region (no matmuls anyway)
     with FlopCounterMode(display=False) as fc:
         step()
@@ -373,6 +381,7 @@ def main(argv=None):
                    help="also time torch.compile'd models")
     p.add_argument("--no-flops", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error("--steps must be >= 1")

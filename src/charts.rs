@@ -1,6 +1,6 @@
 //! Budget-vs-metric charts for `compare`: one line per strategy with a ±1 std band, as SVG
-//! and PNG. Text is laid out with a system TrueType font (DejaVu Sans on Debian, from
-//! fonts-dejavu-core); without one the charts are skipped with a message.
+//! and PNG. Text is laid out with a bundled subset of DejaVu Sans, so no system font is
+//! needed.
 
 use std::path::Path;
 
@@ -167,42 +167,29 @@ where
 
 pub fn line_chart_svg(path: &Path, sum: &Summary, metric: &str, label: &str) -> Result<()> {
     // plotters measures text with the registered font even when it writes SVG.
-    register_system_font()?;
+    register_font()?;
     let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
     draw(root, sum, metric, label).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
-/// Registers the first TrueType font found on the system as "sans-serif" for PNG text.
-fn register_system_font() -> Result<()> {
+/// Registers the bundled font as "sans-serif": DejaVu Sans subset to the characters the
+/// charts use (15 KB, `assets/DejaVuSans-subset.LICENSE`), so charts need no system font
+/// and look the same on every machine.
+fn register_font() -> Result<()> {
     use std::sync::OnceLock;
+    static FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
     static DONE: OnceLock<bool> = OnceLock::new();
     let ok = *DONE.get_or_init(|| {
-        let candidates = [
-            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-            "/usr/share/fonts/TTF/DejaVuSans.ttf",
-            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-            "/System/Library/Fonts/Supplemental/Arial.ttf",
-            "C:\\Windows\\Fonts\\arial.ttf",
-        ];
-        for c in candidates {
-            if let Ok(bytes) = std::fs::read(c) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
     });
-    if ok {
-        Ok(())
-    } else {
-        bail!("charts need a TrueType font (apt-get install fonts-dejavu-core)")
+    if !ok {
+        bail!("the bundled chart font could not be loaded");
     }
+    Ok(())
 }
 
 pub fn line_chart_png(path: &Path, sum: &Summary, metric: &str, label: &str) -> Result<()> {
-    register_system_font()?;
+    register_font()?;
     let root = BitMapBackend::new(path, (760, 440)).into_drawing_area();
     draw(root, sum, metric, label).map_err(|e| anyhow!("{}: {e}", path.display()))
 }

@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -24,12 +25,34 @@ pub const NO_ADAPTER_HELP: &str = "no GPU adapter with compute shaders was found
 on Debian/Ubuntu 'apt-get install -y mesa-vulkan-drivers libvulkan1' gives the CPU driver lavapipe; \
 on other systems install your GPU vendor's Vulkan, Metal or DX12 driver";
 
-fn instance() -> wgpu::Instance {
-    // lavapipe warns on every start when this is unset; any writable directory silences it.
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// The process's instance for `group`: the native backends (Vulkan, Metal, DX12) or the
+/// rest (GL), each created once. Instances are shared because creating one loads and
+/// initialises every driver of its backends: with an NVIDIA driver, many threads opening
+/// devices at once (the test harness) each creating GL (EGL) instances hung in the
+/// driver. GL is only touched when no native adapter exists, or to list every adapter.
+fn instance(group: BackendGroup) -> &'static wgpu::Instance {
+    static NATIVE: OnceLock<wgpu::Instance> = OnceLock::new();
+    static OTHER: OnceLock<wgpu::Instance> = OnceLock::new();
+    let (cell, mask) = match group {
+        BackendGroup::Native => (&NATIVE, wgpu::Backends::PRIMARY),
+        BackendGroup::Other => (&OTHER, !wgpu::Backends::PRIMARY),
+    };
+    cell.get_or_init(|| {
+        // lavapipe warns on every start when this is unset; any writable directory silences it.
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+        // WGPU_BACKEND (read by with_env) still narrows the choice.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends &= mask;
+        wgpu::Instance::new(desc)
+    })
+}
+
+#[derive(Clone, Copy)]
+enum BackendGroup {
+    Native,
+    Other,
 }
 
 /// One line per adapter, for `activegen devices`.
@@ -56,11 +79,24 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u32, u32) {
     (ty, backend)
 }
 
-fn all_adapters() -> Vec<wgpu::Adapter> {
-    let inst = instance();
-    let mut adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+/// The adapters of the backend groups, best first (see `adapter_rank`).
+fn adapters_of(groups: &[BackendGroup]) -> Vec<wgpu::Adapter> {
+    // Drivers are initialised one thread at a time.
+    static ENUMERATE: Mutex<()> = Mutex::new(());
+    let _guard = ENUMERATE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut adapters = vec![];
+    for &group in groups {
+        let inst = instance(group);
+        adapters.extend(pollster::block_on(
+            inst.enumerate_adapters(wgpu::Backends::all()),
+        ));
+    }
     adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
     adapters
+}
+
+fn all_adapters() -> Vec<wgpu::Adapter> {
+    adapters_of(&[BackendGroup::Native, BackendGroup::Other])
 }
 
 fn has_compute(a: &wgpu::Adapter) -> bool {
@@ -85,14 +121,17 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 
 /// `pref` is an index into `list_adapters()` or a case-insensitive substring of the name.
 fn choose_adapter(pref: Option<&str>) -> Result<wgpu::Adapter> {
-    let adapters: Vec<wgpu::Adapter> = all_adapters().into_iter().collect();
     let usable = |a: &wgpu::Adapter| has_compute(a);
     match pref.map(str::trim).filter(|p| !p.is_empty()) {
-        None => adapters
+        // The best native adapter; GL only where there is none.
+        None => adapters_of(&[BackendGroup::Native])
             .into_iter()
             .find(usable)
+            .or_else(|| adapters_of(&[BackendGroup::Other]).into_iter().find(usable))
             .ok_or_else(|| anyhow!("{NO_ADAPTER_HELP}")),
         Some(p) => {
+            // Indices and names refer to `activegen devices`, which lists every backend.
+            let adapters = all_adapters();
             let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
             let found = if let Ok(i) = p.parse::<usize>() {
                 adapters.into_iter().nth(i)

@@ -2,8 +2,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use image::{ExtendedColorType, ImageFormat};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Padding between and around grid cells, as in torchvision's `make_grid`.
 pub const GRID_PADDING: usize = 2;
@@ -13,7 +12,7 @@ pub const GRID_PADDING: usize = 2;
 /// black padding between and around them, values clamped to [-1, 1] and mapped
 /// to 0..255 with rounding. Grayscale input gives a grayscale PNG.
 /// The grid is `cols * (w + 2) + 2` wide and `rows * (h + 2) + 2` high.
-/// Written atomically (`PATH.tmp`, then rename).
+/// Written atomically (a temporary file, then rename).
 pub fn save_grid_png(
     path: impl AsRef<Path>,
     images: &[f32],
@@ -103,23 +102,16 @@ fn write_png(path: &Path, buf: &[u8], w: usize, h: usize, c: usize) -> Result<()
         ExtendedColorType::Rgb8
     };
     let (w, h) = (u32::try_from(w)?, u32::try_from(h)?);
-    let mut tmp = OsString::from(path.as_os_str());
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    image::save_buffer_with_format(&tmp, buf, w, h, color, ImageFormat::Png)
-        .map_err(|e| anyhow!("{}: cannot write PNG: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        anyhow!(
-            "{}: cannot rename {} into place: {e}",
-            path.display(),
-            tmp.display()
-        )
-    })
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::write_buffer_with_format(&mut png, buf, w, h, color, ImageFormat::Png)
+        .map_err(|e| anyhow!("{}: cannot encode PNG: {e}", path.display()))?;
+    crate::util::write_atomic(path, png.get_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn temp_dir(tag: &str) -> PathBuf {
         let dir =
@@ -169,7 +161,11 @@ mod tests {
         assert_eq!(back.dimensions(), (4, 3));
         assert_eq!(back.get_pixel(0, 0).0, [255, 0, 128]);
         assert_eq!(back.get_pixel(3, 2).0, [255, 0, 128]);
-        assert!(!dir.join("one.png.tmp").exists());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["one.png"], "a temporary file was left");
         let e = format!("{:#}", save_image_png(&path, &img, 2, h, w).unwrap_err());
         assert!(
             e.contains("one.png: images must have 1 or 3 channels, got 2"),

@@ -4,13 +4,12 @@
 //! f32), C order only. Errors are one line naming the file.
 
 use anyhow::{anyhow, bail, Result};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Writes `data` with `shape` as a `<f4` C-order .npy file, atomically (writes
-/// `PATH.tmp`, then renames it over `PATH`).
+/// a temporary file beside it, then renames it over `PATH`).
 pub fn write_npy_f32(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Result<()> {
     let path = path.as_ref();
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
@@ -50,7 +49,7 @@ pub fn write_npy_f32(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> R
     for v in data {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    write_atomic(path, &bytes)
+    crate::util::write_atomic(path, &bytes)
 }
 
 /// Reads a C-order `<f4` or `<f8` .npy file into (shape, values as f32).
@@ -144,27 +143,10 @@ fn parse_shape(s: &str) -> Option<Vec<usize>> {
         .collect()
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = OsString::from(path.as_os_str());
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| anyhow!("{}: cannot write: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        anyhow!(
-            "{}: cannot rename {} into place: {e}",
-            path.display(),
-            tmp.display()
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn temp_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("activegen-npy-{}-{tag}", std::process::id()));
@@ -204,7 +186,11 @@ mod tests {
             );
             assert_eq!(read_npy_f32(&path).unwrap(), (shape, data.clone()));
         }
-        assert!(!tmp_path(&path).exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "a temporary file was left"
+        );
         write_npy_f32(&path, &[], &[7.5]).unwrap();
         assert_eq!(read_npy_f32(&path).unwrap(), (vec![], vec![7.5]));
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()[10..]).into_owned();

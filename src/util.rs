@@ -5,15 +5,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 /// Writes `data` to `path` through a temporary file and a rename, so a crash never leaves
-/// a half-written file behind.
+/// a half-written file behind. Concurrent writers of one path (threads or processes
+/// filling the same cache entry) each use their own temporary file; the last rename wins.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(d) = dir {
         std::fs::create_dir_all(d)
             .with_context(|| format!("{}: cannot create directory", d.display()))?;
     }
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp.push(format!(".tmp{}-{n}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
@@ -78,5 +81,37 @@ impl HostRng {
             let j = self.below(i + 1);
             v.swap(i, j);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Several test threads filling one cache entry at once: each rename must find its
+    // own temporary file (a per-process name made all but the first fail).
+    #[test]
+    fn concurrent_atomic_writes_of_one_path_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("activegen-atomic-{}", std::process::id()));
+        let path = dir.join("entry.bin");
+        let writers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(&path, &[i; 4096]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 4096);
+        assert!(data.iter().all(|&b| b == data[0] && b < 8));
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(leftovers, 1, "temporary files were left behind");
     }
 }
