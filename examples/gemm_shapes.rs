@@ -1,16 +1,22 @@
+//! The DCGAN's GEMM shapes, timed one by one (GPU timestamps, best of 5):
+//!   cargo run --release --example gemm_shapes [BATCH]        (default 64)
+//! `ACTIVEGEN_GEMM`, `ACTIVEGEN_GEMM_TEXTURES` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
 use activegen::ops::{matmul, rng};
 fn main() {
     let g = activegen::Gpu::new(None).unwrap();
+    let batch: usize = std::env::args().nth(1).map_or(64, |b| b.parse().unwrap());
+    // The dimension that grows with the batch: pixels (N·H·W) or the batch itself.
+    let s = batch / 64;
     // (name, m, n, k, ta, tb)
     let cases = [
-        ("D.conv2 fwd", 128, 3136, 1024, false, false),
-        ("D.conv1 fwd", 64, 12544, 16, false, false),
-        ("D.conv2 bwd-data", 1024, 3136, 128, false, false),
-        ("G.deconv2 fwd", 16, 12544, 64, false, false),
-        ("G.deconv2 bwd-data", 64, 3136, 16, false, false),
-        ("G.fc fwd", 64, 6272, 100, false, true),
-        ("D.conv2 bwd-weight", 128, 1024, 3136, false, true),
-        ("G.fc bwd-weight", 6272, 100, 64, true, false),
+        ("D.conv2 fwd", 128, 3136 * s, 1024, false, false),
+        ("D.conv1 fwd", 64, 12544 * s, 16, false, false),
+        ("D.conv2 bwd-data", 1024, 3136 * s, 128, false, false),
+        ("G.deconv2 fwd", 16, 12544 * s, 64, false, false),
+        ("G.deconv2 bwd-data", 64, 3136 * s, 16, false, false),
+        ("G.fc fwd", 64 * s, 6272, 100, false, true),
+        ("D.conv2 bwd-weight", 128, 1024, 3136 * s, false, true),
+        ("G.fc bwd-weight", 6272, 100, 64 * s, true, false),
     ];
     for (name, m, n, k, ta, tb) in cases {
         let a = rng::normal(&g, &if ta { [k, m] } else { [m, k] }, 0.0, 1.0).unwrap();

@@ -9,20 +9,23 @@
 # device README's recipe). The run then carries .dev and .gl:
 #   run(command="bash scripts/device_bench.sh", carry=[".gl", ".dev"])
 # Results land in $OUT: step.jsonl, pytorch.jsonl, kernels.jsonl, profile.txt, tests.log,
-# run.log. Arguments pick sections (default: all): step pytorch compile profile kernels tests.
+# run.log, tiles.txt. Arguments pick sections, run in this order (default: all but tiles):
+# tiles step pytorch compile tests profile kernels. `tiles` times every tile form of the
+# tiled GEMM (ACTIVEGEN_GEMM_TILE) on square products, the DCGAN's GEMM shapes and the step.
 set -u
 if [ "${1:-}" = "--bundle" ]; then
     set -e
-    cargo build --release
+    cargo build --release --examples
     bins=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[^ )]*')
     mkdir -p .dev
     printf '%s\n' $bins >.dev/tests.txt
-    tar cJf .dev/bundle.tar.xz target/release/activegen $bins
+    tar cJf .dev/bundle.tar.xz target/release/activegen target/release/examples/gemm_shapes $bins
     ls -la .dev
     exit 0
 fi
 
 sections=${*:-step pytorch compile profile kernels tests}
+skip="--skip subgroup_" # the Subgroup8 GEMM needs 8-wide subgroups (CPU drivers)
 want() { [[ " $sections " == *" $1 "* ]]; }
 OUT=${OUT:-/tmp/activegen-device}
 mkdir -p "$OUT"
@@ -45,6 +48,18 @@ nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
 A=./target/release/activegen
 $A devices || exit 1
+
+if want tiles; then
+stamp "tile forms"
+for form in 64x4 64x8 128x8 auto; do
+    if [ $form = auto ]; then unset ACTIVEGEN_GEMM_TILE; else export ACTIVEGEN_GEMM_TILE=$form; fi
+    echo "--- tile $form" | tee -a "$OUT/tiles.txt"
+    timeout 60 $A bench matmul --sizes 256,512,1024,2048,4096 | tee -a "$OUT/tiles.txt"
+    for b in 64 256; do timeout 60 ./target/release/examples/gemm_shapes $b | tee -a "$OUT/tiles.txt"; done
+    for b in 64 256; do timeout 60 $A bench step --model gan --batch $b --steps 30 | tee -a "$OUT/tiles.txt"; done
+done
+unset ACTIVEGEN_GEMM_TILE
+fi
 
 if want step; then
 stamp "activegen step (round 1)"
@@ -71,6 +86,23 @@ for model in gan vae; do
 done
 fi
 
+if want tests; then
+stamp "tests on the GPU"
+for t in $(cat .dev/tests.txt); do
+    echo "--- $t" >>"$OUT/tests.log"
+    timeout 45 "$t" --test-threads 8 $skip >>"$OUT/tests.log" 2>&1
+    rc=$?
+    echo "exit $rc $t" | tee -a "$OUT/tests.log"
+    if [ $rc = 124 ]; then
+        # A hang: one test at a time, so the log's last unfinished line names it.
+        echo "--- $t (one thread)" >>"$OUT/tests.log"
+        timeout 25 "$t" --test-threads 1 $skip >>"$OUT/tests.log" 2>&1
+        echo "exit $? $t (one thread)" | tee -a "$OUT/tests.log"
+    fi
+done
+grep -E "^test result|FAILED|panicked" "$OUT/tests.log" | head -60
+fi
+
 if want profile; then
 stamp "profile"
 for model in gan vae; do
@@ -85,20 +117,4 @@ timeout 60 python3 benches/pytorch_matmul.py --device cuda --sizes 256,512,1024,
 timeout 60 python3 benches/pytorch_matmul.py --device cuda --sizes 1024,4096 --tf32 | tee -a "$OUT/kernels.jsonl"
 fi
 
-if want tests; then
-stamp "tests on the GPU"
-for t in $(cat .dev/tests.txt); do
-    echo "--- $t" >>"$OUT/tests.log"
-    timeout 45 "$t" --test-threads 8 >>"$OUT/tests.log" 2>&1
-    rc=$?
-    echo "exit $rc $t" | tee -a "$OUT/tests.log"
-    if [ $rc = 124 ]; then
-        # A hang: one test at a time, so the log's last unfinished line names it.
-        echo "--- $t (one thread)" >>"$OUT/tests.log"
-        timeout 25 "$t" --test-threads 1 >>"$OUT/tests.log" 2>&1
-        echo "exit $? $t (one thread)" | tee -a "$OUT/tests.log"
-    fi
-done
-grep -E "^test result|FAILED|panicked" "$OUT/tests.log" | head -60
-fi
 stamp done

@@ -84,3 +84,90 @@ fn gemm_main(wid: vec3<u32>, lid: vec3<u32>) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The wide core, for GPUs: each invocation owns 8x8 outputs, so every K step reads four
+// vec4s of workgroup memory for 64 FMAs (the core above reads eight scalars for 16), and
+// the tile is WIDE*8 square: WIDE = 16 gives 128x128 tiles of 256 invocations, WIDE = 8
+// gives 64x64 tiles of 64. An invocation's rows are two quads WIDE*4 apart (lid.y*4.. and
+// WIDE*4 + lid.y*4..), likewise its columns, so a quad-row of the workgroup reads
+// consecutive vec4s. K advances in blocks of 8 through workgroup memory.
+override WIDE: u32 = 16u;
+const WIDE_BK: u32 = 8u;
+
+var<workgroup> wide_a: array<vec4<f32>, 256>; // [BK][BM/4], BM = WIDE*8 <= 128
+var<workgroup> wide_b: array<vec4<f32>, 256>; // [BK][BN/4]
+
+fn gemm_main_wide(wid: vec3<u32>, lid: vec3<u32>) {
+    let dims = mm_dims(wid.z);
+    let m = dims.x;
+    let n = dims.y;
+    let k_end = dims.w;
+    let edge = WIDE * 8u;
+    let quads = WIDE * 2u;
+    let row0 = wid.y * edge;
+    let col0 = wid.x * edge;
+    let threads = WIDE * WIDE;
+    let tid = lid.y * WIDE + lid.x;
+    // acc[i * 2 + h]: row quad (i < 4: first, else second) row i % 4, column quad h.
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var k0 = dims.z; k0 < k_end; k0 += WIDE_BK) {
+        // Stage A[row0.., k0..] and B[k0.., col0..], each read along its stored rows so
+        // that neighbouring invocations load neighbouring addresses; zero outside.
+        for (var e = tid; e < edge * WIDE_BK; e += threads) {
+            var r = e / WIDE_BK;
+            var kk = e % WIDE_BK;
+            if (TRANS_A) {
+                r = e % edge;
+                kk = e / edge;
+            }
+            var va = 0.0;
+            if (row0 + r < m && k0 + kk < k_end) {
+                va = mm_read_a(wid.z, row0 + r, k0 + kk);
+            }
+            wide_a[kk * quads + r / 4u][r % 4u] = va;
+            var kb = e / edge;
+            var c = e % edge;
+            if (TRANS_B) {
+                kb = e % WIDE_BK;
+                c = e / WIDE_BK;
+            }
+            var vb = 0.0;
+            if (col0 + c < n && k0 + kb < k_end) {
+                vb = mm_read_b(wid.z, k0 + kb, col0 + c);
+            }
+            wide_b[kb * quads + c / 4u][c % 4u] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < WIDE_BK; kk++) {
+            let a0 = wide_a[kk * quads + lid.y];
+            let a1 = wide_a[kk * quads + WIDE + lid.y];
+            let b0 = wide_b[kk * quads + lid.x];
+            let b1 = wide_b[kk * quads + WIDE + lid.x];
+            for (var i = 0u; i < 4u; i++) {
+                acc[i * 2u] = fma(vec4<f32>(a0[i]), b0, acc[i * 2u]);
+                acc[i * 2u + 1u] = fma(vec4<f32>(a0[i]), b1, acc[i * 2u + 1u]);
+                acc[8u + i * 2u] = fma(vec4<f32>(a1[i]), b0, acc[8u + i * 2u]);
+                acc[8u + i * 2u + 1u] = fma(vec4<f32>(a1[i]), b1, acc[8u + i * 2u + 1u]);
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + select(lid.y * 4u + i, WIDE * 4u + lid.y * 4u + i - 4u, i >= 4u);
+        if (row < m) {
+            for (var h = 0u; h < 2u; h++) {
+                let v = acc[i * 2u + h];
+                let col = col0 + h * WIDE * 4u + lid.x * 4u;
+                for (var j = 0u; j < 4u; j++) {
+                    if (col + j < n) {
+                        mm_write(wid.z, row, col + j, v[j]);
+                    }
+                }
+            }
+        }
+    }
+}

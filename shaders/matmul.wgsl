@@ -74,6 +74,12 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     gemm_main(wid, lid);
 }
 
+// WIDE x WIDE invocations, WIDE*8 square tiles (gemm_core.wgsl).
+@compute @workgroup_size(WIDE, WIDE, 1)
+fn matmul_tiled_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    gemm_main_wide(wid, lid);
+}
+
 // One invocation per element of C, walking K: the fallback for CPU adapters when the
 // operands are not vec4-aligned (for example a Linear layer with one output). Grid: x over
 // N, y over M, z over batch or K slices.

@@ -80,10 +80,15 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u32, u32) {
 }
 
 /// The adapters of the backend groups, best first (see `adapter_rank`).
+/// Held while a driver is initialised or a device opened: one thread at a time.
+static DRIVER_LOCK: Mutex<()> = Mutex::new(());
+
+fn driver_lock() -> std::sync::MutexGuard<'static, ()> {
+    DRIVER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn adapters_of(groups: &[BackendGroup]) -> Vec<wgpu::Adapter> {
-    // Drivers are initialised one thread at a time.
-    static ENUMERATE: Mutex<()> = Mutex::new(());
-    let _guard = ENUMERATE.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = driver_lock();
     let mut adapters = vec![];
     for &group in groups {
         let inst = instance(group);
@@ -300,6 +305,8 @@ pub struct Gpu {
     gemm_textures_override: Cell<Option<bool>>,
     /// `ACTIVEGEN_GEMM_TEXTURES` != 0 (see `gemm_textures`).
     gemm_textures_default: bool,
+    /// Forces the tiled GEMM's tile (tests, benchmarks; `ACTIVEGEN_GEMM_TILE`).
+    gemm_tile_override: Cell<Option<TileForm>>,
     /// One rgba32float texture per (operand slot, width, height): the GEMM copies its
     /// operands in, and the next GEMM of that shape overwrites it (commands run in order).
     operand_textures: RefCell<OperandTextures>,
@@ -316,6 +323,7 @@ impl Gpu {
         let info = adapter.get_info();
         let features = adapter.features() & OPTIONAL_FEATURES;
         let limits = adapter.limits();
+        let guard = driver_lock();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("activegen"),
             required_features: features,
@@ -325,6 +333,7 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
+        drop(guard);
         device.on_uncaptured_error(std::sync::Arc::new(|e: wgpu::Error| {
             // A validation error is a bug in activegen, never in the user's input: say so loudly.
             eprintln!("activegen: internal GPU error: {e}");
@@ -355,6 +364,9 @@ impl Gpu {
             _ => GemmKernel::Tiled,
         };
         let gemm_textures_default = std::env::var("ACTIVEGEN_GEMM_TEXTURES").as_deref() != Ok("0");
+        let gemm_tile = std::env::var("ACTIVEGEN_GEMM_TILE")
+            .ok()
+            .and_then(|v| TileForm::parse(&v));
         let trace = std::env::var_os("ACTIVEGEN_TRACE").is_some();
         Ok(Gpu {
             device,
@@ -378,6 +390,7 @@ impl Gpu {
             gemm_default,
             gemm_textures_override: Cell::new(None),
             gemm_textures_default,
+            gemm_tile_override: Cell::new(gemm_tile),
             operand_textures: RefCell::new(HashMap::new()),
             trace,
         })
@@ -397,6 +410,15 @@ impl Gpu {
     /// Forces texture operands for the subgroup GEMM on or off (None: the default).
     pub fn set_gemm_textures(&self, on: Option<bool>) {
         self.gemm_textures_override.set(on);
+    }
+
+    /// Forces the tiled GEMM's tile form (None: chosen per product, see ops::matmul).
+    pub fn set_gemm_tile(&self, form: Option<TileForm>) {
+        self.gemm_tile_override.set(form);
+    }
+
+    pub fn gemm_tile(&self) -> Option<TileForm> {
+        self.gemm_tile_override.get()
     }
 
     /// Whether the subgroup GEMM reads large operands from texture copies: on by default
@@ -1028,6 +1050,37 @@ pub enum GemmKernel {
     Tiled,
     /// Register blocks shared by 8-wide subgroup broadcasts: CPU drivers (lavapipe).
     Subgroup8,
+}
+
+/// The tiled GEMM's tile: `matmul_tiled` (64x64, 4x4 outputs per invocation) or
+/// `matmul_tiled_wide` (8x8 per invocation, 64x64 or 128x128 tiles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileForm {
+    Tile64x4,
+    Tile64x8,
+    Tile128x8,
+}
+
+impl TileForm {
+    pub const ALL: [TileForm; 3] = [TileForm::Tile64x4, TileForm::Tile64x8, TileForm::Tile128x8];
+
+    /// `64x4`, `64x8` or `128x8` (tile edge x outputs per invocation and side).
+    pub fn parse(s: &str) -> Option<TileForm> {
+        match s {
+            "64x4" => Some(TileForm::Tile64x4),
+            "64x8" => Some(TileForm::Tile64x8),
+            "128x8" => Some(TileForm::Tile128x8),
+            _ => None,
+        }
+    }
+
+    /// The tile's edge in elements of C.
+    pub fn edge(self) -> usize {
+        match self {
+            TileForm::Tile128x8 => 128,
+            _ => 64,
+        }
+    }
 }
 
 /// The work one dispatch does, for GFLOP/s and GB/s in the profile.

@@ -20,7 +20,14 @@
 
 mod common;
 
-use activegen::gpu::GemmKernel;
+use activegen::gpu::{GemmKernel, TileForm};
+
+/// The kernel family under test; the tiled family in each of its tile forms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Family {
+    Subgroup8,
+    Tiled(TileForm),
+}
 use activegen::ops::matmul::{gemm, linear, matmul_cpu, matmul_t, Gemm};
 use activegen::{Gpu, Tensor};
 use common::*;
@@ -51,16 +58,22 @@ fn atol(k: usize) -> f32 {
     1e-4 * (k as f32 / 1024.0).max(1.0)
 }
 
-fn gpu_with(kernel: GemmKernel) -> Gpu {
+fn gpu_with(kernel: Family) -> Gpu {
     let g = gpu();
-    if kernel == GemmKernel::Subgroup8 {
-        assert!(
-            g.has_subgroup8(),
-            "adapter '{}' has no 8-wide subgroups, so the Subgroup8 GEMM cannot be tested here",
-            g.name()
-        );
+    match kernel {
+        Family::Subgroup8 => {
+            assert!(
+                g.has_subgroup8(),
+                "adapter '{}' has no 8-wide subgroups, so the Subgroup8 GEMM cannot be tested here",
+                g.name()
+            );
+            g.set_gemm_kernel(Some(GemmKernel::Subgroup8));
+        }
+        Family::Tiled(form) => {
+            g.set_gemm_kernel(Some(GemmKernel::Tiled));
+            g.set_gemm_tile(Some(form));
+        }
     }
-    g.set_gemm_kernel(Some(kernel));
     // The storage-buffer forms; texture operands have their own test below.
     g.set_gemm_textures(Some(false));
     g
@@ -75,14 +88,14 @@ fn upload(g: &Gpu, data: &[f32]) -> Tensor {
 /// uniform option: the K = 1024 cases here test that order.) On the tiled family, few
 /// outputs (M*N <= 4096) with K >= 256 run as `matmul_dot`.
 fn expected_kernel(
-    kernel: GemmKernel,
+    kernel: Family,
     (m, n, k): (usize, usize, usize),
     ta: bool,
     tb: bool,
     bias: bool,
 ) -> String {
     match kernel {
-        GemmKernel::Subgroup8 => {
+        Family::Subgroup8 => {
             let entry = match (ta, tb) {
                 (false, false) => "matmul_sg_nn",
                 (false, true) => "matmul_sg_nt",
@@ -91,17 +104,21 @@ fn expected_kernel(
             };
             format!("{entry}[HAS_BIAS={}]", bias as u8)
         }
-        GemmKernel::Tiled => format!(
-            "{}[TRANS_A={},TRANS_B={},HAS_BIAS={}]",
+        Family::Tiled(form) => {
+            let consts = format!(
+                "TRANS_A={},TRANS_B={},HAS_BIAS={}",
+                ta as u8, tb as u8, bias as u8
+            );
             if m * n <= 4096 && k >= 256 {
-                "matmul_dot"
+                format!("matmul_dot[{consts}]")
             } else {
-                "matmul_tiled"
-            },
-            ta as u8,
-            tb as u8,
-            bias as u8
-        ),
+                match form {
+                    TileForm::Tile64x4 => format!("matmul_tiled[{consts}]"),
+                    TileForm::Tile64x8 => format!("matmul_tiled_wide[{consts},WIDE=8]"),
+                    TileForm::Tile128x8 => format!("matmul_tiled_wide[{consts},WIDE=16]"),
+                }
+            }
+        }
     }
 }
 
@@ -218,7 +235,7 @@ impl Case {
             (self.k, self.n)
         }
     }
-    fn name(&self, kernel: GemmKernel) -> String {
+    fn name(&self, kernel: Family) -> String {
         format!(
             "{kernel:?} M={} N={} K={} ta={} tb={} batch={} bias={} split={}",
             self.m, self.n, self.k, self.ta, self.tb, self.batch, self.bias, self.split
@@ -250,7 +267,7 @@ fn pad_layout(
 /// Runs one case through `gemm` with a hand-built `Gemm` (padded strides, sentinel-filled
 /// output with spare rows), checks the dispatched kernel, the values, and that nothing
 /// outside the allowed region of C was written.
-fn run_case(g: &Gpu, kernel: GemmKernel, c: Case, pad: f32, r: &mut Rng) -> Result<f32, String> {
+fn run_case(g: &Gpu, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f32, String> {
     let name = c.name(kernel);
     let (ar, ac) = c.a_dims();
     let (br, bc) = c.b_dims();
@@ -307,7 +324,7 @@ fn run_case(g: &Gpu, kernel: GemmKernel, c: Case, pad: f32, r: &mut Rng) -> Resu
             }
             // Columns between N and ldc: the subgroup kernel may write N..r4(N) (padding),
             // the tiled kernel nothing.
-            let allowed = if kernel == GemmKernel::Subgroup8 {
+            let allowed = if kernel == Family::Subgroup8 {
                 r4(c.n)
             } else {
                 c.n
@@ -380,7 +397,7 @@ fn want_of(c: &Case, a: &[f32], b: &[f32], bias: &[f32], z: usize) -> Vec<f32> {
 
 /// The same product through the public op (`matmul_t`, dense storage), where the dense
 /// layout is one the kernel family accepts.
-fn run_public(g: &Gpu, kernel: GemmKernel, c: Case, r: &mut Rng) -> Result<f32, String> {
+fn run_public(g: &Gpu, kernel: Family, c: Case, r: &mut Rng) -> Result<f32, String> {
     let name = format!("{} via matmul_t", c.name(kernel));
     let (ar, ac) = c.a_dims();
     let (br, bc) = c.b_dims();
@@ -403,7 +420,7 @@ fn dense_is_aligned(c: &Case) -> bool {
     c.a_dims().1.is_multiple_of(4) && c.b_dims().1.is_multiple_of(4) && c.n.is_multiple_of(4)
 }
 
-fn sweep(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
+fn sweep(kernel: Family, transposes: &[(bool, bool)], seed: u64) {
     let g = gpu_with(kernel);
     let mut r = Rng(seed);
     let mut report = Report::default();
@@ -413,7 +430,7 @@ fn sweep(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
                 for &k in &KS {
                     let c = Case::plain(m, n, k, ta, tb);
                     report.add(run_case(&g, kernel, c, 0.0, &mut r));
-                    if kernel == GemmKernel::Tiled || dense_is_aligned(&c) {
+                    if matches!(kernel, Family::Tiled(_)) || dense_is_aligned(&c) {
                         report.add(run_public(&g, kernel, c, &mut r));
                     }
                 }
@@ -425,20 +442,18 @@ fn sweep(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
 
 #[test]
 fn subgroup_gemm_matches_cpu_on_ragged_shapes() {
-    sweep(GemmKernel::Subgroup8, &SG_TRANSPOSES, 1);
+    sweep(Family::Subgroup8, &SG_TRANSPOSES, 1);
 }
 
 #[test]
 fn tiled_gemm_matches_cpu_on_ragged_shapes() {
-    sweep(GemmKernel::Tiled, &ALL_TRANSPOSES, 2);
+    for form in TileForm::ALL {
+        sweep(Family::Tiled(form), &ALL_TRANSPOSES, 2);
+    }
 }
 
 /// Padding is storage, not data: NaN there must not reach any element of C below M x N.
-fn padding_contents_never_reach_the_result(
-    kernel: GemmKernel,
-    transposes: &[(bool, bool)],
-    seed: u64,
-) {
+fn padding_contents_never_reach_the_result(kernel: Family, transposes: &[(bool, bool)], seed: u64) {
     let g = gpu_with(kernel);
     let mut r = Rng(seed);
     let mut report = Report::default();
@@ -461,15 +476,17 @@ fn padding_contents_never_reach_the_result(
 
 #[test]
 fn subgroup_padding_contents_never_reach_the_result() {
-    padding_contents_never_reach_the_result(GemmKernel::Subgroup8, &SG_TRANSPOSES, 3);
+    padding_contents_never_reach_the_result(Family::Subgroup8, &SG_TRANSPOSES, 3);
 }
 
 #[test]
 fn tiled_padding_contents_never_reach_the_result() {
-    padding_contents_never_reach_the_result(GemmKernel::Tiled, &ALL_TRANSPOSES, 4);
+    for form in TileForm::ALL {
+        padding_contents_never_reach_the_result(Family::Tiled(form), &ALL_TRANSPOSES, 4);
+    }
 }
 
-fn batched_and_bias(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
+fn batched_and_bias(kernel: Family, transposes: &[(bool, bool)], seed: u64) {
     let g = gpu_with(kernel);
     let mut r = Rng(seed);
     let mut report = Report::default();
@@ -503,16 +520,18 @@ fn batched_and_bias(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) 
 
 #[test]
 fn subgroup_batched_and_bias_match_cpu() {
-    batched_and_bias(GemmKernel::Subgroup8, &SG_TRANSPOSES, 5);
+    batched_and_bias(Family::Subgroup8, &SG_TRANSPOSES, 5);
 }
 
 #[test]
 fn tiled_batched_and_bias_match_cpu() {
-    batched_and_bias(GemmKernel::Tiled, &ALL_TRANSPOSES, 6);
+    for form in TileForm::ALL {
+        batched_and_bias(Family::Tiled(form), &ALL_TRANSPOSES, 6);
+    }
 }
 
 /// The public ops: 3-d batched `matmul_t` and `linear` (x·Wᵀ + b, bias of length N).
-fn public_batched_and_linear(kernel: GemmKernel, seed: u64) {
+fn public_batched_and_linear(kernel: Family, seed: u64) {
     let g = gpu_with(kernel);
     let mut r = Rng(seed);
     let mut report = Report::default();
@@ -586,15 +605,17 @@ fn public_batched_and_linear(kernel: GemmKernel, seed: u64) {
 
 #[test]
 fn subgroup_public_batched_matmul_and_linear_match_cpu() {
-    public_batched_and_linear(GemmKernel::Subgroup8, 7);
+    public_batched_and_linear(Family::Subgroup8, 7);
 }
 
 #[test]
 fn tiled_public_batched_matmul_and_linear_match_cpu() {
-    public_batched_and_linear(GemmKernel::Tiled, 8);
+    for form in TileForm::ALL {
+        public_batched_and_linear(Family::Tiled(form), 8);
+    }
 }
 
-fn split_k(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
+fn split_k(kernel: Family, transposes: &[(bool, bool)], seed: u64) {
     let g = gpu_with(kernel);
     let mut r = Rng(seed);
     let mut report = Report::default();
@@ -620,12 +641,14 @@ fn split_k(kernel: GemmKernel, transposes: &[(bool, bool)], seed: u64) {
 
 #[test]
 fn subgroup_split_k_partials_sum_to_the_product() {
-    split_k(GemmKernel::Subgroup8, &SG_TRANSPOSES, 9);
+    split_k(Family::Subgroup8, &SG_TRANSPOSES, 9);
 }
 
 #[test]
 fn tiled_split_k_partials_sum_to_the_product() {
-    split_k(GemmKernel::Tiled, &ALL_TRANSPOSES, 10);
+    for form in TileForm::ALL {
+        split_k(Family::Tiled(form), &ALL_TRANSPOSES, 10);
+    }
 }
 
 /// shaders/matmul_subgroup_*.wgsl is generated; it must match its generator.
@@ -697,7 +720,7 @@ fn small_product_case(
 /// gradient) run as `matmul_outer` on CPU adapters.
 #[test]
 fn subgroup_family_few_output_and_outer_products_use_their_kernels_and_match_cpu() {
-    let g = gpu_with(GemmKernel::Subgroup8);
+    let g = gpu_with(Family::Subgroup8);
     let mut r = Rng(41);
     let mut report = Report::default();
     let dot = [(64, 1, 6272), (3, 17, 300), (1, 1, 257), (65, 3, 1031)];
@@ -717,7 +740,7 @@ fn subgroup_family_few_output_and_outer_products_use_their_kernels_and_match_cpu
 /// The epilogue C = act(C + row_bias[row]) (a convolution's bias and activation on its
 /// channel-major output) in every kernel family: subgroup, tiled, and the naive fallback
 /// (N = 17 unaligned).
-fn row_bias_and_activation_epilogue_matches_cpu(kernel: GemmKernel) {
+fn row_bias_and_activation_epilogue_matches_cpu(kernel: Family) {
     use activegen::ops::activation::Act;
     let mut report = Report::default();
     {
@@ -748,12 +771,14 @@ fn row_bias_and_activation_epilogue_matches_cpu(kernel: GemmKernel) {
 
 #[test]
 fn subgroup_row_bias_and_activation_epilogue_matches_cpu() {
-    row_bias_and_activation_epilogue_matches_cpu(GemmKernel::Subgroup8);
+    row_bias_and_activation_epilogue_matches_cpu(Family::Subgroup8);
 }
 
 #[test]
 fn tiled_row_bias_and_activation_epilogue_matches_cpu() {
-    row_bias_and_activation_epilogue_matches_cpu(GemmKernel::Tiled);
+    for form in TileForm::ALL {
+        row_bias_and_activation_epilogue_matches_cpu(Family::Tiled(form));
+    }
 }
 
 /// The subgroup kernel with A and B copied into textures (`matmul_sg_*_tex`): every form,
@@ -762,7 +787,7 @@ fn tiled_row_bias_and_activation_epilogue_matches_cpu() {
 #[test]
 fn subgroup_texture_operand_products_match_cpu() {
     use activegen::ops::activation::Act;
-    let g = gpu_with(GemmKernel::Subgroup8);
+    let g = gpu_with(Family::Subgroup8);
     g.set_gemm_textures(Some(true));
     let mut r = Rng(44);
     let mut report = Report::default();

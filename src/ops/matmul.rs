@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 
 use super::activation::Act;
 use super::{launch, u};
-use crate::gpu::{Cost, GemmKernel, Gpu};
+use crate::gpu::{Cost, GemmKernel, Gpu, TileForm};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
 
@@ -154,7 +154,24 @@ impl<'a> Gemm<'a> {
     }
 }
 
-const TILED: usize = 64;
+/// The tiled GEMM's tile for an M x N product over `z` batches or K slices: 128x128 tiles
+/// with 8x8 outputs per invocation only for large products (at least 256 such tiles), the
+/// 64x64 4x4 core otherwise. Measured on an H100 (BENCHMARKS.md): the wide tile is 1.2-1.4x
+/// faster from 2048^3 up, but slower on every DCGAN product at batch 64 and 256 (up to 2.7x
+/// on D.conv2 forward) and on 256^3-1024^3; the 64x64 wide form lost everywhere and is only
+/// kept for `ACTIVEGEN_GEMM_TILE=64x8`, for measuring other GPUs.
+fn tile_form(g: &Gpu, m: usize, n: usize, z: usize) -> TileForm {
+    g.gemm_tile().unwrap_or_else(|| default_tile_form(m, n, z))
+}
+
+fn default_tile_form(m: usize, n: usize, z: usize) -> TileForm {
+    if m.div_ceil(128) * n.div_ceil(128) * z >= 256 {
+        TileForm::Tile128x8
+    } else {
+        TileForm::Tile64x4
+    }
+}
+
 /// (shader stem, buffer entry point, texture entry point) of the subgroup GEMM's forms
 /// op(A)·op(B) = A·B, A·Bᵀ, Aᵀ·B.
 const SUBGROUP_FORMS: [(&str, &str, &str); 3] = [
@@ -282,10 +299,20 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             // per output is ~20x faster there for the small unaligned products that land here.
             ("matmul_naive", [u(spec.n.div_ceil(64)), u(spec.m), u(z)])
         } else {
-            (
-                "matmul_tiled",
-                [u(spec.n.div_ceil(TILED)), u(spec.m.div_ceil(TILED)), u(z)],
-            )
+            let form = tile_form(g, spec.m, spec.n, z);
+            let edge = form.edge();
+            let grid = [u(spec.n.div_ceil(edge)), u(spec.m.div_ceil(edge)), u(z)];
+            match form {
+                TileForm::Tile64x4 => ("matmul_tiled", grid),
+                TileForm::Tile64x8 => {
+                    consts.push(("WIDE", 8));
+                    ("matmul_tiled_wide", grid)
+                }
+                TileForm::Tile128x8 => {
+                    consts.push(("WIDE", 16));
+                    ("matmul_tiled_wide", grid)
+                }
+            }
         };
         launch(g, "matmul", entry, &consts, &params, &buffers, grid, cost)
     }
@@ -524,4 +551,23 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
         }
     }
     g.precompile(&list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The rule follows the H100 sweep: wide tiles only for large products.
+    #[test]
+    fn wide_tiles_only_for_large_products() {
+        assert_eq!(default_tile_form(2048, 2048, 1), TileForm::Tile128x8);
+        assert_eq!(default_tile_form(4096, 4096, 1), TileForm::Tile128x8);
+        assert_eq!(default_tile_form(1024, 1024, 1), TileForm::Tile64x4);
+        // DCGAN batch 64: D.conv2 forward and data gradient, split-K weight gradient.
+        assert_eq!(default_tile_form(128, 3136, 1), TileForm::Tile64x4);
+        assert_eq!(default_tile_form(1024, 3136, 1), TileForm::Tile64x4);
+        assert_eq!(default_tile_form(128, 1024, 4), TileForm::Tile64x4);
+        // Batch 256's data gradient (784 tiles): the two forms measured equal there.
+        assert_eq!(default_tile_form(1024, 12544, 1), TileForm::Tile128x8);
+    }
 }
