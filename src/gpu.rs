@@ -79,7 +79,6 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u32, u32) {
     (ty, backend)
 }
 
-/// The adapters of the backend groups, best first (see `adapter_rank`).
 /// Held while a driver is initialised or a device opened: one thread at a time.
 static DRIVER_LOCK: Mutex<()> = Mutex::new(());
 
@@ -87,6 +86,7 @@ fn driver_lock() -> std::sync::MutexGuard<'static, ()> {
     DRIVER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The adapters of the backend groups, best first (see `adapter_rank`).
 fn adapters_of(groups: &[BackendGroup]) -> Vec<wgpu::Adapter> {
     let _guard = driver_lock();
     let mut adapters = vec![];
@@ -305,8 +305,10 @@ pub struct Gpu {
     gemm_textures_override: Cell<Option<bool>>,
     /// `ACTIVEGEN_GEMM_TEXTURES` != 0 (see `gemm_textures`).
     gemm_textures_default: bool,
-    /// Forces the tiled GEMM's tile (tests, benchmarks; `ACTIVEGEN_GEMM_TILE`).
+    /// Forces the tiled GEMM's tile (tests, benchmarks).
     gemm_tile_override: Cell<Option<TileForm>>,
+    /// `ACTIVEGEN_GEMM_TILE`, if set (see `gemm_tile`).
+    gemm_tile_default: Option<TileForm>,
     /// One rgba32float texture per (operand slot, width, height): the GEMM copies its
     /// operands in, and the next GEMM of that shape overwrites it (commands run in order).
     operand_textures: RefCell<OperandTextures>,
@@ -360,13 +362,22 @@ impl Gpu {
         let gemm_default = match std::env::var("ACTIVEGEN_GEMM").as_deref() {
             Ok("tiled") => GemmKernel::Tiled,
             Ok("subgroup") if sg8 => GemmKernel::Subgroup8,
-            _ if sg8 && cpu => GemmKernel::Subgroup8,
-            _ => GemmKernel::Tiled,
+            Ok("subgroup") => bail!(
+                "ACTIVEGEN_GEMM=subgroup: adapter '{}' has no 8-wide subgroups",
+                info.name
+            ),
+            Ok(other) => bail!("ACTIVEGEN_GEMM={other}: expected 'tiled' or 'subgroup'"),
+            Err(_) if sg8 && cpu => GemmKernel::Subgroup8,
+            Err(_) => GemmKernel::Tiled,
         };
         let gemm_textures_default = std::env::var("ACTIVEGEN_GEMM_TEXTURES").as_deref() != Ok("0");
-        let gemm_tile = std::env::var("ACTIVEGEN_GEMM_TILE")
-            .ok()
-            .and_then(|v| TileForm::parse(&v));
+        let gemm_tile_default =
+            match std::env::var("ACTIVEGEN_GEMM_TILE") {
+                Ok(v) => Some(TileForm::parse(&v).ok_or_else(|| {
+                    anyhow!("ACTIVEGEN_GEMM_TILE={v}: expected 64x4, 64x8 or 128x8")
+                })?),
+                Err(_) => None,
+            };
         let trace = std::env::var_os("ACTIVEGEN_TRACE").is_some();
         Ok(Gpu {
             device,
@@ -390,7 +401,8 @@ impl Gpu {
             gemm_default,
             gemm_textures_override: Cell::new(None),
             gemm_textures_default,
-            gemm_tile_override: Cell::new(gemm_tile),
+            gemm_tile_override: Cell::new(None),
+            gemm_tile_default,
             operand_textures: RefCell::new(HashMap::new()),
             trace,
         })
@@ -418,7 +430,7 @@ impl Gpu {
     }
 
     pub fn gemm_tile(&self) -> Option<TileForm> {
-        self.gemm_tile_override.get()
+        self.gemm_tile_override.get().or(self.gemm_tile_default)
     }
 
     /// Whether the subgroup GEMM reads large operands from texture copies: on by default

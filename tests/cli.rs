@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn activegen(args: &[&str]) -> (bool, String, String) {
+    activegen_with(args, &[])
+}
+
+fn activegen_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_activegen"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .envs(env.iter().copied())
         .output()
         .expect("run activegen");
     (
@@ -19,7 +24,11 @@ fn activegen(args: &[&str]) -> (bool, String, String) {
 
 /// Runs a command that must fail with one line on stderr containing every `needle`.
 fn refused(args: &[&str], needles: &[&str]) {
-    let (ok, _, err) = activegen(args);
+    refused_with(args, &[], needles)
+}
+
+fn refused_with(args: &[&str], env: &[(&str, &str)], needles: &[&str]) {
+    let (ok, _, err) = activegen_with(args, env);
     assert!(!ok, "{args:?} succeeded; stderr: {err}");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -235,6 +244,21 @@ fn an_unknown_device_is_refused_with_the_list() {
     refused(
         &["--device", "no-such-gpu", "bench", "matmul", "--sizes", "4"],
         &["--device no-such-gpu", "available"],
+    );
+}
+
+#[test]
+fn unknown_kernel_choices_in_the_environment_are_refused() {
+    let args = ["bench", "matmul", "--sizes", "4"];
+    refused_with(
+        &args,
+        &[("ACTIVEGEN_GEMM_TILE", "96x3")],
+        &["ACTIVEGEN_GEMM_TILE=96x3", "64x4"],
+    );
+    refused_with(
+        &args,
+        &[("ACTIVEGEN_GEMM", "fast")],
+        &["ACTIVEGEN_GEMM=fast", "tiled"],
     );
 }
 
