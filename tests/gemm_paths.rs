@@ -58,7 +58,7 @@ fn atol(k: usize) -> f32 {
     1e-4 * (k as f32 / 1024.0).max(1.0)
 }
 
-fn gpu_with(kernel: Family) -> Gpu {
+fn gpu_with(kernel: Family) -> TestGpu {
     let g = gpu();
     match kernel {
         Family::Subgroup8 => {

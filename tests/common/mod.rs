@@ -1,13 +1,69 @@
 //! Helpers shared by the integration tests: the device, seeded data, and comparisons.
 #![allow(dead_code)]
 
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
+
 use activegen::Gpu;
 
 /// The test device. With no adapter this fails with the install instructions, never skips.
-pub fn gpu() -> Gpu {
+/// It comes with this thread's turn on the GPU: one test of a test process uses the GPU at
+/// a time. Several test threads opening, using and dropping devices at once hung NVIDIA's
+/// driver now and then (BENCHMARKS.md, "Tests on the GPU"); lavapipe spreads every
+/// dispatch over all cores anyway. A test may open several devices (its turn is counted).
+pub fn gpu() -> TestGpu {
+    let turn = Turn::take();
     match Gpu::new(None) {
-        Ok(g) => g,
+        Ok(gpu) => TestGpu { gpu, _turn: turn },
         Err(e) => panic!("{e:#}"),
+    }
+}
+
+/// A device and the turn it holds; the device is dropped before the turn is handed on.
+pub struct TestGpu {
+    gpu: Gpu,
+    _turn: Turn,
+}
+
+impl std::ops::Deref for TestGpu {
+    type Target = Gpu;
+    fn deref(&self) -> &Gpu {
+        &self.gpu
+    }
+}
+
+/// The GPU turn: (holding thread, devices it holds), handed on when the count drops to 0.
+static TURN: Mutex<(Option<ThreadId>, usize)> = Mutex::new((None, 0));
+static TURN_FREE: Condvar = Condvar::new();
+
+pub struct Turn;
+
+impl Turn {
+    fn take() -> Turn {
+        let me = std::thread::current().id();
+        let mut turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match turn.0 {
+                None => *turn = (Some(me), 1),
+                Some(owner) if owner == me => turn.1 += 1,
+                Some(_) => {
+                    turn = TURN_FREE.wait(turn).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+            }
+            return Turn;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        turn.1 -= 1;
+        if turn.1 == 0 {
+            turn.0 = None;
+            TURN_FREE.notify_all();
+        }
     }
 }
 
