@@ -19,6 +19,7 @@ if [ "${1:-}" = "--bundle" ]; then
     bins=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[^ )]*')
     mkdir -p .dev
     printf '%s\n' $bins >.dev/tests.txt
+    pwd >.dev/checkout.txt # the path the test executables were built at
     tar cJf .dev/bundle.tar.xz target/release/activegen target/release/examples/gemm_shapes $bins
     ls -la .dev
     exit 0
@@ -41,8 +42,10 @@ if ! ls /usr/share/vulkan/icd.d/ /etc/vulkan/icd.d/ 2>/dev/null | grep -qi nvidi
     export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 fi
 tar xJf .dev/bundle.tar.xz
-# The test executables carry this machine's checkout path (fixtures, the CLI binary).
-mkdir -p /work && [ -e /work/main ] || ln -s "$PWD" /work/main
+# The test executables carry the checkout path they were built at (fixtures, the CLI
+# binary): make it lead here.
+built_at=$(cat .dev/checkout.txt)
+[ -e "$built_at" ] || { mkdir -p "$(dirname "$built_at")" && ln -s "$PWD" "$built_at"; }
 export XDG_RUNTIME_DIR=/tmp
 nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
