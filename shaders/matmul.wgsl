@@ -3,36 +3,14 @@
 // row stride lda) or Aᵀ (stored [K, M], TRANS_A); likewise B; C stored with row stride ldc.
 // z = workgroup_id.z selects a batch (strides batch_a/b/c) and a K slice
 // [z*k_off, z*k_off + k_len) ∩ [0, k_total), so split-K writes per-slice partials.
-// matmul_subgroup.wgsl (generated) has the same contract.
+// matmul_subgroup_*.wgsl (generated) have the same contract; gemm_params.wgsl holds the
+// uniform and constants they share.
 //!include gemm_core.wgsl
+//!include gemm_params.wgsl
 //!include act_lib.wgsl
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-override HAS_BIAS: bool = false;
-// Epilogue of the convolutions on channel-major images: C = act(C + row_bias[row]).
-override ROW_BIAS: bool = false;
-override ACT: u32 = 0u;
-
-struct Params {
-    m: u32,
-    n: u32,
-    k_total: u32,
-    k_len: u32,
-    k_off: u32,
-    lda: u32,
-    ldb: u32,
-    ldc: u32,
-    batch_a: u32,
-    batch_b: u32,
-    batch_c: u32,
-    rows_fastest: u32, // used by matmul_subgroup_*.wgsl only
-    _pad0: u32,
-    _pad1: u32,
-    slope: f32, // of ACT = leaky relu
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;

@@ -15,36 +15,7 @@
 // z = workgroup_id.z selects a batch (strides batch_a/b/c) and a K slice
 // [z*k_off, z*k_off + k_len) ∩ [0, k_total): split-K writes per-slice partials.
 
-override HAS_BIAS: bool = false;
-// Epilogue of the convolutions on channel-major images: C = act(C + row_bias[row]).
-// Override constants, because a runtime activation switch in each of the 64 unrolled
-// stores makes the kernel several times slower to compile.
-override ROW_BIAS: bool = false;
-override ACT: u32 = 0u;
-
-struct Params {
-    m: u32,
-    n: u32,
-    k_total: u32,
-    k_len: u32,
-    k_off: u32,
-    lda: u32,
-    ldb: u32,
-    ldc: u32,
-    batch_a: u32,
-    batch_b: u32,
-    batch_c: u32,
-    // Grid x walks row blocks, so consecutive workgroups share B's column strip (wins with
-    // few row blocks and a long K: about 1.25x on 128x3136x1024). A uniform, not an
-    // override constant: each pipeline of these unrolled kernels costs 100-200 ms to build
-    // on lavapipe.
-    rows_fastest: u32,
-    _pad0: u32,
-    _pad1: u32,
-    slope: f32, // of ACT = leaky relu
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+//!include gemm_params.wgsl
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;

@@ -13,6 +13,7 @@ use crate::gpu::Access;
 /// Every shader file, by stem. A new op family is one file plus one line here.
 pub const SHADERS: &[(&str, &str)] = &[
     ("gemm_core", include_str!("../shaders/gemm_core.wgsl")),
+    ("gemm_params", include_str!("../shaders/gemm_params.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
     (
         "matmul_subgroup_nn",
@@ -42,7 +43,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Library files that are only ever included, never compiled on their own.
-pub const LIBRARIES: &[&str] = &["gemm_core", "philox", "act_lib", "divmod"];
+pub const LIBRARIES: &[&str] = &["gemm_core", "gemm_params", "philox", "act_lib", "divmod"];
 
 fn raw(stem: &str) -> Result<&'static str> {
     SHADERS
