@@ -1,5 +1,5 @@
-//! The DCGAN's GEMM shapes, timed one by one (GPU timestamps, best of 5):
-//!   cargo run --release --example gemm_shapes [BATCH]        (default 64)
+//! The DCGAN's (or the VAE's) GEMM shapes, timed one by one (GPU timestamps, best of 5):
+//!   cargo run --release --example gemm_shapes [BATCH] [gan|vae]     (default 64 gan)
 //! `ACTIVEGEN_GEMM`, `ACTIVEGEN_GEMM_TEXTURES` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
 use activegen::ops::{matmul, rng};
 fn main() {
@@ -8,7 +8,16 @@ fn main() {
     // The dimension that grows with the batch: pixels (N·H·W) or the batch itself.
     let s = batch / 64;
     // (name, m, n, k, ta, tb)
-    let cases = [
+    let vae = std::env::args().nth(2).as_deref() == Some("vae");
+    let vae_cases = [
+        ("enc2 fwd", 64, 3136 * s, 512, false, false),
+        ("dec1 fwd", 512, 3136 * s, 64, false, false),
+        ("enc2 bwd-weight", 64, 512, 3136 * s, false, true),
+        ("enc1 fwd", 32, 12544 * s, 16, false, false),
+        ("dec2 fwd", 16, 12544 * s, 32, false, false),
+        ("dec_fc bwd-weight", 3136, 16, 64 * s, true, false),
+    ];
+    let gan_cases = [
         ("D.conv2 fwd", 128, 3136 * s, 1024, false, false),
         ("D.conv1 fwd", 64, 12544 * s, 16, false, false),
         ("D.conv2 bwd-data", 1024, 3136 * s, 128, false, false),
@@ -18,6 +27,11 @@ fn main() {
         ("D.conv2 bwd-weight", 128, 1024, 3136 * s, false, true),
         ("G.fc bwd-weight", 6272, 100, 64 * s, true, false),
     ];
+    let cases: Vec<_> = if vae {
+        vae_cases.to_vec()
+    } else {
+        gan_cases.to_vec()
+    };
     for (name, m, n, k, ta, tb) in cases {
         let a = rng::normal(&g, &if ta { [k, m] } else { [m, k] }, 0.0, 1.0).unwrap();
         let b = rng::normal(&g, &if tb { [n, k] } else { [k, n] }, 0.0, 1.0).unwrap();
