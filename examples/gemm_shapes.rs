@@ -1,6 +1,6 @@
 //! The DCGAN's (or the VAE's) GEMM shapes, timed one by one (GPU timestamps, best of 5):
 //!   cargo run --release --example gemm_shapes [BATCH] [gan|vae]     (default 64 gan)
-//! `ACTIVEGEN_GEMM`, `ACTIVEGEN_GEMM_TEXTURES` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
+//! `ACTIVEGEN_GEMM`, `ACTIVEGEN_TEXTURE_READS` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
 use activegen::ops::{matmul, rng};
 fn main() {
     let g = activegen::Gpu::new(None).unwrap();

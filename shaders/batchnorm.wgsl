@@ -44,6 +44,34 @@ struct Params {
 @group(0) @binding(14) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read> ys4: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read_write> dx4: array<vec4<f32>>;
+// With TEXTURE_READS the vec4 passes read x, dy and y_saved from flat rgba32float texture
+// copies (vec4 v at texel (v % 1024, v / 1024), Gpu::flat_texture): on CPU drivers a texel
+// load costs about a third of a storage-buffer vec4 load, and these passes are load-bound.
+override TEXTURE_READS: bool = false;
+@group(0) @binding(17) var x_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(18) var dy_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(19) var ys_tex: texture_storage_2d<rgba32float, read>;
+
+fn load_x4(v: u32) -> vec4<f32> {
+    if (TEXTURE_READS) {
+        return textureLoad(x_tex, vec2<u32>(v % 1024u, v / 1024u));
+    }
+    return x4[v];
+}
+
+fn load_dy4(v: u32) -> vec4<f32> {
+    if (TEXTURE_READS) {
+        return textureLoad(dy_tex, vec2<u32>(v % 1024u, v / 1024u));
+    }
+    return dy4[v];
+}
+
+fn load_ys4(v: u32) -> vec4<f32> {
+    if (TEXTURE_READS) {
+        return textureLoad(ys_tex, vec2<u32>(v % 1024u, v / 1024u));
+    }
+    return ys4[v];
+}
 
 // The per-channel reductions use workgroups of 64: on CPU drivers every barrier switches
 // between all of a workgroup's 8-lane batches, so a 256-wide tree costs 4x the switches
@@ -121,7 +149,7 @@ fn batchnorm_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
             let q = divmod(j, s4);
             i = (q.x * p.c + c) * s4 + q.y;
         }
-        let v = x4[i] - pivot;
+        let v = load_x4(i) - pivot;
         s1 += v;
         s2 += v * v;
     }
@@ -177,7 +205,7 @@ fn batchnorm_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x < s4) {
         let c = gid.y;
         let i = (gid.z * p.c + c) * s4 + gid.x;
-        y4[i] = act4(x4[i] * stats[2u * p.c + c] + stats[3u * p.c + c]);
+        y4[i] = act4(load_x4(i) * stats[2u * p.c + c] + stats[3u * p.c + c]);
     }
 }
 
@@ -233,9 +261,9 @@ fn batchnorm_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builti
             let q = divmod(j, s4);
             i = (q.x * p.c + c) * s4 + q.y;
         }
-        let dz = dy4[i] * act_grad4(ys4[i]);
+        let dz = load_dy4(i) * act_grad4(load_ys4(i));
         acc_b += dz;
-        acc_g += dz * (x4[i] - mean) * invstd;
+        acc_g += dz * (load_x4(i) - mean) * invstd;
     }
     let ones = vec4<f32>(1.0);
     let dgamma = workgroup_sum(lid, dot(acc_g, ones));
@@ -271,7 +299,7 @@ fn batchnorm_backward_data_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x < s4) {
         let c = gid.y;
         let i = (gid.z * p.c + c) * s4 + gid.x;
-        let dz = dy4[i] * act_grad4(ys4[i]);
-        dx4[i] = gsum[2u * p.c + c] * dz + gsum[3u * p.c + c] * x4[i] + gsum[4u * p.c + c];
+        let dz = load_dy4(i) * act_grad4(load_ys4(i));
+        dx4[i] = gsum[2u * p.c + c] * dz + gsum[3u * p.c + c] * load_x4(i) + gsum[4u * p.c + c];
     }
 }

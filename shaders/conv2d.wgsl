@@ -20,6 +20,11 @@ override KH: u32 = 4u;
 override KW: u32 = 4u;
 override STRIDE: u32 = 2u;
 override CHANNEL_MAJOR: bool = false;
+// im2col and col2im read their source through a flat r32float texture copy of it (element i
+// at texel (i % 4096, i / 4096), Gpu::flat_texture) when TEXTURE_READS is set: on CPU
+// drivers a texel load costs under half a storage-buffer load, and these kernels are
+// load-bound.
+override TEXTURE_READS: bool = false;
 
 struct Params {
     n: u32, ci: u32, h: u32, w: u32,
@@ -32,6 +37,14 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var src_tex: texture_storage_2d<r32float, read>;
+
+fn load_src(i: u32) -> f32 {
+    if (TEXTURE_READS) {
+        return textureLoad(src_tex, vec2<u32>(i % 4096u, i / 4096u)).x;
+    }
+    return src[i];
+}
 
 // Xcol[k = (ci, ky, kx), col = (n, oy, ox)] = x[n, ci, oy*s + ky - pad, ox*s + kx - pad],
 // 0 outside the image and in the padding columns. Grid: x over P4/4 column quads, y over
@@ -48,7 +61,7 @@ fn image_index(n: u32, c: u32, channels: u32, pixel: u32, pixels: u32) -> u32 {
 
 fn im2col_value(valid: bool, n: u32, c: u32, iy: i32, ix: i32) -> f32 {
     if (valid && iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w)) {
-        return src[image_index(n, c, p.ci, u32(iy) * p.w + u32(ix), p.h * p.w)];
+        return load_src(image_index(n, c, p.ci, u32(iy) * p.w + u32(ix), p.h * p.w));
     }
     return 0.0;
 }
@@ -115,7 +128,7 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let ox = i32(tx / STRIDE) - i32(jx);
             if (ky < KH && kx < KW && oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
                 let k = (c * KH + ky) * KW + kx;
-                acc += src[k * p.p4 + (n_c.x * p.oh + u32(oy)) * p.ow + u32(ox)];
+                acc += load_src(k * p.p4 + (n_c.x * p.oh + u32(oy)) * p.ow + u32(ox));
             }
         }
     }

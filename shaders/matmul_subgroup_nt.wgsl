@@ -21,11 +21,13 @@
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> row_bias: array<f32>;
-// The _tex entry points read A and B from rgba32float textures (texel (x, y) = vec4 x of
-// row y of the stored matrix): on lavapipe a texel fetch costs about half a storage-buffer
-// load (examples/kernel_lab.rs), and the copy into the texture runs at memcpy speed.
-@group(0) @binding(6) var a_tex: texture_2d<f32>;
-@group(0) @binding(7) var b_tex: texture_2d<f32>;
+// The _tex entry points read A and B from read-only rgba32float storage textures (texel
+// (x, y) = vec4 x of row y of the stored matrix): on lavapipe such a load costs about a
+// quarter of a storage-buffer vec4 load and a third of a sampled-texture fetch, which goes
+// through a generic mip-level routine (examples/fetch_lab.rs); the copy into the texture
+// runs at memcpy speed.
+@group(0) @binding(6) var a_tex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var b_tex: texture_storage_2d<rgba32float, read>;
 //!include act_lib.wgsl
 
 fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
@@ -1289,30 +1291,30 @@ fn matmul_sg_nt_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     let brow1_3 = min(col0 + (lane * 2u + 1u) * 4u + 3u, p.n - 1u);
     var k0 = k_begin;
     for (; k0 + 8u <= k_end; k0 += 8u) {
-        let a0_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow0), 0);
-        let a0_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow0), 0);
-        let a1_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow1), 0);
-        let a1_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow1), 0);
-        let a2_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow2), 0);
-        let a2_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow2), 0);
-        let a3_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow3), 0);
-        let a3_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow3), 0);
-        let bt0_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_0), 0);
-        let bt0_0_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_0), 0);
-        let bt0_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_1), 0);
-        let bt0_1_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_1), 0);
-        let bt0_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_2), 0);
-        let bt0_2_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_2), 0);
-        let bt0_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_3), 0);
-        let bt0_3_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_3), 0);
-        let bt1_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_0), 0);
-        let bt1_0_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_0), 0);
-        let bt1_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_1), 0);
-        let bt1_1_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_1), 0);
-        let bt1_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_2), 0);
-        let bt1_2_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_2), 0);
-        let bt1_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_3), 0);
-        let bt1_3_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_3), 0);
+        let a0_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow0));
+        let a0_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow0));
+        let a1_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow1));
+        let a1_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow1));
+        let a2_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow2));
+        let a2_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow2));
+        let a3_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow3));
+        let a3_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow3));
+        let bt0_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_0));
+        let bt0_0_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_0));
+        let bt0_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_1));
+        let bt0_1_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_1));
+        let bt0_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_2));
+        let bt0_2_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_2));
+        let bt0_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_3));
+        let bt0_3_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_3));
+        let bt1_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_0));
+        let bt1_0_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_0));
+        let bt1_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_1));
+        let bt1_1_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_1));
+        let bt1_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_2));
+        let bt1_2_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_2));
+        let bt1_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_3));
+        let bt1_3_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_3));
         let b0_0 = vec4<f32>(bt0_0_0.x, bt0_1_0.x, bt0_2_0.x, bt0_3_0.x);
         let b0_1 = vec4<f32>(bt1_0_0.x, bt1_1_0.x, bt1_2_0.x, bt1_3_0.x);
         let b1_0 = vec4<f32>(bt0_0_0.y, bt0_1_0.y, bt0_2_0.y, bt0_3_0.y);
@@ -1908,18 +1910,18 @@ fn matmul_sg_nt_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     }
     // K tail: one block of 4 (K is a multiple of 4).
     if (k0 < k_end) {
-        let a0_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow0), 0);
-        let a1_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow1), 0);
-        let a2_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow2), 0);
-        let a3_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow3), 0);
-        let bt0_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_0), 0);
-        let bt0_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_1), 0);
-        let bt0_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_2), 0);
-        let bt0_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_3), 0);
-        let bt1_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_0), 0);
-        let bt1_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_1), 0);
-        let bt1_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_2), 0);
-        let bt1_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_3), 0);
+        let a0_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow0));
+        let a1_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow1));
+        let a2_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow2));
+        let a3_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow3));
+        let bt0_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_0));
+        let bt0_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_1));
+        let bt0_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_2));
+        let bt0_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_3));
+        let bt1_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_0));
+        let bt1_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_1));
+        let bt1_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_2));
+        let bt1_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_3));
         let b0_0 = vec4<f32>(bt0_0_0.x, bt0_1_0.x, bt0_2_0.x, bt0_3_0.x);
         let b0_1 = vec4<f32>(bt1_0_0.x, bt1_1_0.x, bt1_2_0.x, bt1_3_0.x);
         let b1_0 = vec4<f32>(bt0_0_0.y, bt0_1_0.y, bt0_2_0.y, bt0_3_0.y);

@@ -226,8 +226,9 @@ pub enum Access {
     Uniform,
     Read,
     ReadWrite,
-    /// A sampled 2-d float texture read with textureLoad (the GEMM's operand copies).
-    Texture,
+    /// A read-only 2-d storage texture of this format (rgba32float: the GEMM's operand
+    /// copies; r32float: flat copies of a kernel's source, see `Gpu::flat_texture`).
+    Texture(wgpu::TextureFormat),
 }
 
 /// A compiled kernel: the pipeline, its explicit layout, and which bindings it uses.
@@ -241,7 +242,12 @@ pub struct Kernel {
 
 type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 /// (operand slot, width, height) -> the operand texture and its view.
-type OperandTextures = HashMap<(u8, u32, u32), (wgpu::Texture, wgpu::TextureView)>;
+type OperandTextures =
+    HashMap<(u8, wgpu::TextureFormat, u32, u32), (wgpu::Texture, wgpu::TextureView)>;
+
+/// Row length of the flat r32float textures (`Gpu::flat_texture`): element i is texel
+/// (i % FLAT_WIDTH, i / FLAT_WIDTH). Shaders that read them say the same.
+pub const FLAT_WIDTH: usize = 4096;
 
 /// Per-kernel GPU time, filled from timestamp queries when profiling is on.
 #[derive(Default, Clone)]
@@ -302,9 +308,9 @@ pub struct Gpu {
     /// The family for this device, `ACTIVEGEN_GEMM` applied (see `gemm_kernel`).
     gemm_default: GemmKernel,
     /// Forces the subgroup GEMM's texture operands on or off (tests, benchmarks).
-    gemm_textures_override: Cell<Option<bool>>,
-    /// `ACTIVEGEN_GEMM_TEXTURES` != 0 (see `gemm_textures`).
-    gemm_textures_default: bool,
+    texture_reads_override: Cell<Option<bool>>,
+    /// `ACTIVEGEN_TEXTURE_READS` != 0 (see `texture_reads`).
+    texture_reads_default: bool,
     /// Forces the tiled GEMM's tile (tests, benchmarks).
     gemm_tile_override: Cell<Option<TileForm>>,
     /// `ACTIVEGEN_GEMM_TILE`, if set (see `gemm_tile`).
@@ -370,7 +376,7 @@ impl Gpu {
             Err(_) if sg8 && cpu => GemmKernel::Subgroup8,
             Err(_) => GemmKernel::Tiled,
         };
-        let gemm_textures_default = std::env::var("ACTIVEGEN_GEMM_TEXTURES").as_deref() != Ok("0");
+        let texture_reads_default = std::env::var("ACTIVEGEN_TEXTURE_READS").as_deref() != Ok("0");
         let gemm_tile_default =
             match std::env::var("ACTIVEGEN_GEMM_TILE") {
                 Ok(v) => Some(TileForm::parse(&v).ok_or_else(|| {
@@ -399,8 +405,8 @@ impl Gpu {
             rng: Cell::new((0, 0)),
             gemm_override: Cell::new(None),
             gemm_default,
-            gemm_textures_override: Cell::new(None),
-            gemm_textures_default,
+            texture_reads_override: Cell::new(None),
+            texture_reads_default,
             gemm_tile_override: Cell::new(None),
             gemm_tile_default,
             operand_textures: RefCell::new(HashMap::new()),
@@ -419,9 +425,9 @@ impl Gpu {
         self.gemm_override.set(k);
     }
 
-    /// Forces texture operands for the subgroup GEMM on or off (None: the default).
-    pub fn set_gemm_textures(&self, on: Option<bool>) {
-        self.gemm_textures_override.set(on);
+    /// Forces texture reads on or off (None: the default, see `texture_reads`).
+    pub fn set_texture_reads(&self, on: Option<bool>) {
+        self.texture_reads_override.set(on);
     }
 
     /// Forces the tiled GEMM's tile form (None: chosen per product, see ops::matmul).
@@ -433,13 +439,15 @@ impl Gpu {
         self.gemm_tile_override.get().or(self.gemm_tile_default)
     }
 
-    /// Whether the subgroup GEMM reads large operands from texture copies: on by default
-    /// (a texel fetch costs about half a storage-buffer load on lavapipe, BENCHMARKS.md);
-    /// `ACTIVEGEN_GEMM_TEXTURES=0` turns it off, for benchmarking both.
-    pub fn gemm_textures(&self) -> bool {
-        self.gemm_textures_override
+    /// Whether kernels on a CPU adapter read large inputs from texture copies (the subgroup
+    /// GEMM's operands, im2col/col2im and batch-norm sources): on by default, since llvmpipe
+    /// loads a texel 2.4-3.6x faster than the same bytes from a storage buffer
+    /// (examples/fetch_lab.rs, BENCHMARKS.md); `ACTIVEGEN_TEXTURE_READS=0` turns it off, for
+    /// benchmarking both. GPUs read their buffers directly.
+    pub fn texture_reads(&self) -> bool {
+        self.texture_reads_override
             .get()
-            .unwrap_or(self.gemm_textures_default)
+            .unwrap_or(self.texture_reads_default)
     }
 
     /// Records a copy of the matrix in `src` (`rows` rows of `ld` floats, ld % 64 == 0) into
@@ -452,47 +460,129 @@ impl Gpu {
         rows: usize,
     ) -> wgpu::TextureView {
         let (width, height) = ((ld / 4) as u32, rows as u32);
+        let (texture, view) =
+            self.cached_texture(slot, wgpu::TextureFormat::Rgba32Float, width, height);
+        self.copy_rows_to_texture(src, 0, &texture, 0, width, height, 16);
+        view
+    }
+
+    /// Whether `numel` floats fit a flat texture (`flat_texture`) on this adapter.
+    pub fn flat_texture_fits(&self, numel: usize) -> bool {
+        let max = self.limits.max_texture_dimension_2d as usize;
+        FLAT_WIDTH <= max && numel.div_ceil(FLAT_WIDTH) <= max
+    }
+
+    /// Records a copy of the first `numel` floats of `src` into the texture `slot` of
+    /// `format` (r32float: element i at texel (i % FLAT_WIDTH, i / FLAT_WIDTH); rgba32float:
+    /// vec4 v at (v % (FLAT_WIDTH / 4), v / (FLAT_WIDTH / 4)), numel % 4 == 0) and returns a
+    /// view of it. On CPU drivers kernels load from such a copy 2.4x (scalars) to 3.6x
+    /// (vec4s) faster than from the buffer (llvmpipe, examples/fetch_lab.rs), and the copy
+    /// runs at memcpy speed. Check `flat_texture_fits` first.
+    pub fn flat_texture(
+        &self,
+        slot: u8,
+        src: &wgpu::Buffer,
+        numel: usize,
+        format: wgpu::TextureFormat,
+    ) -> wgpu::TextureView {
+        let texel_floats = if format == wgpu::TextureFormat::Rgba32Float {
+            4
+        } else {
+            1
+        };
+        assert!(
+            numel.is_multiple_of(texel_floats),
+            "flat_texture: {numel} floats in {format:?}"
+        );
+        let width = (FLAT_WIDTH / texel_floats) as u32;
+        let texels = (numel / texel_floats) as u32;
+        let (full, rest) = (texels / width, texels % width);
+        let height = full + (rest > 0) as u32;
+        let (texture, view) = self.cached_texture(slot, format, width, height);
+        // Whole rows, then the partial last row (copies may not read past the buffer).
+        let texel_bytes = 4 * texel_floats as u32;
+        self.copy_rows_to_texture(src, 0, &texture, 0, width, full, texel_bytes);
+        let offset = full as u64 * width as u64 * texel_bytes as u64;
+        self.copy_rows_to_texture(src, offset, &texture, full, rest, 1, texel_bytes);
+        view
+    }
+
+    /// A 1x1 texture of `format` for a texture binding that a kernel's pipeline constants
+    /// leave unread (the layout still names it).
+    pub fn placeholder_texture(&self, format: wgpu::TextureFormat) -> wgpu::TextureView {
+        self.cached_texture(u8::MAX, format, 1, 1).1
+    }
+
+    /// The cached texture of `slot` with that format and size: a training step uses a
+    /// handful of shapes; many more (varying batch sizes) are dropped rather than kept
+    /// (wgpu frees them once recorded commands are done). The next copy into a slot
+    /// overwrites it, which is safe because commands run in order.
+    fn cached_texture(
+        &self,
+        slot: u8,
+        format: wgpu::TextureFormat,
+        width: u32,
+        height: u32,
+    ) -> (wgpu::Texture, wgpu::TextureView) {
         let mut cache = self.operand_textures.borrow_mut();
-        // A training step uses a handful of shapes; many more (varying batch sizes) are
-        // dropped rather than kept (wgpu frees them once recorded commands are done).
-        if cache.len() >= 32 && !cache.contains_key(&(slot, width, height)) {
+        let key = (slot, format, width, height);
+        if cache.len() >= 32 && !cache.contains_key(&key) {
             cache.clear();
         }
-        let (texture, view) = cache.entry((slot, width, height)).or_insert_with(|| {
-            let texture = self.device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("gemm operand"),
-                size: wgpu::Extent3d {
-                    width,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Float,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            });
-            let view = texture.create_view(&Default::default());
-            (texture, view)
-        });
-        let texture = texture.clone();
-        let view = view.clone();
-        drop(cache);
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+                    label: Some("kernel operand"),
+                    size: wgpu::Extent3d {
+                        width,
+                        height,
+                        depth_or_array_layers: 1,
+                    },
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format,
+                    usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+                    view_formats: &[],
+                });
+                let view = texture.create_view(&Default::default());
+                (texture, view)
+            })
+            .clone()
+    }
+
+    /// Records a copy of `height` rows of `width` texels from `src` at byte `offset` into
+    /// `texture` from row `row` on (rows in the buffer are `width` texels apart).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_rows_to_texture(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        texture: &wgpu::Texture,
+        row: u32,
+        width: u32,
+        height: u32,
+        texel_bytes: u32,
+    ) {
+        if width == 0 || height == 0 {
+            return;
+        }
         self.with_encoder(|e| {
             e.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: src,
                     layout: wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some(width * 16),
+                        offset,
+                        // Needed (and 256-aligned) only when there are several rows.
+                        bytes_per_row: (height > 1).then_some(width * texel_bytes),
                         rows_per_image: None,
                     },
                 },
                 wgpu::TexelCopyTextureInfo {
-                    texture: &texture,
+                    texture,
                     mip_level: 0,
-                    origin: wgpu::Origin3d::ZERO,
+                    origin: wgpu::Origin3d { x: 0, y: row, z: 0 },
                     aspect: wgpu::TextureAspect::All,
                 },
                 wgpu::Extent3d {
@@ -502,7 +592,6 @@ impl Gpu {
                 },
             )
         });
-        view
     }
 
     /// Restarts the random stream: the same seed gives the same numbers.
@@ -786,7 +875,7 @@ impl Gpu {
                         offset: *offset,
                         size: std::num::NonZeroU64::new(*size),
                     })
-                } else if access == Access::Texture {
+                } else if matches!(access, Access::Texture(_)) {
                     let view = textures.iter().find(|t| t.0 == binding).unwrap_or_else(|| {
                         panic!("{}: binding {binding} was not given a texture", kernel.name)
                     });
@@ -1154,10 +1243,10 @@ fn build_kernel(
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: match access {
-                Access::Texture => wgpu::BindingType::Texture {
-                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                Access::Texture(format) => wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::ReadOnly,
+                    format,
                     view_dimension: wgpu::TextureViewDimension::D2,
-                    multisampled: false,
                 },
                 _ => wgpu::BindingType::Buffer {
                     ty: match access {

@@ -141,21 +141,28 @@ pub fn reflect(stem: &str, _source: &str) -> Result<Reflection> {
                         Access::Read
                     }
                 }
-                naga::AddressSpace::Handle
-                    if matches!(
-                        module.types[var.ty].inner,
-                        naga::TypeInner::Image {
-                            dim: naga::ImageDimension::D2,
-                            arrayed: false,
-                            class: naga::ImageClass::Sampled {
-                                kind: naga::ScalarKind::Float,
-                                multi: false
-                            }
+                naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                    naga::TypeInner::Image {
+                        dim: naga::ImageDimension::D2,
+                        arrayed: false,
+                        class:
+                            naga::ImageClass::Storage {
+                                format,
+                                access: naga::StorageAccess::LOAD,
+                            },
+                    } => match format {
+                        naga::StorageFormat::Rgba32Float => {
+                            Access::Texture(wgpu::TextureFormat::Rgba32Float)
                         }
-                    ) =>
-                {
-                    Access::Texture
-                }
+                        naga::StorageFormat::R32Float => {
+                            Access::Texture(wgpu::TextureFormat::R32Float)
+                        }
+                        _ => bail!(
+                            "shaders/{stem}.wgsl: storage textures are rgba32float or r32float"
+                        ),
+                    },
+                    _ => continue,
+                },
                 _ => continue,
             };
             if access == Access::Uniform && rb.binding != 0 {

@@ -75,7 +75,7 @@ fn gpu_with(kernel: Family) -> TestGpu {
         }
     }
     // The storage-buffer forms; texture operands have their own test below.
-    g.set_gemm_textures(Some(false));
+    g.set_texture_reads(Some(false));
     g
 }
 
@@ -788,7 +788,7 @@ fn tiled_row_bias_and_activation_epilogue_matches_cpu() {
 fn subgroup_texture_operand_products_match_cpu() {
     use activegen::ops::activation::Act;
     let g = gpu_with(Family::Subgroup8);
-    g.set_gemm_textures(Some(true));
+    g.set_texture_reads(Some(true));
     let mut r = Rng(44);
     let mut report = Report::default();
     // (M, N, K, ta, tb, split, row bias + leaky relu); strides: lda, ldb rounded up to 64.

@@ -368,52 +368,57 @@ const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 9] 
 fn conv2d_forward_and_both_backward_passes_match_cpu() {
     let g = gpu();
     let mut r = Rng(17);
-    for (n, ci, h, w, co, k, s, p) in CONV_CASES {
-        let geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
-        let x = r.vec(n * ci * h * w);
-        let wt = r.vec(co * ci * k * k);
-        let b = r.vec(co);
-        let dy = r.vec(n * co * geo.oh * geo.ow);
-        let tx = t(&g, &[n, ci, h, w], &x).into_param();
-        let tw = t(&g, &[co, ci, k, k], &wt).into_param();
-        let tb = t(&g, &[co], &b).into_param();
-        let y = conv2d::conv2d(&g, &tx, &tw, Some(&tb), s, p).unwrap();
-        let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
-        assert_close(
-            &format!("{what} forward"),
-            &y.to_vec(&g),
-            &conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo),
-            1e-4,
-            1e-4,
-        );
-        let tdy = t(&g, y.shape(), &dy);
-        let grads = tape::backward_with(&g, &y, tdy).unwrap();
-        let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
-        assert_close(
-            &format!("{what} backward_data"),
-            &grads.get(&tx).unwrap().to_vec(&g),
-            &dx,
-            1e-4,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what} backward_weight"),
-            &grads.get(&tw).unwrap().to_vec(&g),
-            &dw,
-            1e-3,
-            1e-4,
-        );
-        let mut db = vec![0.0f32; co];
-        for (i, v) in dy.iter().enumerate() {
-            db[(i / (geo.oh * geo.ow)) % co] += v;
+    // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
+    for reads in [true, false] {
+        g.set_texture_reads(Some(reads));
+        for (n, ci, h, w, co, k, s, p) in CONV_CASES {
+            let geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
+            let x = r.vec(n * ci * h * w);
+            let wt = r.vec(co * ci * k * k);
+            let b = r.vec(co);
+            let dy = r.vec(n * co * geo.oh * geo.ow);
+            let tx = t(&g, &[n, ci, h, w], &x).into_param();
+            let tw = t(&g, &[co, ci, k, k], &wt).into_param();
+            let tb = t(&g, &[co], &b).into_param();
+            let y = conv2d::conv2d(&g, &tx, &tw, Some(&tb), s, p).unwrap();
+            let what =
+                format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} texture_reads={reads}");
+            assert_close(
+                &format!("{what} forward"),
+                &y.to_vec(&g),
+                &conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo),
+                1e-4,
+                1e-4,
+            );
+            let tdy = t(&g, y.shape(), &dy);
+            let grads = tape::backward_with(&g, &y, tdy).unwrap();
+            let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
+            assert_close(
+                &format!("{what} backward_data"),
+                &grads.get(&tx).unwrap().to_vec(&g),
+                &dx,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} backward_weight"),
+                &grads.get(&tw).unwrap().to_vec(&g),
+                &dw,
+                1e-3,
+                1e-4,
+            );
+            let mut db = vec![0.0f32; co];
+            for (i, v) in dy.iter().enumerate() {
+                db[(i / (geo.oh * geo.ow)) % co] += v;
+            }
+            assert_close(
+                &format!("{what} bias grad"),
+                &grads.get(&tb).unwrap().to_vec(&g),
+                &db,
+                1e-3,
+                1e-4,
+            );
         }
-        assert_close(
-            &format!("{what} bias grad"),
-            &grads.get(&tb).unwrap().to_vec(&g),
-            &db,
-            1e-3,
-            1e-4,
-        );
     }
 }
 
@@ -490,64 +495,69 @@ const CONVT_CASES: [(
 fn conv_transpose2d_forward_and_backward_match_cpu() {
     let g = gpu();
     let mut r = Rng(19);
-    for (n, ci, h, w, co, k, s, p, op) in CONVT_CASES {
-        let x = r.vec(n * ci * h * w);
-        let wt = r.vec(ci * co * k * k);
-        let b = r.vec(co);
-        let (want, ys) = conv_transpose2d::conv_transpose2d_cpu(
-            &x,
-            &wt,
-            Some(&b),
-            [n, ci, h, w],
-            co,
-            (k, k),
-            s,
-            p,
-            op,
-        );
-        let tx = t(&g, &[n, ci, h, w], &x).into_param();
-        let tw = t(&g, &[ci, co, k, k], &wt).into_param();
-        let tb = t(&g, &[co], &b).into_param();
-        let y = conv_transpose2d::conv_transpose2d_act(
-            &g,
-            &tx,
-            &tw,
-            Some(&tb),
-            s,
-            p,
-            op,
-            Act::Identity,
-        )
-        .unwrap();
-        let what = format!("conv_transpose2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} op{op}");
-        assert_eq!(y.shape(), &ys, "{what}");
-        assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
-        let dy = r.vec(y.numel());
-        let grads = tape::backward_with(&g, &y, t(&g, &ys, &dy)).unwrap();
-        let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(
-            &x,
-            &wt,
-            &dy,
-            [n, ci, h, w],
-            ys,
-            (k, k),
-            s,
-            p,
-        );
-        assert_close(
-            &format!("{what} backward_data"),
-            &grads.get(&tx).unwrap().to_vec(&g),
-            &dx,
-            1e-4,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what} backward_weight"),
-            &grads.get(&tw).unwrap().to_vec(&g),
-            &dw,
-            1e-3,
-            1e-4,
-        );
+    // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
+    for reads in [true, false] {
+        g.set_texture_reads(Some(reads));
+        for (n, ci, h, w, co, k, s, p, op) in CONVT_CASES {
+            let x = r.vec(n * ci * h * w);
+            let wt = r.vec(ci * co * k * k);
+            let b = r.vec(co);
+            let (want, ys) = conv_transpose2d::conv_transpose2d_cpu(
+                &x,
+                &wt,
+                Some(&b),
+                [n, ci, h, w],
+                co,
+                (k, k),
+                s,
+                p,
+                op,
+            );
+            let tx = t(&g, &[n, ci, h, w], &x).into_param();
+            let tw = t(&g, &[ci, co, k, k], &wt).into_param();
+            let tb = t(&g, &[co], &b).into_param();
+            let y = conv_transpose2d::conv_transpose2d_act(
+                &g,
+                &tx,
+                &tw,
+                Some(&tb),
+                s,
+                p,
+                op,
+                Act::Identity,
+            )
+            .unwrap();
+            let what =
+                format!("conv_transpose2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} op{op} texture_reads={reads}");
+            assert_eq!(y.shape(), &ys, "{what}");
+            assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
+            let dy = r.vec(y.numel());
+            let grads = tape::backward_with(&g, &y, t(&g, &ys, &dy)).unwrap();
+            let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(
+                &x,
+                &wt,
+                &dy,
+                [n, ci, h, w],
+                ys,
+                (k, k),
+                s,
+                p,
+            );
+            assert_close(
+                &format!("{what} backward_data"),
+                &grads.get(&tx).unwrap().to_vec(&g),
+                &dx,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} backward_weight"),
+                &grads.get(&tw).unwrap().to_vec(&g),
+                &dw,
+                1e-3,
+                1e-4,
+            );
+        }
     }
 }
 
@@ -555,111 +565,118 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
 fn batchnorm_train_and_eval_match_cpu() {
     let g = gpu();
     let mut r = Rng(20);
-    // S = 25 and 17 take the 3-d grid, 16 and 12 the vec4 pass, 1 and 9 the flat one.
-    for shape in [
-        vec![4, 3, 5, 5],
-        vec![65, 17],
-        vec![3, 1, 17, 1],
-        vec![2, 65, 3, 3],
-        vec![3, 5, 4, 4],
-        vec![2, 17, 2, 6],
-    ] {
-        let (n, c) = (shape[0], shape[1]);
-        let s: usize = shape[2..].iter().product();
-        let x: Vec<f32> = r.vec(n * c * s).iter().map(|v| v * 3.0 + 1.0).collect();
-        let gamma = r.vec(c);
-        let beta = r.vec(c);
-        let dy = r.vec(n * c * s);
-        let tx = t(&g, &shape, &x).into_param();
-        let tg = t(&g, &[c], &gamma).into_param();
-        let tbeta = t(&g, &[c], &beta).into_param();
-        let rm = Tensor::zeros(&g, &[c]).unwrap();
-        let rv = Tensor::full(&g, &[c], 1.0).unwrap();
-        let y = batchnorm::batch_norm(
-            &g,
-            &tx,
-            &tg,
-            &tbeta,
-            &rm,
-            &rv,
-            true,
-            0.1,
-            1e-5,
-            Act::Identity,
-        )
-        .unwrap();
-        let (want, mean, var) = batchnorm::batchnorm_train_cpu(&x, &gamma, &beta, n, c, s, 1e-5);
-        let what = format!("batchnorm {shape:?}");
-        assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
-        let m = (n * s) as f32;
-        let want_rm: Vec<f32> = mean.iter().map(|v| 0.1 * v).collect();
-        let want_rv: Vec<f32> = var.iter().map(|v| 0.9 + 0.1 * v * m / (m - 1.0)).collect();
-        assert_close(
-            &format!("{what} running_mean"),
-            &rm.to_vec(&g),
-            &want_rm,
-            1e-5,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what} running_var"),
-            &rv.to_vec(&g),
-            &want_rv,
-            1e-5,
-            1e-4,
-        );
-        let grads = tape::backward_with(&g, &y, t(&g, &shape, &dy)).unwrap();
-        let (dx, dgamma, dbeta) =
-            batchnorm::batchnorm_train_backward_cpu(&x, &gamma, &dy, n, c, s, 1e-5);
-        assert_close(
-            &format!("{what} dx"),
-            &grads.get(&tx).unwrap().to_vec(&g),
-            &dx,
-            1e-4,
-            1e-3,
-        );
-        assert_close(
-            &format!("{what} dgamma"),
-            &grads.get(&tg).unwrap().to_vec(&g),
-            &dgamma,
-            1e-3,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what} dbeta"),
-            &grads.get(&tbeta).unwrap().to_vec(&g),
-            &dbeta,
-            1e-3,
-            1e-4,
-        );
-        // Eval mode: the running statistics normalise, fused with ReLU.
-        let rmv = rm.to_vec(&g);
-        let rvv = rv.to_vec(&g);
-        let y = batchnorm::batch_norm(&g, &tx, &tg, &tbeta, &rm, &rv, false, 0.1, 1e-5, Act::Relu)
+    // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
+    for reads in [true, false] {
+        g.set_texture_reads(Some(reads));
+        // S = 25 and 17 take the 3-d grid, 16 and 12 the vec4 pass, 1 and 9 the flat one.
+        for shape in [
+            vec![4, 3, 5, 5],
+            vec![65, 17],
+            vec![3, 1, 17, 1],
+            vec![2, 65, 3, 3],
+            vec![3, 5, 4, 4],
+            vec![2, 17, 2, 6],
+            vec![2, 33, 8, 8],
+        ] {
+            let (n, c) = (shape[0], shape[1]);
+            let s: usize = shape[2..].iter().product();
+            let x: Vec<f32> = r.vec(n * c * s).iter().map(|v| v * 3.0 + 1.0).collect();
+            let gamma = r.vec(c);
+            let beta = r.vec(c);
+            let dy = r.vec(n * c * s);
+            let tx = t(&g, &shape, &x).into_param();
+            let tg = t(&g, &[c], &gamma).into_param();
+            let tbeta = t(&g, &[c], &beta).into_param();
+            let rm = Tensor::zeros(&g, &[c]).unwrap();
+            let rv = Tensor::full(&g, &[c], 1.0).unwrap();
+            let y = batchnorm::batch_norm(
+                &g,
+                &tx,
+                &tg,
+                &tbeta,
+                &rm,
+                &rv,
+                true,
+                0.1,
+                1e-5,
+                Act::Identity,
+            )
             .unwrap();
-        let want: Vec<f32> = x
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let ch = (i / s) % c;
-                ((v - rmv[ch]) / (rvv[ch] + 1e-5).sqrt() * gamma[ch] + beta[ch]).max(0.0)
-            })
-            .collect();
-        assert_close(
-            &format!("{what} eval+relu"),
-            &y.to_vec(&g),
-            &want,
-            1e-4,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what} eval leaves running stats"),
-            &rm.to_vec(&g),
-            &rmv,
-            0.0,
-            0.0,
-        );
-        tape::clear(&g);
+            let (want, mean, var) =
+                batchnorm::batchnorm_train_cpu(&x, &gamma, &beta, n, c, s, 1e-5);
+            let what = format!("batchnorm {shape:?} texture_reads={reads}");
+            assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
+            let m = (n * s) as f32;
+            let want_rm: Vec<f32> = mean.iter().map(|v| 0.1 * v).collect();
+            let want_rv: Vec<f32> = var.iter().map(|v| 0.9 + 0.1 * v * m / (m - 1.0)).collect();
+            assert_close(
+                &format!("{what} running_mean"),
+                &rm.to_vec(&g),
+                &want_rm,
+                1e-5,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} running_var"),
+                &rv.to_vec(&g),
+                &want_rv,
+                1e-5,
+                1e-4,
+            );
+            let grads = tape::backward_with(&g, &y, t(&g, &shape, &dy)).unwrap();
+            let (dx, dgamma, dbeta) =
+                batchnorm::batchnorm_train_backward_cpu(&x, &gamma, &dy, n, c, s, 1e-5);
+            assert_close(
+                &format!("{what} dx"),
+                &grads.get(&tx).unwrap().to_vec(&g),
+                &dx,
+                1e-4,
+                1e-3,
+            );
+            assert_close(
+                &format!("{what} dgamma"),
+                &grads.get(&tg).unwrap().to_vec(&g),
+                &dgamma,
+                1e-3,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} dbeta"),
+                &grads.get(&tbeta).unwrap().to_vec(&g),
+                &dbeta,
+                1e-3,
+                1e-4,
+            );
+            // Eval mode: the running statistics normalise, fused with ReLU.
+            let rmv = rm.to_vec(&g);
+            let rvv = rv.to_vec(&g);
+            let y =
+                batchnorm::batch_norm(&g, &tx, &tg, &tbeta, &rm, &rv, false, 0.1, 1e-5, Act::Relu)
+                    .unwrap();
+            let want: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let ch = (i / s) % c;
+                    ((v - rmv[ch]) / (rvv[ch] + 1e-5).sqrt() * gamma[ch] + beta[ch]).max(0.0)
+                })
+                .collect();
+            assert_close(
+                &format!("{what} eval+relu"),
+                &y.to_vec(&g),
+                &want,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what} eval leaves running stats"),
+                &rm.to_vec(&g),
+                &rmv,
+                0.0,
+                0.0,
+            );
+            tape::clear(&g);
+        }
     }
 }
 
@@ -972,79 +989,87 @@ fn swap_leading_axes_matches_cpu() {
 fn channel_major_convolutions_match_cpu() {
     let g = gpu();
     let mut r = Rng(32);
-    for (n, ci, h, w, co, k, s, p) in CONV_CASES {
-        let geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
-        let (x, wt, b) = (r.vec(n * ci * h * w), r.vec(co * ci * k * k), r.vec(co));
-        let dy = r.vec(n * co * geo.oh * geo.ow);
-        let tx = t(&g, &[ci, n, h, w], &swap_cpu(&x, n, ci)).into_param();
-        let tw = t(&g, &[co, ci, k, k], &wt).into_param();
-        let tb = t(&g, &[co], &b).into_param();
-        let y = conv2d::conv2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, Act::Identity).unwrap();
-        let what = format!("conv2d_cm n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
-        assert_eq!(y.shape(), &[co, n, geo.oh, geo.ow], "{what}");
-        let want = conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo);
-        let got = swap_cpu(&y.to_vec(&g), co, n);
-        assert_close(&format!("{what} forward"), &got, &want, 1e-4, 1e-4);
-        let dy_cm = t(&g, y.shape(), &swap_cpu(&dy, n, co));
-        let grads = tape::backward_with(&g, &y, dy_cm).unwrap();
-        let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
-        let got_dx = swap_cpu(&grads.get(&tx).unwrap().to_vec(&g), ci, n);
-        assert_close(&format!("{what} backward_data"), &got_dx, &dx, 1e-4, 1e-4);
-        let got_dw = grads.get(&tw).unwrap().to_vec(&g);
-        assert_close(&format!("{what} backward_weight"), &got_dw, &dw, 1e-3, 1e-4);
-        let mut db = vec![0.0f32; co];
-        for (i, v) in dy.iter().enumerate() {
-            db[(i / (geo.oh * geo.ow)) % co] += v;
+    // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
+    for reads in [true, false] {
+        g.set_texture_reads(Some(reads));
+        for (n, ci, h, w, co, k, s, p) in CONV_CASES {
+            let geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
+            let (x, wt, b) = (r.vec(n * ci * h * w), r.vec(co * ci * k * k), r.vec(co));
+            let dy = r.vec(n * co * geo.oh * geo.ow);
+            let tx = t(&g, &[ci, n, h, w], &swap_cpu(&x, n, ci)).into_param();
+            let tw = t(&g, &[co, ci, k, k], &wt).into_param();
+            let tb = t(&g, &[co], &b).into_param();
+            let y = conv2d::conv2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, Act::Identity).unwrap();
+            let what = format!(
+                "conv2d_cm n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} texture_reads={reads}"
+            );
+            assert_eq!(y.shape(), &[co, n, geo.oh, geo.ow], "{what}");
+            let want = conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo);
+            let got = swap_cpu(&y.to_vec(&g), co, n);
+            assert_close(&format!("{what} forward"), &got, &want, 1e-4, 1e-4);
+            let dy_cm = t(&g, y.shape(), &swap_cpu(&dy, n, co));
+            let grads = tape::backward_with(&g, &y, dy_cm).unwrap();
+            let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
+            let got_dx = swap_cpu(&grads.get(&tx).unwrap().to_vec(&g), ci, n);
+            assert_close(&format!("{what} backward_data"), &got_dx, &dx, 1e-4, 1e-4);
+            let got_dw = grads.get(&tw).unwrap().to_vec(&g);
+            assert_close(&format!("{what} backward_weight"), &got_dw, &dw, 1e-3, 1e-4);
+            let mut db = vec![0.0f32; co];
+            for (i, v) in dy.iter().enumerate() {
+                db[(i / (geo.oh * geo.ow)) % co] += v;
+            }
+            let got_db = grads.get(&tb).unwrap().to_vec(&g);
+            assert_close(&format!("{what} bias"), &got_db, &db, 1e-4, 1e-4);
         }
-        let got_db = grads.get(&tb).unwrap().to_vec(&g);
-        assert_close(&format!("{what} bias"), &got_db, &db, 1e-4, 1e-4);
-    }
-    for (n, ci, h, w, co, k, s, p, op) in CONVT_CASES {
-        let (x, wt, b) = (r.vec(n * ci * h * w), r.vec(ci * co * k * k), r.vec(co));
-        let (want, ys) = conv_transpose2d::conv_transpose2d_cpu(
-            &x,
-            &wt,
-            Some(&b),
-            [n, ci, h, w],
-            co,
-            (k, k),
-            s,
-            p,
-            op,
-        );
-        let tx = t(&g, &[ci, n, h, w], &swap_cpu(&x, n, ci)).into_param();
-        let tw = t(&g, &[ci, co, k, k], &wt).into_param();
-        let tb = t(&g, &[co], &b).into_param();
-        let act = Act::Identity;
-        let y = conv_transpose2d::conv_transpose2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, op, act)
-            .unwrap();
-        let what = format!("conv_transpose2d_cm n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} op{op}");
-        assert_eq!(y.shape(), &[co, n, ys[2], ys[3]], "{what}");
-        let got = swap_cpu(&y.to_vec(&g), co, n);
-        assert_close(&format!("{what} forward"), &got, &want, 1e-4, 1e-4);
-        let dy = r.vec(y.numel());
-        let dy_cm = t(&g, y.shape(), &swap_cpu(&dy, n, co));
-        let grads = tape::backward_with(&g, &y, dy_cm).unwrap();
-        let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(
-            &x,
-            &wt,
-            &dy,
-            [n, ci, h, w],
-            ys,
-            (k, k),
-            s,
-            p,
-        );
-        let got_dx = swap_cpu(&grads.get(&tx).unwrap().to_vec(&g), ci, n);
-        assert_close(&format!("{what} backward_data"), &got_dx, &dx, 1e-4, 1e-4);
-        let got_dw = grads.get(&tw).unwrap().to_vec(&g);
-        assert_close(&format!("{what} backward_weight"), &got_dw, &dw, 1e-3, 1e-4);
-        let hw = ys[2] * ys[3];
-        let mut db = vec![0.0f32; co];
-        for (i, v) in dy.iter().enumerate() {
-            db[(i / hw) % co] += v;
+        for (n, ci, h, w, co, k, s, p, op) in CONVT_CASES {
+            let (x, wt, b) = (r.vec(n * ci * h * w), r.vec(ci * co * k * k), r.vec(co));
+            let (want, ys) = conv_transpose2d::conv_transpose2d_cpu(
+                &x,
+                &wt,
+                Some(&b),
+                [n, ci, h, w],
+                co,
+                (k, k),
+                s,
+                p,
+                op,
+            );
+            let tx = t(&g, &[ci, n, h, w], &swap_cpu(&x, n, ci)).into_param();
+            let tw = t(&g, &[ci, co, k, k], &wt).into_param();
+            let tb = t(&g, &[co], &b).into_param();
+            let act = Act::Identity;
+            let y =
+                conv_transpose2d::conv_transpose2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, op, act)
+                    .unwrap();
+            let what =
+                format!("conv_transpose2d_cm n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} op{op}");
+            assert_eq!(y.shape(), &[co, n, ys[2], ys[3]], "{what}");
+            let got = swap_cpu(&y.to_vec(&g), co, n);
+            assert_close(&format!("{what} forward"), &got, &want, 1e-4, 1e-4);
+            let dy = r.vec(y.numel());
+            let dy_cm = t(&g, y.shape(), &swap_cpu(&dy, n, co));
+            let grads = tape::backward_with(&g, &y, dy_cm).unwrap();
+            let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(
+                &x,
+                &wt,
+                &dy,
+                [n, ci, h, w],
+                ys,
+                (k, k),
+                s,
+                p,
+            );
+            let got_dx = swap_cpu(&grads.get(&tx).unwrap().to_vec(&g), ci, n);
+            assert_close(&format!("{what} backward_data"), &got_dx, &dx, 1e-4, 1e-4);
+            let got_dw = grads.get(&tw).unwrap().to_vec(&g);
+            assert_close(&format!("{what} backward_weight"), &got_dw, &dw, 1e-3, 1e-4);
+            let hw = ys[2] * ys[3];
+            let mut db = vec![0.0f32; co];
+            for (i, v) in dy.iter().enumerate() {
+                db[(i / hw) % co] += v;
+            }
+            let got_db = grads.get(&tb).unwrap().to_vec(&g);
+            assert_close(&format!("{what} bias"), &got_db, &db, 1e-4, 1e-4);
         }
-        let got_db = grads.get(&tb).unwrap().to_vec(&g);
-        assert_close(&format!("{what} bias"), &got_db, &db, 1e-4, 1e-4);
     }
 }

@@ -6,10 +6,12 @@
 use anyhow::{bail, Result};
 
 use super::activation::Act;
-use super::{launch, u};
+use super::{launch, u, TextureReads};
 use crate::gpu::{grid_1d, Cost, Gpu};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
+
+const RGBA: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -160,11 +162,17 @@ pub fn batch_norm(
         beta: Some(beta),
         ..Default::default()
     };
+    let vec4 = s.is_multiple_of(4);
+    let reads_x = if vec4 {
+        TextureReads::new(g, &[(17, x, RGBA)])
+    } else {
+        TextureReads::new(g, &[])
+    };
     if train {
-        launch(
+        reads_x.launch(
             g,
             "batchnorm",
-            if s.is_multiple_of(4) {
+            if vec4 {
                 "batchnorm_stats_vec4"
             } else {
                 "batchnorm_stats"
@@ -195,7 +203,7 @@ pub fn batch_norm(
         y: Some(&y),
         ..Default::default()
     };
-    launch(
+    reads_x.launch(
         g,
         "batchnorm",
         entry,
@@ -256,10 +264,17 @@ pub fn batchnorm_backward(
         gsum: Some(&gsum),
         ..Default::default()
     };
-    launch(
+    // The reduction and the data pass read the same x, dy and y: one set of copies.
+    let vec4 = s.is_multiple_of(4);
+    let reads = if vec4 {
+        TextureReads::new(g, &[(17, x, RGBA), (18, dy, RGBA), (19, y, RGBA)])
+    } else {
+        TextureReads::new(g, &[])
+    };
+    reads.launch(
         g,
         "batchnorm",
-        if s.is_multiple_of(4) {
+        if vec4 {
             "batchnorm_backward_reduce_vec4"
         } else {
             "batchnorm_backward_reduce"
@@ -281,7 +296,7 @@ pub fn batchnorm_backward(
             dx: Some(&dx),
             ..Default::default()
         };
-        launch(
+        reads.launch(
             g,
             "batchnorm",
             entry,

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 
 use super::activation::{act_backward_raw, Act};
 use super::matmul::{gemm, split_for, Gemm};
-use super::{launch, u};
+use super::{launch, u, TextureReads};
 use crate::gpu::{grid_1d, Cost, Gpu};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
@@ -173,7 +173,7 @@ fn geometry_constants(geo: &Geometry) -> [(&'static str, u64); 4] {
 pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
     let xcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "im2col columns")?;
     let n = xcol.numel();
-    launch(
+    TextureReads::new(g, &[(5, x, wgpu::TextureFormat::R32Float)]).launch(
         g,
         "conv2d",
         "im2col",
@@ -196,7 +196,7 @@ pub fn col2im(
 ) -> Result<Tensor> {
     let dx = Tensor::empty(g, &geo.x_shape(), "col2im output")?;
     let n = dx.numel();
-    launch(
+    TextureReads::new(g, &[(5, dxcol, wgpu::TextureFormat::R32Float)]).launch(
         g,
         "conv2d",
         "col2im",

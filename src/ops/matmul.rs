@@ -114,7 +114,7 @@ impl<'a> Gemm<'a> {
         let fits = |ld: usize, rows: usize, t: &Tensor| {
             ld.is_multiple_of(64) && ld / 4 <= max && rows <= max && t.numel() >= ld * rows
         };
-        g.gemm_textures()
+        g.texture_reads()
             && self.batch == 1
             && self.flops() >= 16e6
             && fits(self.lda, rows_a, self.a)
@@ -546,7 +546,7 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
     let mut list = vec![];
     for (stem, entry, tex_entry) in SUBGROUP_FORMS {
         list.push((stem, entry, vec![("HAS_BIAS", 0)]));
-        if g.gemm_textures() {
+        if g.texture_reads() {
             list.push((stem, tex_entry, vec![("HAS_BIAS", 0)]));
         }
     }

@@ -19,6 +19,7 @@ pub mod rng;
 use anyhow::Result;
 
 use crate::gpu::{Cost, Gpu};
+use crate::tensor::Tensor;
 
 #[allow(clippy::too_many_arguments)]
 /// Compiles (once) and records one dispatch of `entry` in `shaders/<stem>.wgsl`.
@@ -35,6 +36,69 @@ pub(crate) fn launch<P: bytemuck::Pod>(
     let k = g.kernel(stem, entry, constants)?;
     g.dispatch(&k, bytemuck::bytes_of(params), buffers, workgroups, cost);
     Ok(())
+}
+
+/// A kernel's texture-read inputs. On a CPU adapter with texture reads on
+/// (`Gpu::texture_reads`) each input is copied into a flat texture (`Gpu::flat_texture`)
+/// and the kernel reads that (pipeline constant TEXTURE_READS = true); elsewhere it reads
+/// the buffers and the texture bindings get placeholders. One set of copies can serve
+/// several launches that read the same unchanged inputs.
+pub(crate) struct TextureReads {
+    on: bool,
+    views: Vec<(u32, wgpu::TextureView)>,
+}
+
+impl TextureReads {
+    /// (binding, tensor, format) of each input.
+    pub(crate) fn new(g: &Gpu, inputs: &[(u32, &Tensor, wgpu::TextureFormat)]) -> TextureReads {
+        let on = g.is_cpu()
+            && g.texture_reads()
+            && inputs
+                .iter()
+                .all(|(_, t, _)| g.flat_texture_fits(t.numel()));
+        // Texture slots 0 and 1 are the GEMM's operands; inputs take 2 + their binding.
+        let views = inputs
+            .iter()
+            .map(|&(binding, t, format)| {
+                let view = if on {
+                    g.flat_texture(2 + binding as u8, t.buffer(), t.numel(), format)
+                } else {
+                    g.placeholder_texture(format)
+                };
+                (binding, view)
+            })
+            .collect();
+        TextureReads { on, views }
+    }
+
+    /// `launch` with these inputs bound.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch<P: bytemuck::Pod>(
+        &self,
+        g: &Gpu,
+        stem: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, u64)],
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+        cost: Cost,
+    ) -> Result<()> {
+        let mut constants = constants.to_vec();
+        constants.push(("TEXTURE_READS", self.on as u64));
+        let views: Vec<(u32, &wgpu::TextureView)> =
+            self.views.iter().map(|(b, v)| (*b, v)).collect();
+        let k = g.kernel(stem, entry, &constants)?;
+        g.dispatch_with_textures(
+            &k,
+            bytemuck::bytes_of(params),
+            buffers,
+            &views,
+            workgroups,
+            cost,
+        );
+        Ok(())
+    }
 }
 
 pub(crate) fn u(v: usize) -> u32 {

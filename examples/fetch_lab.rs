@@ -1,0 +1,187 @@
+// scratch: per-lane vec4 fetch cost on the adapter: sampled texture, read-only storage
+// texture, storage buffer (loop of dependent-free loads, 8-lane workgroups).
+use activegen::Gpu;
+const SRC: &str = r#"
+@group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(1) var tex: texture_2d<f32>;
+@group(0) @binding(2) var stex: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(3) var<storage, read> buf: array<vec4<f32>>;
+@group(0) @binding(4) var rtex: texture_storage_2d<r32float, read>;
+@group(0) @binding(5) var<storage, read> sbuf: array<f32>;
+@compute @workgroup_size(8)
+fn scalar_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var acc = 0.0;
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        acc += textureLoad(rtex, vec2<u32>(x, i)).x;
+        acc += textureLoad(rtex, vec2<u32>(x + 1u, i + 1u)).x;
+    }
+    out[wid.x * 8u + lane] = vec4<f32>(acc);
+}
+@compute @workgroup_size(8)
+fn scalar_buf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var acc = 0.0;
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        acc += sbuf[i * W + x];
+        acc += sbuf[(i + 1u) * W + x + 1u];
+    }
+    out[wid.x * 8u + lane] = vec4<f32>(acc);
+}
+const W: u32 = 256u;
+const H: u32 = 1024u;
+const N: u32 = 512u;
+@compute @workgroup_size(8)
+fn sampled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var acc = vec4<f32>(0.0);
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        acc += textureLoad(tex, vec2<u32>(x, i), 0);
+        acc += textureLoad(tex, vec2<u32>(x + 1u, i + 1u), 0);
+    }
+    out[wid.x * 8u + lane] = acc;
+}
+@compute @workgroup_size(8)
+fn storage_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var acc = vec4<f32>(0.0);
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        acc += textureLoad(stex, vec2<u32>(x, i));
+        acc += textureLoad(stex, vec2<u32>(x + 1u, i + 1u));
+    }
+    out[wid.x * 8u + lane] = acc;
+}
+@compute @workgroup_size(8)
+fn storage_buf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var acc = vec4<f32>(0.0);
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        acc += buf[i * W + x];
+        acc += buf[(i + 1u) * W + x + 1u];
+    }
+    out[wid.x * 8u + lane] = acc;
+}
+"#;
+fn main() {
+    let g = Gpu::new(None).unwrap();
+    let d = &g.device;
+    let (w, h) = (256u32, 1024u32);
+    let tex = d.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: w,
+            height: h,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+        view_formats: &[],
+    });
+    let view = tex.create_view(&Default::default());
+    let rtex = d.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: w,
+            height: h,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::R32Float,
+        usage: wgpu::TextureUsages::STORAGE_BINDING,
+        view_formats: &[],
+    });
+    let rview = rtex.create_view(&Default::default());
+    let groups = 2048u32;
+    let mk = |size: u64| {
+        d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
+    let out = mk(groups as u64 * 8 * 16);
+    let buf = mk((w * h * 16) as u64);
+    let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(SRC.into()),
+    });
+    for entry in [
+        "sampled",
+        "storage_tex",
+        "storage_buf",
+        "scalar_tex",
+        "scalar_buf",
+        "sampled",
+        "storage_tex",
+        "storage_buf",
+        "scalar_tex",
+        "scalar_buf",
+    ] {
+        let pipe = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let layout = pipe.get_bind_group_layout(0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: out.as_entire_binding(),
+        }];
+        match entry {
+            "sampled" | "storage_tex" => entries.push(wgpu::BindGroupEntry {
+                binding: if entry == "sampled" { 1 } else { 2 },
+                resource: wgpu::BindingResource::TextureView(&view),
+            }),
+            "scalar_tex" => entries.push(wgpu::BindGroupEntry {
+                binding: 4,
+                resource: wgpu::BindingResource::TextureView(&rview),
+            }),
+            "scalar_buf" => entries.push(wgpu::BindGroupEntry {
+                binding: 5,
+                resource: buf.as_entire_binding(),
+            }),
+            _ => entries.push(wgpu::BindGroupEntry {
+                binding: 3,
+                resource: buf.as_entire_binding(),
+            }),
+        }
+        let bg = d.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        let run = || {
+            let mut e = d.create_command_encoder(&Default::default());
+            {
+                let mut p = e.begin_compute_pass(&Default::default());
+                p.set_pipeline(&pipe);
+                p.set_bind_group(0, &bg, &[]);
+                p.dispatch_workgroups(groups, 1, 1);
+            }
+            g.queue.submit([e.finish()]);
+            d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        };
+        run();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            run();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let loads = groups as f64 * 8.0 * 512.0;
+        println!(
+            "{entry:<12} {:.2} ms  {:.2} ns per lane-vec4",
+            best * 1e3,
+            best * 1e9 / loads
+        );
+    }
+}
