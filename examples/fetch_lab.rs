@@ -8,6 +8,42 @@ const SRC: &str = r#"
 @group(0) @binding(3) var<storage, read> buf: array<vec4<f32>>;
 @group(0) @binding(4) var rtex: texture_storage_2d<r32float, read>;
 @group(0) @binding(5) var<storage, read> sbuf: array<f32>;
+@group(0) @binding(6) var<storage, read_write> wbuf4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> wbuf1: array<f32>;
+@group(0) @binding(8) var wtex4: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(9) var wtex1: texture_storage_2d<r32float, write>;
+@compute @workgroup_size(8)
+fn store_buf4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        wbuf4[i * W + x] = vec4<f32>(f32(i));
+        wbuf4[(i + 1u) * W + x + 1u] = vec4<f32>(f32(lane));
+    }
+}
+@compute @workgroup_size(8)
+fn store_buf1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        wbuf1[i * W + x] = f32(i);
+        wbuf1[(i + 1u) * W + x + 1u] = f32(lane);
+    }
+}
+@compute @workgroup_size(8)
+fn store_tex4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        textureStore(wtex4, vec2<u32>(x, i), vec4<f32>(f32(i)));
+        textureStore(wtex4, vec2<u32>(x + 1u, i + 1u), vec4<f32>(f32(lane)));
+    }
+}
+@compute @workgroup_size(8)
+fn store_tex1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let x = (wid.x * 16u + lane * 2u) % W;
+    for (var i = 0u; i < N; i += 2u) {
+        textureStore(wtex1, vec2<u32>(x, i), vec4<f32>(f32(i)));
+        textureStore(wtex1, vec2<u32>(x + 1u, i + 1u), vec4<f32>(f32(lane)));
+    }
+}
 @compute @workgroup_size(8)
 fn scalar_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     var acc = 0.0;
@@ -96,6 +132,22 @@ fn main() {
         view_formats: &[],
     });
     let rview = rtex.create_view(&Default::default());
+    let wtex4 = d.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: w,
+            height: h,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::STORAGE_BINDING,
+        view_formats: &[],
+    });
+    let wview4 = wtex4.create_view(&Default::default());
+    let wview1 = rtex.create_view(&Default::default());
     let groups = 2048u32;
     let mk = |size: u64| {
         d.create_buffer(&wgpu::BufferDescriptor {
@@ -106,7 +158,12 @@ fn main() {
         })
     };
     let out = mk(groups as u64 * 8 * 16);
-    let buf = mk((w * h * 16) as u64);
+    let buf = d.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (w * h * 16) as u64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
     let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: None,
         source: wgpu::ShaderSource::Wgsl(SRC.into()),
@@ -117,11 +174,19 @@ fn main() {
         "storage_buf",
         "scalar_tex",
         "scalar_buf",
+        "store_buf4",
+        "store_buf1",
+        "store_tex4",
+        "store_tex1",
         "sampled",
         "storage_tex",
         "storage_buf",
         "scalar_tex",
         "scalar_buf",
+        "store_buf4",
+        "store_buf1",
+        "store_tex4",
+        "store_tex1",
     ] {
         let pipe = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: None,
@@ -132,11 +197,28 @@ fn main() {
             cache: None,
         });
         let layout = pipe.get_bind_group_layout(0);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: out.as_entire_binding(),
-        }];
+        let mut entries = vec![];
+        if !entry.starts_with("store") {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: out.as_entire_binding(),
+            });
+        }
+        let tv = |b: u32, v| wgpu::BindGroupEntry {
+            binding: b,
+            resource: wgpu::BindingResource::TextureView(v),
+        };
         match entry {
+            "store_buf4" => entries.push(wgpu::BindGroupEntry {
+                binding: 6,
+                resource: buf.as_entire_binding(),
+            }),
+            "store_buf1" => entries.push(wgpu::BindGroupEntry {
+                binding: 7,
+                resource: buf.as_entire_binding(),
+            }),
+            "store_tex4" => entries.push(tv(8, &wview4)),
+            "store_tex1" => entries.push(tv(9, &wview1)),
             "sampled" | "storage_tex" => entries.push(wgpu::BindGroupEntry {
                 binding: if entry == "sampled" { 1 } else { 2 },
                 resource: wgpu::BindingResource::TextureView(&view),

@@ -21,13 +21,21 @@
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> row_bias: array<f32>;
-// The _tex entry points read A and B from read-only rgba32float storage textures (texel
-// (x, y) = vec4 x of row y of the stored matrix): on lavapipe such a load costs about a
-// quarter of a storage-buffer vec4 load and a third of a sampled-texture fetch, which goes
-// through a generic mip-level routine (examples/fetch_lab.rs); the copy into the texture
-// runs at memcpy speed.
+// The _tex entry points read A and B from flat rgba32float copies (Gpu::flat_texture: vec4
+// v of the buffer at texel (v % 1024, v / 1024)) bound as read-only storage textures: on
+// lavapipe such a load costs about a quarter of a storage-buffer vec4 load and a third of a
+// sampled-texture fetch, which goes through a generic mip-level routine
+// (examples/fetch_lab.rs); the copy into the texture runs at memcpy speed.
 @group(0) @binding(6) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var b_tex: texture_storage_2d<rgba32float, read>;
+
+fn load_a_tex(v: u32) -> vec4<f32> {
+    return textureLoad(a_tex, vec2<u32>(v % 1024u, v / 1024u));
+}
+
+fn load_b_tex(v: u32) -> vec4<f32> {
+    return textureLoad(b_tex, vec2<u32>(v % 1024u, v / 1024u));
+}
 //!include act_lib.wgsl
 
 fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
@@ -1201,7 +1209,7 @@ fn matmul_sg_nt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
     }
 }
 
-// op(A) = A, op(B) = Bᵀ, operands read from a_tex and b_tex (copies of A and B; no batch)
+// op(A) = A, op(B) = Bᵀ, operands read from a_tex and b_tex (flat copies of A and B)
 @compute @workgroup_size(8, 1, 1)
 fn matmul_sg_nt_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let z = wid.z;
@@ -1277,44 +1285,44 @@ fn matmul_sg_nt_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     var c30_1 = vec4<f32>(0.0);
     var c31_0 = vec4<f32>(0.0);
     var c31_1 = vec4<f32>(0.0);
-    let arow0 = min(row0 + 0u + lane, p.m - 1u);
-    let arow1 = min(row0 + 8u + lane, p.m - 1u);
-    let arow2 = min(row0 + 16u + lane, p.m - 1u);
-    let arow3 = min(row0 + 24u + lane, p.m - 1u);
-    let brow0_0 = min(col0 + (lane * 2u + 0u) * 4u + 0u, p.n - 1u);
-    let brow0_1 = min(col0 + (lane * 2u + 0u) * 4u + 1u, p.n - 1u);
-    let brow0_2 = min(col0 + (lane * 2u + 0u) * 4u + 2u, p.n - 1u);
-    let brow0_3 = min(col0 + (lane * 2u + 0u) * 4u + 3u, p.n - 1u);
-    let brow1_0 = min(col0 + (lane * 2u + 1u) * 4u + 0u, p.n - 1u);
-    let brow1_1 = min(col0 + (lane * 2u + 1u) * 4u + 1u, p.n - 1u);
-    let brow1_2 = min(col0 + (lane * 2u + 1u) * 4u + 2u, p.n - 1u);
-    let brow1_3 = min(col0 + (lane * 2u + 1u) * 4u + 3u, p.n - 1u);
+    let arow0 = (abase / 4u) + min(row0 + 0u + lane, p.m - 1u) * lda4;
+    let arow1 = (abase / 4u) + min(row0 + 8u + lane, p.m - 1u) * lda4;
+    let arow2 = (abase / 4u) + min(row0 + 16u + lane, p.m - 1u) * lda4;
+    let arow3 = (abase / 4u) + min(row0 + 24u + lane, p.m - 1u) * lda4;
+    let brow0_0 = bbase / 4u + min(col0 + (lane * 2u + 0u) * 4u + 0u, p.n - 1u) * ldb4;
+    let brow0_1 = bbase / 4u + min(col0 + (lane * 2u + 0u) * 4u + 1u, p.n - 1u) * ldb4;
+    let brow0_2 = bbase / 4u + min(col0 + (lane * 2u + 0u) * 4u + 2u, p.n - 1u) * ldb4;
+    let brow0_3 = bbase / 4u + min(col0 + (lane * 2u + 0u) * 4u + 3u, p.n - 1u) * ldb4;
+    let brow1_0 = bbase / 4u + min(col0 + (lane * 2u + 1u) * 4u + 0u, p.n - 1u) * ldb4;
+    let brow1_1 = bbase / 4u + min(col0 + (lane * 2u + 1u) * 4u + 1u, p.n - 1u) * ldb4;
+    let brow1_2 = bbase / 4u + min(col0 + (lane * 2u + 1u) * 4u + 2u, p.n - 1u) * ldb4;
+    let brow1_3 = bbase / 4u + min(col0 + (lane * 2u + 1u) * 4u + 3u, p.n - 1u) * ldb4;
     var k0 = k_begin;
     for (; k0 + 8u <= k_end; k0 += 8u) {
-        let a0_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow0));
-        let a0_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow0));
-        let a1_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow1));
-        let a1_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow1));
-        let a2_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow2));
-        let a2_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow2));
-        let a3_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow3));
-        let a3_1 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 1u, arow3));
-        let bt0_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_0));
-        let bt0_0_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_0));
-        let bt0_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_1));
-        let bt0_1_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_1));
-        let bt0_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_2));
-        let bt0_2_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_2));
-        let bt0_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_3));
-        let bt0_3_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow0_3));
-        let bt1_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_0));
-        let bt1_0_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_0));
-        let bt1_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_1));
-        let bt1_1_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_1));
-        let bt1_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_2));
-        let bt1_2_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_2));
-        let bt1_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_3));
-        let bt1_3_1 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 1u, brow1_3));
+        let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
+        let a0_1 = load_a_tex(arow0 + k0 / 4u + 1u);
+        let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
+        let a1_1 = load_a_tex(arow1 + k0 / 4u + 1u);
+        let a2_0 = load_a_tex(arow2 + k0 / 4u + 0u);
+        let a2_1 = load_a_tex(arow2 + k0 / 4u + 1u);
+        let a3_0 = load_a_tex(arow3 + k0 / 4u + 0u);
+        let a3_1 = load_a_tex(arow3 + k0 / 4u + 1u);
+        let bt0_0_0 = load_b_tex(brow0_0 + k0 / 4u + 0u);
+        let bt0_0_1 = load_b_tex(brow0_0 + k0 / 4u + 1u);
+        let bt0_1_0 = load_b_tex(brow0_1 + k0 / 4u + 0u);
+        let bt0_1_1 = load_b_tex(brow0_1 + k0 / 4u + 1u);
+        let bt0_2_0 = load_b_tex(brow0_2 + k0 / 4u + 0u);
+        let bt0_2_1 = load_b_tex(brow0_2 + k0 / 4u + 1u);
+        let bt0_3_0 = load_b_tex(brow0_3 + k0 / 4u + 0u);
+        let bt0_3_1 = load_b_tex(brow0_3 + k0 / 4u + 1u);
+        let bt1_0_0 = load_b_tex(brow1_0 + k0 / 4u + 0u);
+        let bt1_0_1 = load_b_tex(brow1_0 + k0 / 4u + 1u);
+        let bt1_1_0 = load_b_tex(brow1_1 + k0 / 4u + 0u);
+        let bt1_1_1 = load_b_tex(brow1_1 + k0 / 4u + 1u);
+        let bt1_2_0 = load_b_tex(brow1_2 + k0 / 4u + 0u);
+        let bt1_2_1 = load_b_tex(brow1_2 + k0 / 4u + 1u);
+        let bt1_3_0 = load_b_tex(brow1_3 + k0 / 4u + 0u);
+        let bt1_3_1 = load_b_tex(brow1_3 + k0 / 4u + 1u);
         let b0_0 = vec4<f32>(bt0_0_0.x, bt0_1_0.x, bt0_2_0.x, bt0_3_0.x);
         let b0_1 = vec4<f32>(bt1_0_0.x, bt1_1_0.x, bt1_2_0.x, bt1_3_0.x);
         let b1_0 = vec4<f32>(bt0_0_0.y, bt0_1_0.y, bt0_2_0.y, bt0_3_0.y);
@@ -1910,18 +1918,18 @@ fn matmul_sg_nt_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     }
     // K tail: one block of 4 (K is a multiple of 4).
     if (k0 < k_end) {
-        let a0_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow0));
-        let a1_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow1));
-        let a2_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow2));
-        let a3_0 = textureLoad(a_tex, vec2<u32>(k0 / 4u + 0u, arow3));
-        let bt0_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_0));
-        let bt0_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_1));
-        let bt0_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_2));
-        let bt0_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow0_3));
-        let bt1_0_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_0));
-        let bt1_1_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_1));
-        let bt1_2_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_2));
-        let bt1_3_0 = textureLoad(b_tex, vec2<u32>(k0 / 4u + 0u, brow1_3));
+        let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
+        let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
+        let a2_0 = load_a_tex(arow2 + k0 / 4u + 0u);
+        let a3_0 = load_a_tex(arow3 + k0 / 4u + 0u);
+        let bt0_0_0 = load_b_tex(brow0_0 + k0 / 4u + 0u);
+        let bt0_1_0 = load_b_tex(brow0_1 + k0 / 4u + 0u);
+        let bt0_2_0 = load_b_tex(brow0_2 + k0 / 4u + 0u);
+        let bt0_3_0 = load_b_tex(brow0_3 + k0 / 4u + 0u);
+        let bt1_0_0 = load_b_tex(brow1_0 + k0 / 4u + 0u);
+        let bt1_1_0 = load_b_tex(brow1_1 + k0 / 4u + 0u);
+        let bt1_2_0 = load_b_tex(brow1_2 + k0 / 4u + 0u);
+        let bt1_3_0 = load_b_tex(brow1_3 + k0 / 4u + 0u);
         let b0_0 = vec4<f32>(bt0_0_0.x, bt0_1_0.x, bt0_2_0.x, bt0_3_0.x);
         let b0_1 = vec4<f32>(bt1_0_0.x, bt1_1_0.x, bt1_2_0.x, bt1_3_0.x);
         let b1_0 = vec4<f32>(bt0_0_0.y, bt0_1_0.y, bt0_2_0.y, bt0_3_0.y);

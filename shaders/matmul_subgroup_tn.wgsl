@@ -21,13 +21,21 @@
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> row_bias: array<f32>;
-// The _tex entry points read A and B from read-only rgba32float storage textures (texel
-// (x, y) = vec4 x of row y of the stored matrix): on lavapipe such a load costs about a
-// quarter of a storage-buffer vec4 load and a third of a sampled-texture fetch, which goes
-// through a generic mip-level routine (examples/fetch_lab.rs); the copy into the texture
-// runs at memcpy speed.
+// The _tex entry points read A and B from flat rgba32float copies (Gpu::flat_texture: vec4
+// v of the buffer at texel (v % 1024, v / 1024)) bound as read-only storage textures: on
+// lavapipe such a load costs about a quarter of a storage-buffer vec4 load and a third of a
+// sampled-texture fetch, which goes through a generic mip-level routine
+// (examples/fetch_lab.rs); the copy into the texture runs at memcpy speed.
 @group(0) @binding(6) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var b_tex: texture_storage_2d<rgba32float, read>;
+
+fn load_a_tex(v: u32) -> vec4<f32> {
+    return textureLoad(a_tex, vec2<u32>(v % 1024u, v / 1024u));
+}
+
+fn load_b_tex(v: u32) -> vec4<f32> {
+    return textureLoad(b_tex, vec2<u32>(v % 1024u, v / 1024u));
+}
 //!include act_lib.wgsl
 
 fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
@@ -1174,7 +1182,7 @@ fn matmul_sg_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocat
     }
 }
 
-// op(A) = Aᵀ, op(B) = B, operands read from a_tex and b_tex (copies of A and B; no batch)
+// op(A) = Aᵀ, op(B) = B, operands read from a_tex and b_tex (flat copies of A and B)
 @compute @workgroup_size(8, 1, 1)
 fn matmul_sg_tn_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let z = wid.z;
@@ -1251,35 +1259,35 @@ fn matmul_sg_tn_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     var c31_0 = vec4<f32>(0.0);
     var c31_1 = vec4<f32>(0.0);
     let alast4 = (p.m - 1u) / 4u;
-    let bcol0 = min(col0 / 4u + lane * 2u + 0u, (p.n + 3u) / 4u - 1u);
-    let bcol1 = min(col0 / 4u + lane * 2u + 1u, (p.n + 3u) / 4u - 1u);
+    let bcol0 = bbase / 4u + min(col0 / 4u + lane * 2u + 0u, (p.n + 3u) / 4u - 1u);
+    let bcol1 = bbase / 4u + min(col0 / 4u + lane * 2u + 1u, (p.n + 3u) / 4u - 1u);
     var k0 = k_begin;
     for (; k0 + 8u <= k_end; k0 += 8u) {
-        let ak = min(k0 + lane, k_end - 1u);
-        let a0 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 0u, alast4), ak));
-        let a1 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 1u, alast4), ak));
-        let a2 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 2u, alast4), ak));
-        let a3 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 3u, alast4), ak));
-        let a4 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 4u, alast4), ak));
-        let a5 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 5u, alast4), ak));
-        let a6 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 6u, alast4), ak));
-        let a7 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 7u, alast4), ak));
-        let b0_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 0u));
-        let b0_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 0u));
-        let b1_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 1u));
-        let b1_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 1u));
-        let b2_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 2u));
-        let b2_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 2u));
-        let b3_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 3u));
-        let b3_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 3u));
-        let b4_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 4u));
-        let b4_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 4u));
-        let b5_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 5u));
-        let b5_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 5u));
-        let b6_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 6u));
-        let b6_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 6u));
-        let b7_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 7u));
-        let b7_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 7u));
+        let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;
+        let a0 = load_a_tex(ak + min(row0 / 4u + 0u, alast4));
+        let a1 = load_a_tex(ak + min(row0 / 4u + 1u, alast4));
+        let a2 = load_a_tex(ak + min(row0 / 4u + 2u, alast4));
+        let a3 = load_a_tex(ak + min(row0 / 4u + 3u, alast4));
+        let a4 = load_a_tex(ak + min(row0 / 4u + 4u, alast4));
+        let a5 = load_a_tex(ak + min(row0 / 4u + 5u, alast4));
+        let a6 = load_a_tex(ak + min(row0 / 4u + 6u, alast4));
+        let a7 = load_a_tex(ak + min(row0 / 4u + 7u, alast4));
+        let b0_0 = load_b_tex(bcol0 + (k0 + 0u) * ldb4);
+        let b0_1 = load_b_tex(bcol1 + (k0 + 0u) * ldb4);
+        let b1_0 = load_b_tex(bcol0 + (k0 + 1u) * ldb4);
+        let b1_1 = load_b_tex(bcol1 + (k0 + 1u) * ldb4);
+        let b2_0 = load_b_tex(bcol0 + (k0 + 2u) * ldb4);
+        let b2_1 = load_b_tex(bcol1 + (k0 + 2u) * ldb4);
+        let b3_0 = load_b_tex(bcol0 + (k0 + 3u) * ldb4);
+        let b3_1 = load_b_tex(bcol1 + (k0 + 3u) * ldb4);
+        let b4_0 = load_b_tex(bcol0 + (k0 + 4u) * ldb4);
+        let b4_1 = load_b_tex(bcol1 + (k0 + 4u) * ldb4);
+        let b5_0 = load_b_tex(bcol0 + (k0 + 5u) * ldb4);
+        let b5_1 = load_b_tex(bcol1 + (k0 + 5u) * ldb4);
+        let b6_0 = load_b_tex(bcol0 + (k0 + 6u) * ldb4);
+        let b6_1 = load_b_tex(bcol1 + (k0 + 6u) * ldb4);
+        let b7_0 = load_b_tex(bcol0 + (k0 + 7u) * ldb4);
+        let b7_1 = load_b_tex(bcol1 + (k0 + 7u) * ldb4);
         let s0_0 = subgroupBroadcast(a0, 0u);
         c0_0 = fma(vec4<f32>(s0_0.x), b0_0, c0_0);
         c0_1 = fma(vec4<f32>(s0_0.x), b0_1, c0_1);
@@ -1859,23 +1867,23 @@ fn matmul_sg_tn_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     }
     // K tail: one block of 4 (K is a multiple of 4).
     if (k0 < k_end) {
-        let ak = min(k0 + lane, k_end - 1u);
-        let a0 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 0u, alast4), ak));
-        let a1 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 1u, alast4), ak));
-        let a2 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 2u, alast4), ak));
-        let a3 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 3u, alast4), ak));
-        let a4 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 4u, alast4), ak));
-        let a5 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 5u, alast4), ak));
-        let a6 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 6u, alast4), ak));
-        let a7 = textureLoad(a_tex, vec2<u32>(min(row0 / 4u + 7u, alast4), ak));
-        let b0_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 0u));
-        let b0_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 0u));
-        let b1_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 1u));
-        let b1_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 1u));
-        let b2_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 2u));
-        let b2_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 2u));
-        let b3_0 = textureLoad(b_tex, vec2<u32>(bcol0, k0 + 3u));
-        let b3_1 = textureLoad(b_tex, vec2<u32>(bcol1, k0 + 3u));
+        let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;
+        let a0 = load_a_tex(ak + min(row0 / 4u + 0u, alast4));
+        let a1 = load_a_tex(ak + min(row0 / 4u + 1u, alast4));
+        let a2 = load_a_tex(ak + min(row0 / 4u + 2u, alast4));
+        let a3 = load_a_tex(ak + min(row0 / 4u + 3u, alast4));
+        let a4 = load_a_tex(ak + min(row0 / 4u + 4u, alast4));
+        let a5 = load_a_tex(ak + min(row0 / 4u + 5u, alast4));
+        let a6 = load_a_tex(ak + min(row0 / 4u + 6u, alast4));
+        let a7 = load_a_tex(ak + min(row0 / 4u + 7u, alast4));
+        let b0_0 = load_b_tex(bcol0 + (k0 + 0u) * ldb4);
+        let b0_1 = load_b_tex(bcol1 + (k0 + 0u) * ldb4);
+        let b1_0 = load_b_tex(bcol0 + (k0 + 1u) * ldb4);
+        let b1_1 = load_b_tex(bcol1 + (k0 + 1u) * ldb4);
+        let b2_0 = load_b_tex(bcol0 + (k0 + 2u) * ldb4);
+        let b2_1 = load_b_tex(bcol1 + (k0 + 2u) * ldb4);
+        let b3_0 = load_b_tex(bcol0 + (k0 + 3u) * ldb4);
+        let b3_1 = load_b_tex(bcol1 + (k0 + 3u) * ldb4);
         let s0_0 = subgroupBroadcast(a0, 0u);
         c0_0 = fma(vec4<f32>(s0_0.x), b0_0, c0_0);
         c0_1 = fma(vec4<f32>(s0_0.x), b0_1, c0_1);

@@ -242,7 +242,7 @@ pub struct Kernel {
 
 type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 /// (operand slot, width, height) -> the operand texture and its view.
-type OperandTextures =
+type TextureCache =
     HashMap<(u8, wgpu::TextureFormat, u32, u32), (wgpu::Texture, wgpu::TextureView)>;
 
 /// Row length of the flat r32float textures (`Gpu::flat_texture`): element i is texel
@@ -315,9 +315,10 @@ pub struct Gpu {
     gemm_tile_override: Cell<Option<TileForm>>,
     /// `ACTIVEGEN_GEMM_TILE`, if set (see `gemm_tile`).
     gemm_tile_default: Option<TileForm>,
-    /// One rgba32float texture per (operand slot, width, height): the GEMM copies its
-    /// operands in, and the next GEMM of that shape overwrites it (commands run in order).
-    operand_textures: RefCell<OperandTextures>,
+    /// One texture per (slot, format, width, height) for texture reads (`flat_texture`):
+    /// kernels copy their inputs in, and the next copy of that shape overwrites it
+    /// (commands run in order).
+    textures: RefCell<TextureCache>,
     /// `ACTIVEGEN_TRACE`: print every dispatch.
     trace: bool,
 }
@@ -409,7 +410,7 @@ impl Gpu {
             texture_reads_default,
             gemm_tile_override: Cell::new(None),
             gemm_tile_default,
-            operand_textures: RefCell::new(HashMap::new()),
+            textures: RefCell::new(HashMap::new()),
             trace,
         })
     }
@@ -448,22 +449,6 @@ impl Gpu {
         self.texture_reads_override
             .get()
             .unwrap_or(self.texture_reads_default)
-    }
-
-    /// Records a copy of the matrix in `src` (`rows` rows of `ld` floats, ld % 64 == 0) into
-    /// the operand texture `slot` of that shape, and returns a view of it.
-    pub fn operand_texture(
-        &self,
-        slot: u8,
-        src: &wgpu::Buffer,
-        ld: usize,
-        rows: usize,
-    ) -> wgpu::TextureView {
-        let (width, height) = ((ld / 4) as u32, rows as u32);
-        let (texture, view) =
-            self.cached_texture(slot, wgpu::TextureFormat::Rgba32Float, width, height);
-        self.copy_rows_to_texture(src, 0, &texture, 0, width, height, 16);
-        view
     }
 
     /// Whether `numel` floats fit a flat texture (`flat_texture`) on this adapter.
@@ -524,7 +509,7 @@ impl Gpu {
         width: u32,
         height: u32,
     ) -> (wgpu::Texture, wgpu::TextureView) {
-        let mut cache = self.operand_textures.borrow_mut();
+        let mut cache = self.textures.borrow_mut();
         let key = (slot, format, width, height);
         if cache.len() >= 32 && !cache.contains_key(&key) {
             cache.clear();

@@ -781,9 +781,10 @@ fn tiled_row_bias_and_activation_epilogue_matches_cpu() {
     }
 }
 
-/// The subgroup kernel with A and B copied into textures (`matmul_sg_*_tex`): every form,
-/// row blocks first or not, split-K partials, ragged M and N within 64-aligned strides, and
-/// the epilogue; the profile must show the texture entry point.
+/// The subgroup kernel with A and B copied into flat textures (`matmul_sg_*_tex`): every
+/// form, row blocks first or not, split-K partials, ragged M and N within padded strides
+/// (multiples of 4, not of a texture row), a batch, and the epilogue; the profile must show
+/// the texture entry point.
 #[test]
 fn subgroup_texture_operand_products_match_cpu() {
     use activegen::ops::activation::Act;
@@ -791,7 +792,8 @@ fn subgroup_texture_operand_products_match_cpu() {
     g.set_texture_reads(Some(true));
     let mut r = Rng(44);
     let mut report = Report::default();
-    // (M, N, K, ta, tb, split, row bias + leaky relu); strides: lda, ldb rounded up to 64.
+    // (M, N, K, ta, tb, split, row bias + leaky relu); strides: lda, ldb rounded up to 4,
+    // plus 4 of padding.
     for (m, n, k, ta, tb, split, epilogue) in [
         (130, 100, 1024, false, false, 1, false),
         (128, 3136, 128, false, false, 1, true),
@@ -802,9 +804,9 @@ fn subgroup_texture_operand_products_match_cpu() {
     ] {
         let what =
             format!("tex M={m} N={n} K={k} ta={ta} tb={tb} split={split} epilogue={epilogue}");
-        let r64 = |x: usize| x.next_multiple_of(64);
-        let (lda, rows_a) = if ta { (r64(m), k) } else { (r64(k), m) };
-        let (ldb, rows_b) = if tb { (r64(k), n) } else { (r64(n), k) };
+        let pad = |x: usize| x.next_multiple_of(4) + 4;
+        let (lda, rows_a) = if ta { (pad(m), k) } else { (pad(k), m) };
+        let (ldb, rows_b) = if tb { (pad(k), n) } else { (pad(n), k) };
         let (a, b, rb) = (r.vec(lda * rows_a), r.vec(ldb * rows_b), r.vec(m));
         let ta_t = Tensor::from_slice(&g, &[rows_a, lda], &a).unwrap();
         let tb_t = Tensor::from_slice(&g, &[rows_b, ldb], &b).unwrap();
@@ -855,5 +857,37 @@ fn subgroup_texture_operand_products_match_cpu() {
             });
         report.add(res);
     }
+    // A batched product [4, M, K] x [4, K, N].
+    let (batch, m, n, k) = (4, 100, 132, 300);
+    let (a, b) = (r.vec(batch * m * k), r.vec(batch * k * n));
+    let ta_t = Tensor::from_slice(&g, &[batch, m, k], &a).unwrap();
+    let tb_t = Tensor::from_slice(&g, &[batch, k, n], &b).unwrap();
+    let what = format!("tex batched {batch}x M={m} N={n} K={k}");
+    let res = profiled(&g, &what, "matmul_sg_nn_tex[HAS_BIAS=0]", || {
+        matmul_t(&g, &ta_t, &tb_t, false, false).unwrap()
+    })
+    .and_then(|out| {
+        let got = out.to_vec(&g);
+        let mut worst = 0.0f32;
+        for z in 0..batch {
+            let want = matmul_cpu(
+                &a[z * m * k..][..m * k],
+                &b[z * k * n..][..k * n],
+                m,
+                k,
+                n,
+                false,
+                false,
+            );
+            worst = worst.max(check(
+                &format!("{what} [{z}]"),
+                &got[z * m * n..][..m * n],
+                &want,
+                atol(k),
+            )?);
+        }
+        Ok(worst)
+    });
+    report.add(res);
     report.finish("texture_operands");
 }

@@ -12,7 +12,7 @@
 use anyhow::{bail, Result};
 
 use super::activation::Act;
-use super::{launch, u};
+use super::{launch, u, TextureReads};
 use crate::gpu::{Cost, GemmKernel, Gpu, TileForm};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
@@ -97,28 +97,11 @@ impl<'a> Gemm<'a> {
         2.0 * (self.batch * self.m * self.n * self.k) as f64
     }
 
-    /// Rows of A and of B as stored.
-    fn stored_rows(&self) -> (usize, usize) {
-        (
-            if self.trans_a { self.k } else { self.m },
-            if self.trans_b { self.n } else { self.k },
-        )
-    }
-
-    /// Whether the subgroup kernel takes its operands from texture copies: single
-    /// products large enough to pay for the copies, whose rows are whole texel rows
-    /// (copies need 256-byte row pitches) within the adapter's texture size.
-    fn texture_ok(&self, g: &Gpu) -> bool {
-        let max = g.limits.max_texture_dimension_2d as usize;
-        let (rows_a, rows_b) = self.stored_rows();
-        let fits = |ld: usize, rows: usize, t: &Tensor| {
-            ld.is_multiple_of(64) && ld / 4 <= max && rows <= max && t.numel() >= ld * rows
-        };
-        g.texture_reads()
-            && self.batch == 1
-            && self.flops() >= 16e6
-            && fits(self.lda, rows_a, self.a)
-            && fits(self.ldb, rows_b, self.b)
+    /// Whether the subgroup kernel should read its operands from texture copies (where the
+    /// adapter does texture reads, see `TextureReads`): products large enough to pay for
+    /// the copies.
+    fn texture_worthwhile(&self) -> bool {
+        self.flops() >= TEXTURE_MIN_FLOPS
     }
 
     /// The subgroup kernel reads each operand's contiguous dimension as vec4s; batch
@@ -181,6 +164,9 @@ const SUBGROUP_FORMS: [(&str, &str, &str); 3] = [
 ];
 const SG_ROWS: usize = 32;
 const SG_COLS: usize = 64;
+/// Products below this read their operands from the buffers even where texture reads are
+/// on: the copies would cost more than the cheaper loads save.
+const TEXTURE_MIN_FLOPS: f64 = 16e6;
 
 /// Records one GEMM (or `split` K-slices of it, written as partials [split, M, N]) into `out`.
 pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
@@ -260,22 +246,21 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         params.rows_fastest = rows_fastest as u32;
         let mut consts = vec![("HAS_BIAS", has_bias)];
         consts.extend(&epilogue);
-        if spec.texture_ok(g) {
-            // Large operands are copied into textures, whose fetches cost about half a
-            // storage load on lavapipe; the copies run at memcpy speed.
-            let (rows_a, rows_b) = spec.stored_rows();
-            let a_tex = g.operand_texture(0, spec.a.buffer(), spec.lda, rows_a);
-            let b_tex = g.operand_texture(1, spec.b.buffer(), spec.ldb, rows_b);
-            let kernel = g.kernel(stem, tex_entry, &consts)?;
-            g.dispatch_with_textures(
-                &kernel,
-                bytemuck::bytes_of(&params),
-                &buffers,
-                &[(6, &a_tex), (7, &b_tex)],
-                grid,
-                cost,
-            );
-            return Ok(());
+        if spec.texture_worthwhile() {
+            const RGBA: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
+            let reads = TextureReads::new(g, &[(6, spec.a, RGBA), (7, spec.b, RGBA)]);
+            if reads.on() {
+                let kernel = g.kernel(stem, tex_entry, &consts)?;
+                reads.dispatch(
+                    g,
+                    &kernel,
+                    bytemuck::bytes_of(&params),
+                    &buffers,
+                    grid,
+                    cost,
+                );
+                return Ok(());
+            }
         }
         launch(g, stem, entry, &consts, &params, &buffers, grid, cost)
     } else {

@@ -18,7 +18,7 @@ pub mod rng;
 
 use anyhow::Result;
 
-use crate::gpu::{Cost, Gpu};
+use crate::gpu::{Cost, Gpu, Kernel};
 use crate::tensor::Tensor;
 
 #[allow(clippy::too_many_arguments)]
@@ -71,7 +71,27 @@ impl TextureReads {
         TextureReads { on, views }
     }
 
-    /// `launch` with these inputs bound.
+    /// Whether the inputs were copied into textures (else the bindings hold placeholders).
+    pub(crate) fn on(&self) -> bool {
+        self.on
+    }
+
+    /// Records `kernel` with these inputs bound (its pipeline constants chosen by the caller).
+    pub(crate) fn dispatch(
+        &self,
+        g: &Gpu,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+        cost: Cost,
+    ) {
+        let views: Vec<(u32, &wgpu::TextureView)> =
+            self.views.iter().map(|(b, v)| (*b, v)).collect();
+        g.dispatch_with_textures(kernel, params, buffers, &views, workgroups, cost);
+    }
+
+    /// `launch` with these inputs bound and TEXTURE_READS set.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch<P: bytemuck::Pod>(
         &self,
