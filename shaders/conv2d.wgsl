@@ -102,22 +102,9 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // dx[n, ci, iy, ix] = act(bias[ci] + sum over taps of dXcol[(ci, ky, kx), (n, oy, ox)]) with
 // oy*s = iy + pad - ky. Only ky = (iy + pad) mod s + s*j can hit, so the taps step by s.
-// One invocation per element of dx ([N, CI, H, W], or [CI, N, H, W] when channel-major).
-@compute @workgroup_size(256)
-fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n * p.ci * p.h * p.w) {
-        return;
-    }
-    let t_ix = divmod(i, p.w);
-    let t_iy = divmod(t_ix.x, p.h);
-    var n_c = divmod(t_iy.x, p.ci);
-    if (CHANNEL_MAJOR) {
-        n_c = divmod(t_iy.x, p.n).yx;
-    }
-    let c = n_c.y;
-    let ty = t_iy.y + p.pad; // = (ty / STRIDE) * STRIDE + ty % STRIDE
-    let tx = t_ix.y + p.pad;
+fn col2im_value(n: u32, c: u32, iy: u32, ix: u32) -> f32 {
+    let ty = iy + p.pad; // = (ty / STRIDE) * STRIDE + ty % STRIDE
+    let tx = ix + p.pad;
     var acc = 0.0;
     // ceil(KH / s) x ceil(KW / s) candidate taps: constant trip counts, unrolled.
     for (var jy = 0u; jy < (KH + STRIDE - 1u) / STRIDE; jy++) {
@@ -128,14 +115,75 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let ox = i32(tx / STRIDE) - i32(jx);
             if (ky < KH && kx < KW && oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
                 let k = (c * KH + ky) * KW + kx;
-                acc += load_src(k * p.p4 + (n_c.x * p.oh + u32(oy)) * p.ow + u32(ox));
+                acc += load_src(k * p.p4 + (n * p.oh + u32(oy)) * p.ow + u32(ox));
             }
         }
     }
     if (p.has_bias != 0u) {
         acc += bias[c];
     }
-    dst[i] = act_apply(acc, p.act, p.slope);
+    return act_apply(acc, p.act, p.slope);
+}
+
+// The (n, c, iy, ix) of element i of dx ([N, CI, H, W], or [CI, N, H, W] when channel-major).
+fn col2im_position(i: u32) -> vec4<u32> {
+    let t_ix = divmod(i, p.w);
+    let t_iy = divmod(t_ix.x, p.h);
+    var n_c = divmod(t_iy.x, p.ci);
+    if (CHANNEL_MAJOR) {
+        n_c = divmod(t_iy.x, p.n).yx;
+    }
+    return vec4<u32>(n_c.x, n_c.y, t_iy.y, t_ix.y);
+}
+
+// One invocation per element of dx.
+@compute @workgroup_size(256)
+fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n * p.ci * p.h * p.w) {
+        return;
+    }
+    let q = col2im_position(i);
+    dst[i] = col2im_value(q.x, q.y, q.z, q.w);
+}
+
+// dx with a multiple of 4 elements: four consecutive elements per invocation, one set of
+// index divisions and one vec4 store (CPU drivers store a vec4 for about the price of one
+// float). The position steps along ix and wraps to the next row and plane.
+@compute @workgroup_size(256)
+fn col2im_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i0 = (gid.x + gid.y * nwg.x * 256u) * 4u;
+    if (i0 >= p.n * p.ci * p.h * p.w) {
+        return;
+    }
+    var q = col2im_position(i0);
+    var v: vec4<f32>;
+    for (var e = 0u; e < 4u; e++) {
+        v[e] = col2im_value(q.x, q.y, q.z, q.w);
+        q.w += 1u;
+        if (q.w == p.w) {
+            q.w = 0u;
+            q.z += 1u;
+            if (q.z == p.h) {
+                q.z = 0u;
+                // Next plane: c fastest in NCHW, n fastest when channel-major.
+                if (CHANNEL_MAJOR) {
+                    q.x += 1u;
+                    if (q.x == p.n) {
+                        q.x = 0u;
+                        q.y += 1u;
+                    }
+                } else {
+                    q.y += 1u;
+                    if (q.y == p.ci) {
+                        q.y = 0u;
+                        q.x += 1u;
+                    }
+                }
+            }
+        }
+    }
+    dst4[i0 / 4u] = v;
 }
 
 // Y[c, (n, pix)] = y[n, c, pix]: a y-shaped image as the GEMM's [CO, P4] matrix,

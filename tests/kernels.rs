@@ -352,7 +352,9 @@ fn reductions_match_cpu() {
 }
 
 /// (N, CI, H, W, CO, K, stride, pad)
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 9] = [
+// (2, 3, 5, 6, ...): x has a multiple of 4 elements but planes of 30, so col2im's vec4 form
+// wraps across rows and planes, in both layouts.
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 10] = [
     (1, 1, 1, 1, 1, 1, 1, 0),
     (2, 3, 17, 17, 5, 3, 1, 1),
     (3, 1, 28, 28, 17, 4, 2, 1),
@@ -362,6 +364,7 @@ const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 9] 
     (1, 2, 5, 6, 65, 1, 1, 0),
     (2, 4, 8, 8, 6, 2, 2, 0),
     (1, 3, 6, 5, 4, 3, 3, 1),
+    (2, 3, 5, 6, 4, 4, 2, 1),
 ];
 
 #[test]

@@ -196,14 +196,25 @@ pub fn col2im(
 ) -> Result<Tensor> {
     let dx = Tensor::empty(g, &geo.x_shape(), "col2im output")?;
     let n = dx.numel();
+    let (entry, grid) = if n.is_multiple_of(4) {
+        ("col2im_vec4", grid_1d(n / 4, 256))
+    } else {
+        ("col2im", grid_1d(n, 256))
+    };
     TextureReads::new(g, &[(5, dxcol, wgpu::TextureFormat::R32Float)]).launch(
         g,
         "conv2d",
-        "col2im",
+        entry,
         &geometry_constants(geo),
         &params(geo, bias.is_some(), act),
-        &[dxcol.buffer(), dx.buffer(), bias.unwrap_or(dxcol).buffer()],
-        grid_1d(n, 256),
+        // dst (2) for col2im, its vec4 view dst4 (4) for col2im_vec4.
+        &[
+            dxcol.buffer(),
+            dx.buffer(),
+            bias.unwrap_or(dxcol).buffer(),
+            dx.buffer(),
+        ],
+        grid,
         Cost::bytes(4.0 * (n * geo.kh * geo.kw / (geo.stride * geo.stride)).max(n) as f64),
     )?;
     Ok(dx)
