@@ -531,6 +531,39 @@ fn tiled_batched_and_bias_match_cpu() {
 }
 
 /// The public ops: 3-d batched `matmul_t` and `linear` (x·Wᵀ + b, bias of length N).
+/// [batch, M, K] x [batch, K, N] through `matmul_t` on random data: one dispatch of
+/// `want_kernel`, each batch's product against `matmul_cpu`.
+fn batched_matmul(
+    g: &Gpu,
+    what: &str,
+    want_kernel: &str,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    r: &mut Rng,
+) -> Result<f32, String> {
+    let (a, b) = (r.vec(batch * m * k), r.vec(batch * k * n));
+    let ta = Tensor::from_slice(g, &[batch, m, k], &a).unwrap();
+    let tb = Tensor::from_slice(g, &[batch, k, n], &b).unwrap();
+    let out = profiled(g, what, want_kernel, || {
+        matmul_t(g, &ta, &tb, false, false).unwrap()
+    })?;
+    let got = out.to_vec(g);
+    let mut worst = 0.0f32;
+    for z in 0..batch {
+        let want = matmul_cpu(
+            &a[z * m * k..][..m * k],
+            &b[z * k * n..][..k * n],
+            m,
+            k,
+            n,
+            false,
+            false,
+        );
+        let got_z = &got[z * m * n..][..m * n];
+        worst = worst.max(check(&format!("{what} [{z}]"), got_z, &want, atol(k))?);
+    }
+    Ok(worst)
+}
+
 fn public_batched_and_linear(kernel: Family, seed: u64) {
     let g = gpu_with(kernel);
     let mut r = Rng(seed);
@@ -545,37 +578,14 @@ fn public_batched_and_linear(kernel: Family, seed: u64) {
     ] {
         // Batched [3, M, K] x [3, K, N] (strides M*K, K*N, M*N: multiples of 4).
         let (batch, tag) = (3, format!("{kernel:?} batched matmul M={m} N={n} K={k}"));
-        let a = r.vec(batch * m * k);
-        let b = r.vec(batch * k * n);
-        let ta = Tensor::from_slice(&g, &[batch, m, k], &a).unwrap();
-        let tb = Tensor::from_slice(&g, &[batch, k, n], &b).unwrap();
         let want_kernel = expected_kernel(kernel, (m, n, k), false, false, false);
-        let res = profiled(&g, &tag, &want_kernel, || {
-            matmul_t(&g, &ta, &tb, false, false).unwrap()
-        })
-        .and_then(|out| {
-            let got = out.to_vec(&g);
-            let mut worst = 0.0f32;
-            for z in 0..batch {
-                let want = matmul_cpu(
-                    &a[z * m * k..][..m * k],
-                    &b[z * k * n..][..k * n],
-                    m,
-                    k,
-                    n,
-                    false,
-                    false,
-                );
-                worst = worst.max(check(
-                    &format!("{tag} [{z}]"),
-                    &got[z * m * n..][..m * n],
-                    &want,
-                    atol(k),
-                )?);
-            }
-            Ok(worst)
-        });
-        report.add(res);
+        report.add(batched_matmul(
+            &g,
+            &tag,
+            &want_kernel,
+            (batch, m, n, k),
+            &mut r,
+        ));
 
         // linear: y[M, N] = x[M, K] · W[N, K]ᵀ + b[N].
         let tag = format!("{kernel:?} linear rows={m} in={k} out={n}");
@@ -859,35 +869,14 @@ fn subgroup_texture_operand_products_match_cpu() {
     }
     // A batched product [4, M, K] x [4, K, N].
     let (batch, m, n, k) = (4, 100, 132, 300);
-    let (a, b) = (r.vec(batch * m * k), r.vec(batch * k * n));
-    let ta_t = Tensor::from_slice(&g, &[batch, m, k], &a).unwrap();
-    let tb_t = Tensor::from_slice(&g, &[batch, k, n], &b).unwrap();
     let what = format!("tex batched {batch}x M={m} N={n} K={k}");
-    let res = profiled(&g, &what, "matmul_sg_nn_tex[HAS_BIAS=0]", || {
-        matmul_t(&g, &ta_t, &tb_t, false, false).unwrap()
-    })
-    .and_then(|out| {
-        let got = out.to_vec(&g);
-        let mut worst = 0.0f32;
-        for z in 0..batch {
-            let want = matmul_cpu(
-                &a[z * m * k..][..m * k],
-                &b[z * k * n..][..k * n],
-                m,
-                k,
-                n,
-                false,
-                false,
-            );
-            worst = worst.max(check(
-                &format!("{what} [{z}]"),
-                &got[z * m * n..][..m * n],
-                &want,
-                atol(k),
-            )?);
-        }
-        Ok(worst)
-    });
-    report.add(res);
+    let want_kernel = "matmul_sg_nn_tex[HAS_BIAS=0]";
+    report.add(batched_matmul(
+        &g,
+        &what,
+        want_kernel,
+        (batch, m, n, k),
+        &mut r,
+    ));
     report.finish("texture_operands");
 }

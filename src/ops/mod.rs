@@ -51,7 +51,8 @@ pub(crate) struct TextureReads {
 impl TextureReads {
     /// (binding, tensor, format) of each input.
     pub(crate) fn new(g: &Gpu, inputs: &[(u32, &Tensor, wgpu::TextureFormat)]) -> TextureReads {
-        let on = g.is_cpu()
+        let on = !inputs.is_empty()
+            && g.is_cpu()
             && g.texture_reads()
             && inputs
                 .iter()
