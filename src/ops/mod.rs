@@ -54,15 +54,16 @@ impl TextureReads {
         let on = !inputs.is_empty()
             && g.is_cpu()
             && g.texture_reads()
-            && inputs
-                .iter()
-                .all(|(_, t, _)| g.flat_texture_fits(t.numel()));
-        // Texture slots 0 and 1 are the GEMM's operands; inputs take 2 + their binding.
+            && inputs.iter().all(|&(_, t, format)| {
+                g.flat_texture_fits(t.numel())
+                    && (format != wgpu::TextureFormat::Rgba32Float || t.numel().is_multiple_of(4))
+            });
+        // An input's texture slot is its binding: copies of one kernel never share a slot.
         let views = inputs
             .iter()
             .map(|&(binding, t, format)| {
                 let view = if on {
-                    g.flat_texture(2 + binding as u8, t.buffer(), t.numel(), format)
+                    g.flat_texture(binding as u8, t.buffer(), t.numel(), format)
                 } else {
                     g.placeholder_texture(format)
                 };
@@ -107,17 +108,8 @@ impl TextureReads {
     ) -> Result<()> {
         let mut constants = constants.to_vec();
         constants.push(("TEXTURE_READS", self.on as u64));
-        let views: Vec<(u32, &wgpu::TextureView)> =
-            self.views.iter().map(|(b, v)| (*b, v)).collect();
         let k = g.kernel(stem, entry, &constants)?;
-        g.dispatch_with_textures(
-            &k,
-            bytemuck::bytes_of(params),
-            buffers,
-            &views,
-            workgroups,
-            cost,
-        );
+        self.dispatch(g, &k, bytemuck::bytes_of(params), buffers, workgroups, cost);
         Ok(())
     }
 }
