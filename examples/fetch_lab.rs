@@ -1,5 +1,8 @@
-// scratch: per-lane vec4 fetch cost on the adapter: sampled texture, read-only storage
-// texture, storage buffer (loop of dependent-free loads, 8-lane workgroups).
+//! Scratch harness: the cost of one load or store per lane on the adapter, by kind of
+//! binding: sampled texture, read-only storage texture (rgba32float, r32float), storage
+//! buffer (vec4, scalar), and stores to buffers and write-only storage textures. Loops of
+//! independent accesses in 8-lane workgroups; best of 5 per kernel, two passes.
+//!   cargo run --release --example fetch_lab
 use activegen::Gpu;
 const SRC: &str = r#"
 @group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
@@ -102,52 +105,30 @@ fn main() {
     let g = Gpu::new(None).unwrap();
     let d = &g.device;
     let (w, h) = (256u32, 1024u32);
-    let tex = d.create_texture(&wgpu::TextureDescriptor {
-        label: None,
-        size: wgpu::Extent3d {
-            width: w,
-            height: h,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
-        view_formats: &[],
-    });
-    let view = tex.create_view(&Default::default());
-    let rtex = d.create_texture(&wgpu::TextureDescriptor {
-        label: None,
-        size: wgpu::Extent3d {
-            width: w,
-            height: h,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::R32Float,
-        usage: wgpu::TextureUsages::STORAGE_BINDING,
-        view_formats: &[],
-    });
-    let rview = rtex.create_view(&Default::default());
-    let wtex4 = d.create_texture(&wgpu::TextureDescriptor {
-        label: None,
-        size: wgpu::Extent3d {
-            width: w,
-            height: h,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::STORAGE_BINDING,
-        view_formats: &[],
-    });
-    let wview4 = wtex4.create_view(&Default::default());
-    let wview1 = rtex.create_view(&Default::default());
+    // A w x h texture view of `format` (the one-format-per-texture views the kernels bind).
+    let view_of = |format, usage| {
+        d.create_texture(&wgpu::TextureDescriptor {
+            label: None,
+            size: wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage,
+            view_formats: &[],
+        })
+        .create_view(&Default::default())
+    };
+    let storage = wgpu::TextureUsages::STORAGE_BINDING;
+    let rgba = wgpu::TextureFormat::Rgba32Float;
+    let view = view_of(rgba, wgpu::TextureUsages::TEXTURE_BINDING | storage);
+    let rview = view_of(wgpu::TextureFormat::R32Float, storage);
+    let wview4 = view_of(rgba, storage);
+    let wview1 = view_of(wgpu::TextureFormat::R32Float, storage);
     let groups = 2048u32;
     let mk = |size: u64| {
         d.create_buffer(&wgpu::BufferDescriptor {
