@@ -486,10 +486,48 @@ impl Gpu {
         let (texture, view) = self.cached_texture(slot, format, width, height);
         // Whole rows, then the partial last row (copies may not read past the buffer).
         let texel_bytes = 4 * texel_floats as u32;
-        self.copy_rows_to_texture(src, 0, &texture, 0, width, full, texel_bytes);
-        let offset = full as u64 * width as u64 * texel_bytes as u64;
-        self.copy_rows_to_texture(src, offset, &texture, full, rest, 1, texel_bytes);
+        self.timed_copy(8.0 * numel as f64, || {
+            self.copy_rows_to_texture(src, 0, &texture, 0, width, full, texel_bytes);
+            let offset = full as u64 * width as u64 * texel_bytes as u64;
+            self.copy_rows_to_texture(src, offset, &texture, full, rest, 1, texel_bytes);
+        });
         view
+    }
+
+    /// Records `copy` (commands outside compute passes) and, when profiling with timestamps
+    /// that may sit between commands, brackets it as one `texture_copy` entry of the
+    /// profile, so that the per-kernel table accounts for the copies too.
+    fn timed_copy(&self, bytes: f64, copy: impl FnOnce()) {
+        let timed = self
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+            && self.profiler.borrow().as_ref().is_some_and(|p| !p.wall);
+        if !timed {
+            copy();
+            return;
+        }
+        if self
+            .profiler
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| (p.pending.len() as u32 + 1) * 2 > p.capacity)
+        {
+            self.flush();
+        }
+        let stamp = |second: bool| {
+            let prof = self.profiler.borrow();
+            let p = prof.as_ref().unwrap();
+            let index = p.pending.len() as u32 * 2 + second as u32;
+            self.with_encoder(|e| e.write_timestamp(&p.query_set, index));
+        };
+        stamp(false);
+        copy();
+        stamp(true);
+        self.profiler.borrow_mut().as_mut().unwrap().pending.push((
+            "texture_copy".to_string(),
+            0.0,
+            bytes,
+        ));
     }
 
     /// A 1x1 texture of `format` for a texture binding that a kernel's pipeline constants

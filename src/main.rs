@@ -450,9 +450,10 @@ fn devices() -> Result<()> {
         let f = a.features;
         let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
         println!(
-            "   timestamps {} (inside passes {}), subgroups {} (size {}..{}), shader-f16 {}, pipeline cache {}",
+            "   timestamps {} (inside passes {}, between commands {}), subgroups {} (size {}..{}), shader-f16 {}, pipeline cache {}",
             has(wgpu::Features::TIMESTAMP_QUERY),
             has(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            has(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
             has(wgpu::Features::SUBGROUP),
             a.info.subgroup_min_size,
             a.info.subgroup_max_size,
