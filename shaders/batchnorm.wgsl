@@ -14,6 +14,7 @@
 // stats = [mean, invstd, scale, shift] x C; gsum = [dgamma, dbeta, k1, k2, k3] x C.
 //!include act_lib.wgsl
 //!include divmod.wgsl
+//!include flat_texture.wgsl
 
 struct Params {
     n: u32,
@@ -45,7 +46,7 @@ struct Params {
 @group(0) @binding(15) var<storage, read> ys4: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read_write> dx4: array<vec4<f32>>;
 // With TEXTURE_READS the vec4 passes read x, dy and y_saved from flat rgba32float texture
-// copies (vec4 v at texel (v % 1024, v / 1024), Gpu::flat_texture): on CPU drivers a texel
+// copies (flat_texture.wgsl, Gpu::flat_texture): on CPU drivers a texel
 // load costs about a third of a storage-buffer vec4 load, and these passes are load-bound.
 override TEXTURE_READS: bool = false;
 @group(0) @binding(17) var x_tex: texture_storage_2d<rgba32float, read>;
@@ -54,21 +55,21 @@ override TEXTURE_READS: bool = false;
 
 fn load_x4(v: u32) -> vec4<f32> {
     if (TEXTURE_READS) {
-        return textureLoad(x_tex, vec2<u32>(v % 1024u, v / 1024u));
+        return textureLoad(x_tex, flat_texel4(v));
     }
     return x4[v];
 }
 
 fn load_dy4(v: u32) -> vec4<f32> {
     if (TEXTURE_READS) {
-        return textureLoad(dy_tex, vec2<u32>(v % 1024u, v / 1024u));
+        return textureLoad(dy_tex, flat_texel4(v));
     }
     return dy4[v];
 }
 
 fn load_ys4(v: u32) -> vec4<f32> {
     if (TEXTURE_READS) {
-        return textureLoad(ys_tex, vec2<u32>(v % 1024u, v / 1024u));
+        return textureLoad(ys_tex, flat_texel4(v));
     }
     return ys4[v];
 }

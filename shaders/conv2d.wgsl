@@ -14,14 +14,15 @@
 // kernel geometry (KH, KW, STRIDE) is a pipeline constant, so divisions by it fold into
 // multiplies and the tap loops unroll; one pipeline per kernel geometry, not per shape.
 //!include divmod.wgsl
+//!include flat_texture.wgsl
 //!include act_lib.wgsl
 
 override KH: u32 = 4u;
 override KW: u32 = 4u;
 override STRIDE: u32 = 2u;
 override CHANNEL_MAJOR: bool = false;
-// im2col and col2im read their source through a flat r32float texture copy of it (element i
-// at texel (i % 4096, i / 4096), Gpu::flat_texture) when TEXTURE_READS is set: on CPU
+// im2col and col2im read their source through a flat r32float texture copy of it
+// (flat_texture.wgsl, Gpu::flat_texture) when TEXTURE_READS is set: on CPU
 // drivers a texel load costs under half a storage-buffer load, and these kernels are
 // load-bound.
 override TEXTURE_READS: bool = false;
@@ -41,7 +42,7 @@ struct Params {
 
 fn load_src(i: u32) -> f32 {
     if (TEXTURE_READS) {
-        return textureLoad(src_tex, vec2<u32>(i % 4096u, i / 4096u)).x;
+        return textureLoad(src_tex, flat_texel(i)).x;
     }
     return src[i];
 }

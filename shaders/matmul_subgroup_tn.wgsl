@@ -21,8 +21,9 @@
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> row_bias: array<f32>;
-// The _tex entry points read A and B from flat rgba32float copies (Gpu::flat_texture: vec4
-// v of the buffer at texel (v % 1024, v / 1024)) bound as read-only storage textures: on
+// The _tex entry points read A and B from flat rgba32float copies (Gpu::flat_texture; vec4
+// v of the buffer at texel flat_texel4(v), flat_texture.wgsl) bound as read-only storage
+// textures: on
 // lavapipe such a load costs about a quarter of a storage-buffer vec4 load and a third of a
 // sampled-texture fetch, which goes through a generic mip-level routine
 // (examples/fetch_lab.rs); the copy into the texture runs at memcpy speed.
@@ -30,13 +31,14 @@
 @group(0) @binding(7) var b_tex: texture_storage_2d<rgba32float, read>;
 
 fn load_a_tex(v: u32) -> vec4<f32> {
-    return textureLoad(a_tex, vec2<u32>(v % 1024u, v / 1024u));
+    return textureLoad(a_tex, flat_texel4(v));
 }
 
 fn load_b_tex(v: u32) -> vec4<f32> {
-    return textureLoad(b_tex, vec2<u32>(v % 1024u, v / 1024u));
+    return textureLoad(b_tex, flat_texel4(v));
 }
 //!include act_lib.wgsl
+//!include flat_texture.wgsl
 
 fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
     var r = v;

@@ -246,7 +246,8 @@ type TextureCache =
     HashMap<(u8, wgpu::TextureFormat, u32, u32), (wgpu::Texture, wgpu::TextureView)>;
 
 /// Row length of the flat r32float textures (`Gpu::flat_texture`): element i is texel
-/// (i % FLAT_WIDTH, i / FLAT_WIDTH). Shaders that read them say the same.
+/// (i % FLAT_WIDTH, i / FLAT_WIDTH). shaders/flat_texture.wgsl states the same layout for
+/// the kernels (a unit test compares the two).
 pub const FLAT_WIDTH: usize = 4096;
 
 /// Per-kernel GPU time, filled from timestamp queries when profiling is on.

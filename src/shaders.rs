@@ -40,10 +40,18 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("philox", include_str!("../shaders/philox.wgsl")),
     ("act_lib", include_str!("../shaders/act_lib.wgsl")),
     ("divmod", include_str!("../shaders/divmod.wgsl")),
+    ("flat_texture", include_str!("../shaders/flat_texture.wgsl")),
 ];
 
 /// Library files that are only ever included, never compiled on their own.
-pub const LIBRARIES: &[&str] = &["gemm_core", "gemm_params", "philox", "act_lib", "divmod"];
+pub const LIBRARIES: &[&str] = &[
+    "gemm_core",
+    "gemm_params",
+    "philox",
+    "act_lib",
+    "divmod",
+    "flat_texture",
+];
 
 fn raw(stem: &str) -> Result<&'static str> {
     SHADERS
@@ -174,4 +182,22 @@ pub fn reflect(stem: &str, _source: &str) -> Result<Reflection> {
         entry_bindings.insert(ep.name.clone(), used);
     }
     Ok(Reflection { entry_bindings })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The flat-texture layout is stated twice, for the host's copies and the kernels'
+    /// loads: both must say the same row length.
+    #[test]
+    fn flat_texture_width_agrees_between_host_and_shaders() {
+        let (_, src) = super::SHADERS
+            .iter()
+            .find(|(stem, _)| *stem == "flat_texture")
+            .unwrap();
+        let line = format!("const FLAT_WIDTH: u32 = {}u;", crate::gpu::FLAT_WIDTH);
+        assert!(
+            src.contains(&line),
+            "shaders/flat_texture.wgsl does not say `{line}`"
+        );
+    }
 }
