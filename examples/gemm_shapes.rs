@@ -16,6 +16,11 @@ fn main() {
         ("enc1 fwd", 32, 12544 * s, 16, false, false),
         ("dec2 fwd", 16, 12544 * s, 32, false, false),
         ("dec_fc bwd-weight", 3136, 16, 64 * s, true, false),
+        ("fc fwd", 64 * s, 16, 3136, false, true),
+        ("fc bwd-data", 64 * s, 3136, 16, false, false),
+        ("fc bwd-weight", 16, 3136, 64 * s, true, false),
+        ("enc1 bwd-weight", 32, 16, 12544 * s, false, true),
+        ("dec_fc fwd", 64 * s, 3136, 16, false, true),
     ];
     let gan_cases = [
         ("D.conv2 fwd", 128, 3136 * s, 1024, false, false),
@@ -27,7 +32,16 @@ fn main() {
         ("D.conv2 bwd-weight", 128, 1024, 3136 * s, false, true),
         ("G.fc bwd-weight", 6272, 100, 64 * s, true, false),
     ];
-    let cases: Vec<_> = if vae {
+    let probe = [
+        ("probe k8", 64, 3136, 8, false, false),
+        ("probe k16", 64, 3136, 16, false, false),
+        ("probe k32", 64, 3136, 32, false, false),
+        ("probe k64", 64, 3136, 64, false, false),
+        ("probe k128", 64, 3136, 128, false, false),
+    ];
+    let cases: Vec<_> = if std::env::args().nth(2).as_deref() == Some("probe") {
+        probe.to_vec()
+    } else if vae {
         vae_cases.to_vec()
     } else {
         gan_cases.to_vec()

@@ -241,9 +241,42 @@ pub struct Kernel {
 }
 
 type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
-/// (operand slot, width, height) -> the operand texture and its view.
-type TextureCache =
-    HashMap<(u8, wgpu::TextureFormat, u32, u32), (wgpu::Texture, wgpu::TextureView)>;
+
+/// One flat texture of the copy cache (`Gpu::flat_texture`).
+struct CachedTexture {
+    format: wgpu::TextureFormat,
+    width: u32,
+    height: u32,
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    /// (buffer, floats, the buffer's write stamp) of the copy it holds, if any.
+    holds: Option<(u64, usize, u64)>,
+    last_use: u64,
+    /// Cloned into every `FlatTexture` handed out: a texture whose pin is held is never
+    /// overwritten, so a kernel's inputs stay put until it has been recorded.
+    pin: Rc<()>,
+}
+
+/// A view of a flat texture copy; the texture keeps its contents while this lives.
+pub struct FlatTexture {
+    pub view: wgpu::TextureView,
+    _pin: Rc<()>,
+}
+
+/// Copies of one shape kept side by side, and of all shapes: measured working sets are 21
+/// textures for a DCGAN step, 14 for a VAE step, 30 for an active-learning run, so these
+/// caps leave room for the copies worth keeping (columns read by a forward and a
+/// weight-gradient GEMM) without growing without bound.
+const TEXTURES_PER_SHAPE: usize = 4;
+const TEXTURES_MAX: usize = 96;
+
+/// A key for a buffer while it lives (wgpu hashes its id, which carries an epoch).
+fn buffer_key(b: &wgpu::Buffer) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
 
 /// Row length of the flat r32float textures (`Gpu::flat_texture`): element i is texel
 /// (i % FLAT_WIDTH, i / FLAT_WIDTH). shaders/flat_texture.wgsl states the same layout for
@@ -316,10 +349,22 @@ pub struct Gpu {
     gemm_tile_override: Cell<Option<TileForm>>,
     /// `ACTIVEGEN_GEMM_TILE`, if set (see `gemm_tile`).
     gemm_tile_default: Option<TileForm>,
-    /// One texture per (slot, format, width, height) for texture reads (`flat_texture`):
-    /// kernels copy their inputs in, and the next copy of that shape overwrites it
-    /// (commands run in order).
-    textures: RefCell<TextureCache>,
+    /// Flat texture copies of kernel inputs (`flat_texture`), each tagged with the buffer
+    /// contents it holds.
+    textures: RefCell<Vec<CachedTexture>>,
+    /// 1x1 textures for texture bindings a kernel leaves unread.
+    placeholders: RefCell<HashMap<wgpu::TextureFormat, wgpu::TextureView>>,
+    /// Buffer key -> stamp of the last recorded write to it (dispatch bindings that are
+    /// read-write, encoder copies and clears, queue writes). A cached copy whose stamp
+    /// still matches holds the buffer's current contents, so the copy is skipped.
+    written: RefCell<HashMap<u64, u64>>,
+    /// Source of write stamps and texture use times.
+    clock: Cell<u64>,
+    /// Reuse of unchanged copies on or off (tests and benchmarks compare both;
+    /// `ACTIVEGEN_TEXTURE_CACHE=0` turns it off).
+    texture_cache_on: Cell<bool>,
+    /// Copies recorded into flat textures (tests check what the cache skips).
+    pub texture_copies: Cell<u64>,
     /// `ACTIVEGEN_TRACE`: print every dispatch.
     trace: bool,
 }
@@ -411,7 +456,14 @@ impl Gpu {
             texture_reads_default,
             gemm_tile_override: Cell::new(None),
             gemm_tile_default,
-            textures: RefCell::new(HashMap::new()),
+            textures: RefCell::new(Vec::new()),
+            placeholders: RefCell::new(HashMap::new()),
+            written: RefCell::new(HashMap::new()),
+            clock: Cell::new(0),
+            texture_cache_on: Cell::new(
+                std::env::var("ACTIVEGEN_TEXTURE_CACHE").map_or(true, |v| v != "0"),
+            ),
+            texture_copies: Cell::new(0),
             trace,
         })
     }
@@ -464,13 +516,16 @@ impl Gpu {
     /// view of it. On CPU drivers kernels load from such a copy 2.4x (scalars) to 3.6x
     /// (vec4s) faster than from the buffer (llvmpipe, examples/fetch_lab.rs), and the copy
     /// runs at memcpy speed. Check `flat_texture_fits` first.
+    ///
+    /// A texture already holding these floats of `src`, with no write to `src` recorded
+    /// since, is returned without a copy (the columns of a convolution are read by its
+    /// forward and its weight-gradient GEMM, a weight by the forward and data-gradient ones).
     pub fn flat_texture(
         &self,
-        slot: u8,
         src: &wgpu::Buffer,
         numel: usize,
         format: wgpu::TextureFormat,
-    ) -> wgpu::TextureView {
+    ) -> FlatTexture {
         let texel_floats = if format == wgpu::TextureFormat::Rgba32Float {
             4
         } else {
@@ -484,7 +539,21 @@ impl Gpu {
         let texels = (numel / texel_floats) as u32;
         let (full, rest) = (texels / width, texels % width);
         let height = full + (rest > 0) as u32;
-        let (texture, view) = self.cached_texture(slot, format, width, height);
+        let key = buffer_key(src);
+        let stamp = self.written.borrow().get(&key).copied().unwrap_or(0);
+        let holds = Some((key, numel, stamp));
+        let (texture, view, pin, hit) = self.cached_texture(format, width, height, holds);
+        if self.trace {
+            eprintln!(
+                "flat_texture {key:016x} {numel} floats: {}",
+                if hit { "cached" } else { "copied" }
+            );
+        }
+        let flat = FlatTexture { view, _pin: pin };
+        if hit {
+            return flat;
+        }
+        self.texture_copies.set(self.texture_copies.get() + 1);
         // Whole rows, then the partial last row (copies may not read past the buffer).
         let texel_bytes = 4 * texel_floats as u32;
         self.timed_copy(8.0 * numel as f64, || {
@@ -492,7 +561,7 @@ impl Gpu {
             let offset = full as u64 * width as u64 * texel_bytes as u64;
             self.copy_rows_to_texture(src, offset, &texture, full, rest, 1, texel_bytes);
         });
-        view
+        flat
     }
 
     /// Records `copy` (commands outside compute passes) and, when profiling with timestamps
@@ -519,7 +588,7 @@ impl Gpu {
             let prof = self.profiler.borrow();
             let p = prof.as_ref().unwrap();
             let index = p.pending.len() as u32 * 2 + second as u32;
-            self.with_encoder(|e| e.write_timestamp(&p.query_set, index));
+            self.with_encoder(&[], |e| e.write_timestamp(&p.query_set, index));
         };
         stamp(false);
         copy();
@@ -534,47 +603,115 @@ impl Gpu {
     /// A 1x1 texture of `format` for a texture binding that a kernel's pipeline constants
     /// leave unread (the layout still names it).
     pub fn placeholder_texture(&self, format: wgpu::TextureFormat) -> wgpu::TextureView {
-        self.cached_texture(u8::MAX, format, 1, 1).1
+        self.placeholders
+            .borrow_mut()
+            .entry(format)
+            .or_insert_with(|| self.create_flat_texture(format, 1, 1).1)
+            .clone()
     }
 
-    /// The cached texture of `slot` with that format and size. Measured working sets: 21
-    /// textures for a DCGAN step, 14 for a VAE step, 30 for a whole active-learning run
-    /// (training, classifier features, pool scoring); past 64 the cache starts over rather
-    /// than grow (wgpu frees dropped textures once recorded commands are done). The next
-    /// copy into a slot overwrites it, which is safe because commands run in order.
+    /// Turns the reuse of unchanged texture copies on or off (tests, benchmarks).
+    pub fn set_texture_cache(&self, on: bool) {
+        self.texture_cache_on.set(on);
+    }
+
+    /// Notes a write to `buffer` (recorded now, so ordered before any later copy of it).
+    fn mark_written(&self, buffer: &wgpu::Buffer) {
+        let stamp = self.clock.get() + 1;
+        self.clock.set(stamp);
+        let mut written = self.written.borrow_mut();
+        if written.len() >= 1 << 16 {
+            // Keys of long-gone buffers pile up; forgetting all stamps forgets all copies.
+            written.clear();
+            for t in self.textures.borrow_mut().iter_mut() {
+                t.holds = None;
+            }
+        }
+        written.insert(buffer_key(buffer), stamp);
+    }
+
+    /// A texture of that format and size for a copy of `holds`, and whether it already
+    /// holds it. Otherwise the least recently used unpinned texture of that shape is
+    /// taken (or a new one while there are fewer than TEXTURES_PER_SHAPE); overwriting
+    /// one that earlier commands read is safe because commands run in order.
     fn cached_texture(
         &self,
-        slot: u8,
+        format: wgpu::TextureFormat,
+        width: u32,
+        height: u32,
+        holds: Option<(u64, usize, u64)>,
+    ) -> (wgpu::Texture, wgpu::TextureView, Rc<()>, bool) {
+        let now = self.clock.get() + 1;
+        self.clock.set(now);
+        let mut cache = self.textures.borrow_mut();
+        let same_shape =
+            |t: &CachedTexture| t.format == format && t.width == width && t.height == height;
+        if self.texture_cache_on.get() {
+            if let Some(t) = cache.iter_mut().find(|t| same_shape(t) && t.holds == holds) {
+                t.last_use = now;
+                return (t.texture.clone(), t.view.clone(), t.pin.clone(), true);
+            }
+        }
+        let free = |t: &CachedTexture| same_shape(t) && Rc::strong_count(&t.pin) == 1;
+        let index = if cache.iter().filter(|t| same_shape(t)).count() < TEXTURES_PER_SHAPE
+            || !cache.iter().any(free)
+        {
+            if cache.len() >= TEXTURES_MAX {
+                // Keep the pinned and the most recently used half; wgpu frees the others
+                // once the commands recorded so far are done with them.
+                cache.sort_by_key(|t| std::cmp::Reverse(t.last_use));
+                let mut kept = 0;
+                cache.retain(|t| {
+                    kept += 1;
+                    kept <= TEXTURES_MAX / 2 || Rc::strong_count(&t.pin) > 1
+                });
+            }
+            let (texture, view) = self.create_flat_texture(format, width, height);
+            cache.push(CachedTexture {
+                format,
+                width,
+                height,
+                texture,
+                view,
+                holds: None,
+                last_use: 0,
+                pin: Rc::new(()),
+            });
+            cache.len() - 1
+        } else {
+            (0..cache.len())
+                .filter(|&i| free(&cache[i]))
+                .min_by_key(|&i| cache[i].last_use)
+                .unwrap()
+        };
+        let t = &mut cache[index];
+        t.holds = holds;
+        t.last_use = now;
+        (t.texture.clone(), t.view.clone(), t.pin.clone(), false)
+    }
+
+    fn create_flat_texture(
+        &self,
         format: wgpu::TextureFormat,
         width: u32,
         height: u32,
     ) -> (wgpu::Texture, wgpu::TextureView) {
-        let mut cache = self.textures.borrow_mut();
-        let key = (slot, format, width, height);
-        if cache.len() >= 64 && !cache.contains_key(&key) {
-            cache.clear();
-        }
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                let texture = self.device.create_texture(&wgpu::TextureDescriptor {
-                    label: Some("kernel operand"),
-                    size: wgpu::Extent3d {
-                        width,
-                        height,
-                        depth_or_array_layers: 1,
-                    },
-                    mip_level_count: 1,
-                    sample_count: 1,
-                    dimension: wgpu::TextureDimension::D2,
-                    format,
-                    usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-                    view_formats: &[],
-                });
-                let view = texture.create_view(&Default::default());
-                (texture, view)
-            })
-            .clone()
+        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("kernel operand"),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&Default::default());
+        (texture, view)
     }
 
     /// Records a copy of `height` rows of `width` texels from `src` at byte `offset` into
@@ -593,7 +730,7 @@ impl Gpu {
         if width == 0 || height == 0 {
             return;
         }
-        self.with_encoder(|e| {
+        self.with_encoder(&[], |e| {
             e.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: src,
@@ -909,15 +1046,29 @@ impl Gpu {
                     let b = buffers.get(binding as usize - 1).unwrap_or_else(|| {
                         panic!("{}: binding {binding} was not given a buffer", kernel.name)
                     });
+                    if access == Access::ReadWrite {
+                        self.mark_written(b);
+                    }
                     b.as_entire_binding()
                 };
                 wgpu::BindGroupEntry { binding, resource }
             })
             .collect();
         if self.trace {
+            use std::hash::{Hash, Hasher};
+            let writes: Vec<String> = kernel
+                .bindings
+                .iter()
+                .filter(|b| b.1 == Access::ReadWrite)
+                .map(|b| {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    buffers[b.0 as usize - 1].hash(&mut h);
+                    format!("{:x}", h.finish() & 0xffffff)
+                })
+                .collect();
             eprintln!(
-                "dispatch {} {:?} {:?}",
-                kernel.name, kernel.bindings, workgroups
+                "dispatch {} writes {:?} {:?}",
+                kernel.name, writes, workgroups
             );
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -999,7 +1150,16 @@ impl Gpu {
     }
 
     /// Runs `f` on the open encoder, outside any compute pass (for copies and clears).
-    pub fn with_encoder(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    /// `writes` names every buffer the commands write: texture copies of them (see
+    /// `flat_texture`) are then out of date.
+    pub fn with_encoder(
+        &self,
+        writes: &[&wgpu::Buffer],
+        f: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) {
+        for b in writes {
+            self.mark_written(b);
+        }
         let mut rec = self.rec.borrow_mut();
         rec.pass = None;
         if rec.encoder.is_none() {
@@ -1065,7 +1225,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.with_encoder(|e| e.copy_buffer_to_buffer(src, 0, &staging, 0, size));
+        self.with_encoder(&[], |e| e.copy_buffer_to_buffer(src, 0, &staging, 0, size));
         self.flush();
         let slice = staging.slice(..);
         slice.map_async(wgpu::MapMode::Read, |r| r.expect("map readback buffer"));
@@ -1081,6 +1241,7 @@ impl Gpu {
     pub fn write_buffer(&self, dst: &wgpu::Buffer, data: &[u8]) {
         // Written data must land after anything already recorded that reads `dst`.
         self.flush();
+        self.mark_written(dst);
         self.queue.write_buffer(dst, 0, data);
     }
 

@@ -45,7 +45,9 @@ impl Tensor {
     pub fn zeros(g: &Gpu, shape: &[usize]) -> Result<Tensor> {
         let t = Tensor::empty(g, shape, "zeros")?;
         let bytes = t.byte_len();
-        g.with_encoder(|e| e.clear_buffer(t.buffer(), 0, Some(bytes)));
+        g.with_encoder(&[t.buffer()], |e| {
+            e.clear_buffer(t.buffer(), 0, Some(bytes))
+        });
         Ok(t)
     }
 
@@ -93,7 +95,7 @@ impl Tensor {
             .expect("staging buffer is mapped at creation")
             .copy_from_slice(bytes);
         staging.unmap();
-        g.with_encoder(|e| {
+        g.with_encoder(&[self.buffer()], |e| {
             e.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64)
         });
     }
@@ -195,7 +197,9 @@ impl Tensor {
     pub fn copy(&self, g: &Gpu) -> Result<Tensor> {
         let t = Tensor::empty(g, &self.shape, "copy")?;
         let bytes = self.byte_len();
-        g.with_encoder(|e| e.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, bytes));
+        g.with_encoder(&[t.buffer()], |e| {
+            e.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, bytes)
+        });
         Ok(t)
     }
 
@@ -203,7 +207,9 @@ impl Tensor {
     pub fn copy_from(&self, g: &Gpu, src: &Tensor) {
         assert_eq!(self.numel(), src.numel(), "copy_from: size mismatch");
         let bytes = self.byte_len();
-        g.with_encoder(|e| e.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, bytes));
+        g.with_encoder(&[self.buffer()], |e| {
+            e.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, bytes)
+        });
     }
 
     pub(crate) fn with_requires_grad(mut self, r: bool) -> Tensor {

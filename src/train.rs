@@ -507,7 +507,7 @@ impl LossLog {
 
     pub fn record(&self, g: &Gpu, slot: usize, values: &[Tensor]) {
         let base = ((slot % self.len) * self.width * 4) as u64;
-        g.with_encoder(|e| {
+        g.with_encoder(&[self.buf.buffer()], |e| {
             for (i, v) in values.iter().enumerate() {
                 e.copy_buffer_to_buffer(v.buffer(), 0, self.buf.buffer(), base + 4 * i as u64, 4);
             }

@@ -245,7 +245,7 @@ fn check(@builtin(global_invocation_id) gid: vec3<u32>) {
             resource: out.buffer().as_entire_binding(),
         }],
     });
-    g.with_encoder(|e| {
+    g.with_encoder(&[out.buffer()], |e| {
         let mut pass = e.begin_compute_pass(&Default::default());
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind, &[]);

@@ -886,3 +886,59 @@ fn subgroup_texture_operand_products_match_cpu() {
     ));
     report.finish("texture_operands");
 }
+
+/// The texture copy cache (`Gpu::flat_texture`) skips the copy of an operand whose buffer
+/// has not been written since its last copy, and copies again after every kind of write:
+/// a kernel writing it in place (EMA update), an encoder copy (`copy_from`), a queue
+/// upload (`write`), and a pooled buffer handed to a new tensor whose kernel fills it.
+/// Each product is checked against the CPU, and the copy count says what was skipped.
+#[test]
+fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
+    use activegen::ops::{elementwise, matmul::matmul_raw, optim};
+    let g = gpu_with(Family::Subgroup8);
+    g.set_texture_reads(Some(true));
+    g.set_texture_cache(true);
+    let n = 256; // 33.5 MFLOP: over the GEMM's texture threshold
+    let mut r = Rng(45);
+    let (a0, b0) = (r.vec(n * n), r.vec(n * n));
+    let a = Tensor::from_slice(&g, &[n, n], &a0).unwrap();
+    let b = Tensor::from_slice(&g, &[n, n], &b0).unwrap();
+    let check = |what: &str, a: &Tensor, a_host: &[f32], new_copies: u64| {
+        let before = g.texture_copies.get();
+        let c = matmul_raw(&g, a, &b, false, false, None).unwrap();
+        let want = matmul_cpu(a_host, &b0, n, n, n, false, false);
+        assert_close(what, &c.to_vec(&g), &want, atol(n), RTOL);
+        assert_eq!(
+            g.texture_copies.get() - before,
+            new_copies,
+            "{what}: texture copies recorded"
+        );
+    };
+    check("first product", &a, &a0, 2);
+    check("same operands again", &a, &a0, 0);
+    // In place by a kernel: ema = 0.5 ema + 0.5 b.
+    optim::ema_update(&g, &a, &b, 0.5).unwrap();
+    let a1: Vec<f32> = a0.iter().zip(&b0).map(|(x, y)| 0.5 * x + 0.5 * y).collect();
+    check("after a kernel wrote A", &a, &a1, 1);
+    check("unchanged since", &a, &a1, 0);
+    let a2 = r.vec(n * n);
+    a.copy_from(&g, &Tensor::from_slice(&g, &[n, n], &a2).unwrap());
+    check("after an encoder copy into A", &a, &a2, 1);
+    let a3 = r.vec(n * n);
+    a.write(&g, &a3);
+    check("after an upload into A", &a, &a3, 1);
+    // A freed buffer goes back to the pool and comes out again for the next tensor of its
+    // size class, filled by that tensor's kernel.
+    let old = a.buffer().clone();
+    drop(a);
+    let d = elementwise::scale(&g, &b, 2.0).unwrap();
+    assert!(
+        d.buffer() == &old,
+        "the pool did not hand A's buffer to the next tensor"
+    );
+    let d_host: Vec<f32> = b0.iter().map(|x| 2.0 * x).collect();
+    check("a new tensor in A's old buffer", &d, &d_host, 1);
+    // With the cache off, every product copies both operands.
+    g.set_texture_cache(false);
+    check("cache off", &d, &d_host, 2);
+}

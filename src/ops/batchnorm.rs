@@ -323,7 +323,7 @@ fn split_pair(g: &Gpu, t: &Tensor, c: usize) -> Result<(Tensor, Tensor)> {
     let a = Tensor::empty(g, &[c], "batchnorm dgamma")?;
     let b = Tensor::empty(g, &[c], "batchnorm dbeta")?;
     let bytes = (c * 4) as u64;
-    g.with_encoder(|e| {
+    g.with_encoder(&[a.buffer(), b.buffer()], |e| {
         e.copy_buffer_to_buffer(t.buffer(), 0, a.buffer(), 0, bytes);
         e.copy_buffer_to_buffer(t.buffer(), bytes, b.buffer(), 0, bytes);
     });

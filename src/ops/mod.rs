@@ -46,6 +46,8 @@ pub(crate) fn launch<P: bytemuck::Pod>(
 pub(crate) struct TextureReads {
     on: bool,
     views: Vec<(u32, wgpu::TextureView)>,
+    /// Keeps the copies from being overwritten while these reads may still be launched.
+    _held: Vec<crate::gpu::FlatTexture>,
 }
 
 impl TextureReads {
@@ -58,19 +60,22 @@ impl TextureReads {
                 g.flat_texture_fits(t.numel())
                     && (format != wgpu::TextureFormat::Rgba32Float || t.numel().is_multiple_of(4))
             });
-        // An input's texture slot is its binding: copies of one kernel never share a slot.
-        let views = inputs
-            .iter()
-            .map(|&(binding, t, format)| {
-                let view = if on {
-                    g.flat_texture(binding as u8, t.buffer(), t.numel(), format)
-                } else {
-                    g.placeholder_texture(format)
-                };
-                (binding, view)
-            })
-            .collect();
-        TextureReads { on, views }
+        let mut views = vec![];
+        let mut held = vec![];
+        for &(binding, t, format) in inputs {
+            if on {
+                let flat = g.flat_texture(t.buffer(), t.numel(), format);
+                views.push((binding, flat.view.clone()));
+                held.push(flat);
+            } else {
+                views.push((binding, g.placeholder_texture(format)));
+            }
+        }
+        TextureReads {
+            on,
+            views,
+            _held: held,
+        }
     }
 
     /// Whether the inputs were copied into textures (else the bindings hold placeholders).
