@@ -49,7 +49,12 @@ fn load_src(i: u32) -> f32 {
 
 // Xcol[k = (ci, ky, kx), col = (n, oy, ox)] = x[n, ci, oy*s + ky - pad, ox*s + kx - pad],
 // 0 outside the image and in the padding columns. Grid: x over P4/4 column quads, y over
-// the K rows; each invocation writes one vec4 (stores cost as much as loads on CPU drivers).
+// the CI*KH (ci, ky) rows; each invocation decodes its quad's (n, oy, ox) once and writes
+// one vec4 per kx (stores cost as much as loads on CPU drivers). Loads are unconditional at
+// clamped positions followed by a select, since a load under a divergent branch costs
+// more there. Measured at D.conv2's columns (examples/conv_ab.rs, lavapipe): one row per
+// invocation in 256-wide groups 7.0–7.1 ms (fastest of 15), branch-free with 64-wide
+// groups 6.0, all KW rows per invocation 3.3; all KH*KW rows per invocation 3.5.
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 
 // Flat index of (n, c, pixel) in an image with `channels` channels of `pixels` pixels.
@@ -60,36 +65,34 @@ fn image_index(n: u32, c: u32, channels: u32, pixel: u32, pixels: u32) -> u32 {
     return (n * channels + c) * pixels + pixel;
 }
 
-fn im2col_value(valid: bool, n: u32, c: u32, iy: i32, ix: i32) -> f32 {
-    if (valid && iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w)) {
-        return load_src(image_index(n, c, p.ci, u32(iy) * p.w + u32(ix), p.h * p.w));
-    }
-    return 0.0;
-}
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
     let quad = gid.x;
-    let k = gid.y;
+    let row = gid.y; // (c, ky): the KW rows k = row * KW + kx share the quad's decode
     if (quad * 4u >= p.p4) {
         return;
     }
-    let kx = k % KW;
-    let ky = (k / KW) % KH;
-    let c = k / (KW * KH);
+    let ky = row % KH;
+    let c = row / KH;
     let pixels = p.n * p.oh * p.ow;
     // Position of the quad's first column; the next three step along ox with wrap-around.
-    var col = quad * 4u;
+    let col = quad * 4u;
     let n_pix = divmod(min(col, pixels - 1u), p.oh * p.ow);
     let oy_ox = divmod(n_pix.y, p.ow);
     var n = n_pix.x;
     var oy = oy_ox.x;
     var ox = oy_ox.y;
-    var v: vec4<f32>;
+    // Per column: the flat index of its input row (clamped), whether that row is inside,
+    // and the row's first tap position.
+    var base: vec4<u32>;
+    var row_ok: vec4<bool>;
+    var ix0: vec4<i32>;
     for (var e = 0u; e < 4u; e++) {
         let iy = i32(oy * STRIDE + ky) - i32(p.pad);
-        let ix = i32(ox * STRIDE + kx) - i32(p.pad);
-        v[e] = im2col_value(col + e < pixels, n, c, iy, ix);
+        row_ok[e] = col + e < pixels && iy >= 0 && iy < i32(p.h);
+        let cy = u32(clamp(iy, 0, i32(p.h) - 1));
+        base[e] = image_index(min(n, p.n - 1u), c, p.ci, cy * p.w, p.h * p.w);
+        ix0[e] = i32(ox * STRIDE) - i32(p.pad);
         ox += 1u;
         let wrap_x = ox == p.ow;
         ox = select(ox, 0u, wrap_x);
@@ -98,7 +101,16 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>) {
         oy = select(oy, 0u, wrap_y);
         n = select(n, n + 1u, wrap_y);
     }
-    dst4[(k * p.p4) / 4u + quad] = v;
+    for (var kx = 0u; kx < KW; kx++) {
+        var v: vec4<f32>;
+        for (var e = 0u; e < 4u; e++) {
+            let ix = ix0[e] + i32(kx);
+            let inside = row_ok[e] && ix >= 0 && ix < i32(p.w);
+            let x = load_src(base[e] + u32(clamp(ix, 0, i32(p.w) - 1)));
+            v[e] = select(0.0, x, inside);
+        }
+        dst4[((row * KW + kx) * p.p4) / 4u + quad] = v;
+    }
 }
 
 // dx[n, ci, iy, ix] = act(bias[ci] + sum over taps of dXcol[(ci, ky, kx), (n, oy, ox)]) with

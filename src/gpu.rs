@@ -365,7 +365,8 @@ pub struct Gpu {
     texture_cache_on: Cell<bool>,
     /// Copies recorded into flat textures (tests check what the cache skips).
     pub texture_copies: Cell<u64>,
-    /// `ACTIVEGEN_TRACE`: print every dispatch.
+    /// `ACTIVEGEN_TRACE`: print every dispatch and texture copy, and while profiling with
+    /// timestamps each dispatch's time.
     trace: bool,
 }
 
@@ -1297,6 +1298,14 @@ impl Gpu {
             let ts: &[u64] = bytemuck::cast_slice(&data);
             for (i, (name, flops, bytes)) in p.pending.iter().enumerate() {
                 let dt = ts[2 * i + 1].saturating_sub(ts[2 * i]) as f64 * period;
+                if self.trace {
+                    eprintln!(
+                        "timed {name} {:.3} ms {:.1} MFLOP {:.2} MB",
+                        dt / 1e6,
+                        flops / 1e6,
+                        bytes / 1e6
+                    );
+                }
                 let s = p.stats.entry(name.clone()).or_default();
                 s.calls += 1;
                 s.ns += dt;

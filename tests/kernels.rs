@@ -367,6 +367,38 @@ const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 10]
     (2, 3, 5, 6, 4, 4, 2, 1),
 ];
 
+/// im2col alone, exactly (it only moves values): every case in both image layouts and both
+/// ways of reading, including the zeros it must write in the padding columns [P, P4).
+#[test]
+fn im2col_matches_cpu_including_padding_columns() {
+    let g = gpu();
+    let mut r = Rng(18);
+    for reads in [true, false] {
+        g.set_texture_reads(Some(reads));
+        for (n, ci, h, w, co, k, s, p) in CONV_CASES {
+            for channel_major in [false, true] {
+                let mut geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
+                geo.channel_major = channel_major;
+                let x = r.vec(n * ci * h * w);
+                let tx = t(&g, &geo.x_shape(), &x);
+                // Start from non-zero garbage so that unwritten padding would show.
+                let junk = t(&g, &geo.x_shape(), &vec![7.0; x.len()]);
+                drop(conv2d::im2col(&g, &geo, &junk).unwrap());
+                let cols = conv2d::im2col(&g, &geo, &tx).unwrap().to_vec(&g);
+                let want = conv2d::im2col_cpu(&x, &geo);
+                let what = format!(
+                    "im2col n{n} ci{ci} {h}x{w} k{k} s{s} p{p} channel_major={channel_major} \
+                     texture_reads={reads}"
+                );
+                assert_eq!(cols.len(), want.len(), "{what}: size");
+                if let Some(i) = (0..want.len()).find(|&i| cols[i] != want[i]) {
+                    panic!("{what}: element {i} is {}, want {}", cols[i], want[i]);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn conv2d_forward_and_both_backward_passes_match_cpu() {
     let g = gpu();

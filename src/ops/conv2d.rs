@@ -180,7 +180,7 @@ pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
         &geometry_constants(geo),
         &params(geo, false, Act::Identity),
         &[x.buffer(), x.buffer(), x.buffer(), xcol.buffer()],
-        [u((geo.p4() / 4).div_ceil(256)), u(geo.patch()), 1],
+        [u((geo.p4() / 4).div_ceil(64)), u(geo.patch() / geo.kw), 1],
         Cost::bytes(8.0 * n as f64),
     )?;
     Ok(xcol)
@@ -465,6 +465,36 @@ pub fn conv2d_backward(
         });
     }
     Ok(out)
+}
+
+/// Plain-Rust reference of `im2col`: Xcol [K, P4] for x in the geometry's layout (NCHW, or
+/// [C, N, H, W] when channel-major), zero outside the image and in the padding columns.
+pub fn im2col_cpu(x: &[f32], geo: &Geometry) -> Vec<f32> {
+    let (p, p4) = (geo.pixels(), geo.p4());
+    let mut cols = vec![0.0f32; geo.patch() * p4];
+    for c in 0..geo.ci {
+        for ky in 0..geo.kh {
+            for kx in 0..geo.kw {
+                let k = (c * geo.kh + ky) * geo.kw + kx;
+                for col in 0..p {
+                    let (ni, oy, ox) =
+                        (col / (geo.oh * geo.ow), col / geo.ow % geo.oh, col % geo.ow);
+                    let iy = (oy * geo.stride + ky) as isize - geo.pad as isize;
+                    let ix = (ox * geo.stride + kx) as isize - geo.pad as isize;
+                    if iy < 0 || ix < 0 || iy >= geo.h as isize || ix >= geo.w as isize {
+                        continue;
+                    }
+                    let plane = if geo.channel_major {
+                        c * geo.n + ni
+                    } else {
+                        ni * geo.ci + c
+                    };
+                    cols[k * p4 + col] = x[(plane * geo.h + iy as usize) * geo.w + ix as usize];
+                }
+            }
+        }
+    }
+    cols
 }
 
 /// Plain-Rust reference of the forward pass (no activation), in f64.
