@@ -42,6 +42,16 @@ fn instance(group: BackendGroup) -> &'static wgpu::Instance {
         if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
             std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
         }
+        // lavapipe runs 8 lanes of 256 bits unless told otherwise; on an AVX-512 CPU its
+        // 16-lane 512-bit code runs the subgroup GEMM 1.3-1.6x faster (matmul_sg16_*,
+        // BENCHMARKS.md) and the other kernels alike. Set before any driver loads; a value
+        // the user set wins (LP_NATIVE_VECTOR_WIDTH=256 restores 8 lanes).
+        #[cfg(target_arch = "x86_64")]
+        if std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_none()
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            std::env::set_var("LP_NATIVE_VECTOR_WIDTH", "512");
+        }
         // WGPU_BACKEND (read by with_env) still narrows the choice.
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends &= mask;
@@ -341,6 +351,8 @@ pub struct Gpu {
     gemm_override: Cell<Option<GemmKernel>>,
     /// The family for this device, `ACTIVEGEN_GEMM` applied (see `gemm_kernel`).
     gemm_default: GemmKernel,
+    /// Lanes of the subgroup GEMM's kernels here, if it can run (`subgroup_gemm_lanes`).
+    sg_lanes: Option<u32>,
     /// Forces the subgroup GEMM's texture operands on or off (tests, benchmarks).
     texture_reads_override: Cell<Option<bool>>,
     /// `ACTIVEGEN_TEXTURE_READS` != 0 (see `texture_reads`).
@@ -411,17 +423,18 @@ impl Gpu {
         };
         let param_align = (limits.min_uniform_buffer_offset_alignment as u64).max(16);
         // The environment is read once here, not on every dispatch.
-        let sg8 = subgroup8(features, &info);
+        let sg_lanes = subgroup_gemm_lanes(features, &info);
+        let sg = sg_lanes.is_some();
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let gemm_default = match std::env::var("ACTIVEGEN_GEMM").as_deref() {
             Ok("tiled") => GemmKernel::Tiled,
-            Ok("subgroup") if sg8 => GemmKernel::Subgroup8,
+            Ok("subgroup") if sg => GemmKernel::Subgroup,
             Ok("subgroup") => bail!(
-                "ACTIVEGEN_GEMM=subgroup: adapter '{}' has no 8-wide subgroups",
+                "ACTIVEGEN_GEMM=subgroup: adapter '{}' has no 8- or 16-wide subgroups",
                 info.name
             ),
             Ok(other) => bail!("ACTIVEGEN_GEMM={other}: expected 'tiled' or 'subgroup'"),
-            Err(_) if sg8 && cpu => GemmKernel::Subgroup8,
+            Err(_) if sg && cpu => GemmKernel::Subgroup,
             Err(_) => GemmKernel::Tiled,
         };
         let texture_reads_default = std::env::var("ACTIVEGEN_TEXTURE_READS").as_deref() != Ok("0");
@@ -453,6 +466,7 @@ impl Gpu {
             rng: Cell::new((0, 0)),
             gemm_override: Cell::new(None),
             gemm_default,
+            sg_lanes,
             texture_reads_override: Cell::new(None),
             texture_reads_default,
             gemm_tile_override: Cell::new(None),
@@ -469,13 +483,18 @@ impl Gpu {
         })
     }
 
-    /// Whether the subgroup GEMM can run here (subgroups of 8 lanes).
-    pub fn has_subgroup8(&self) -> bool {
-        subgroup8(self.features, &self.info)
+    /// Whether the subgroup GEMM can run here (subgroups of 8 or 16 lanes).
+    pub fn has_subgroup_gemm(&self) -> bool {
+        self.sg_lanes.is_some()
     }
 
-    /// Forces the GEMM family (None restores the device's default). Subgroup8 needs
-    /// `has_subgroup8()`.
+    /// The subgroup GEMM's lane count here (its kernels come in 8- and 16-lane forms).
+    pub fn subgroup_lanes(&self) -> Option<u32> {
+        self.sg_lanes
+    }
+
+    /// Forces the GEMM family (None restores the device's default). Subgroup needs
+    /// `has_subgroup_gemm()`.
     pub fn set_gemm_kernel(&self, k: Option<GemmKernel>) {
         self.gemm_override.set(k);
     }
@@ -1344,8 +1363,8 @@ impl Drop for Gpu {
 pub enum GemmKernel {
     /// Workgroup-memory tiles: the portable kernel for GPUs.
     Tiled,
-    /// Register blocks shared by 8-wide subgroup broadcasts: CPU drivers (lavapipe).
-    Subgroup8,
+    /// Register blocks shared by subgroup broadcasts (8 or 16 lanes): CPU drivers (lavapipe).
+    Subgroup,
 }
 
 /// The tiled GEMM's tile: `matmul_tiled` (64x64, 4x4 outputs per invocation) or
@@ -1404,10 +1423,19 @@ fn pipeline_cache_path(info: &wgpu::AdapterInfo) -> Option<std::path::PathBuf> {
 }
 
 /// Whether the adapter runs subgroups of 8 lanes (the subgroup GEMM's requirement).
-fn subgroup8(features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
-    features.contains(wgpu::Features::SUBGROUP)
-        && info.subgroup_min_size <= 8
-        && info.subgroup_max_size >= 8
+/// The lane count the subgroup GEMM runs with here: a fixed subgroup size of 8 or 16
+/// (lavapipe at 256 or 512 bits), else 8 where the size range allows it, else none.
+fn subgroup_gemm_lanes(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Option<u32> {
+    let (min, max) = (info.subgroup_min_size, info.subgroup_max_size);
+    if !features.contains(wgpu::Features::SUBGROUP) {
+        None
+    } else if min == max && (min == 8 || min == 16) {
+        Some(min)
+    } else if min <= 8 && max >= 8 {
+        Some(8)
+    } else {
+        None
+    }
 }
 
 /// (binding, access) of the bindings `entry` uses, from the module's reflection.

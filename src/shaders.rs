@@ -27,6 +27,18 @@ pub const SHADERS: &[(&str, &str)] = &[
         "matmul_subgroup_tn",
         include_str!("../shaders/matmul_subgroup_tn.wgsl"),
     ),
+    (
+        "matmul_subgroup16_nn",
+        include_str!("../shaders/matmul_subgroup16_nn.wgsl"),
+    ),
+    (
+        "matmul_subgroup16_nt",
+        include_str!("../shaders/matmul_subgroup16_nt.wgsl"),
+    ),
+    (
+        "matmul_subgroup16_tn",
+        include_str!("../shaders/matmul_subgroup16_tn.wgsl"),
+    ),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
     ("activation", include_str!("../shaders/activation.wgsl")),
     ("reduce", include_str!("../shaders/reduce.wgsl")),

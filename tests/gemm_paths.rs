@@ -11,10 +11,10 @@
 //!   64, with split-K and the row-bias/activation epilogue.
 //!
 //! Every case forces the kernel family with `Gpu::set_gemm_kernel` and profiles the call,
-//! asserting the exact entry point that ran: a Subgroup8 case that silently fell back to
+//! asserting the exact entry point that ran: a Subgroup case that silently fell back to
 //! the tiled kernel fails here instead of passing as a tiled result.
 //!
-//! The Subgroup8 family needs 8-wide subgroups (CPU drivers such as lavapipe). Its tests,
+//! The Subgroup family needs 8- or 16-wide subgroups (CPU drivers such as lavapipe). Its tests,
 //! all named `subgroup_*`, fail with that message on other adapters, where the kernel is
 //! never chosen; skip them there explicitly: `cargo test --release -- --skip subgroup_`.
 
@@ -25,7 +25,7 @@ use activegen::gpu::{GemmKernel, TileForm};
 /// The kernel family under test; the tiled family in each of its tile forms.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Family {
-    Subgroup8,
+    Subgroup,
     Tiled(TileForm),
 }
 use activegen::ops::matmul::{gemm, linear, matmul_cpu, matmul_t, Gemm};
@@ -58,16 +58,35 @@ fn atol(k: usize) -> f32 {
     1e-4 * (k as f32 / 1024.0).max(1.0)
 }
 
+/// The subgroup GEMM's lane count in this process (fixed when its first device opens).
+static SG_LANES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The subgroup GEMM's entry point `form` (nn, nt_tex, ...) at this process's lane count.
+fn sg_entry(form: &str) -> String {
+    match SG_LANES.get() {
+        Some(16) => format!("matmul_sg16_{form}"),
+        _ => format!("matmul_sg_{form}"),
+    }
+}
+
 fn gpu_with(kernel: Family) -> TestGpu {
     let g = gpu();
     match kernel {
-        Family::Subgroup8 => {
-            assert!(
-                g.has_subgroup8(),
-                "adapter '{}' has no 8-wide subgroups, so the Subgroup8 GEMM cannot be tested here",
-                g.name()
-            );
-            g.set_gemm_kernel(Some(GemmKernel::Subgroup8));
+        Family::Subgroup => {
+            let lanes = g.subgroup_lanes().unwrap_or_else(|| {
+                panic!(
+                    "adapter '{}' has no 8- or 16-wide subgroups, so the subgroup GEMM cannot \
+                     be tested here",
+                    g.name()
+                )
+            });
+            // A child process of `subgroup_kernels_of_both_lane_counts_match_cpu` must get
+            // the lane count it was started for.
+            if let Ok(want) = std::env::var("ACTIVEGEN_EXPECT_LANES") {
+                assert_eq!(lanes.to_string(), want, "subgroup lanes on '{}'", g.name());
+            }
+            SG_LANES.get_or_init(|| lanes);
+            g.set_gemm_kernel(Some(GemmKernel::Subgroup));
         }
         Family::Tiled(form) => {
             g.set_gemm_kernel(Some(GemmKernel::Tiled));
@@ -95,11 +114,11 @@ fn expected_kernel(
     bias: bool,
 ) -> String {
     match kernel {
-        Family::Subgroup8 => {
+        Family::Subgroup => {
             let entry = match (ta, tb) {
-                (false, false) => "matmul_sg_nn",
-                (false, true) => "matmul_sg_nt",
-                (true, false) => "matmul_sg_tn",
+                (false, false) => sg_entry("nn"),
+                (false, true) => sg_entry("nt"),
+                (true, false) => sg_entry("tn"),
                 (true, true) => panic!("the subgroup kernel has no transposed-A-and-B form"),
             };
             format!("{entry}[HAS_BIAS={}]", bias as u8)
@@ -330,7 +349,7 @@ fn run_case(g: &Gpu, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f
             }
             // Columns between N and ldc: the subgroup kernel may write N..r4(N) (padding),
             // the tiled kernel nothing.
-            let allowed = if kernel == Family::Subgroup8 {
+            let allowed = if kernel == Family::Subgroup {
                 r4(c.n)
             } else {
                 c.n
@@ -448,7 +467,7 @@ fn sweep(kernel: Family, transposes: &[(bool, bool)], seed: u64) {
 
 #[test]
 fn subgroup_gemm_matches_cpu_on_ragged_shapes() {
-    sweep(Family::Subgroup8, &SG_TRANSPOSES, 1);
+    sweep(Family::Subgroup, &SG_TRANSPOSES, 1);
 }
 
 #[test]
@@ -482,7 +501,7 @@ fn padding_contents_never_reach_the_result(kernel: Family, transposes: &[(bool, 
 
 #[test]
 fn subgroup_padding_contents_never_reach_the_result() {
-    padding_contents_never_reach_the_result(Family::Subgroup8, &SG_TRANSPOSES, 3);
+    padding_contents_never_reach_the_result(Family::Subgroup, &SG_TRANSPOSES, 3);
 }
 
 #[test]
@@ -526,7 +545,7 @@ fn batched_and_bias(kernel: Family, transposes: &[(bool, bool)], seed: u64) {
 
 #[test]
 fn subgroup_batched_and_bias_match_cpu() {
-    batched_and_bias(Family::Subgroup8, &SG_TRANSPOSES, 5);
+    batched_and_bias(Family::Subgroup, &SG_TRANSPOSES, 5);
 }
 
 #[test]
@@ -621,7 +640,7 @@ fn public_batched_and_linear(kernel: Family, seed: u64) {
 
 #[test]
 fn subgroup_public_batched_matmul_and_linear_match_cpu() {
-    public_batched_and_linear(Family::Subgroup8, 7);
+    public_batched_and_linear(Family::Subgroup, 7);
 }
 
 #[test]
@@ -657,7 +676,7 @@ fn split_k(kernel: Family, transposes: &[(bool, bool)], seed: u64) {
 
 #[test]
 fn subgroup_split_k_partials_sum_to_the_product() {
-    split_k(Family::Subgroup8, &SG_TRANSPOSES, 9);
+    split_k(Family::Subgroup, &SG_TRANSPOSES, 9);
 }
 
 #[test]
@@ -736,7 +755,7 @@ fn small_product_case(
 /// gradient) run as `matmul_outer` on CPU adapters.
 #[test]
 fn subgroup_family_few_output_and_outer_products_use_their_kernels_and_match_cpu() {
-    let g = gpu_with(Family::Subgroup8);
+    let g = gpu_with(Family::Subgroup);
     let mut r = Rng(41);
     let mut report = Report::default();
     let dot = [(64, 1, 6272), (3, 17, 300), (1, 1, 257), (65, 3, 1031)];
@@ -787,7 +806,7 @@ fn row_bias_and_activation_epilogue_matches_cpu(kernel: Family) {
 
 #[test]
 fn subgroup_row_bias_and_activation_epilogue_matches_cpu() {
-    row_bias_and_activation_epilogue_matches_cpu(Family::Subgroup8);
+    row_bias_and_activation_epilogue_matches_cpu(Family::Subgroup);
 }
 
 #[test]
@@ -804,7 +823,7 @@ fn tiled_row_bias_and_activation_epilogue_matches_cpu() {
 #[test]
 fn subgroup_texture_operand_products_match_cpu() {
     use activegen::ops::activation::Act;
-    let g = gpu_with(Family::Subgroup8);
+    let g = gpu_with(Family::Subgroup);
     g.set_texture_reads(Some(true));
     let mut r = Rng(44);
     let mut report = Report::default();
@@ -841,7 +860,8 @@ fn subgroup_texture_operand_products_match_cpu() {
             _ => "tn",
         };
         let want_kernel = format!(
-            "matmul_sg_{form}_tex[HAS_BIAS=0{}]",
+            "{}[HAS_BIAS=0{}]",
+            sg_entry(&format!("{form}_tex")),
             if epilogue { ",ROW_BIAS=1,ACT=2" } else { "" }
         );
         let res = profiled(&g, &what, &want_kernel, || gemm(&g, &spec, &out, split))
@@ -876,11 +896,11 @@ fn subgroup_texture_operand_products_match_cpu() {
     // A batched product [4, M, K] x [4, K, N].
     let (batch, m, n, k) = (4, 100, 132, 300);
     let what = format!("tex batched {batch}x M={m} N={n} K={k}");
-    let want_kernel = "matmul_sg_nn_tex[HAS_BIAS=0]";
+    let want_kernel = format!("{}[HAS_BIAS=0]", sg_entry("nn_tex"));
     report.add(batched_matmul(
         &g,
         &what,
-        want_kernel,
+        &want_kernel,
         (batch, m, n, k),
         &mut r,
     ));
@@ -895,7 +915,7 @@ fn subgroup_texture_operand_products_match_cpu() {
 #[test]
 fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
     use activegen::ops::{elementwise, matmul::matmul_raw, optim};
-    let g = gpu_with(Family::Subgroup8);
+    let g = gpu_with(Family::Subgroup);
     g.set_texture_reads(Some(true));
     g.set_texture_cache(true);
     let n = 256; // 33.5 MFLOP: over the GEMM's texture threshold
@@ -941,4 +961,33 @@ fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
     // With the cache off, every product copies both operands.
     g.set_texture_cache(false);
     check("cache off", &d, &d_host, 2);
+}
+
+/// The subgroup GEMM comes in 8- and 16-lane forms (lavapipe at 256 and 512 bits); this
+/// process runs one of them. Both are checked here in child processes of this test
+/// binary, each with its vector width set and the lane count it must see asserted
+/// (ACTIVEGEN_EXPECT_LANES): the ragged shapes, split-K and the texture operands.
+#[test]
+fn subgroup_kernels_of_both_lane_counts_match_cpu() {
+    let exe = std::env::current_exe().unwrap();
+    for (bits, lanes) in [("256", "8"), ("512", "16")] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "--test-threads=1",
+                "subgroup_gemm_matches_cpu_on_ragged_shapes",
+                "subgroup_split_k_partials_sum_to_the_product",
+                "subgroup_texture_operand_products_match_cpu",
+            ])
+            .env("LP_NATIVE_VECTOR_WIDTH", bits)
+            .env("ACTIVEGEN_EXPECT_LANES", lanes)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("3 passed"),
+            "{lanes}-lane subgroup GEMM (LP_NATIVE_VECTOR_WIDTH={bits}):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

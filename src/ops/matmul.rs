@@ -1,9 +1,10 @@
 //! matmul: C = op(A) · op(B) (+ bias) -> act, the one GEMM under every matmul, linear
 //! layer and convolution. Two kernels share one contract (shaders/matmul.wgsl):
 //! - `matmul_tiled` (shaders/matmul.wgsl): workgroup-memory tiles, for any adapter;
-//! - `matmul_sg_*` (shaders/matmul_subgroup_{nn,nt,tn}.wgsl, generated): register blocks
-//!   shared through 8-wide subgroup broadcasts, for CPU adapters such as lavapipe, where it
-//!   is ~25x faster; its `_tex` forms read large operands from texture copies.
+//! - `matmul_sg_*` / `matmul_sg16_*` (shaders/matmul_subgroup{,16}_{nn,nt,tn}.wgsl,
+//!   generated): register blocks shared through 8- or 16-wide subgroup broadcasts, for CPU
+//!   adapters such as lavapipe (256- or 512-bit vectors), where it is ~25x faster; its
+//!   `_tex` forms read large operands from texture copies.
 //!
 //! `gemm` picks the kernel per call (`Gpu::gemm_kernel` says which family the device uses;
 //! the subgroup kernel also needs vec4-aligned operands). Public ops: `matmul`, `matmul_t`
@@ -156,14 +157,45 @@ fn default_tile_form(m: usize, n: usize, z: usize) -> TileForm {
 }
 
 /// (shader stem, buffer entry point, texture entry point) of the subgroup GEMM's forms
-/// op(A)·op(B) = A·B, A·Bᵀ, Aᵀ·B.
+/// op(A)·op(B) = A·B, A·Bᵀ, Aᵀ·B, for 8 and for 16 lanes.
 const SUBGROUP_FORMS: [(&str, &str, &str); 3] = [
     ("matmul_subgroup_nn", "matmul_sg_nn", "matmul_sg_nn_tex"),
     ("matmul_subgroup_nt", "matmul_sg_nt", "matmul_sg_nt_tex"),
     ("matmul_subgroup_tn", "matmul_sg_tn", "matmul_sg_tn_tex"),
 ];
-const SG_ROWS: usize = 32;
-const SG_COLS: usize = 64;
+const SUBGROUP16_FORMS: [(&str, &str, &str); 3] = [
+    (
+        "matmul_subgroup16_nn",
+        "matmul_sg16_nn",
+        "matmul_sg16_nn_tex",
+    ),
+    (
+        "matmul_subgroup16_nt",
+        "matmul_sg16_nt",
+        "matmul_sg16_nt_tex",
+    ),
+    (
+        "matmul_subgroup16_tn",
+        "matmul_sg16_tn",
+        "matmul_sg16_tn_tex",
+    ),
+];
+
+/// The subgroup GEMM's forms and (rows, columns) of C per workgroup on this device
+/// (tools/gen_matmul_subgroup.py: 4x2 register blocks of 8 lanes, 2x1 of 16).
+fn subgroup_kernels(
+    g: &Gpu,
+) -> (
+    &'static [(&'static str, &'static str, &'static str); 3],
+    usize,
+    usize,
+) {
+    if g.subgroup_lanes() == Some(16) {
+        (&SUBGROUP16_FORMS, 32, 64)
+    } else {
+        (&SUBGROUP_FORMS, 32, 64)
+    }
+}
 /// Products below this read their operands from the buffers even where texture reads are
 /// on: the copies would cost more than the cheaper loads save.
 const TEXTURE_MIN_FLOPS: f64 = 16e6;
@@ -226,18 +258,19 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         row_bias_buf,
     ];
     let has_bias = spec.bias.is_some() as u64;
-    if g.gemm_kernel() == GemmKernel::Subgroup8 && spec.subgroup_ok(split) {
+    if g.gemm_kernel() == GemmKernel::Subgroup && spec.subgroup_ok(split) {
+        let (forms, sg_rows, sg_cols) = subgroup_kernels(g);
         let (stem, entry, tex_entry) = match (spec.trans_a, spec.trans_b) {
-            (false, false) => SUBGROUP_FORMS[0],
-            (false, true) => SUBGROUP_FORMS[1],
-            _ => SUBGROUP_FORMS[2],
+            (false, false) => forms[0],
+            (false, true) => forms[1],
+            _ => forms[2],
         };
         // Few row blocks and a long K: walk row blocks first so that B's column strip is
         // reused from cache (1.25x on the convolutions' 128x3136x1024; a loss where C is
         // large, as in the K = 128 data-gradient products).
         let rows_fastest =
-            !spec.trans_a && !spec.trans_b && spec.m.div_ceil(SG_ROWS) <= 8 && spec.k >= 512;
-        let (row_blocks, col_blocks) = (spec.m.div_ceil(SG_ROWS), spec.n.div_ceil(SG_COLS));
+            !spec.trans_a && !spec.trans_b && spec.m.div_ceil(sg_rows) <= 8 && spec.k >= 512;
+        let (row_blocks, col_blocks) = (spec.m.div_ceil(sg_rows), spec.n.div_ceil(sg_cols));
         let grid = if rows_fastest {
             [u(row_blocks), u(col_blocks), u(z)]
         } else {
@@ -274,7 +307,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         // any device: a single 64x64 tile walking K alone left D's last Linear (64x1, K =
         // 6272) at 1.3 GFLOP/s, 40% of a DCGAN step's GPU time on an H100.
         let few_outputs = spec.m * spec.n <= 4096 && spec.k >= 256;
-        let subgroup = g.gemm_kernel() == GemmKernel::Subgroup8;
+        let subgroup = g.gemm_kernel() == GemmKernel::Subgroup;
         let (entry, grid) = if few_outputs {
             ("matmul_dot", [u(spec.n), u(spec.m), u(z)])
         } else if subgroup && spec.k == 1 && split == 1 {
@@ -306,7 +339,8 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
 /// How many K slices a long-K GEMM with few output tiles is cut into, so that the device
 /// has enough workgroups; each slice keeps at least 256 of K.
 pub fn split_for(g: &Gpu, m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(SG_ROWS) * n.div_ceil(SG_COLS);
+    let (_, sg_rows, sg_cols) = subgroup_kernels(g);
+    let tiles = m.div_ceil(sg_rows) * n.div_ceil(sg_cols);
     let want: usize = if g.is_cpu() { 8 } else { 256 };
     want.div_ceil(tiles).clamp(1, (k / 256).max(1))
 }
@@ -525,11 +559,11 @@ pub fn matmul_cpu(
 /// parallel, so the first step does not compile them one by one (see `Gpu::precompile`).
 /// A no-op where the device runs the tiled kernel.
 pub fn precompile_gemms(g: &Gpu) -> Result<()> {
-    if g.gemm_kernel() != GemmKernel::Subgroup8 {
+    if g.gemm_kernel() != GemmKernel::Subgroup {
         return Ok(());
     }
     let mut list = vec![];
-    for (stem, entry, tex_entry) in SUBGROUP_FORMS {
+    for &(stem, entry, tex_entry) in subgroup_kernels(g).0 {
         list.push((stem, entry, vec![("HAS_BIAS", 0)]));
         if g.texture_reads() {
             list.push((stem, tex_entry, vec![("HAS_BIAS", 0)]));
