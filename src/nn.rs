@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::gpu::Gpu;
 use crate::ops::activation::Act;
-use crate::ops::{batchnorm, conv2d, conv_transpose2d, matmul, rng};
+use crate::ops::{batchnorm, conv2d, conv_transpose2d, linear_cm, matmul, rng};
 use crate::tensor::Tensor;
 
 /// How a layer's weights start.
@@ -80,6 +80,13 @@ impl Linear {
     pub fn forward(&self, g: &Gpu, x: &Tensor, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
         matmul::linear(g, x, &view(g, &self.weight, frozen), b.as_ref())
+    }
+
+    /// The layer applied to a channel-major image [C, N, H, W] as if it were its NCHW
+    /// flattening [N, C*H*W] (ops::linear_cm: no layout copy).
+    pub fn forward_cm(&self, g: &Gpu, x: &Tensor, frozen: bool) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
+        linear_cm::linear_cm(g, x, &view(g, &self.weight, frozen), b.as_ref())
     }
 
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {

@@ -43,6 +43,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("activation", include_str!("../shaders/activation.wgsl")),
     ("reduce", include_str!("../shaders/reduce.wgsl")),
     ("conv2d", include_str!("../shaders/conv2d.wgsl")),
+    ("linear_cm", include_str!("../shaders/linear_cm.wgsl")),
     ("batchnorm", include_str!("../shaders/batchnorm.wgsl")),
     ("dropout", include_str!("../shaders/dropout.wgsl")),
     ("concat", include_str!("../shaders/concat.wgsl")),

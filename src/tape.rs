@@ -12,8 +12,8 @@ use anyhow::Result;
 
 use crate::gpu::Gpu;
 use crate::ops::{
-    activation, batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul,
-    reduce,
+    activation, batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, linear_cm, loss,
+    matmul, reduce,
 };
 use crate::tensor::Tensor;
 
@@ -105,6 +105,11 @@ pub enum Op {
         mu: Tensor,
         logvar: Tensor,
     },
+    LinearCm {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
+    },
 }
 
 impl Op {
@@ -125,7 +130,9 @@ impl Op {
                 v
             }
             Op::Reduce { x, .. } => vec![x],
-            Op::Conv2d { x, w, b, .. } | Op::ConvTranspose2d { x, w, b, .. } => {
+            Op::Conv2d { x, w, b, .. }
+            | Op::ConvTranspose2d { x, w, b, .. }
+            | Op::LinearCm { x, w, b } => {
                 let mut v = vec![x, w];
                 v.extend(b.iter());
                 v
@@ -277,6 +284,7 @@ fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Re
 fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
     Ok(match op {
         Op::Reshape { x } => vec![Some(dy.detach(g).reshape(g, x.shape())?)],
+        Op::LinearCm { x, w, b } => linear_cm::linear_cm_backward(g, x, w, b.as_ref(), dy, needs)?,
         Op::SwapLeadingAxes { .. } => vec![Some(elementwise::swap_leading_axes_raw(g, dy)?)],
         Op::MatMul {
             a,

@@ -6,7 +6,8 @@ mod common;
 
 use activegen::ops::activation::{self, Act};
 use activegen::ops::{
-    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul, reduce,
+    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, linear_cm, loss, matmul,
+    reduce,
 };
 use activegen::tape;
 use activegen::{Gpu, Tensor};
@@ -136,6 +137,22 @@ fn matmul_gradients() {
             rand(&mut r, &[3]),
         ],
         &|g, x| matmul::linear(g, &x[0], &x[1], Some(&x[2])),
+    );
+    // A Linear layer on a channel-major image [C, N, H, W] (x, W, b), with and without
+    // bias, and an odd C*N*S that takes the copy-and-GEMM path.
+    gradcheck(
+        "linear_cm",
+        &[
+            rand(&mut r, &[3, 4, 2, 3]),
+            rand(&mut r, &[2, 18]),
+            rand(&mut r, &[2]),
+        ],
+        &|g, x| linear_cm::linear_cm(g, &x[0], &x[1], Some(&x[2])),
+    );
+    gradcheck(
+        "linear_cm without bias, odd size",
+        &[rand(&mut r, &[3, 1, 1, 3]), rand(&mut r, &[1, 9])],
+        &|g, x| linear_cm::linear_cm(g, &x[0], &x[1], None),
     );
 }
 

@@ -1108,3 +1108,65 @@ fn channel_major_convolutions_match_cpu() {
         }
     }
 }
+
+/// `linear_cm` (a Linear layer reading a channel-major image) against its CPU reference and
+/// against the copy-to-NCHW-then-Linear it replaces, forward and all three gradients, on
+/// shapes with 1, 3, 17 and 65 in every dimension (C*N*S % 4 == 0 takes the kernels, the
+/// odd ones the fallback), reading through texture copies and from the buffers.
+#[test]
+fn linear_cm_matches_cpu_and_the_nchw_linear() {
+    use activegen::ops::{linear_cm, matmul};
+    let g = gpu();
+    let mut r = Rng(19);
+    // (4, 3, 3, 2) and (2, 5, 2, 1) wrap to the next channel inside a group of four.
+    let shapes = [
+        (128, 64, 49, 1),
+        (3, 4, 17, 2),
+        (17, 4, 1, 3),
+        (1, 65, 4, 1),
+        (3, 3, 3, 1),
+        (4, 3, 3, 2),
+        (2, 5, 2, 1),
+    ];
+    for (reads, (c, n, s, o)) in [true, false]
+        .into_iter()
+        .flat_map(|t| shapes.map(|s| (t, s)))
+    {
+        g.set_texture_reads(Some(reads));
+        let what = format!("linear_cm C={c} N={n} S={s} O={o} texture_reads={reads}");
+        let x = r.vec(c * n * s);
+        let w = r.vec(o * c * s);
+        let b = r.vec(o);
+        let tx = t(&g, &[c, n, s], &x).into_param();
+        let tw = t(&g, &[o, c * s], &w).into_param();
+        let tb = t(&g, &[o], &b).into_param();
+        let y = linear_cm::linear_cm(&g, &tx, &tw, Some(&tb)).unwrap();
+        let want = linear_cm::linear_cm_cpu(&x, &w, Some(&b), (c, n, s, o));
+        assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
+        let dy = r.vec(n * o);
+        let grads = tape::backward_with(&g, &y, t(&g, &[n, o], &dy)).unwrap();
+        // The same layer on the NCHW copy, through the general GEMM.
+        let xf = elementwise::swap_leading_axes(&g, &tx)
+            .unwrap()
+            .reshape(&g, &[n, c * s])
+            .unwrap();
+        let y2 = matmul::linear(&g, &xf, &tw, Some(&tb)).unwrap();
+        assert_close(
+            &format!("{what} forward vs NCHW linear"),
+            &y.to_vec(&g),
+            &y2.to_vec(&g),
+            1e-4,
+            1e-4,
+        );
+        let grads2 = tape::backward_with(&g, &y2, t(&g, &[n, o], &dy)).unwrap();
+        for (name, p) in [("dx", &tx), ("dW", &tw), ("db", &tb)] {
+            assert_close(
+                &format!("{what} {name}"),
+                &grads.get(p).unwrap().to_vec(&g),
+                &grads2.get(p).unwrap().to_vec(&g),
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}

@@ -243,17 +243,19 @@ impl Discriminator {
             let z = conv.forward_cm(g, &h, Act::Identity, frozen)?;
             h = bn.forward_cm(g, &z, train, leaky, frozen)?;
         }
+        let Some(embed) = &self.embed else {
+            // The last layer reads the channel-major features directly (ops::linear_cm).
+            return self.fc.forward_cm(g, &h, frozen);
+        };
+        let Some(y) = onehot else {
+            bail!("the conditional discriminator needs labels")
+        };
+        // Projection discriminator: the NCHW features also meet the label embedding.
         let h = elementwise::swap_leading_axes(g, &h)?.reshape(g, &[n, self.features])?;
         let out = self.fc.forward(g, &h, frozen)?;
-        match (&self.embed, onehot) {
-            (None, _) => Ok(out),
-            (Some(e), Some(y)) => {
-                let ey = matmul::matmul(g, y, &view(g, e, frozen))?;
-                let proj = reduce::sum_axis(g, &elementwise::mul(g, &ey, &h)?, 1)?;
-                elementwise::add(g, &out, &proj)
-            }
-            (Some(_), None) => bail!("the conditional discriminator needs labels"),
-        }
+        let ey = matmul::matmul(g, y, &view(g, embed, frozen))?;
+        let proj = reduce::sum_axis(g, &elementwise::mul(g, &ey, &h)?, 1)?;
+        elementwise::add(g, &out, &proj)
     }
 }
 

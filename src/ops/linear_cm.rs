@@ -1,0 +1,204 @@
+//! linear_cm: y[N, O] = xf · Wᵀ + b, a Linear layer whose input is a channel-major image
+//! x [C, N, H, W] (channel-major activations, see ops::conv2d) read as its NCHW flattening
+//! xf [N, C*H*W], with no copy to NCHW. Math and kernels: shaders/linear_cm.wgsl.
+//! A DCGAN discriminator's last layer (6272 features, one output) took a layout copy plus
+//! three general GEMM forms per step pair; these three small kernels replace them.
+
+use anyhow::{bail, Result};
+
+use super::reduce::{reduce_raw, Dims};
+use super::{elementwise, matmul, u, TextureReads};
+use crate::gpu::{grid_1d, Cost, Gpu};
+use crate::tape::{record, Op};
+use crate::tensor::Tensor;
+
+const R32: wgpu::TextureFormat = wgpu::TextureFormat::R32Float;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    c: u32,
+    n: u32,
+    s: u32,
+    o: u32,
+    has_bias: u32,
+    _pad: [u32; 3],
+}
+
+/// (C, N, S, O) of x [C, N, ...] against w [O, C*S], checking the shapes.
+fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    if x.rank() < 2 || w.rank() != 2 || x.numel() == 0 {
+        bail!(
+            "linear_cm: input {:?} (channel-major [C, N, ...]) or weight {:?} has the wrong rank",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let (c, n) = (x.dim(0), x.dim(1));
+    let s = x.numel() / (c * n);
+    if w.dim(1) != c * s {
+        bail!(
+            "linear_cm: input {:?} has {} features per image, the weight {:?} expects {}",
+            x.shape(),
+            c * s,
+            w.shape(),
+            w.dim(1)
+        );
+    }
+    Ok((c, n, s, w.dim(0)))
+}
+
+fn params(x: &Tensor, w: &Tensor, bias: bool) -> Result<Params> {
+    let (c, n, s, o) = dims(x, w)?;
+    Ok(Params {
+        c: u(c),
+        n: u(n),
+        s: u(s),
+        o: u(o),
+        has_bias: bias as u32,
+        _pad: [0; 3],
+    })
+}
+
+/// y [N, O] = linear(nchw(x)), recorded. Falls back to the copy and a GEMM when dx could
+/// not be written as vec4s (C*N*S not a multiple of 4).
+pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let (c, n, s, o) = dims(x, w)?;
+    if let Some(b) = b {
+        if b.numel() != o {
+            bail!("linear_cm: bias has {} values for {o} outputs", b.numel());
+        }
+    }
+    if !(c * n * s).is_multiple_of(4) {
+        let xf = elementwise::swap_leading_axes(g, x)?.reshape(g, &[n, c * s])?;
+        return matmul::linear(g, &xf, w, b);
+    }
+    let y = Tensor::empty(g, &[n, o], "linear_cm output")?;
+    let p = params(x, w, b.is_some())?;
+    let bias = b.unwrap_or(w);
+    TextureReads::new(g, &[(8, x, R32), (9, w, R32)]).launch(
+        g,
+        "linear_cm",
+        "linear_cm_forward",
+        &[],
+        &p,
+        &[
+            x.buffer(),
+            w.buffer(),
+            bias.buffer(),
+            x.buffer(),
+            y.buffer(),
+        ],
+        grid_1d(n * o, 16),
+        Cost::flops(
+            2.0 * (n * o * c * s) as f64,
+            4.0 * (x.numel() + w.numel()) as f64,
+        ),
+    )?;
+    Ok(record(
+        g,
+        y,
+        Op::LinearCm {
+            x: x.clone(),
+            w: w.clone(),
+            b: b.cloned(),
+        },
+    ))
+}
+
+/// dx (channel-major, x's shape), dW and db of `linear_cm`, each only where `needs` says.
+pub fn linear_cm_backward(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let (_, n, _, o) = dims(x, w)?;
+    let p = params(x, w, b.is_some())?;
+    let dx = if needs[0] {
+        let dx = Tensor::empty(g, x.shape(), "linear_cm dx")?;
+        TextureReads::new(g, &[(9, w, R32), (10, dy, R32)]).launch(
+            g,
+            "linear_cm",
+            "linear_cm_backward_data",
+            &[],
+            &p,
+            &[
+                x.buffer(),
+                w.buffer(),
+                w.buffer(),
+                dy.buffer(),
+                dy.buffer(),
+                dx.buffer(),
+            ],
+            grid_1d(x.numel() / 4, 64),
+            Cost::flops(
+                2.0 * (x.numel() * o) as f64,
+                4.0 * (x.numel() + w.numel()) as f64,
+            ),
+        )?;
+        Some(dx)
+    } else {
+        None
+    };
+    let dw = if needs[1] {
+        let dw = Tensor::empty(g, w.shape(), "linear_cm dw")?;
+        TextureReads::new(g, &[(8, x, R32), (10, dy, R32)]).launch(
+            g,
+            "linear_cm",
+            "linear_cm_backward_weight",
+            &[],
+            &p,
+            &[
+                x.buffer(),
+                w.buffer(),
+                w.buffer(),
+                dy.buffer(),
+                dy.buffer(),
+                dw.buffer(),
+                dw.buffer(),
+            ],
+            grid_1d(w.numel(), 64),
+            Cost::flops(
+                2.0 * (w.numel() * n) as f64,
+                4.0 * (x.numel() + w.numel()) as f64,
+            ),
+        )?;
+        Some(dw)
+    } else {
+        None
+    };
+    let mut out = vec![dx, dw];
+    if b.is_some() {
+        out.push(if needs[2] {
+            Some(reduce_raw(g, dy, Dims { a: 1, r: n, b: o }, 1.0)?)
+        } else {
+            None
+        });
+    }
+    Ok(out)
+}
+
+/// Plain-Rust reference of the forward pass, in f64: x [C, N, S], w [O, C*S], y [N, O].
+pub fn linear_cm_cpu(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    (c, n, s, o): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; n * o];
+    for ni in 0..n {
+        for oi in 0..o {
+            let mut acc = b.map_or(0.0, |b| b[oi] as f64);
+            for ci in 0..c {
+                for si in 0..s {
+                    acc += x[(ci * n + ni) * s + si] as f64 * w[oi * c * s + ci * s + si] as f64;
+                }
+            }
+            y[ni * o + oi] = acc as f32;
+        }
+    }
+    y
+}
