@@ -89,6 +89,11 @@ pub enum Op {
         xs: Vec<Tensor>,
         axis: usize,
     },
+    Narrow {
+        x: Tensor,
+        axis: usize,
+        start: usize,
+    },
     BceWithLogits {
         x: Tensor,
         target: loss::Target,
@@ -140,6 +145,7 @@ impl Op {
             Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
             Op::Dropout { x, .. } => vec![x],
             Op::Concat { xs, .. } => xs.iter().collect(),
+            Op::Narrow { x, .. } => vec![x],
             Op::BceWithLogits { x, target } | Op::Mse { x, target } => {
                 let mut v = vec![x];
                 if let loss::Target::Tensor(t) = target {
@@ -341,6 +347,9 @@ fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Op
         } => batchnorm::batchnorm_backward(g, x, gamma, stats, y, *train, *act, dy, needs)?,
         Op::Dropout { x: _, mask } => vec![Some(dropout::dropout_apply(g, dy, mask)?)],
         Op::Concat { xs, axis } => concat::concat_backward(g, xs, *axis, dy, needs)?,
+        Op::Narrow { x, axis, start } => {
+            vec![Some(concat::narrow_backward(g, x, *axis, *start, dy)?)]
+        }
         Op::BceWithLogits { x, target } => loss::bce_with_logits_backward(g, x, target, dy, needs)?,
         Op::Mse { x, target } => loss::mse_backward(g, x, target, dy, needs)?,
         Op::SoftmaxXent { x, labels } => vec![Some(loss::softmax_xent_backward(g, x, labels, dy)?)],

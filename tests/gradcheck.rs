@@ -357,6 +357,15 @@ fn dropout_and_concat_gradients() {
         &[rand(&mut r, &[1, 3]), rand(&mut r, &[2, 3])],
         &|g, x| concat::concat(g, &[&x[0], &x[1]], 0),
     );
+    // Both halves of one tensor used (their gradients meet in it), and a middle piece.
+    gradcheck("narrow, both halves", &[rand(&mut r, &[3, 6])], &|g, x| {
+        let a = concat::narrow(g, &x[0], 1, 0, 2)?;
+        let b = concat::narrow(g, &x[0], 1, 2, 4)?;
+        elementwise::mul(g, &a, &concat::narrow(g, &b, 1, 1, 2)?)
+    });
+    gradcheck("narrow axis 0", &[rand(&mut r, &[4, 2, 3])], &|g, x| {
+        concat::narrow(g, &x[0], 0, 1, 2)
+    });
 }
 
 #[test]

@@ -14,7 +14,7 @@ use super::stages;
 use crate::gpu::Gpu;
 use crate::nn::{BatchNorm, Conv2d, ConvTranspose2d, Init, Linear, Module, Named};
 use crate::ops::activation::{self, Act};
-use crate::ops::{elementwise, loss, rng};
+use crate::ops::{concat, elementwise, loss, matmul, rng};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,9 +142,18 @@ impl Vae {
         }
         let h = elementwise::swap_leading_axes(g, &h)?
             .reshape(g, &[n, self.top * self.start * self.start])?;
+        // fc_mu and fc_logvar as one product (their weights stacked [2z, features]): one
+        // GEMM per pass instead of two, and no sum of two input gradients.
+        let w = concat::concat(g, &[&self.fc_mu.weight, &self.fc_logvar.weight], 0)?;
+        let b = match (&self.fc_mu.bias, &self.fc_logvar.bias) {
+            (Some(bm), Some(bl)) => Some(concat::concat(g, &[bm, bl], 0)?),
+            _ => bail!("the VAE's fc_mu and fc_logvar have biases"),
+        };
+        let stats = matmul::linear(g, &h, &w, b.as_ref())?;
+        let z = self.cfg.z_dim;
         Ok((
-            self.fc_mu.forward(g, &h, false)?,
-            self.fc_logvar.forward(g, &h, false)?,
+            concat::narrow(g, &stats, 1, 0, z)?,
+            concat::narrow(g, &stats, 1, z, z)?,
         ))
     }
 

@@ -46,6 +46,15 @@ pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     let mut offset = 0;
     for x in xs {
         let part = x.numel() / outer.max(1);
+        if outer <= 1 {
+            // One contiguous block: an encoder copy runs at memcpy speed.
+            let (at, bytes) = (4 * offset as u64, 4 * part as u64);
+            g.with_encoder(&[out.buffer()], |e| {
+                e.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), at, bytes)
+            });
+            offset += part;
+            continue;
+        }
         let params = Params {
             outer: u(outer),
             part: u(part),
@@ -85,6 +94,14 @@ pub(crate) fn slice_raw(
 ) -> Result<Tensor> {
     let out = Tensor::empty(g, shape, "slice")?;
     let part = out.numel() / outer.max(1);
+    if outer <= 1 {
+        // One contiguous block: an encoder copy runs at memcpy speed.
+        let (at, bytes) = (4 * offset as u64, 4 * part as u64);
+        g.with_encoder(&[out.buffer()], |e| {
+            e.copy_buffer_to_buffer(x.buffer(), at, out.buffer(), 0, bytes)
+        });
+        return Ok(out);
+    }
     let params = Params {
         outer: u(outer),
         part: u(part),
@@ -102,6 +119,63 @@ pub(crate) fn slice_raw(
         Cost::bytes(8.0 * out.numel() as f64),
     )?;
     Ok(out)
+}
+
+/// Indices [start, start + len) of `x` along `axis`, recorded (its backward places dy back
+/// into zeros of x's shape). Splits one product's output into its parts, e.g. the VAE's
+/// (mu, logvar) from one Linear.
+pub fn narrow(g: &Gpu, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+    if axis >= x.rank() || start + len > x.dim(axis) {
+        bail!(
+            "narrow: indices {start}..{} along axis {axis} of {:?}",
+            start + len,
+            x.shape()
+        );
+    }
+    let outer: usize = x.shape()[..axis].iter().product();
+    let inner: usize = x.shape()[axis + 1..].iter().product();
+    let mut shape = x.shape().to_vec();
+    shape[axis] = len;
+    let out = slice_raw(g, x, outer, x.dim(axis) * inner, start * inner, &shape)?;
+    Ok(record(
+        g,
+        out,
+        Op::Narrow {
+            x: x.clone(),
+            axis,
+            start,
+        },
+    ))
+}
+
+/// dx of `narrow`: zeros of x's shape with dy at its place.
+pub fn narrow_backward(
+    g: &Gpu,
+    x: &Tensor,
+    axis: usize,
+    start: usize,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let dx = Tensor::zeros(g, x.shape())?;
+    let outer: usize = x.shape()[..axis].iter().product();
+    let inner: usize = x.shape()[axis + 1..].iter().product();
+    let params = Params {
+        outer: u(outer),
+        part: u(dy.numel() / outer.max(1)),
+        whole: u(x.dim(axis) * inner),
+        offset: u(start * inner),
+    };
+    launch(
+        g,
+        "concat",
+        "concat_copy",
+        &[],
+        &params,
+        &[dy.buffer(), dx.buffer()],
+        grid_1d(dy.numel(), 256),
+        Cost::bytes(8.0 * dy.numel() as f64),
+    )?;
+    Ok(dx)
 }
 
 /// Rows [start, start + len) along axis 0 of `x`, not recorded (batch splitting).
