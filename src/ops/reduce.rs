@@ -45,13 +45,18 @@ pub(crate) fn reduce_raw(g: &Gpu, x: &Tensor, d: Dims, scale: f32) -> Result<Ten
         } else {
             [65535, u(outputs.div_ceil(65535)), 1]
         };
+        let rows = d.b == 1 && d.r.is_multiple_of(4);
         launch(
             g,
             "reduce",
-            "reduce_parallel",
+            if rows {
+                "reduce_rows_vec4"
+            } else {
+                "reduce_parallel"
+            },
             &[],
             &params,
-            &[x.buffer(), out.buffer()],
+            &[x.buffer(), out.buffer(), x.buffer()],
             grid,
             cost,
         )?;
