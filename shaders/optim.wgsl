@@ -101,3 +101,12 @@ fn ema_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         m[i] = p.lr * m[i] + (1.0 - p.lr) * grad[i];
     }
 }
+
+// ema_update on four elements per invocation (n % 4 == 0; p.n counts vec4s here).
+@compute @workgroup_size(256)
+fn ema_update_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i < p.n) {
+        m4[i] = p.lr * m4[i] + (1.0 - p.lr) * grad4[i];
+    }
+}

@@ -951,10 +951,15 @@ fn optimizers_match_cpu_over_several_steps() {
             );
         }
     }
-    // EMA
+    // EMA: a size that is not a multiple of 4 (scalar kernel) and one that is (vec4).
     let e = t(&g, &[3], &[1.0, 2.0, 3.0]);
     optim::ema_update(&g, &e, &t(&g, &[3], &[3.0, 2.0, 1.0]), 0.75).unwrap();
     assert_close("ema", &e.to_vec(&g), &[1.5, 2.0, 2.5], 1e-6, 0.0);
+    let (e0, p0) = (r.vec(68), r.vec(68));
+    let e = t(&g, &[68], &e0);
+    optim::ema_update(&g, &e, &t(&g, &[68], &p0), 0.9).unwrap();
+    let want: Vec<f32> = e0.iter().zip(&p0).map(|(e, p)| 0.9 * e + 0.1 * p).collect();
+    assert_close("ema vec4", &e.to_vec(&g), &want, 1e-6, 1e-6);
 }
 
 #[test]

@@ -156,8 +156,9 @@ pub(crate) fn apply(
 /// ema = decay ema + (1 - decay) param, in place.
 pub fn ema_update(g: &Gpu, ema: &Tensor, param: &Tensor, decay: f32) -> Result<()> {
     let n = param.numel();
+    let vec4 = n.is_multiple_of(4);
     let params = Params {
-        n: u(n),
+        n: u(if vec4 { n / 4 } else { n }),
         kind: 0,
         lr: decay,
         beta1: 0.0,
@@ -171,11 +172,24 @@ pub fn ema_update(g: &Gpu, ema: &Tensor, param: &Tensor, decay: f32) -> Result<(
     launch(
         g,
         "optim",
-        "ema_update",
+        if vec4 {
+            "ema_update_vec4"
+        } else {
+            "ema_update"
+        },
         &[],
         &params,
-        &[param.buffer(), param.buffer(), ema.buffer()],
-        grid_1d(n, 256),
+        // Bindings 5-7 are the vec4 views of bindings 1-3 (binding 4 unused).
+        &[
+            param.buffer(),
+            param.buffer(),
+            ema.buffer(),
+            ema.buffer(),
+            param.buffer(),
+            param.buffer(),
+            ema.buffer(),
+        ],
+        grid_1d(if vec4 { n / 4 } else { n }, 256),
         Cost::bytes(12.0 * n as f64),
     )
 }
