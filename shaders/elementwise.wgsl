@@ -21,6 +21,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// vec4 views of a, b and out for the _vec4 entry points (n % 4 == 0), whose op is the
+// pipeline constant OP: a quarter of the per-lane load and store loops of CPU drivers, and
+// the op switch folds away.
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+override OP: u32 = 0u;
 
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
@@ -62,6 +69,17 @@ fn binary_same_shape(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     }
 }
 
+// binary_same_shape over vec4s; p.n counts vec4s.
+@compute @workgroup_size(256)
+fn binary_same_shape_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        let x = a4[i];
+        let y = b4[i];
+        out4[i] = vec4<f32>(binary(OP, x.x, y.x), binary(OP, x.y, y.y), binary(OP, x.z, y.z), binary(OP, x.w, y.w));
+    }
+}
+
 fn unary(op: u32, x: f32) -> f32 {
     switch op {
         case 0u: { return p.alpha * x + p.beta; }
@@ -82,6 +100,39 @@ fn unary_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
 }
 
+// unary_forward over vec4s; p.n counts vec4s.
+@compute @workgroup_size(256)
+fn unary_forward_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        let x = a4[i];
+        out4[i] = vec4<f32>(unary(OP, x.x), unary(OP, x.y), unary(OP, x.z), unary(OP, x.w));
+    }
+}
+
+fn unary_derivative(op: u32, s: f32) -> f32 {
+    switch op {
+        case 0u: { return p.alpha; }
+        case 1u: { return s; }
+        case 2u: { return 1.0 / s; }
+        case 3u: { return 0.5 / s; }
+        case 4u: { return 2.0 * s; }
+        case 5u: { return sign(s); }
+        default: { return 0.0; }
+    }
+}
+
+// unary_backward over vec4s; p.n counts vec4s.
+@compute @workgroup_size(256)
+fn unary_backward_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        let s = b4[i];
+        let d = vec4<f32>(unary_derivative(OP, s.x), unary_derivative(OP, s.y), unary_derivative(OP, s.z), unary_derivative(OP, s.w));
+        out4[i] = a4[i] * d;
+    }
+}
+
 // out = dy * f'(x), with a = dy and b = the saved input x (or output y where noted):
 // affine alpha; exp y (b is y); log 1/x; sqrt 0.5/y (b is y); square 2x; abs sign(x).
 @compute @workgroup_size(256)
@@ -90,19 +141,7 @@ fn unary_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= p.n) {
         return;
     }
-    let dy = a[i];
-    let s = b[i];
-    var d = 0.0;
-    switch p.op {
-        case 0u: { d = p.alpha; }
-        case 1u: { d = s; }
-        case 2u: { d = 1.0 / s; }
-        case 3u: { d = 0.5 / s; }
-        case 4u: { d = 2.0 * s; }
-        case 5u: { d = sign(s); }
-        default: { d = 0.0; }
-    }
-    out[i] = dy * d;
+    out[i] = a[i] * unary_derivative(p.op, b[i]);
 }
 
 // out += a (gradient accumulation).

@@ -207,6 +207,25 @@ fn unary_gradients() {
     gradcheck("reshape", std::slice::from_ref(&x), &|g, x| {
         elementwise::exp(g, &x[0].reshape(g, &[5, 3])?)
     });
+    // Eight elements: the vec4 kernels, every element checked.
+    let x = rand(&mut r, &[2, 4]);
+    let p = positive(&mut r, &[2, 4]);
+    let k = away_from_zero(&mut r, &[2, 4]);
+    type UnaryFn = fn(&Gpu, &Tensor) -> Result<Tensor>;
+    type Input = (Vec<usize>, Vec<f32>);
+    let ops: [(&str, &Input, UnaryFn); 6] = [
+        ("affine vec4", &x, |g, x| {
+            elementwise::affine(g, x, -1.5, 0.3)
+        }),
+        ("exp vec4", &x, |g, x| elementwise::exp(g, x)),
+        ("square vec4", &x, |g, x| elementwise::square(g, x)),
+        ("log vec4", &p, |g, x| elementwise::log(g, x)),
+        ("sqrt vec4", &p, |g, x| elementwise::sqrt(g, x)),
+        ("abs vec4", &k, |g, x| elementwise::abs(g, x)),
+    ];
+    for (name, input, f) in ops {
+        gradcheck(name, std::slice::from_ref(input), &move |g, x| f(g, &x[0]));
+    }
 }
 
 #[test]

@@ -140,19 +140,27 @@ fn launch_binary(
         alpha,
         beta: 0.0,
     };
-    let entry = if same {
-        "binary_same_shape"
+    let vec4 = same && n.is_multiple_of(4);
+    let (entry, count, consts) = if vec4 {
+        ("binary_same_shape_vec4", n / 4, vec![("OP", code as u64)])
+    } else if same {
+        ("binary_same_shape", n, vec![])
     } else {
-        "binary_broadcast"
+        ("binary_broadcast", n, vec![])
     };
+    let params = Params {
+        n: u(count),
+        ..params
+    };
+    let buffers = [a.buffer(), b.buffer(), out.buffer()];
     launch(
         g,
         "elementwise",
         entry,
-        &[],
+        &consts,
         &params,
-        &[a.buffer(), b.buffer(), out.buffer()],
-        grid_1d(n, 256),
+        &[buffers, buffers].concat(),
+        grid_1d(count, 256),
         Cost::bytes(12.0 * n as f64),
     )?;
     Ok(out)
@@ -327,15 +335,26 @@ pub(crate) fn unary_raw(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let out = Tensor::empty(g, x.shape(), "unary output")?;
     let n = x.numel();
     let (code, alpha, beta) = op.code();
-    let params = Params::flat(n, code, alpha, beta);
+    let vec4 = n.is_multiple_of(4);
+    let count = if vec4 { n / 4 } else { n };
+    let params = Params::flat(count, code, alpha, beta);
+    let buffers = [x.buffer(), x.buffer(), out.buffer()];
     launch(
         g,
         "elementwise",
-        "unary_forward",
-        &[],
+        if vec4 {
+            "unary_forward_vec4"
+        } else {
+            "unary_forward"
+        },
+        &if vec4 {
+            vec![("OP", code as u64)]
+        } else {
+            vec![]
+        },
         &params,
-        &[x.buffer(), x.buffer(), out.buffer()],
-        grid_1d(n, 256),
+        &[buffers, buffers].concat(),
+        grid_1d(count, 256),
         Cost::bytes(8.0 * n as f64),
     )?;
     Ok(out)
@@ -393,15 +412,26 @@ pub fn unary_backward(g: &Gpu, x: &Tensor, y: &Tensor, op: UnaryOp, dy: &Tensor)
     let out = Tensor::empty(g, x.shape(), "unary grad")?;
     let n = x.numel();
     let (code, alpha, beta) = op.code();
-    let params = Params::flat(n, code, alpha, beta);
+    let vec4 = n.is_multiple_of(4);
+    let count = if vec4 { n / 4 } else { n };
+    let params = Params::flat(count, code, alpha, beta);
+    let buffers = [dy.buffer(), saved.buffer(), out.buffer()];
     launch(
         g,
         "elementwise",
-        "unary_backward",
-        &[],
+        if vec4 {
+            "unary_backward_vec4"
+        } else {
+            "unary_backward"
+        },
+        &if vec4 {
+            vec![("OP", code as u64)]
+        } else {
+            vec![]
+        },
         &params,
-        &[dy.buffer(), saved.buffer(), out.buffer()],
-        grid_1d(n, 256),
+        &[buffers, buffers].concat(),
+        grid_1d(count, 256),
         Cost::bytes(12.0 * n as f64),
     )?;
     Ok(out)
