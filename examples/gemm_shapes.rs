@@ -1,5 +1,7 @@
 //! The DCGAN's (or the VAE's) GEMM shapes, timed one by one (GPU timestamps, best of 5):
-//!   cargo run --release --example gemm_shapes [BATCH] [gan|vae]     (default 64 gan)
+//!   cargo run --release --example gemm_shapes [BATCH] [gan|vae|probe]     (default 64 gan)
+//! `probe` times M = 64, N = 3136 with K from 8 to 128: where K -> 0 is the fixed cost of a
+//! product's workgroups and output stores.
 //! `ACTIVEGEN_GEMM`, `ACTIVEGEN_TEXTURE_READS` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
 use activegen::ops::{matmul, rng};
 fn main() {

@@ -42,6 +42,19 @@ fn reduce_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 var<workgroup> partial: array<f32, 64>;
 
+// The sum of v over the 64 invocations of the workgroup (a tree in workgroup memory).
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
 @compute @workgroup_size(64)
 fn reduce_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = wid.x + wid.y * nwg.x;
@@ -55,16 +68,9 @@ fn reduce_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     for (var r = lid; r < p.r; r += 64u) {
         acc += x[(ia * p.r + r) * p.b + ib];
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
-        out[o] = partial[0] * p.scale;
+        out[o] = total * p.scale;
     }
 }
 
@@ -81,15 +87,8 @@ fn reduce_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     for (var r = lid; r < r4; r += 64u) {
         acc += x4[o * r4 + r];
     }
-    partial[lid] = acc.x + acc.y + acc.z + acc.w;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, acc.x + acc.y + acc.z + acc.w);
     if (lid == 0u) {
-        out[o] = partial[0] * p.scale;
+        out[o] = total * p.scale;
     }
 }
