@@ -33,6 +33,7 @@ fn main() {
         ("G.fc fwd", 64 * s, 6272, 100, false, true),
         ("D.conv2 bwd-weight", 128, 1024, 3136 * s, false, true),
         ("G.fc bwd-weight", 6272, 100, 64 * s, true, false),
+        ("G.fc bwd-weight as nn", 6272, 100, 64 * s, false, false),
     ];
     let probe = [
         ("probe k8", 64, 3136, 8, false, false),
