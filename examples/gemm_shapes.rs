@@ -23,6 +23,9 @@ fn main() {
         ("fc bwd-weight", 16, 3136, 64 * s, true, false),
         ("enc1 bwd-weight", 32, 16, 12544 * s, false, true),
         ("dec_fc fwd", 64 * s, 3136, 16, false, true),
+        ("dec_fc bwd-weight as nn", 3136, 16, 64 * s, false, false),
+        ("stats bwd-weight", 32, 3136, 64 * s, true, false),
+        ("stats bwd-weight as nn", 32, 3136, 64 * s, false, false),
     ];
     let gan_cases = [
         ("D.conv2 fwd", 128, 3136 * s, 1024, false, false),
