@@ -991,3 +991,45 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
         );
     }
 }
+
+/// The weight gradients of `linear` and `matmul` (Aᵀ·B products through the tape) on a
+/// product of the size of a model's Linear layer, against the CPU.
+#[test]
+fn subgroup_weight_gradients_of_large_products_match_cpu() {
+    let g = gpu_with(Family::Subgroup);
+    let mut r = Rng(46);
+    let (n, inp, out) = (64, 1000, 40); // 2·64·40·1000 = 5.1 MFLOP per gradient
+    let (x, w, dy) = (r.vec(n * inp), r.vec(out * inp), r.vec(n * out));
+    let tx = Tensor::from_slice(&g, &[n, inp], &x).unwrap().into_param();
+    let tw = Tensor::from_slice(&g, &[out, inp], &w)
+        .unwrap()
+        .into_param();
+    let y = linear(&g, &tx, &tw, None).unwrap();
+    let tdy = Tensor::from_slice(&g, &[n, out], &dy).unwrap();
+    let grads = activegen::tape::backward_with(&g, &y, tdy).unwrap();
+    // dW [out, in] = dyᵀ · x
+    let want = matmul_cpu(&dy, &x, out, n, inp, true, false);
+    assert_close(
+        "linear dW",
+        &grads.get(&tw).unwrap().to_vec(&g),
+        &want,
+        atol(n),
+        RTOL,
+    );
+    // matmul C [n, out] = x · B with B [in, out]: dB = xᵀ · dC.
+    let b = r.vec(inp * out);
+    let tb = Tensor::from_slice(&g, &[inp, out], &b)
+        .unwrap()
+        .into_param();
+    let c = matmul_t(&g, &tx, &tb, false, false).unwrap();
+    let tdc = Tensor::from_slice(&g, &[n, out], &dy).unwrap();
+    let grads = activegen::tape::backward_with(&g, &c, tdc).unwrap();
+    let want = matmul_cpu(&x, &dy, inp, n, out, true, false);
+    assert_close(
+        "matmul dB",
+        &grads.get(&tb).unwrap().to_vec(&g),
+        &want,
+        atol(n),
+        RTOL,
+    );
+}
