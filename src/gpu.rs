@@ -530,8 +530,8 @@ impl Gpu {
         FLAT_WIDTH <= max && numel.div_ceil(FLAT_WIDTH) <= max
     }
 
-    /// Records a copy of the first `numel` floats of `src` into the texture `slot` of
-    /// `format` (r32float: element i at texel (i % FLAT_WIDTH, i / FLAT_WIDTH); rgba32float:
+    /// Records a copy of the first `numel` floats of `src` into a texture of `format`
+    /// (r32float: element i at texel (i % FLAT_WIDTH, i / FLAT_WIDTH); rgba32float:
     /// vec4 v at (v % (FLAT_WIDTH / 4), v / (FLAT_WIDTH / 4)), numel % 4 == 0) and returns a
     /// view of it. On CPU drivers kernels load from such a copy 2.4x (scalars) to 3.6x
     /// (vec4s) faster than from the buffer (llvmpipe, examples/fetch_lab.rs), and the copy
@@ -1075,16 +1075,11 @@ impl Gpu {
             })
             .collect();
         if self.trace {
-            use std::hash::{Hash, Hasher};
             let writes: Vec<String> = kernel
                 .bindings
                 .iter()
                 .filter(|b| b.1 == Access::ReadWrite)
-                .map(|b| {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    buffers[b.0 as usize - 1].hash(&mut h);
-                    format!("{:x}", h.finish() & 0xffffff)
-                })
+                .map(|b| format!("{:016x}", buffer_key(buffers[b.0 as usize - 1])))
                 .collect();
             eprintln!(
                 "dispatch {} writes {:?} {:?}",
@@ -1422,7 +1417,6 @@ fn pipeline_cache_path(info: &wgpu::AdapterInfo) -> Option<std::path::PathBuf> {
     Some(crate::util::cache_dir().join("pipelines").join(key))
 }
 
-/// Whether the adapter runs subgroups of 8 lanes (the subgroup GEMM's requirement).
 /// The lane count the subgroup GEMM runs with here: a fixed subgroup size of 8 or 16
 /// (lavapipe at 256 or 512 bits), else 8 where the size range allows it, else none.
 fn subgroup_gemm_lanes(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Option<u32> {

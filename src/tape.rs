@@ -290,7 +290,6 @@ fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Re
 fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
     Ok(match op {
         Op::Reshape { x } => vec![Some(dy.detach(g).reshape(g, x.shape())?)],
-        Op::LinearCm { x, w, b } => linear_cm::linear_cm_backward(g, x, w, b.as_ref(), dy, needs)?,
         Op::SwapLeadingAxes { .. } => vec![Some(elementwise::swap_leading_axes_raw(g, dy)?)],
         Op::MatMul {
             a,
@@ -299,6 +298,7 @@ fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Op
             trans_b,
             bias,
         } => matmul::matmul_backward(g, a, b, *trans_a, *trans_b, bias.as_ref(), dy, needs)?,
+        Op::LinearCm { x, w, b } => linear_cm::linear_cm_backward(g, x, w, b.as_ref(), dy, needs)?,
         Op::Binary { a, b, op } => elementwise::binary_backward(g, a, b, *op, dy, needs)?,
         Op::Unary { x, y, op } => vec![Some(elementwise::unary_backward(g, x, y, *op, dy)?)],
         Op::BiasAct { x, bias, y, act } => {

@@ -45,33 +45,8 @@ pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     let whole: usize = shape[axis..].iter().product();
     let mut offset = 0;
     for x in xs {
-        let part = x.numel() / outer.max(1);
-        if outer <= 1 {
-            // One contiguous block: an encoder copy runs at memcpy speed.
-            let (at, bytes) = (4 * offset as u64, 4 * part as u64);
-            g.with_encoder(&[out.buffer()], |e| {
-                e.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), at, bytes)
-            });
-            offset += part;
-            continue;
-        }
-        let params = Params {
-            outer: u(outer),
-            part: u(part),
-            whole: u(whole),
-            offset: u(offset),
-        };
-        launch(
-            g,
-            "concat",
-            "concat_copy",
-            &[],
-            &params,
-            &[x.buffer(), out.buffer()],
-            grid_1d(x.numel(), 256),
-            Cost::bytes(8.0 * x.numel() as f64),
-        )?;
-        offset += part;
+        place_raw(g, x, &out, outer, whole, offset)?;
+        offset += x.numel() / outer.max(1);
     }
     Ok(record(
         g,
@@ -81,6 +56,42 @@ pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
             axis,
         },
     ))
+}
+
+/// Writes `x` (viewed [outer, part]) into columns [offset, offset + part) of `out` (viewed
+/// [outer, whole]); one contiguous block (outer = 1) is an encoder copy at memcpy speed.
+fn place_raw(
+    g: &Gpu,
+    x: &Tensor,
+    out: &Tensor,
+    outer: usize,
+    whole: usize,
+    offset: usize,
+) -> Result<()> {
+    let part = x.numel() / outer.max(1);
+    if outer <= 1 {
+        let (at, bytes) = (4 * offset as u64, 4 * part as u64);
+        g.with_encoder(&[out.buffer()], |e| {
+            e.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), at, bytes)
+        });
+        return Ok(());
+    }
+    let params = Params {
+        outer: u(outer),
+        part: u(part),
+        whole: u(whole),
+        offset: u(offset),
+    };
+    launch(
+        g,
+        "concat",
+        "concat_copy",
+        &[],
+        &params,
+        &[x.buffer(), out.buffer()],
+        grid_1d(x.numel(), 256),
+        Cost::bytes(8.0 * x.numel() as f64),
+    )
 }
 
 /// The piece of `x` (viewed [outer, whole]) at columns [offset, offset + part), shaped `shape`.
@@ -95,7 +106,7 @@ pub(crate) fn slice_raw(
     let out = Tensor::empty(g, shape, "slice")?;
     let part = out.numel() / outer.max(1);
     if outer <= 1 {
-        // One contiguous block: an encoder copy runs at memcpy speed.
+        // One contiguous block: an encoder copy.
         let (at, bytes) = (4 * offset as u64, 4 * part as u64);
         g.with_encoder(&[out.buffer()], |e| {
             e.copy_buffer_to_buffer(x.buffer(), at, out.buffer(), 0, bytes)
@@ -159,22 +170,7 @@ pub fn narrow_backward(
     let dx = Tensor::zeros(g, x.shape())?;
     let outer: usize = x.shape()[..axis].iter().product();
     let inner: usize = x.shape()[axis + 1..].iter().product();
-    let params = Params {
-        outer: u(outer),
-        part: u(dy.numel() / outer.max(1)),
-        whole: u(x.dim(axis) * inner),
-        offset: u(start * inner),
-    };
-    launch(
-        g,
-        "concat",
-        "concat_copy",
-        &[],
-        &params,
-        &[dy.buffer(), dx.buffer()],
-        grid_1d(dy.numel(), 256),
-        Cost::bytes(8.0 * dy.numel() as f64),
-    )?;
+    place_raw(g, dy, &dx, outer, x.dim(axis) * inner, start * inner)?;
     Ok(dx)
 }
 

@@ -333,31 +333,47 @@ pub fn binary_backward(
 
 pub(crate) fn unary_raw(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let out = Tensor::empty(g, x.shape(), "unary output")?;
-    let n = x.numel();
+    launch_unary(
+        g,
+        ["unary_forward", "unary_forward_vec4"],
+        op,
+        [x, x],
+        &out,
+        8.0,
+    )?;
+    Ok(out)
+}
+
+/// Records `scalar_entry` (out = f(a), or a * f'(b) for the backward) over `out`'s
+/// elements, or `vec4_entry` with the op as a pipeline constant when they come in fours.
+/// Bindings 4-6 are the vec4 views of bindings 1-3.
+fn launch_unary(
+    g: &Gpu,
+    [scalar_entry, vec4_entry]: [&'static str; 2],
+    op: UnaryOp,
+    [a, b]: [&Tensor; 2],
+    out: &Tensor,
+    bytes_per_element: f64,
+) -> Result<()> {
+    let n = out.numel();
     let (code, alpha, beta) = op.code();
     let vec4 = n.is_multiple_of(4);
-    let count = if vec4 { n / 4 } else { n };
-    let params = Params::flat(count, code, alpha, beta);
-    let buffers = [x.buffer(), x.buffer(), out.buffer()];
+    let (entry, count, consts) = if vec4 {
+        (vec4_entry, n / 4, vec![("OP", code as u64)])
+    } else {
+        (scalar_entry, n, vec![])
+    };
+    let buffers = [a.buffer(), b.buffer(), out.buffer()];
     launch(
         g,
         "elementwise",
-        if vec4 {
-            "unary_forward_vec4"
-        } else {
-            "unary_forward"
-        },
-        &if vec4 {
-            vec![("OP", code as u64)]
-        } else {
-            vec![]
-        },
-        &params,
+        entry,
+        &consts,
+        &Params::flat(count, code, alpha, beta),
         &[buffers, buffers].concat(),
         grid_1d(count, 256),
-        Cost::bytes(8.0 * n as f64),
-    )?;
-    Ok(out)
+        Cost::bytes(bytes_per_element * n as f64),
+    )
 }
 
 /// y = f(x), recorded.
@@ -410,29 +426,13 @@ pub fn unary_backward(g: &Gpu, x: &Tensor, y: &Tensor, op: UnaryOp, dy: &Tensor)
         _ => x,
     };
     let out = Tensor::empty(g, x.shape(), "unary grad")?;
-    let n = x.numel();
-    let (code, alpha, beta) = op.code();
-    let vec4 = n.is_multiple_of(4);
-    let count = if vec4 { n / 4 } else { n };
-    let params = Params::flat(count, code, alpha, beta);
-    let buffers = [dy.buffer(), saved.buffer(), out.buffer()];
-    launch(
+    launch_unary(
         g,
-        "elementwise",
-        if vec4 {
-            "unary_backward_vec4"
-        } else {
-            "unary_backward"
-        },
-        &if vec4 {
-            vec![("OP", code as u64)]
-        } else {
-            vec![]
-        },
-        &params,
-        &[buffers, buffers].concat(),
-        grid_1d(count, 256),
-        Cost::bytes(12.0 * n as f64),
+        ["unary_backward", "unary_backward_vec4"],
+        op,
+        [dy, saved],
+        &out,
+        12.0,
     )?;
     Ok(out)
 }

@@ -60,6 +60,19 @@ fn params(x: &Tensor, w: &Tensor, bias: bool) -> Result<Params> {
     })
 }
 
+/// The buffers of bindings 1-7 (shaders/linear_cm.wgsl): x, w, bias, dy, then the entry
+/// point's output in all three output slots (y, dx4, dw); each entry uses its own subset.
+fn slots<'a>(
+    x: &'a Tensor,
+    w: &'a Tensor,
+    bias: &'a Tensor,
+    dy: &'a Tensor,
+    out: &'a Tensor,
+) -> [&'a wgpu::Buffer; 7] {
+    let o = out.buffer();
+    [x.buffer(), w.buffer(), bias.buffer(), dy.buffer(), o, o, o]
+}
+
 /// y [N, O] = linear(nchw(x)), recorded. Falls back to the copy and a GEMM when dx could
 /// not be written as vec4s (C*N*S not a multiple of 4).
 pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -82,13 +95,7 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
         "linear_cm_forward",
         &[],
         &p,
-        &[
-            x.buffer(),
-            w.buffer(),
-            bias.buffer(),
-            x.buffer(),
-            y.buffer(),
-        ],
+        &slots(x, w, bias, x, &y),
         grid_1d(n * o, 16),
         Cost::flops(
             2.0 * (n * o * c * s) as f64,
@@ -125,14 +132,7 @@ pub fn linear_cm_backward(
             "linear_cm_backward_data",
             &[],
             &p,
-            &[
-                x.buffer(),
-                w.buffer(),
-                w.buffer(),
-                dy.buffer(),
-                dy.buffer(),
-                dx.buffer(),
-            ],
+            &slots(x, w, w, dy, &dx),
             grid_1d(x.numel() / 4, 64),
             Cost::flops(
                 2.0 * (x.numel() * o) as f64,
@@ -151,15 +151,7 @@ pub fn linear_cm_backward(
             "linear_cm_backward_weight",
             &[],
             &p,
-            &[
-                x.buffer(),
-                w.buffer(),
-                w.buffer(),
-                dy.buffer(),
-                dy.buffer(),
-                dw.buffer(),
-                dw.buffer(),
-            ],
+            &slots(x, w, w, dy, &dw),
             grid_1d(w.numel(), 64),
             Cost::flops(
                 2.0 * (w.numel() * n) as f64,

@@ -181,21 +181,18 @@ const SUBGROUP16_FORMS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-/// The subgroup GEMM's forms and (rows, columns) of C per workgroup on this device
-/// (tools/gen_matmul_subgroup.py: 4x2 register blocks of 8 lanes, 2x1 of 16).
-fn subgroup_kernels(
-    g: &Gpu,
-) -> (
-    &'static [(&'static str, &'static str, &'static str); 3],
-    usize,
-    usize,
-) {
+/// The subgroup GEMM's forms for this device's lane count.
+fn subgroup_forms(g: &Gpu) -> &'static [(&'static str, &'static str, &'static str); 3] {
     if g.subgroup_lanes() == Some(16) {
-        (&SUBGROUP16_FORMS, 32, 64)
+        &SUBGROUP16_FORMS
     } else {
-        (&SUBGROUP_FORMS, 32, 64)
+        &SUBGROUP_FORMS
     }
 }
+/// Rows and columns of C per workgroup, the same at both lane counts
+/// (tools/gen_matmul_subgroup.py: 4x2 register blocks of 8 lanes, 2x1 of 16).
+const SG_ROWS: usize = 32;
+const SG_COLS: usize = 64;
 /// Products below this read their operands from the buffers even where texture reads are
 /// on: the copies would cost more than the cheaper loads save.
 const TEXTURE_MIN_FLOPS: f64 = 16e6;
@@ -259,7 +256,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     ];
     let has_bias = spec.bias.is_some() as u64;
     if g.gemm_kernel() == GemmKernel::Subgroup && spec.subgroup_ok(split) {
-        let (forms, sg_rows, sg_cols) = subgroup_kernels(g);
+        let forms = subgroup_forms(g);
         let (stem, entry, tex_entry) = match (spec.trans_a, spec.trans_b) {
             (false, false) => forms[0],
             (false, true) => forms[1],
@@ -269,8 +266,8 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         // reused from cache (1.25x on the convolutions' 128x3136x1024; a loss where C is
         // large, as in the K = 128 data-gradient products).
         let rows_fastest =
-            !spec.trans_a && !spec.trans_b && spec.m.div_ceil(sg_rows) <= 8 && spec.k >= 512;
-        let (row_blocks, col_blocks) = (spec.m.div_ceil(sg_rows), spec.n.div_ceil(sg_cols));
+            !spec.trans_a && !spec.trans_b && spec.m.div_ceil(SG_ROWS) <= 8 && spec.k >= 512;
+        let (row_blocks, col_blocks) = (spec.m.div_ceil(SG_ROWS), spec.n.div_ceil(SG_COLS));
         let grid = if rows_fastest {
             [u(row_blocks), u(col_blocks), u(z)]
         } else {
@@ -339,8 +336,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
 /// How many K slices a long-K GEMM with few output tiles is cut into, so that the device
 /// has enough workgroups; each slice keeps at least 256 of K.
 pub fn split_for(g: &Gpu, m: usize, n: usize, k: usize) -> usize {
-    let (_, sg_rows, sg_cols) = subgroup_kernels(g);
-    let tiles = m.div_ceil(sg_rows) * n.div_ceil(sg_cols);
+    let tiles = m.div_ceil(SG_ROWS) * n.div_ceil(SG_COLS);
     let want: usize = if g.is_cpu() { 8 } else { 256 };
     want.div_ceil(tiles).clamp(1, (k / 256).max(1))
 }
@@ -563,7 +559,7 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
         return Ok(());
     }
     let mut list = vec![];
-    for &(stem, entry, tex_entry) in subgroup_kernels(g).0 {
+    for &(stem, entry, tex_entry) in subgroup_forms(g) {
         list.push((stem, entry, vec![("HAS_BIAS", 0)]));
         if g.texture_reads() {
             list.push((stem, tex_entry, vec![("HAS_BIAS", 0)]));
