@@ -144,15 +144,6 @@ fn unary_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     out[i] = a[i] * unary_derivative(p.op, b[i]);
 }
 
-// out += a (gradient accumulation).
-@compute @workgroup_size(256)
-fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if (i < p.n) {
-        out[i] = out[i] + a[i];
-    }
-}
-
 // out = beta everywhere.
 @compute @workgroup_size(256)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
