@@ -250,7 +250,7 @@ pub struct Kernel {
     pub bindings: Vec<(u32, Access)>,
 }
 
-type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+pub type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
 /// One flat texture of the copy cache (`Gpu::flat_texture`).
 struct CachedTexture {
@@ -375,6 +375,9 @@ pub struct Gpu {
     /// Reuse of unchanged copies on or off (tests and benchmarks compare both;
     /// `ACTIVEGEN_TEXTURE_CACHE=0` turns it off).
     texture_cache_on: Cell<bool>,
+    /// The sub-pixel data gradient (ops::conv_subpixel) on or off where it applies
+    /// (`ACTIVEGEN_SUBPIXEL=0` turns it off; tests and benchmarks compare both forms).
+    subpixel_on: Cell<bool>,
     /// Copies recorded into flat textures (tests check what the cache skips).
     pub texture_copies: Cell<u64>,
     /// `ACTIVEGEN_TRACE`: print every dispatch and texture copy, and while profiling with
@@ -478,6 +481,7 @@ impl Gpu {
             texture_cache_on: Cell::new(
                 std::env::var("ACTIVEGEN_TEXTURE_CACHE").map_or(true, |v| v != "0"),
             ),
+            subpixel_on: Cell::new(std::env::var("ACTIVEGEN_SUBPIXEL").map_or(true, |v| v != "0")),
             texture_copies: Cell::new(0),
             trace,
         })
@@ -633,6 +637,14 @@ impl Gpu {
     /// Turns the reuse of unchanged texture copies on or off (tests, benchmarks).
     pub fn set_texture_cache(&self, on: bool) {
         self.texture_cache_on.set(on);
+    }
+
+    pub fn set_subpixel(&self, on: bool) {
+        self.subpixel_on.set(on);
+    }
+
+    pub fn subpixel(&self) -> bool {
+        self.subpixel_on.get()
     }
 
     /// Notes a write to `buffer` (recorded now, so ordered before any later copy of it).

@@ -978,6 +978,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
                 "subgroup_gemm_matches_cpu_on_ragged_shapes",
                 "subgroup_split_k_partials_sum_to_the_product",
                 "subgroup_texture_operand_products_match_cpu",
+                "subgroup_subpixel_data_gradient_matches_cpu",
             ])
             .env("LP_NATIVE_VECTOR_WIDTH", bits)
             .env("ACTIVEGEN_EXPECT_LANES", lanes)
@@ -985,7 +986,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && text.contains("3 passed"),
+            out.status.success() && text.contains("4 passed"),
             "{lanes}-lane subgroup GEMM (LP_NATIVE_VECTOR_WIDTH={bits}):\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -1032,4 +1033,106 @@ fn subgroup_weight_gradients_of_large_products_match_cpu() {
         atol(n),
         RTOL,
     );
+}
+
+/// The sub-pixel data gradient (`ops::conv_subpixel`, the column-free form of stride-2 4x4
+/// transposed convolutions on subgroup adapters) against the CPU reference: its weight
+/// regrouping exactly, and the whole gradient with and without bias + activation, reading
+/// dy from a texture copy and from the buffer. Shapes cover rows (CI) past and short of
+/// the 32-row block, K = 4*CO with and without the 4-wide tail, columns past and short of
+/// the 64-column block (the kernel is called directly, also below the 32 channels from
+/// which models use it), odd and even images (5x6, 7x7, 9x28) and padded dy rows (P4 > P,
+/// whose padding holds garbage that must not leak in). The profile must show the
+/// sub-pixel kernel, so a silent fallback to the column form fails here.
+#[test]
+fn subgroup_subpixel_data_gradient_matches_cpu() {
+    use activegen::ops::activation::Act;
+    use activegen::ops::{conv2d, conv_subpixel, elementwise};
+    let g = gpu_with(Family::Subgroup);
+    let mut r = Rng(47);
+    let mut report = Report::default();
+    // (N, CI, H, W, CO): dx [CI, N, H, W] from dy [CO, N, H/2, W/2]
+    let cases = [
+        (1, 1, 2, 2, 1),
+        (2, 3, 5, 6, 2),
+        (3, 33, 7, 7, 3),
+        (2, 65, 14, 14, 17),
+        (1, 17, 9, 28, 5),
+        (64, 32, 14, 14, 64),
+    ];
+    for reads in [true, false] {
+        g.set_texture_reads(Some(reads));
+        for (n, ci, h, w, co) in cases {
+            for epilogue in [false, true] {
+                let mut geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, 4, 4], 2, 1).unwrap();
+                let what = format!(
+                    "subpixel n{n} ci{ci} {h}x{w} co{co} epilogue={epilogue} texture_reads={reads}"
+                );
+                let (wt, b) = (r.vec(co * ci * 16), r.vec(ci));
+                let dy = r.vec(n * co * geo.oh * geo.ow);
+                // dy as the [CO, P4] matrix, its padding columns garbage.
+                let (p, p4) = (geo.pixels(), geo.p4());
+                let dy_cm = elementwise::swap_leading_axes_cpu(&dy, n, co);
+                let mut padded = vec![1e6f32; co * p4];
+                for c in 0..co {
+                    padded[c * p4..][..p].copy_from_slice(&dy_cm[c * p..][..p]);
+                }
+                let tdy = Tensor::from_slice(&g, &[co, p4], &padded).unwrap();
+                let tw = Tensor::from_slice(&g, &[co, ci, 4, 4], &wt).unwrap();
+                let tb = Tensor::from_slice(&g, &[ci], &b).unwrap();
+                geo.channel_major = true;
+                // Models take it from 32 channels on; the kernel itself takes any count.
+                assert_eq!(
+                    conv_subpixel::applies(&g, &geo),
+                    ci >= 32,
+                    "{what}: applies"
+                );
+                let wp = conv_subpixel::regroup_weights(&g, &geo, &tw)
+                    .unwrap()
+                    .to_vec(&g);
+                let want_wp = conv_subpixel::regroup_weights_cpu(&wt, co, ci);
+                report.add(check(&format!("{what} regroup"), &wp, &want_wp, 0.0));
+                let act = if epilogue {
+                    Act::LeakyRelu(0.2)
+                } else {
+                    Act::Identity
+                };
+                let bias = epilogue.then_some(&tb);
+                g.start_profiling();
+                let dx = conv_subpixel::backward_data(&g, &geo, &tdy, &tw, bias, act).unwrap();
+                let stats = g.stop_profiling();
+                let entry = format!(
+                    "conv_subpixel_{}{}{}",
+                    if SG_LANES.get() == Some(&16) {
+                        "sg16"
+                    } else {
+                        "sg"
+                    },
+                    if reads { "_tex" } else { "" },
+                    if epilogue { "[ROW_BIAS=1,ACT=2]" } else { "" }
+                );
+                if !stats.iter().any(|(name, s)| *name == entry && s.calls == 1) {
+                    let ran: Vec<&String> = stats.iter().map(|(name, _)| name).collect();
+                    report.add(Err(format!(
+                        "{what}: expected {entry}, the profile shows {ran:?}"
+                    )));
+                    continue;
+                }
+                let mut cpu_geo = geo;
+                cpu_geo.channel_major = false;
+                let x_dummy = vec![0.0f32; n * ci * h * w];
+                let (mut want, _) = conv2d::conv2d_backward_cpu(&x_dummy, &wt, &dy, &cpu_geo);
+                if epilogue {
+                    for (i, v) in want.iter_mut().enumerate() {
+                        *v = act.apply_cpu(*v + b[(i / (h * w)) % ci]);
+                    }
+                }
+                assert_eq!(dx.shape(), &[ci, n, h, w], "{what}");
+                let got = elementwise::swap_leading_axes_cpu(&dx.to_vec(&g), ci, n);
+                report.add(check(&what, &got, &want, atol(co * 4)));
+            }
+        }
+    }
+    g.set_texture_reads(None);
+    report.finish("subgroup_subpixel_data_gradient_matches_cpu");
 }

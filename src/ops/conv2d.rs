@@ -289,7 +289,8 @@ pub fn forward_gemm(
     channel_major_out(g, geo, &ycm, bias, act)
 }
 
-/// dXcol [K, P4] = Wᵀ · dY, then col2im (with bias and activation for transposed conv).
+/// dXcol [K, P4] = Wᵀ · dY, then col2im (with bias and activation for transposed conv);
+/// on CPU adapters stride-2 4x4 geometries take the column-free `conv_subpixel` form.
 pub fn backward_data_gemm(
     g: &Gpu,
     geo: &Geometry,
@@ -298,6 +299,9 @@ pub fn backward_data_gemm(
     bias: Option<&Tensor>,
     act: Act,
 ) -> Result<Tensor> {
+    if super::conv_subpixel::applies(g, geo) {
+        return super::conv_subpixel::backward_data(g, geo, dy_cm, w, bias, act);
+    }
     let dxcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "conv2d column gradient")?;
     // Wᵀ is small; a plain copy of it is faster than the GEMM's transposed-A form.
     let wt = super::elementwise::transpose2d(g, w, geo.co, geo.patch())?;

@@ -565,6 +565,15 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
             list.push((stem, tex_entry, vec![("HAS_BIAS", 0)]));
         }
     }
+    if g.subpixel() {
+        let tex = g.is_cpu() && g.texture_reads();
+        list.push(super::conv_subpixel::kernel_key(
+            g,
+            tex,
+            false,
+            Act::Identity,
+        ));
+    }
     g.precompile(&list)
 }
 
