@@ -43,8 +43,14 @@ override ACT: u32 = 0u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> row_bias: array<f32>;
-// The _tex entry point gathers dy from a flat r32float copy (Gpu::flat_texture).
+// The _tex entry point reads Wp from a flat rgba32float copy and gathers dy from a flat
+// r32float one (Gpu::flat_texture).
+@group(0) @binding(6) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var b_tex: texture_storage_2d<r32float, read>;
+
+fn load_a_tex(v: u32) -> vec4<f32> {
+    return textureLoad(a_tex, flat_texel4(v));
+}
 
 fn load_b_tex(i: u32) -> f32 {
     return textureLoad(b_tex, flat_texel(i)).x;
@@ -63,7 +69,7 @@ fn epilogue1(v: f32, row: u32) -> f32 {
     return r;
 }
 
-// dy gathered from the storage buffer
+// Wp and dy read from the storage buffers
 @compute @workgroup_size(8, 1, 1)
 fn conv_subpixel_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let z = wid.z;
@@ -1596,7 +1602,7 @@ fn conv_subpixel_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
     }
 }
 
-// dy gathered from b_tex (a flat copy)
+// Wp and dy read from a_tex and b_tex (flat copies)
 @compute @workgroup_size(8, 1, 1)
 fn conv_subpixel_sg_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let z = wid.z;
@@ -1836,14 +1842,14 @@ fn conv_subpixel_sg_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup
     let o7_3 = select(0u, (n7 * p.oh + u32(iy7_3)) * p.ow + u32(ix7_3), v7_3);
     var k0 = 0u;
     for (; k0 + 8u <= p.k_total; k0 += 8u) {
-        let a0_0 = a[arow0 + k0 / 4u + 0u];
-        let a0_1 = a[arow0 + k0 / 4u + 1u];
-        let a1_0 = a[arow1 + k0 / 4u + 0u];
-        let a1_1 = a[arow1 + k0 / 4u + 1u];
-        let a2_0 = a[arow2 + k0 / 4u + 0u];
-        let a2_1 = a[arow2 + k0 / 4u + 1u];
-        let a3_0 = a[arow3 + k0 / 4u + 0u];
-        let a3_1 = a[arow3 + k0 / 4u + 1u];
+        let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
+        let a0_1 = load_a_tex(arow0 + k0 / 4u + 1u);
+        let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
+        let a1_1 = load_a_tex(arow1 + k0 / 4u + 1u);
+        let a2_0 = load_a_tex(arow2 + k0 / 4u + 0u);
+        let a2_1 = load_a_tex(arow2 + k0 / 4u + 1u);
+        let a3_0 = load_a_tex(arow3 + k0 / 4u + 0u);
+        let a3_1 = load_a_tex(arow3 + k0 / 4u + 1u);
         let ch0 = (k0 / 4u + 0u) * p.ldb;
         let ch1 = (k0 / 4u + 1u) * p.ldb;
         let b0_0 = vec4<f32>(select(0.0, load_b_tex(ch0 + o0_0), v0_0), select(0.0, load_b_tex(ch0 + o1_0), v1_0), select(0.0, load_b_tex(ch0 + o2_0), v2_0), select(0.0, load_b_tex(ch0 + o3_0), v3_0));
@@ -2441,10 +2447,10 @@ fn conv_subpixel_sg_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup
     }
     // K tail: one input channel (K is a multiple of 4).
     if (k0 < p.k_total) {
-        let a0_0 = a[arow0 + k0 / 4u + 0u];
-        let a1_0 = a[arow1 + k0 / 4u + 0u];
-        let a2_0 = a[arow2 + k0 / 4u + 0u];
-        let a3_0 = a[arow3 + k0 / 4u + 0u];
+        let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
+        let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
+        let a2_0 = load_a_tex(arow2 + k0 / 4u + 0u);
+        let a3_0 = load_a_tex(arow3 + k0 / 4u + 0u);
         let ch0 = (k0 / 4u + 0u) * p.ldb;
         let b0_0 = vec4<f32>(select(0.0, load_b_tex(ch0 + o0_0), v0_0), select(0.0, load_b_tex(ch0 + o1_0), v1_0), select(0.0, load_b_tex(ch0 + o2_0), v2_0), select(0.0, load_b_tex(ch0 + o3_0), v3_0));
         let b0_1 = vec4<f32>(select(0.0, load_b_tex(ch0 + o4_0), v4_0), select(0.0, load_b_tex(ch0 + o5_0), v5_0), select(0.0, load_b_tex(ch0 + o6_0), v6_0), select(0.0, load_b_tex(ch0 + o7_0), v7_0));

@@ -43,8 +43,14 @@ override ACT: u32 = 0u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> row_bias: array<f32>;
-// The _tex entry point gathers dy from a flat r32float copy (Gpu::flat_texture).
+// The _tex entry point reads Wp from a flat rgba32float copy and gathers dy from a flat
+// r32float one (Gpu::flat_texture).
+@group(0) @binding(6) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var b_tex: texture_storage_2d<r32float, read>;
+
+fn load_a_tex(v: u32) -> vec4<f32> {
+    return textureLoad(a_tex, flat_texel4(v));
+}
 
 fn load_b_tex(i: u32) -> f32 {
     return textureLoad(b_tex, flat_texel(i)).x;
@@ -63,7 +69,7 @@ fn epilogue1(v: f32, row: u32) -> f32 {
     return r;
 }
 
-// dy gathered from the storage buffer
+// Wp and dy read from the storage buffers
 @compute @workgroup_size(16, 1, 1)
 fn conv_subpixel_sg16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let z = wid.z;
@@ -936,7 +942,7 @@ fn conv_subpixel_sg16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_i
     }
 }
 
-// dy gathered from b_tex (a flat copy)
+// Wp and dy read from a_tex and b_tex (flat copies)
 @compute @workgroup_size(16, 1, 1)
 fn conv_subpixel_sg16_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let z = wid.z;
@@ -1062,10 +1068,10 @@ fn conv_subpixel_sg16_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
     let o3_3 = select(0u, (n3 * p.oh + u32(iy3_3)) * p.ow + u32(ix3_3), v3_3);
     var k0 = 0u;
     for (; k0 + 8u <= p.k_total; k0 += 8u) {
-        let a0_0 = a[arow0 + k0 / 4u + 0u];
-        let a0_1 = a[arow0 + k0 / 4u + 1u];
-        let a1_0 = a[arow1 + k0 / 4u + 0u];
-        let a1_1 = a[arow1 + k0 / 4u + 1u];
+        let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
+        let a0_1 = load_a_tex(arow0 + k0 / 4u + 1u);
+        let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
+        let a1_1 = load_a_tex(arow1 + k0 / 4u + 1u);
         let ch0 = (k0 / 4u + 0u) * p.ldb;
         let ch1 = (k0 / 4u + 1u) * p.ldb;
         let b0_0 = vec4<f32>(select(0.0, load_b_tex(ch0 + o0_0), v0_0), select(0.0, load_b_tex(ch0 + o1_0), v1_0), select(0.0, load_b_tex(ch0 + o2_0), v2_0), select(0.0, load_b_tex(ch0 + o3_0), v3_0));
@@ -1399,8 +1405,8 @@ fn conv_subpixel_sg16_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
     }
     // K tail: one input channel (K is a multiple of 4).
     if (k0 < p.k_total) {
-        let a0_0 = a[arow0 + k0 / 4u + 0u];
-        let a1_0 = a[arow1 + k0 / 4u + 0u];
+        let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
+        let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
         let ch0 = (k0 / 4u + 0u) * p.ldb;
         let b0_0 = vec4<f32>(select(0.0, load_b_tex(ch0 + o0_0), v0_0), select(0.0, load_b_tex(ch0 + o1_0), v1_0), select(0.0, load_b_tex(ch0 + o2_0), v2_0), select(0.0, load_b_tex(ch0 + o3_0), v3_0));
         let b1_0 = vec4<f32>(select(0.0, load_b_tex(ch0 + o0_1), v0_1), select(0.0, load_b_tex(ch0 + o1_1), v1_1), select(0.0, load_b_tex(ch0 + o2_1), v2_1), select(0.0, load_b_tex(ch0 + o3_1), v3_1));

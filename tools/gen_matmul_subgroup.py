@@ -256,8 +256,14 @@ override ACT: u32 = 0u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> row_bias: array<f32>;
-// The _tex entry point gathers dy from a flat r32float copy (Gpu::flat_texture).
+// The _tex entry point reads Wp from a flat rgba32float copy and gathers dy from a flat
+// r32float one (Gpu::flat_texture).
+@group(0) @binding(6) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var b_tex: texture_storage_2d<r32float, read>;
+
+fn load_a_tex(v: u32) -> vec4<f32> {{
+    return textureLoad(a_tex, flat_texel4(v));
+}}
 
 fn load_b_tex(i: u32) -> f32 {{
     return textureLoad(b_tex, flat_texel(i)).x;
@@ -285,7 +291,7 @@ def subpixel_entry(tex):
     L = []
     w = L.append
     w("")
-    w(f"// dy gathered from {'b_tex (a flat copy)' if tex else 'the storage buffer'}")
+    w(f"// Wp and dy read from {'a_tex and b_tex (flat copies)' if tex else 'the storage buffers'}")
     w(f"@compute @workgroup_size({LANES}, 1, 1)")
     w(f"fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{")
     w("    let z = wid.z;")
@@ -314,6 +320,7 @@ def subpixel_entry(tex):
                 w(f"    let ix{e}_{t} = i32(pb{e} + px) - {tx};")
                 w(f"    let v{e}_{t} = j{e} < p.cols && iy{e}_{t} >= 0 && iy{e}_{t} < i32(p.oh) && ix{e}_{t} >= 0 && ix{e}_{t} < i32(p.ow);")
                 w(f"    let o{e}_{t} = select(0u, (n{e} * p.oh + u32(iy{e}_{t})) * p.ow + u32(ix{e}_{t}), v{e}_{t});")
+    A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
     B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
 
     def block(kb, indent):
@@ -321,7 +328,7 @@ def subpixel_entry(tex):
         nq = kb // 4
         for r in range(RM):
             for q in range(nq):
-                w(f"{ind}let a{r}_{q} = a[arow{r} + k0 / 4u + {q}u];")
+                w(f"{ind}let a{r}_{q} = {A(f'arow{r} + k0 / 4u + {q}u')};")
         # k = 4 co + tap: a block of 8 covers two input channels, all four taps each.
         for q in range(nq):
             w(f"{ind}let ch{q} = (k0 / 4u + {q}u) * p.ldb;")

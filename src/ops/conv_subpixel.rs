@@ -183,7 +183,13 @@ pub fn backward_data(
         wp.buffer(),
         bias.unwrap_or(&wp).buffer(),
     ];
-    let reads = TextureReads::new(g, &[(7, dy_cm, wgpu::TextureFormat::R32Float)]);
+    let reads = TextureReads::new(
+        g,
+        &[
+            (6, &wp, wgpu::TextureFormat::Rgba32Float),
+            (7, dy_cm, wgpu::TextureFormat::R32Float),
+        ],
+    );
     let (stem, entry, consts) = kernel_key(g, reads.on(), bias.is_some(), act);
     let kernel = g.kernel(stem, entry, &consts)?;
     reads.dispatch(
