@@ -2,11 +2,17 @@
 //!   cargo run --release --example gemm_shapes [BATCH] [gan|vae|probe]     (default 64 gan)
 //! `probe` times M = 64, N = 3136 with K from 8 to 128: where K -> 0 is the fixed cost of a
 //! product's workgroups and output stores.
+//! `split` times the convolutions' weight gradients (long K, few outputs) cut into 1 to 64
+//! K slices, the sum of the slices' partials included: what `matmul::split_for` picks from.
 //! `ACTIVEGEN_GEMM`, `ACTIVEGEN_TEXTURE_READS` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
-use activegen::ops::{matmul, rng};
+use activegen::ops::{matmul, reduce, rng};
 fn main() {
     let g = activegen::Gpu::new(None).unwrap();
     let batch: usize = std::env::args().nth(1).map_or(64, |b| b.parse().unwrap());
+    if std::env::args().nth(2).as_deref() == Some("split") {
+        split_sweep(&g, batch);
+        return;
+    }
     // The dimension that grows with the batch: pixels (N·H·W) or the batch itself.
     let s = batch / 64;
     // (name, m, n, k, ta, tb)
@@ -68,5 +74,37 @@ fn main() {
             "{name:<20} {m}x{n}x{k} ta={ta} tb={tb}: {best:7.2} ms {:6.1} GFLOP/s  [{kname}]",
             2.0 * (m * n * k) as f64 / best / 1e6
         );
+    }
+}
+
+fn split_sweep(g: &activegen::Gpu, batch: usize) {
+    let s = batch / 64;
+    for (name, m, n, k) in [
+        ("D.conv2 bwd-weight", 128, 1024, 3136 * s),
+        ("G.deconv1 bwd-weight", 64, 2048, 3136 * s),
+        ("enc2 bwd-weight", 64, 512, 3136 * s),
+    ] {
+        let a = rng::normal(g, &[m, k], 0.0, 1.0).unwrap();
+        let b = rng::normal(g, &[n, k], 0.0, 1.0).unwrap();
+        let chosen = matmul::split_for(g, m, n, k);
+        for split in [1, 2, 4, 8, 16, 32, 64] {
+            let spec = matmul::Gemm::new(&a, &b, false, true, m, n, k);
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let partial = activegen::Tensor::empty(g, &[split, m * n], "partials").unwrap();
+                g.start_profiling();
+                matmul::gemm(g, &spec, &partial, split).unwrap();
+                if split > 1 {
+                    reduce::sum_axis(g, &partial, 0).unwrap();
+                }
+                let st = g.stop_profiling();
+                best = best.min(st.iter().map(|x| x.1.ns).sum::<f64>() / 1e6);
+            }
+            println!(
+                "{name:<20} {m}x{n}x{k} split {split:>2}{}: {best:7.3} ms {:8.1} GFLOP/s",
+                if split == chosen { " (split_for)" } else { "" },
+                2.0 * (m * n * k) as f64 / best / 1e6
+            );
+        }
     }
 }

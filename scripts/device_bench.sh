@@ -10,8 +10,9 @@
 #   run(command="bash scripts/device_bench.sh", carry=[".gl", ".dev"])
 # Results land in $OUT: step.jsonl, pytorch.jsonl, kernels.jsonl, profile.txt, tests.log,
 # run.log, tiles.txt. Arguments pick sections, run in this order (default: all but tiles):
-# tiles step pytorch compile tests profile kernels. `tiles` times every tile form of the
-# tiled GEMM (ACTIVEGEN_GEMM_TILE) on square products, the DCGAN's GEMM shapes and the step.
+# tiles split step pytorch compile tests profile kernels. `tiles` times every tile form of the
+# tiled GEMM (ACTIVEGEN_GEMM_TILE) on square products, the DCGAN's GEMM shapes and the step;
+# `split` the weight gradients cut into 1 to 64 K slices (examples/gemm_shapes.rs split).
 set -u
 if [ "${1:-}" = "--bundle" ]; then
     set -e
@@ -64,6 +65,11 @@ done
 unset ACTIVEGEN_GEMM_TILE
 fi
 
+if want split; then
+stamp "split-K sweep of the weight gradients"
+for b in 64 256; do timeout 60 ./target/release/examples/gemm_shapes $b split | tee -a "$OUT/split.txt"; done
+fi
+
 if want step; then
 stamp "activegen step (round 1)"
 for model in gan vae; do
@@ -109,8 +115,11 @@ fi
 if want profile; then
 stamp "profile"
 for model in gan vae; do
-    timeout 60 $A bench step --model $model --batch 64 --steps 20 --profile | tee -a "$OUT/profile.txt"
+    for batch in 64 256; do
+        timeout 60 $A bench step --model $model --batch $batch --steps 20 --profile | tee -a "$OUT/profile.txt"
+    done
 done
+timeout 60 ./target/release/examples/gemm_shapes 256 | tee -a "$OUT/profile.txt"
 fi
 
 if want kernels; then

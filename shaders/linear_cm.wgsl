@@ -77,6 +77,47 @@ fn linear_cm_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     y[n * p.o + o] = acc;
 }
 
+// The same sum on GPUs: one 64-lane workgroup per output (i = n + N*o), the lanes striding
+// over the features and meeting in a tree sum. One invocation walking all 6272 features
+// alone left D's last layer at 9 GFLOP/s on an H200 (1.1 ms of a 7 ms step at batch 256).
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn linear_cm_forward_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nw: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let i = wid.x + wid.y * nw.x;
+    if (i >= p.n * p.o) {
+        return;
+    }
+    let n = i % p.n;
+    let o = i / p.n;
+    let features = p.c * p.s;
+    var acc = 0.0;
+    for (var f = lane; f < features; f += 64u) {
+        let c = f / p.s;
+        let s = f - c * p.s;
+        acc = fma(x[(c * p.n + n) * p.s + s], w[o * features + f], acc);
+    }
+    partial[lane] = acc;
+    workgroupBarrier();
+    for (var half = 32u; half > 0u; half >>= 1u) {
+        if (lane < half) {
+            partial[lane] += partial[lane + half];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u) {
+        var r = partial[0];
+        if (p.has_bias != 0u) {
+            r += bias[o];
+        }
+        y[n * p.o + o] = r;
+    }
+}
+
 // Four consecutive elements of dx [C, N, S] per invocation (C*N*S % 4 == 0, checked on the
 // host), one vec4 store; the position steps along s and wraps to the next (c, n) row.
 @compute @workgroup_size(64)

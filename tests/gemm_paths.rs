@@ -105,10 +105,13 @@ fn upload(g: &Gpu, data: &[f32]) -> Tensor {
 /// The entry point (with its override constants) that this GEMM must run as.
 /// (Untransposed products with at most 8 row blocks and K >= 512 walk row blocks first, a
 /// uniform option: the K = 1024 cases here test that order.) On the tiled family, few
-/// outputs (M*N <= 4096) with K >= 256 run as `matmul_dot`.
+/// outputs (M*N <= 4096) with K >= 256 run as `matmul_dot`, and on GPUs also products
+/// of up to 65536 outputs that would fill fewer than 16 64x64 tiles (`z` = batches or
+/// K slices).
 fn expected_kernel(
+    g: &Gpu,
     kernel: Family,
-    (m, n, k): (usize, usize, usize),
+    (m, n, k, z): (usize, usize, usize, usize),
     ta: bool,
     tb: bool,
     bias: bool,
@@ -128,7 +131,9 @@ fn expected_kernel(
                 "TRANS_A={},TRANS_B={},HAS_BIAS={}",
                 ta as u8, tb as u8, bias as u8
             );
-            if m * n <= 4096 && k >= 256 {
+            let tiles = m.div_ceil(64) * n.div_ceil(64) * z;
+            let gpu_few = !g.is_cpu() && tiles < 16 && m * n <= 65536;
+            if k >= 256 && (m * n <= 4096 || gpu_few) {
                 format!("matmul_dot[{consts}]")
             } else {
                 match form {
@@ -332,7 +337,8 @@ fn run_case(g: &Gpu, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f
         row_bias: None,
         act: activegen::ops::activation::Act::Identity,
     };
-    let want_kernel = expected_kernel(kernel, (c.m, c.n, c.k), c.ta, c.tb, c.bias);
+    let z = if c.split > 1 { c.split } else { c.batch };
+    let want_kernel = expected_kernel(g, kernel, (c.m, c.n, c.k, z), c.ta, c.tb, c.bias);
     profiled(g, &name, &want_kernel, || gemm(g, &spec, &out, c.split))?
         .map_err(|e| format!("{name}: {e:#}"))?;
     let got = out.to_vec(g);
@@ -430,7 +436,7 @@ fn run_public(g: &Gpu, kernel: Family, c: Case, r: &mut Rng) -> Result<f32, Stri
     let b = r.vec(br * bc);
     let ta = Tensor::from_slice(g, &[ar, ac], &a).unwrap();
     let tb = Tensor::from_slice(g, &[br, bc], &b).unwrap();
-    let want_kernel = expected_kernel(kernel, (c.m, c.n, c.k), c.ta, c.tb, false);
+    let want_kernel = expected_kernel(g, kernel, (c.m, c.n, c.k, 1), c.ta, c.tb, false);
     let out = profiled(g, &name, &want_kernel, || matmul_t(g, &ta, &tb, c.ta, c.tb))?
         .map_err(|e| format!("{name}: {e:#}"))?;
     if out.shape() != [c.m, c.n] {
@@ -603,7 +609,7 @@ fn public_batched_and_linear(kernel: Family, seed: u64) {
     ] {
         // Batched [3, M, K] x [3, K, N] (strides M*K, K*N, M*N: multiples of 4).
         let (batch, tag) = (3, format!("{kernel:?} batched matmul M={m} N={n} K={k}"));
-        let want_kernel = expected_kernel(kernel, (m, n, k), false, false, false);
+        let want_kernel = expected_kernel(&g, kernel, (m, n, k, batch), false, false, false);
         report.add(batched_matmul(
             &g,
             &tag,
@@ -620,7 +626,7 @@ fn public_batched_and_linear(kernel: Family, seed: u64) {
         let tx = Tensor::from_slice(&g, &[m, k], &x).unwrap();
         let tw = Tensor::from_slice(&g, &[n, k], &w).unwrap();
         let tbias = Tensor::from_slice(&g, &[n], &bias).unwrap();
-        let want_kernel = expected_kernel(kernel, (m, n, k), false, true, true);
+        let want_kernel = expected_kernel(&g, kernel, (m, n, k, 1), false, true, true);
         let res = profiled(&g, &tag, &want_kernel, || {
             linear(&g, &tx, &tw, Some(&tbias)).unwrap()
         })

@@ -1149,6 +1149,27 @@ fn linear_cm_matches_cpu_and_the_nchw_linear() {
         let y = linear_cm::linear_cm(&g, &tx, &tw, Some(&tb)).unwrap();
         let want = linear_cm::linear_cm_cpu(&x, &w, Some(&b), (c, n, s, o));
         assert_close(&format!("{what} forward"), &y.to_vec(&g), &want, 1e-4, 1e-4);
+        // The GPU form of the forward pass (one workgroup per output), chosen with the
+        // tiled GEMM; the profile shows which kernel ran.
+        if (c * n * s).is_multiple_of(4) {
+            let family = g.gemm_kernel();
+            g.set_gemm_kernel(Some(activegen::gpu::GemmKernel::Tiled));
+            g.start_profiling();
+            let y_rows = linear_cm::linear_cm(&g, &tx, &tw, Some(&tb)).unwrap();
+            let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
+            g.set_gemm_kernel(Some(family));
+            assert!(
+                ran.iter().any(|k| k == "linear_cm_forward_rows"),
+                "{what}: the GPU form did not run: {ran:?}"
+            );
+            assert_close(
+                &format!("{what} forward, GPU form"),
+                &y_rows.to_vec(&g),
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
         let dy = r.vec(n * o);
         let grads = tape::backward_with(&g, &y, t(&g, &[n, o], &dy)).unwrap();
         // The same layer on the NCHW copy, through the general GEMM.

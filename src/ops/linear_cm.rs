@@ -7,8 +7,8 @@
 use anyhow::{bail, Result};
 
 use super::reduce::{reduce_raw, Dims};
-use super::{elementwise, matmul, u, TextureReads};
-use crate::gpu::{grid_1d, Cost, Gpu};
+use super::{elementwise, launch, matmul, u, TextureReads};
+use crate::gpu::{grid_1d, Cost, GemmKernel, Gpu};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
 
@@ -89,19 +89,34 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
     let y = Tensor::empty(g, &[n, o], "linear_cm output")?;
     let p = params(x, w, b.is_some())?;
     let bias = b.unwrap_or(w);
-    TextureReads::new(g, &[(8, x, R32), (9, w, R32)]).launch(
-        g,
-        "linear_cm",
-        "linear_cm_forward",
-        &[],
-        &p,
-        &slots(x, w, bias, x, &y),
-        grid_1d(n * o, 16),
-        Cost::flops(
-            2.0 * (n * o * c * s) as f64,
-            4.0 * (x.numel() + w.numel()) as f64,
-        ),
-    )?;
+    let cost = Cost::flops(
+        2.0 * (n * o * c * s) as f64,
+        4.0 * (x.numel() + w.numel()) as f64,
+    );
+    if g.gemm_kernel() == GemmKernel::Tiled {
+        // GPUs: a workgroup per output (see the shader).
+        launch(
+            g,
+            "linear_cm",
+            "linear_cm_forward_rows",
+            &[],
+            &p,
+            &slots(x, w, bias, x, &y),
+            grid_1d(n * o, 1),
+            cost,
+        )?;
+    } else {
+        TextureReads::new(g, &[(8, x, R32), (9, w, R32)]).launch(
+            g,
+            "linear_cm",
+            "linear_cm_forward",
+            &[],
+            &p,
+            &slots(x, w, bias, x, &y),
+            grid_1d(n * o, 16),
+            cost,
+        )?;
+    }
     Ok(record(
         g,
         y,

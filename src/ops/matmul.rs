@@ -149,7 +149,10 @@ fn tile_form(g: &Gpu, m: usize, n: usize, z: usize) -> TileForm {
 }
 
 fn default_tile_form(m: usize, n: usize, z: usize) -> TileForm {
-    if m.div_ceil(128) * n.div_ceil(128) * z >= 256 {
+    // Not for M <= 64: half a 128-row tile or more is waste there (H100 sweep: D.conv1
+    // forward 64x50176x16 0.02 ms in 64x64 tiles, 0.04 in 128x128; G.deconv2 16x50176x64
+    // 0.03 against 0.05).
+    if m > 64 && m.div_ceil(128) * n.div_ceil(128) * z >= 256 {
         TileForm::Tile128x8
     } else {
         TileForm::Tile64x4
@@ -303,7 +306,12 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         // Few outputs with a long K: a workgroup per output splits K across its lanes. On
         // any device: a single 64x64 tile walking K alone left D's last Linear (64x1, K =
         // 6272) at 1.3 GFLOP/s, 40% of a DCGAN step's GPU time on an H100.
-        let few_outputs = spec.m * spec.n <= 4096 && spec.k >= 256;
+        // GPUs also take it where 64x64 tiles would leave fewer than 16 workgroups: the
+        // VAE's fc at batch 256 (256x32 outputs, K = 3136) took 0.34 ms in four tiles on an
+        // H200, 0.012 ms as matmul_dot at batch 64.
+        let tiles = spec.m.div_ceil(64) * spec.n.div_ceil(64) * z;
+        let few_outputs = spec.k >= 256
+            && (spec.m * spec.n <= 4096 || (!g.is_cpu() && tiles < 16 && spec.m * spec.n <= 65536));
         let subgroup = g.gemm_kernel() == GemmKernel::Subgroup;
         let (entry, grid) = if few_outputs {
             ("matmul_dot", [u(spec.n), u(spec.m), u(z)])
@@ -334,11 +342,21 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
 }
 
 /// How many K slices a long-K GEMM with few output tiles is cut into, so that the device
-/// has enough workgroups; each slice keeps at least 256 of K.
+/// has enough workgroups (the slices' partials are then summed).
+/// - CPU drivers: 8 subgroup blocks in all, slices of at least 256 of K. `gemm_shapes
+///   split` on lavapipe: one slice is fastest for the convolutions' weight gradients
+///   (D.conv2 9.7 ms, 11.3 with 2 slices, 14.3 with 8), which have 8 or more blocks.
+/// - GPUs: about 1024 workgroups of 64x64, slices of at least 96 of K, at most 64 slices.
+///   The H200 sweep (`gemm_shapes 64|256 split`): D.conv2's 128x1024 weight gradient over
+///   K = 12544 took 0.48 ms in 4 slices (the rule before), 0.31 in 16, 0.16 in 32, 0.18
+///   in 64; over K = 3136 0.105 / 0.092 / 0.069 ms in 4 / 16 / 32 slices.
 pub fn split_for(g: &Gpu, m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(SG_ROWS) * n.div_ceil(SG_COLS);
-    let want: usize = if g.is_cpu() { 8 } else { 256 };
-    want.div_ceil(tiles).clamp(1, (k / 256).max(1))
+    if g.is_cpu() {
+        let blocks = m.div_ceil(SG_ROWS) * n.div_ceil(SG_COLS);
+        return 8usize.div_ceil(blocks).clamp(1, (k / 256).max(1));
+    }
+    let tiles = m.div_ceil(64) * n.div_ceil(64);
+    1024usize.div_ceil(tiles).clamp(1, (k / 96).clamp(1, 64))
 }
 
 /// (batch, M, K, N, folded) of op(A)·op(B), checking that the shapes agree. A 3-d A times a
@@ -593,5 +611,8 @@ mod tests {
         assert_eq!(default_tile_form(128, 1024, 4), TileForm::Tile64x4);
         // Batch 256's data gradient (784 tiles): the two forms measured equal there.
         assert_eq!(default_tile_form(1024, 12544, 1), TileForm::Tile128x8);
+        // Batch 256's first convolution and the generator's last: few rows.
+        assert_eq!(default_tile_form(64, 50176, 1), TileForm::Tile64x4);
+        assert_eq!(default_tile_form(16, 50176, 1), TileForm::Tile64x4);
     }
 }
