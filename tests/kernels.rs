@@ -1040,16 +1040,27 @@ fn channel_major_convolutions_match_cpu() {
             let tx = t(&g, &[ci, n, h, w], &swap_cpu(&x, n, ci)).into_param();
             let tw = t(&g, &[co, ci, k, k], &wt).into_param();
             let tb = t(&g, &[co], &b).into_param();
-            let y = conv2d::conv2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, Act::Identity).unwrap();
+            // With a leaky ReLU epilogue (the discriminator's).
+            let act = Act::LeakyRelu(0.2);
+            let y = conv2d::conv2d_cm_act(&g, &tx, &tw, Some(&tb), s, p, act).unwrap();
             let what = format!(
                 "conv2d_cm n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} texture_reads={reads}"
             );
             assert_eq!(y.shape(), &[co, n, geo.oh, geo.ow], "{what}");
-            let want = conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo);
+            let want: Vec<f32> = conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo)
+                .into_iter()
+                .map(|v| act.apply_cpu(v))
+                .collect();
             let got = swap_cpu(&y.to_vec(&g), co, n);
             assert_close(&format!("{what} forward"), &got, &want, 1e-4, 1e-4);
             let dy_cm = t(&g, y.shape(), &swap_cpu(&dy, n, co));
             let grads = tape::backward_with(&g, &y, dy_cm).unwrap();
+            // The references take dz = dy * act'(y).
+            let dy: Vec<f32> = dy
+                .iter()
+                .zip(&want)
+                .map(|(d, y)| if *y > 0.0 { *d } else { 0.2 * d })
+                .collect();
             let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
             let got_dx = swap_cpu(&grads.get(&tx).unwrap().to_vec(&g), ci, n);
             assert_close(&format!("{what} backward_data"), &got_dx, &dx, 1e-4, 1e-4);
