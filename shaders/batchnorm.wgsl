@@ -15,6 +15,7 @@
 //!include act_lib.wgsl
 //!include divmod.wgsl
 //!include flat_texture.wgsl
+//!include workgroup_sum.wgsl
 
 struct Params {
     n: u32,
@@ -77,21 +78,7 @@ fn load_ys4(v: u32) -> vec4<f32> {
 // The per-channel reductions use workgroups of 64: on CPU drivers every barrier switches
 // between all of a workgroup's 8-lane batches, so a 256-wide tree costs 4x the switches
 // for the same sums (measured: the statistics pass took twice as long).
-var<workgroup> partial: array<f32, 64>;
-
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
+// (workgroup_sum.wgsl)
 
 fn write_coefficients(c: u32, mean: f32, invstd: f32) {
     let scale = gamma[c] * invstd;

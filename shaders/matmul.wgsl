@@ -8,6 +8,7 @@
 //!include gemm_core.wgsl
 //!include gemm_params.wgsl
 //!include act_lib.wgsl
+//!include workgroup_sum.wgsl
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -95,8 +96,6 @@ fn matmul_outer(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-var<workgroup> dot_partial: array<f32, 64>;
-
 // One workgroup per element of C, its 64 lanes splitting K: for few outputs with a long K
 // (a Linear layer with one output: [N, K] · [1, K]ᵀ), where matmul_naive would leave all
 // lanes but one idle in a K-long serial loop. Grid: x over N, y over M, z over batch.
@@ -110,15 +109,8 @@ fn matmul_dot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     for (var k = dims.z + lid; k < dims.w; k += 64u) {
         acc = fma(mm_read_a(z, row, k), mm_read_b(z, k, col), acc);
     }
-    dot_partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            dot_partial[lid] += dot_partial[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
-        mm_write(z, row, col, dot_partial[0]);
+        mm_write(z, row, col, total);
     }
 }

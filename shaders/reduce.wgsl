@@ -8,6 +8,7 @@
 // contiguous rows (B = 1) read as vec4s (VAE step: 2.2-3.4 -> 1.8-2.4 ms of reductions).
 
 //!include divmod.wgsl
+//!include workgroup_sum.wgsl
 
 struct Params {
     a: u32,
@@ -40,20 +41,6 @@ fn reduce_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     out[o] = acc * p.scale;
 }
 
-var<workgroup> partial: array<f32, 64>;
-
-// The sum of v over the 64 invocations of the workgroup (a tree in workgroup memory).
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
 
 @compute @workgroup_size(64)
 fn reduce_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -66,6 +66,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("act_lib", include_str!("../shaders/act_lib.wgsl")),
     ("divmod", include_str!("../shaders/divmod.wgsl")),
     ("flat_texture", include_str!("../shaders/flat_texture.wgsl")),
+    (
+        "workgroup_sum",
+        include_str!("../shaders/workgroup_sum.wgsl"),
+    ),
 ];
 
 /// Library files that are only ever included, never compiled on their own.
@@ -76,6 +80,7 @@ pub const LIBRARIES: &[&str] = &[
     "act_lib",
     "divmod",
     "flat_texture",
+    "workgroup_sum",
 ];
 
 fn raw(stem: &str) -> Result<&'static str> {
