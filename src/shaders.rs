@@ -39,6 +39,14 @@ pub const SHADERS: &[(&str, &str)] = &[
         "matmul_subgroup16_tn",
         include_str!("../shaders/matmul_subgroup16_tn.wgsl"),
     ),
+    (
+        "matmul_subgroup_narrow",
+        include_str!("../shaders/matmul_subgroup_narrow.wgsl"),
+    ),
+    (
+        "matmul_subgroup16_narrow",
+        include_str!("../shaders/matmul_subgroup16_narrow.wgsl"),
+    ),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
     ("activation", include_str!("../shaders/activation.wgsl")),
     ("reduce", include_str!("../shaders/reduce.wgsl")),

@@ -9,6 +9,8 @@
 //!
 //! - texture operands (`matmul_sg_*_tex`) for products whose row strides are multiples of
 //!   64, with split-K and the row-bias/activation epilogue.
+//! - the narrow form (`matmul_sg_*_narrow`, one column per lane) that products of at most
+//!   16 columns run: every case above with N = 4 or 12.
 //!
 //! Every case forces the kernel family with `Gpu::set_gemm_kernel` and profiles the call,
 //! asserting the exact entry point that ran: a Subgroup case that silently fell back to
@@ -118,11 +120,18 @@ fn expected_kernel(
 ) -> String {
     match kernel {
         Family::Subgroup => {
-            let entry = match (ta, tb) {
-                (false, false) => sg_entry("nn"),
-                (false, true) => sg_entry("nt"),
-                (true, false) => sg_entry("tn"),
+            let form = match (ta, tb) {
+                (false, false) => "nn",
+                (false, true) => "nt",
+                (true, false) => "tn",
                 (true, true) => panic!("the subgroup kernel has no transposed-A-and-B form"),
+            };
+            // At most 16 columns: the narrow form (one column per lane); every product
+            // here is below the 16 MFLOP from which the vec4 form's texture reads win.
+            let entry = if n <= 16 {
+                sg_entry(&format!("{form}_narrow"))
+            } else {
+                sg_entry(form)
             };
             format!("{entry}[HAS_BIAS={}]", bias as u8)
         }

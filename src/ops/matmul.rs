@@ -192,6 +192,26 @@ fn subgroup_forms(g: &Gpu) -> &'static [(&'static str, &'static str, &'static st
         &SUBGROUP_FORMS
     }
 }
+/// Products with at most this many columns (and below the texture threshold) run the
+/// subgroup GEMM's narrow form (`matmul_subgroup{,16}_narrow.wgsl`: one column per lane
+/// instead of four). VAE step on lavapipe, three alternating profiles: its four 16-column
+/// products (two convolution weight gradients, dec_fc's two gradients) 4.0-5.1 ms ->
+/// 2.8-3.1 ms.
+/// Larger ones keep the vec4 form with texture reads: the DCGAN's 25.7 MFLOP 16-column
+/// weight gradients measured no faster narrow.
+const NARROW_N: usize = 16;
+
+fn narrow_entry(sixteen: bool, form: &str) -> &'static str {
+    match (sixteen, form) {
+        (true, "nn") => "matmul_sg16_nn_narrow",
+        (true, "nt") => "matmul_sg16_nt_narrow",
+        (true, _) => "matmul_sg16_tn_narrow",
+        (false, "nn") => "matmul_sg_nn_narrow",
+        (false, "nt") => "matmul_sg_nt_narrow",
+        (false, _) => "matmul_sg_tn_narrow",
+    }
+}
+
 /// Rows and columns of C per workgroup, the same at both lane counts
 /// (tools/gen_matmul_subgroup.py: 4x2 register blocks of 8 lanes, 2x1 of 16).
 const SG_ROWS: usize = 32;
@@ -258,6 +278,48 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         row_bias_buf,
     ];
     let has_bias = spec.bias.is_some() as u64;
+    if g.gemm_kernel() == GemmKernel::Subgroup
+        && spec.subgroup_ok(split)
+        && spec.n <= NARROW_N
+        && !spec.texture_worthwhile()
+    {
+        // One column per lane (see NARROW_N).
+        let sixteen = g.subgroup_lanes() == Some(16);
+        let (stem, lanes) = if sixteen {
+            ("matmul_subgroup16_narrow", 16)
+        } else {
+            ("matmul_subgroup_narrow", 8)
+        };
+        let form = match (spec.trans_a, spec.trans_b) {
+            (false, false) => "nn",
+            (false, true) => "nt",
+            _ => "tn",
+        };
+        let entry = narrow_entry(sixteen, form);
+        let mut consts = vec![("HAS_BIAS", has_bias)];
+        consts.extend(&epilogue);
+        let grid = [u(spec.n.div_ceil(lanes)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
+        let narrow_buffers = [
+            buffers[0],
+            buffers[1],
+            buffers[2],
+            buffers[3],
+            buffers[4],
+            buffers[0],
+            buffers[0],
+            spec.b.buffer(),
+        ];
+        return launch(
+            g,
+            stem,
+            entry,
+            &consts,
+            &params,
+            &narrow_buffers,
+            grid,
+            cost,
+        );
+    }
     if g.gemm_kernel() == GemmKernel::Subgroup && spec.subgroup_ok(split) {
         let forms = subgroup_forms(g);
         let (stem, entry, tex_entry) = match (spec.trans_a, spec.trans_b) {
