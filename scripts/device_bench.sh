@@ -9,7 +9,8 @@
 # device README's recipe). The run then carries .dev and .gl:
 #   run(command="bash scripts/device_bench.sh", carry=[".gl", ".dev"])
 # Results land in $OUT: step.jsonl, pytorch.jsonl, kernels.jsonl, profile.txt, tests.log,
-# run.log, tiles.txt. Arguments pick sections, run in this order (default: all but tiles):
+# run.log, tiles.txt, split.txt. Arguments pick sections, run in this order (default: all
+# but tiles and split):
 # tiles split step pytorch compile tests profile kernels. `tiles` times every tile form of the
 # tiled GEMM (ACTIVEGEN_GEMM_TILE) on square products, the DCGAN's GEMM shapes and the step;
 # `split` the weight gradients cut into 1 to 64 K slices (examples/gemm_shapes.rs split).
