@@ -111,8 +111,7 @@ struct Params {
 }
 
 /// The sub-pixel kernel's pipeline for this device, reading dy from a texture copy or not,
-/// with this epilogue
-/// (`matmul::precompile_gemms` builds the plain one up front: ~4 s on the first step else).
+/// with this epilogue (`matmul::precompile_gemms` creates the plain one up front).
 pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
     let sixteen = g.subgroup_lanes() == Some(16);
     let stem = if sixteen {

@@ -7,7 +7,7 @@
 use anyhow::{bail, Result};
 
 use super::reduce::{reduce_raw, Dims};
-use super::{elementwise, launch, matmul, u, TextureReads};
+use super::{elementwise, matmul, u, TextureReads};
 use crate::gpu::{grid_1d, Cost, GemmKernel, Gpu};
 use crate::tape::{record, Op};
 use crate::tensor::Tensor;
@@ -93,30 +93,26 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
         2.0 * (n * o * c * s) as f64,
         4.0 * (x.numel() + w.numel()) as f64,
     );
-    if g.gemm_kernel() == GemmKernel::Tiled {
-        // GPUs: a workgroup per output (see the shader).
-        launch(
-            g,
-            "linear_cm",
-            "linear_cm_forward_rows",
-            &[],
-            &p,
-            &slots(x, w, bias, x, &y),
-            grid_1d(n * o, 1),
-            cost,
-        )?;
+    // GPUs: a workgroup per output (see the shader); CPU drivers: an invocation per output.
+    let (entry, inputs, grid) = if g.gemm_kernel() == GemmKernel::Tiled {
+        ("linear_cm_forward_rows", vec![], grid_1d(n * o, 1))
     } else {
-        TextureReads::new(g, &[(8, x, R32), (9, w, R32)]).launch(
-            g,
-            "linear_cm",
+        (
             "linear_cm_forward",
-            &[],
-            &p,
-            &slots(x, w, bias, x, &y),
+            vec![(8, x, R32), (9, w, R32)],
             grid_1d(n * o, 16),
-            cost,
-        )?;
-    }
+        )
+    };
+    TextureReads::new(g, &inputs).launch(
+        g,
+        "linear_cm",
+        entry,
+        &[],
+        &p,
+        &slots(x, w, bias, x, &y),
+        grid,
+        cost,
+    )?;
     Ok(record(
         g,
         y,
