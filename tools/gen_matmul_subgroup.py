@@ -96,6 +96,43 @@ fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {{
 """
 
 
+def a_row_bases(w, ta, base="(abase / 4u)"):
+    """Per-lane A row bases (vec4 units) outside the K loop: lane l's RM rows l, l + LANES,
+    ... (clamped into M), or for Aᵀ the last row block's vec4 index."""
+    if not ta:
+        for r in range(RM):
+            w(f"    let arow{r} = {base} + min(row0 + {LANES * r}u + lane, p.m - 1u) * lda4;")
+    else:
+        w("    let alast4 = (p.m - 1u) / 4u;")
+
+
+def a_loads(w, ind, ta, nq, A):
+    """One K block's A values: RM rows x nq vec4s per lane, or for Aᵀ lane l's k = k0 + l
+    (clamped into range) across all BM rows as BM/4 vec4s."""
+    if not ta:
+        for r in range(RM):
+            for q in range(nq):
+                w(f"{ind}let a{r}_{q} = {A(f'arow{r} + k0 / 4u + {q}u')};")
+    else:
+        w(f"{ind}let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;")
+        for q in range(BM // 4):
+            w(f"{ind}let a{q} = {A(f'ak + min(row0 / 4u + {q}u, alast4)')};")
+
+
+def broadcast_fmas(w, ind, kb, nq):
+    """The multiply-adds of one K block (untransposed A): each row's A values broadcast
+    from the lane that loaded them, times the lane's TN vec4s of B values b{kk}_{t}."""
+    for r in range(RM):
+        for i in range(LANES):
+            row = LANES * r + i
+            for q in range(nq):
+                w(f"{ind}let s{row}_{q} = subgroupBroadcast(a{r}_{q}, {i}u);")
+            for kk in range(kb):
+                comp = "xyzw"[kk % 4]
+                for t in range(TN):
+                    w(f"{ind}c{row}_{t} = fma(vec4<f32>(s{row}_{kk // 4}.{comp}), b{kk}_{t}, c{row}_{t});")
+
+
 def entry(ta, tb, tex):
     sg = "sg" if LANES == 8 else f"sg{LANES}"
     name = f"matmul_{sg}_{'t' if ta else 'n'}{'t' if tb else 'n'}{'_tex' if tex else ''}"
@@ -122,11 +159,7 @@ def entry(ta, tb, tex):
     # A and B as vec4 arrays; the _tex ones load element v from texel (v % 1024, v / 1024).
     A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
     B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
-    if not ta:
-        for r in range(RM):
-            w(f"    let arow{r} = (abase / 4u) + min(row0 + {LANES * r}u + lane, p.m - 1u) * lda4;")
-    else:
-        w("    let alast4 = (p.m - 1u) / 4u;")
+    a_row_bases(w, ta)
     if not tb:
         for t in range(TN):
             w(f"    let bcol{t} = bbase / 4u + min(col0 / 4u + lane * {TN}u + {t}u, (p.n + 3u) / 4u - 1u);")
@@ -138,16 +171,7 @@ def entry(ta, tb, tex):
     def block(kb, indent):
         ind = " " * indent
         nq = kb // 4
-        # A loads
-        if not ta:
-            for r in range(RM):
-                for q in range(nq):
-                    w(f"{ind}let a{r}_{q} = {A(f'arow{r} + k0 / 4u + {q}u')};")
-        else:
-            # lane l reads k = k0 + l (clamped into range), all BM rows as BM/4 vec4s
-            w(f"{ind}let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;")
-            for q in range(BM // 4):
-                w(f"{ind}let a{q} = {A(f'ak + min(row0 / 4u + {q}u, alast4)')};")
+        a_loads(w, ind, ta, nq, A)
         # B loads
         if not tb:
             for kk in range(kb):
@@ -166,15 +190,7 @@ def entry(ta, tb, tex):
                     w(f"{ind}let b{kk}_{t} = vec4<f32>({parts});")
         # FMAs with broadcast A values
         if not ta:
-            for r in range(RM):
-                for i in range(LANES):
-                    row = LANES * r + i
-                    for q in range(nq):
-                        w(f"{ind}let s{row}_{q} = subgroupBroadcast(a{r}_{q}, {i}u);")
-                    for kk in range(kb):
-                        comp = "xyzw"[kk % 4]
-                        for t in range(TN):
-                            w(f"{ind}c{row}_{t} = fma(vec4<f32>(s{row}_{kk // 4}.{comp}), b{kk}_{t}, c{row}_{t});")
+            broadcast_fmas(w, ind, kb, nq)
         else:
             for kk in range(kb):
                 for q in range(BM // 4):
@@ -304,8 +320,7 @@ def subpixel_entry(tex):
     for r in range(BM):
         for t in range(TN):
             w(f"    var c{r}_{t} = vec4<f32>(0.0);")
-    for r in range(RM):
-        w(f"    let arow{r} = z * (p.batch_a / 4u) + min(row0 + {LANES * r}u + lane, p.m - 1u) * lda4;")
+    a_row_bases(w, False, "z * (p.batch_a / 4u)")
     # Each column's position, its four taps' offsets into a dy channel (0 where the tap
     # falls outside dy: the load stays in range, the select zeroes it) and its output offset.
     for e in range(ncol):
@@ -326,9 +341,7 @@ def subpixel_entry(tex):
     def block(kb, indent):
         ind = " " * indent
         nq = kb // 4
-        for r in range(RM):
-            for q in range(nq):
-                w(f"{ind}let a{r}_{q} = {A(f'arow{r} + k0 / 4u + {q}u')};")
+        a_loads(w, ind, False, nq, A)
         # k = 4 co + tap: a block of 8 covers two input channels, all four taps each.
         for q in range(nq):
             w(f"{ind}let ch{q} = (k0 / 4u + {q}u) * p.ldb;")
@@ -337,15 +350,7 @@ def subpixel_entry(tex):
             for tt in range(TN):
                 parts = ", ".join(f"select(0.0, {B(f'ch{q} + o{4 * tt + e}_{t}')}, v{4 * tt + e}_{t})" for e in range(4))
                 w(f"{ind}let b{kk}_{tt} = vec4<f32>({parts});")
-        for r in range(RM):
-            for i in range(LANES):
-                row = LANES * r + i
-                for q in range(nq):
-                    w(f"{ind}let s{row}_{q} = subgroupBroadcast(a{r}_{q}, {i}u);")
-                for kk in range(kb):
-                    comp = "xyzw"[kk % 4]
-                    for t in range(TN):
-                        w(f"{ind}c{row}_{t} = fma(vec4<f32>(s{row}_{kk // 4}.{comp}), b{kk}_{t}, c{row}_{t});")
+        broadcast_fmas(w, ind, kb, nq)
 
     w("    var k0 = 0u;")
     w(f"    for (; k0 + {KB}u <= p.k_total; k0 += {KB}u) {{")
@@ -426,25 +431,14 @@ def narrow_entry(ta, tb):
     w("    let ccol = min(col, p.n - 1u);")
     for r in range(BM):
         w(f"    var c{r} = 0.0;")
-    if not ta:
-        for r in range(RM):
-            w(f"    let arow{r} = (abase / 4u) + min(row0 + {LANES * r}u + lane, p.m - 1u) * lda4;")
-    else:
-        w("    let alast4 = (p.m - 1u) / 4u;")
+    a_row_bases(w, ta)
     if tb:
         w("    let brow = bbase / 4u + ccol * ldb4;")
 
     def block(kb, indent):
         ind = " " * indent
         nq = kb // 4
-        if not ta:
-            for r in range(RM):
-                for q in range(nq):
-                    w(f"{ind}let a{r}_{q} = a[arow{r} + k0 / 4u + {q}u];")
-        else:
-            w(f"{ind}let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;")
-            for q in range(BM // 4):
-                w(f"{ind}let a{q} = a[ak + min(row0 / 4u + {q}u, alast4)];")
+        a_loads(w, ind, ta, nq, lambda v: f"a[{v}]")
         if not tb:
             for kk in range(kb):
                 w(f"{ind}let b{kk} = b_scalar[bbase + (k0 + {kk}u) * p.ldb + ccol];")
