@@ -159,39 +159,87 @@ fn default_tile_form(m: usize, n: usize, z: usize) -> TileForm {
     }
 }
 
-/// (shader stem, buffer entry point, texture entry point) of the subgroup GEMM's forms
-/// op(A)·op(B) = A·B, A·Bᵀ, Aᵀ·B, for 8 and for 16 lanes.
-const SUBGROUP_FORMS: [(&str, &str, &str); 3] = [
-    ("matmul_subgroup_nn", "matmul_sg_nn", "matmul_sg_nn_tex"),
-    ("matmul_subgroup_nt", "matmul_sg_nt", "matmul_sg_nt_tex"),
-    ("matmul_subgroup_tn", "matmul_sg_tn", "matmul_sg_tn_tex"),
-];
-const SUBGROUP16_FORMS: [(&str, &str, &str); 3] = [
-    (
-        "matmul_subgroup16_nn",
-        "matmul_sg16_nn",
-        "matmul_sg16_nn_tex",
-    ),
-    (
-        "matmul_subgroup16_nt",
-        "matmul_sg16_nt",
-        "matmul_sg16_nt_tex",
-    ),
-    (
-        "matmul_subgroup16_tn",
-        "matmul_sg16_tn",
-        "matmul_sg16_tn_tex",
-    ),
-];
+/// One operand form (op(A)·op(B) = A·B, A·Bᵀ or Aᵀ·B) of the subgroup GEMM at one lane
+/// count: its shader and entry points reading storage buffers and texture copies, and the
+/// entry point of its narrow form (in the lane count's `_narrow` shader, see NARROW_N).
+struct SubgroupForm {
+    stem: &'static str,
+    buffers: &'static str,
+    textures: &'static str,
+    narrow: &'static str,
+}
+
+const fn form(
+    stem: &'static str,
+    buffers: &'static str,
+    textures: &'static str,
+    narrow: &'static str,
+) -> SubgroupForm {
+    SubgroupForm {
+        stem,
+        buffers,
+        textures,
+        narrow,
+    }
+}
+
+/// (narrow shader, [nn, nt, tn]) for 8 and for 16 lanes.
+const SUBGROUP_FORMS: (&str, [SubgroupForm; 3]) = (
+    "matmul_subgroup_narrow",
+    [
+        form(
+            "matmul_subgroup_nn",
+            "matmul_sg_nn",
+            "matmul_sg_nn_tex",
+            "matmul_sg_nn_narrow",
+        ),
+        form(
+            "matmul_subgroup_nt",
+            "matmul_sg_nt",
+            "matmul_sg_nt_tex",
+            "matmul_sg_nt_narrow",
+        ),
+        form(
+            "matmul_subgroup_tn",
+            "matmul_sg_tn",
+            "matmul_sg_tn_tex",
+            "matmul_sg_tn_narrow",
+        ),
+    ],
+);
+const SUBGROUP16_FORMS: (&str, [SubgroupForm; 3]) = (
+    "matmul_subgroup16_narrow",
+    [
+        form(
+            "matmul_subgroup16_nn",
+            "matmul_sg16_nn",
+            "matmul_sg16_nn_tex",
+            "matmul_sg16_nn_narrow",
+        ),
+        form(
+            "matmul_subgroup16_nt",
+            "matmul_sg16_nt",
+            "matmul_sg16_nt_tex",
+            "matmul_sg16_nt_narrow",
+        ),
+        form(
+            "matmul_subgroup16_tn",
+            "matmul_sg16_tn",
+            "matmul_sg16_tn_tex",
+            "matmul_sg16_tn_narrow",
+        ),
+    ],
+);
 
 /// The subgroup GEMM's forms for this device's lane count.
-fn subgroup_forms(g: &Gpu) -> &'static [(&'static str, &'static str, &'static str); 3] {
+fn subgroup_forms(g: &Gpu) -> &'static (&'static str, [SubgroupForm; 3]) {
     if g.subgroup_lanes() == Some(16) {
         &SUBGROUP16_FORMS
     } else {
         &SUBGROUP_FORMS
     }
 }
+
 /// Products with at most this many columns (and below the texture threshold) run the
 /// subgroup GEMM's narrow form (`matmul_subgroup{,16}_narrow.wgsl`: one column per lane
 /// instead of four). VAE step on lavapipe, three alternating profiles: its four 16-column
@@ -200,17 +248,6 @@ fn subgroup_forms(g: &Gpu) -> &'static [(&'static str, &'static str, &'static st
 /// Larger ones keep the vec4 form with texture reads: the DCGAN's 25.7 MFLOP 16-column
 /// weight gradients measured no faster narrow.
 const NARROW_N: usize = 16;
-
-fn narrow_entry(sixteen: bool, form: &str) -> &'static str {
-    match (sixteen, form) {
-        (true, "nn") => "matmul_sg16_nn_narrow",
-        (true, "nt") => "matmul_sg16_nt_narrow",
-        (true, _) => "matmul_sg16_tn_narrow",
-        (false, "nn") => "matmul_sg_nn_narrow",
-        (false, "nt") => "matmul_sg_nt_narrow",
-        (false, _) => "matmul_sg_tn_narrow",
-    }
-}
 
 /// Rows and columns of C per workgroup, the same at both lane counts
 /// (tools/gen_matmul_subgroup.py: 4x2 register blocks of 8 lanes, 2x1 of 16).
@@ -278,55 +315,32 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         row_bias_buf,
     ];
     let has_bias = spec.bias.is_some() as u64;
-    if g.gemm_kernel() == GemmKernel::Subgroup
-        && spec.subgroup_ok(split)
-        && spec.n <= NARROW_N
-        && !spec.texture_worthwhile()
-    {
-        // One column per lane (see NARROW_N).
-        let sixteen = g.subgroup_lanes() == Some(16);
-        let (stem, lanes) = if sixteen {
-            ("matmul_subgroup16_narrow", 16)
-        } else {
-            ("matmul_subgroup_narrow", 8)
-        };
+    if g.gemm_kernel() == GemmKernel::Subgroup && spec.subgroup_ok(split) {
+        let (narrow_stem, forms) = subgroup_forms(g);
         let form = match (spec.trans_a, spec.trans_b) {
-            (false, false) => "nn",
-            (false, true) => "nt",
-            _ => "tn",
+            (false, false) => &forms[0],
+            (false, true) => &forms[1],
+            _ => &forms[2],
         };
-        let entry = narrow_entry(sixteen, form);
         let mut consts = vec![("HAS_BIAS", has_bias)];
         consts.extend(&epilogue);
-        let grid = [u(spec.n.div_ceil(lanes)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
-        let narrow_buffers = [
-            buffers[0],
-            buffers[1],
-            buffers[2],
-            buffers[3],
-            buffers[4],
-            buffers[0],
-            buffers[0],
-            spec.b.buffer(),
-        ];
-        return launch(
-            g,
-            stem,
-            entry,
-            &consts,
-            &params,
-            &narrow_buffers,
-            grid,
-            cost,
-        );
-    }
-    if g.gemm_kernel() == GemmKernel::Subgroup && spec.subgroup_ok(split) {
-        let forms = subgroup_forms(g);
-        let (stem, entry, tex_entry) = match (spec.trans_a, spec.trans_b) {
-            (false, false) => forms[0],
-            (false, true) => forms[1],
-            _ => forms[2],
-        };
+        if spec.n <= NARROW_N && !spec.texture_worthwhile() {
+            // One column per lane; binding 8 is B's scalar view.
+            let lanes = g.subgroup_lanes().unwrap_or(8) as usize;
+            let grid = [u(spec.n.div_ceil(lanes)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
+            let a = spec.a.buffer();
+            let narrow_buffers = [&buffers[..], &[a, a, spec.b.buffer()]].concat();
+            return launch(
+                g,
+                narrow_stem,
+                form.narrow,
+                &consts,
+                &params,
+                &narrow_buffers,
+                grid,
+                cost,
+            );
+        }
         // Few row blocks and a long K: walk row blocks first so that B's column strip is
         // reused from cache (1.25x on the convolutions' 128x3136x1024; a loss where C is
         // large, as in the K = 128 data-gradient products).
@@ -339,13 +353,11 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             [u(col_blocks), u(row_blocks), u(z)]
         };
         params.rows_fastest = rows_fastest as u32;
-        let mut consts = vec![("HAS_BIAS", has_bias)];
-        consts.extend(&epilogue);
         if spec.texture_worthwhile() {
             const RGBA: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
             let reads = TextureReads::new(g, &[(6, spec.a, RGBA), (7, spec.b, RGBA)]);
             if reads.on() {
-                let kernel = g.kernel(stem, tex_entry, &consts)?;
+                let kernel = g.kernel(form.stem, form.textures, &consts)?;
                 reads.dispatch(
                     g,
                     &kernel,
@@ -357,7 +369,16 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
                 return Ok(());
             }
         }
-        launch(g, stem, entry, &consts, &params, &buffers, grid, cost)
+        launch(
+            g,
+            form.stem,
+            form.buffers,
+            &consts,
+            &params,
+            &buffers,
+            grid,
+            cost,
+        )
     } else {
         let mut consts = vec![
             ("TRANS_A", spec.trans_a as u64),
@@ -641,10 +662,10 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
         return Ok(());
     }
     let mut list = vec![];
-    for &(stem, entry, tex_entry) in subgroup_forms(g) {
-        list.push((stem, entry, vec![("HAS_BIAS", 0)]));
+    for form in &subgroup_forms(g).1 {
+        list.push((form.stem, form.buffers, vec![("HAS_BIAS", 0)]));
         if g.texture_reads() {
-            list.push((stem, tex_entry, vec![("HAS_BIAS", 0)]));
+            list.push((form.stem, form.textures, vec![("HAS_BIAS", 0)]));
         }
     }
     if g.subpixel() {
