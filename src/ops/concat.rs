@@ -59,7 +59,7 @@ pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
 }
 
 /// Writes `x` (viewed [outer, part]) into columns [offset, offset + part) of `out` (viewed
-/// [outer, whole]); one contiguous block (outer = 1) is an encoder copy at memcpy speed.
+/// [outer, whole]).
 fn place_raw(
     g: &Gpu,
     x: &Tensor,
@@ -68,30 +68,7 @@ fn place_raw(
     whole: usize,
     offset: usize,
 ) -> Result<()> {
-    let part = x.numel() / outer.max(1);
-    if outer <= 1 {
-        let (at, bytes) = (4 * offset as u64, 4 * part as u64);
-        g.with_encoder(&[out.buffer()], |e| {
-            e.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), at, bytes)
-        });
-        return Ok(());
-    }
-    let params = Params {
-        outer: u(outer),
-        part: u(part),
-        whole: u(whole),
-        offset: u(offset),
-    };
-    launch(
-        g,
-        "concat",
-        "concat_copy",
-        &[],
-        &params,
-        &[x.buffer(), out.buffer()],
-        grid_1d(x.numel(), 256),
-        Cost::bytes(8.0 * x.numel() as f64),
-    )
+    move_block(g, x, out, outer, whole, offset, true)
 }
 
 /// The piece of `x` (viewed [outer, whole]) at columns [offset, offset + part), shaped `shape`.
@@ -104,14 +81,32 @@ pub(crate) fn slice_raw(
     shape: &[usize],
 ) -> Result<Tensor> {
     let out = Tensor::empty(g, shape, "slice")?;
-    let part = out.numel() / outer.max(1);
+    move_block(g, x, &out, outer, whole, offset, false)?;
+    Ok(out)
+}
+
+/// Copies an [outer, part] block between a tensor of that shape and columns
+/// [offset, offset + part) of an [outer, whole] one: `into_wide` copies src (the block) into
+/// dst (the wide tensor: concat, narrow's backward), else src (wide) into dst (slice). One
+/// contiguous block (outer = 1) is an encoder copy at memcpy speed.
+fn move_block(
+    g: &Gpu,
+    src: &Tensor,
+    dst: &Tensor,
+    outer: usize,
+    whole: usize,
+    offset: usize,
+    into_wide: bool,
+) -> Result<()> {
+    let n = if into_wide { src.numel() } else { dst.numel() };
+    let part = n / outer.max(1);
     if outer <= 1 {
-        // One contiguous block: an encoder copy.
-        let (at, bytes) = (4 * offset as u64, 4 * part as u64);
-        g.with_encoder(&[out.buffer()], |e| {
-            e.copy_buffer_to_buffer(x.buffer(), at, out.buffer(), 0, bytes)
+        let at = 4 * offset as u64;
+        let (src_at, dst_at) = if into_wide { (0, at) } else { (at, 0) };
+        g.with_encoder(&[dst.buffer()], |e| {
+            e.copy_buffer_to_buffer(src.buffer(), src_at, dst.buffer(), dst_at, 4 * part as u64)
         });
-        return Ok(out);
+        return Ok(());
     }
     let params = Params {
         outer: u(outer),
@@ -122,14 +117,17 @@ pub(crate) fn slice_raw(
     launch(
         g,
         "concat",
-        "concat_slice",
+        if into_wide {
+            "concat_copy"
+        } else {
+            "concat_slice"
+        },
         &[],
         &params,
-        &[x.buffer(), out.buffer()],
-        grid_1d(out.numel(), 256),
-        Cost::bytes(8.0 * out.numel() as f64),
-    )?;
-    Ok(out)
+        &[src.buffer(), dst.buffer()],
+        grid_1d(n, 256),
+        Cost::bytes(8.0 * n as f64),
+    )
 }
 
 /// Indices [start, start + len) of `x` along `axis`, recorded (its backward places dy back
