@@ -25,7 +25,9 @@ struct Params {
     // 128x3136x1024). A uniform, not an override constant: each pipeline of those
     // unrolled kernels costs 100-200 ms to build on lavapipe.
     rows_fastest: u32,
-    _pad0: u32,
+    // The _swap entry points (matmul_subgroup{,16}_swap.wgsl) only: C [M, B*S] is stored as
+    // [B, M, S], element (m, b*S + s) at (b*M + m)*S + s.
+    swap_s: u32,
     _pad1: u32,
     slope: f32, // of ACT = leaky relu
 }

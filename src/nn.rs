@@ -89,6 +89,19 @@ impl Linear {
         linear_cm::linear_cm(g, x, &view(g, &self.weight, frozen), b.as_ref())
     }
 
+    /// The layer with its output features read as a channel-major image `shape`
+    /// [C, N, H, W] (ops::linear_cm::linear_to_cm: the GEMM writes that layout directly).
+    pub fn forward_to_cm(
+        &self,
+        g: &Gpu,
+        x: &Tensor,
+        shape: &[usize],
+        frozen: bool,
+    ) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| view(g, b, frozen));
+        linear_cm::linear_to_cm(g, x, &view(g, &self.weight, frozen), b.as_ref(), shape)
+    }
+
     pub fn params(&self, prefix: &str, out: &mut Vec<Named>) {
         push(out, prefix, "weight", &self.weight);
         if let Some(b) = &self.bias {

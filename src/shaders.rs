@@ -47,6 +47,14 @@ pub const SHADERS: &[(&str, &str)] = &[
         "matmul_subgroup16_narrow",
         include_str!("../shaders/matmul_subgroup16_narrow.wgsl"),
     ),
+    (
+        "matmul_subgroup_swap",
+        include_str!("../shaders/matmul_subgroup_swap.wgsl"),
+    ),
+    (
+        "matmul_subgroup16_swap",
+        include_str!("../shaders/matmul_subgroup16_swap.wgsl"),
+    ),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
     ("activation", include_str!("../shaders/activation.wgsl")),
     ("reduce", include_str!("../shaders/reduce.wgsl")),

@@ -114,6 +114,13 @@ pub enum Op {
         x: Tensor,
         w: Tensor,
         b: Option<Tensor>,
+        /// x's NCHW copy, where the forward pass ran as a GEMM.
+        xf: Option<Tensor>,
+    },
+    LinearToCm {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
     },
 }
 
@@ -137,7 +144,8 @@ impl Op {
             Op::Reduce { x, .. } => vec![x],
             Op::Conv2d { x, w, b, .. }
             | Op::ConvTranspose2d { x, w, b, .. }
-            | Op::LinearCm { x, w, b } => {
+            | Op::LinearCm { x, w, b, .. }
+            | Op::LinearToCm { x, w, b } => {
                 let mut v = vec![x, w];
                 v.extend(b.iter());
                 v
@@ -298,7 +306,12 @@ fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Op
             trans_b,
             bias,
         } => matmul::matmul_backward(g, a, b, *trans_a, *trans_b, bias.as_ref(), dy, needs)?,
-        Op::LinearCm { x, w, b } => linear_cm::linear_cm_backward(g, x, w, b.as_ref(), dy, needs)?,
+        Op::LinearCm { x, w, b, xf } => {
+            linear_cm::linear_cm_backward(g, x, xf.as_ref(), w, b.as_ref(), dy, needs)?
+        }
+        Op::LinearToCm { x, w, b } => {
+            linear_cm::linear_to_cm_backward(g, x, w, b.as_ref(), dy, needs)?
+        }
         Op::Binary { a, b, op } => elementwise::binary_backward(g, a, b, *op, dy, needs)?,
         Op::Unary { x, y, op } => vec![Some(elementwise::unary_backward(g, x, y, *op, dy)?)],
         Op::BiasAct { x, bias, y, act } => {

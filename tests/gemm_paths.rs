@@ -345,6 +345,7 @@ fn run_case(g: &Gpu, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f
         bias: c.bias.then_some(&tbias),
         row_bias: None,
         act: activegen::ops::activation::Act::Identity,
+        swap_out: 0,
     };
     let z = if c.split > 1 { c.split } else { c.batch };
     let want_kernel = expected_kernel(g, kernel, (c.m, c.n, c.k, z), c.ta, c.tb, c.bias);
@@ -922,6 +923,119 @@ fn subgroup_texture_operand_products_match_cpu() {
     report.finish("texture_operands");
 }
 
+/// `Gemm::swap_out`: C [M, B*S] stored as [B, M, S] (a Linear layer writing a channel-major
+/// image, or the data gradient of one reading it). The subgroup family's nn and nt forms
+/// scatter the outputs themselves (one dispatch of `matmul_sg*_{nn,nt}_swap`), with the
+/// column bias or the row bias and activation; elsewhere (Aᵀ, the narrow form, texture-size
+/// products, unaligned operands, the tiled family) C goes through a temporary and the
+/// layout copy. Ragged M, odd S (1, 3, 17, 49) and block counts; the output starts filled
+/// with a sentinel, so a missed or stray store shows.
+fn swapped_output_matches_cpu(kernel: Family) {
+    use activegen::ops::activation::Act;
+    let g = gpu_with(kernel);
+    let mut r = Rng(47);
+    let mut report = Report::default();
+    // (M, B, S, K, ta, tb, column bias, row bias + leaky relu, texture reads, scattered
+    // by the subgroup GEMM itself)
+    let cases = [
+        (17, 4, 49, 12, false, false, false, false, false, true),
+        (64, 64, 49, 16, false, true, true, false, false, true),
+        (65, 4, 17, 12, false, false, false, true, false, true),
+        (1, 68, 1, 8, false, true, true, false, false, true),
+        (33, 5, 4, 1028, false, true, false, false, false, true),
+        (63, 10, 2, 16, false, false, false, false, false, true),
+        // Aᵀ; texture-size products (62 and 18 MFLOP); N = 12 (the narrow form).
+        (36, 4, 17, 20, true, false, false, false, false, false),
+        (100, 64, 49, 100, false, true, true, false, true, false),
+        (130, 9, 12, 640, false, false, false, true, true, false),
+        (33, 3, 4, 8, false, false, true, false, false, false),
+        // Not vec4-aligned (lda = 3 for Aᵀ; B's rows of N = 245), so no subgroup form.
+        (3, 7, 3, 20, true, false, false, false, false, false),
+        (17, 5, 49, 12, false, false, false, false, false, false),
+    ];
+    for (m, blocks, s, k, ta, tb, bias, epilogue, reads, fused) in cases {
+        let n = blocks * s;
+        let what = format!(
+            "{kernel:?} swapped M={m} B={blocks} S={s} K={k} ta={ta} tb={tb} bias={bias} \
+             epilogue={epilogue} texture_reads={reads}"
+        );
+        g.set_texture_reads(Some(reads));
+        let (a, b, bv, rb) = (r.vec(m * k), r.vec(k * n), r.vec(n), r.vec(m));
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let (br, bc) = if tb { (n, k) } else { (k, n) };
+        let ta_t = Tensor::from_slice(&g, &[ar, ac], &a).unwrap();
+        let tb_t = Tensor::from_slice(&g, &[br, bc], &b).unwrap();
+        let bias_t = Tensor::from_slice(&g, &[n], &bv).unwrap();
+        let rb_t = Tensor::from_slice(&g, &[m], &rb).unwrap();
+        let out = Tensor::from_slice(&g, &[blocks, m, s], &vec![SENTINEL; m * n]).unwrap();
+        let mut spec = Gemm::new(&ta_t, &tb_t, ta, tb, m, n, k);
+        spec.swap_out = s;
+        if bias {
+            spec.bias = Some(&bias_t);
+        }
+        if epilogue {
+            spec.row_bias = Some(&rb_t);
+            spec.act = Act::LeakyRelu(0.2);
+        }
+        g.start_profiling();
+        let res = gemm(&g, &spec, &out, 1);
+        let ran: Vec<String> = g
+            .stop_profiling()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "texture_copy")
+            .collect();
+        if let Err(e) = res {
+            report.add(Err(format!("{what}: {e:#}")));
+            continue;
+        }
+        let scattered = if tb { "nt_swap" } else { "nn_swap" };
+        let want = if fused && kernel == Family::Subgroup {
+            vec![format!(
+                "{}[HAS_BIAS={}{}]",
+                sg_entry(scattered),
+                bias as u8,
+                if epilogue { ",ROW_BIAS=1,ACT=2" } else { "" }
+            )]
+        } else {
+            vec!["swap_leading_axes".to_string()]
+        };
+        let copies = ran.iter().filter(|k| *k == "swap_leading_axes").count();
+        let ok = if fused && kernel == Family::Subgroup {
+            ran == want
+        } else {
+            ran.len() == 2 && copies == 1
+        };
+        if !ok {
+            report.add(Err(format!("{what}: ran {ran:?}, expected {want:?}")));
+            continue;
+        }
+        let c = matmul_cpu(&a, &b, m, k, n, ta, tb);
+        let mut want = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut v = c[i * n + j] + if bias { bv[j] } else { 0.0 };
+                if epilogue {
+                    v = Act::LeakyRelu(0.2).apply_cpu(v + rb[i]);
+                }
+                want[((j / s) * m + i) * s + j % s] = v;
+            }
+        }
+        report.add(check(&what, &out.to_vec(&g), &want, atol(k)));
+    }
+    report.finish(&format!("{kernel:?} swapped_output"));
+}
+
+#[test]
+fn subgroup_swapped_output_matches_cpu() {
+    swapped_output_matches_cpu(Family::Subgroup);
+}
+
+#[test]
+fn tiled_swapped_output_matches_cpu() {
+    swapped_output_matches_cpu(Family::Tiled(TileForm::Tile64x4));
+}
+
 /// The texture copy cache (`Gpu::flat_texture`) skips the copy of an operand whose buffer
 /// has not been written since its last copy, and copies again after every kind of write:
 /// a kernel writing it in place (EMA update), an encoder copy (`copy_from`), a queue
@@ -994,6 +1108,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
                 "subgroup_split_k_partials_sum_to_the_product",
                 "subgroup_texture_operand_products_match_cpu",
                 "subgroup_subpixel_data_gradient_matches_cpu",
+                "subgroup_swapped_output_matches_cpu",
             ])
             .env("LP_NATIVE_VECTOR_WIDTH", bits)
             .env("ACTIVEGEN_EXPECT_LANES", lanes)
@@ -1001,7 +1116,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && text.contains("4 passed"),
+            out.status.success() && text.contains("5 passed"),
             "{lanes}-lane subgroup GEMM (LP_NATIVE_VECTOR_WIDTH={bits}):\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -154,6 +154,32 @@ fn matmul_gradients() {
         &[rand(&mut r, &[3, 1, 1, 3]), rand(&mut r, &[1, 9])],
         &|g, x| linear_cm::linear_cm(g, &x[0], &x[1], None),
     );
+    // Eight outputs: the GEMM form, whose data gradient is stored channel-major.
+    gradcheck(
+        "linear_cm with 8 outputs",
+        &[
+            rand(&mut r, &[4, 8, 3, 3]),
+            rand(&mut r, &[8, 36]),
+            rand(&mut r, &[8]),
+        ],
+        &|g, x| linear_cm::linear_cm(g, &x[0], &x[1], Some(&x[2])),
+    );
+    // A Linear layer writing a channel-major image [C, N, S] (x, W, b), with a bias and
+    // without (S = 7: 21 features, not a multiple of 4).
+    gradcheck(
+        "linear_to_cm",
+        &[
+            rand(&mut r, &[6, 8]),
+            rand(&mut r, &[24, 8]),
+            rand(&mut r, &[24]),
+        ],
+        &|g, x| linear_cm::linear_to_cm(g, &x[0], &x[1], Some(&x[2]), &[3, 6, 2, 4]),
+    );
+    gradcheck(
+        "linear_to_cm without bias, 7 pixels",
+        &[rand(&mut r, &[6, 8]), rand(&mut r, &[21, 8])],
+        &|g, x| linear_cm::linear_to_cm(g, &x[0], &x[1], None, &[3, 6, 7]),
+    );
 }
 
 #[test]

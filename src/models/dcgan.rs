@@ -127,10 +127,13 @@ impl Generator {
             (_, Some(y)) => crate::ops::concat::concat(g, &[z, y], 1)?,
             (_, None) => bail!("the conditional generator needs labels"),
         };
-        let h = self.fc.forward(g, &input, false)?;
-        let h = h.reshape(g, &[n, self.start_ch, self.start, self.start])?;
         // Channel-major [C, N, H, W] from here to the image (see ops::conv2d).
-        let h = elementwise::swap_leading_axes(g, &h)?;
+        let h = self.fc.forward_to_cm(
+            g,
+            &input,
+            &[self.start_ch, n, self.start, self.start],
+            false,
+        )?;
         let mut h = self.bn0.forward_cm(g, &h, train, Act::Relu, false)?;
         for (i, deconv) in self.deconvs.iter().enumerate() {
             if i + 1 == self.deconvs.len() {

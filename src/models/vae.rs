@@ -14,7 +14,7 @@ use super::stages;
 use crate::gpu::Gpu;
 use crate::nn::{BatchNorm, Conv2d, ConvTranspose2d, Init, Linear, Module, Named};
 use crate::ops::activation::{self, Act};
-use crate::ops::{concat, elementwise, loss, matmul, rng};
+use crate::ops::{concat, elementwise, linear_cm, loss, rng};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,22 +134,20 @@ impl Vae {
 
     /// x [N, C, R, R] in [-1, 1] -> (mu, logvar), each [N, z].
     pub fn encode(&self, g: &Gpu, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let n = x.dim(0);
         // Channel-major [C, N, H, W] through the convolutions (see ops::conv2d).
         let mut h = elementwise::swap_leading_axes(g, x)?;
         for conv in &self.enc {
             h = conv.forward_cm(g, &h, Act::Relu, false)?;
         }
-        let h = elementwise::swap_leading_axes(g, &h)?
-            .reshape(g, &[n, self.top * self.start * self.start])?;
         // fc_mu and fc_logvar as one product (their weights stacked [2z, features]): one
-        // GEMM per pass instead of two, and no sum of two input gradients.
+        // GEMM per pass instead of two, and no sum of two input gradients. It reads the
+        // channel-major features (ops::linear_cm), whose gradient it writes in that layout.
         let w = concat::concat(g, &[&self.fc_mu.weight, &self.fc_logvar.weight], 0)?;
         let b = match (&self.fc_mu.bias, &self.fc_logvar.bias) {
             (Some(bm), Some(bl)) => Some(concat::concat(g, &[bm, bl], 0)?),
             _ => bail!("the VAE's fc_mu and fc_logvar have biases"),
         };
-        let stats = matmul::linear(g, &h, &w, b.as_ref())?;
+        let stats = linear_cm::linear_cm(g, &h, &w, b.as_ref())?;
         let z = self.cfg.z_dim;
         Ok((
             concat::narrow(g, &stats, 1, 0, z)?,
@@ -160,9 +158,9 @@ impl Vae {
     /// z [N, z] -> logits [N, C, R, R].
     pub fn decode_logits(&self, g: &Gpu, z: &Tensor, train: bool) -> Result<Tensor> {
         let n = z.dim(0);
-        let h = self.dec_fc.forward(g, z, false)?;
-        let h = h.reshape(g, &[n, self.top, self.start, self.start])?;
-        let h = elementwise::swap_leading_axes(g, &h)?;
+        let h = self
+            .dec_fc
+            .forward_to_cm(g, z, &[self.top, n, self.start, self.start], false)?;
         let mut h = self.dec_bn0.forward_cm(g, &h, train, Act::Relu, false)?;
         for (i, d) in self.dec.iter().enumerate() {
             if i + 1 == self.dec.len() {

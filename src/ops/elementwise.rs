@@ -513,10 +513,22 @@ pub fn swap_leading_axes(g: &Gpu, x: &Tensor) -> Result<Tensor> {
 
 /// The unrecorded copy behind `swap_leading_axes` (also its backward).
 pub fn swap_leading_axes_raw(g: &Gpu, x: &Tensor) -> Result<Tensor> {
-    let shape = swap_leading(x.shape());
+    let out = Tensor::empty(g, &swap_leading(x.shape()), "swapped axes")?;
+    swap_leading_axes_into(g, x, &out)?;
+    Ok(out)
+}
+
+/// `swap_leading_axes_raw` writing into `out` (x's element count, any shape).
+pub fn swap_leading_axes_into(g: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
     let (a, b) = (x.dim(0), x.dim(1));
     let n = x.numel();
-    let out = Tensor::empty(g, &shape, "swapped axes")?;
+    if out.numel() != n {
+        bail!(
+            "swap_leading_axes: {:?} does not fit into {:?}",
+            x.shape(),
+            out.shape()
+        );
+    }
     let params = Params {
         shape: [u(a), u(b), u(n / (a * b)), 0],
         ..Params::flat(n, 0, 0.0, 0.0)
@@ -530,8 +542,7 @@ pub fn swap_leading_axes_raw(g: &Gpu, x: &Tensor) -> Result<Tensor> {
         &[x.buffer(), x.buffer(), out.buffer()],
         grid_1d(n.div_ceil(4), 256),
         Cost::bytes(8.0 * n as f64),
-    )?;
-    Ok(out)
+    )
 }
 
 /// Plain-Rust reference of `swap_leading_axes`.

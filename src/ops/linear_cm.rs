@@ -2,7 +2,14 @@
 //! x [C, N, H, W] (channel-major activations, see ops::conv2d) read as its NCHW flattening
 //! xf [N, C*H*W], with no copy to NCHW. Math and kernels: shaders/linear_cm.wgsl.
 //! A DCGAN discriminator's last layer (6272 features, one output) took a layout copy plus
-//! three general GEMM forms per step pair; these three small kernels replace them.
+//! three general GEMM forms per step pair; these three small kernels replace them. With
+//! four or more outputs (the VAE's fc_mu and fc_logvar) it runs as GEMMs instead: the copy
+//! to NCHW for the forward product and the weight gradient, and a data gradient that its
+//! GEMM stores channel-major (`Gemm::swap_out`).
+//!
+//! linear_to_cm: the reverse, a Linear layer whose output features are read as a
+//! channel-major image [C, N, H, W] (a generator's first layer); its GEMM stores that
+//! layout directly.
 
 use anyhow::{bail, Result};
 
@@ -86,6 +93,22 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
         let xf = elementwise::swap_leading_axes(g, x)?.reshape(g, &[n, c * s])?;
         return matmul::linear(g, &xf, w, b);
     }
+    if o >= GEMM_MIN_OUTPUTS && o.is_multiple_of(4) {
+        // Several outputs: the NCHW copy and one GEMM per pass, kept for the weight
+        // gradient; the data gradient is stored channel-major by its GEMM (no second copy).
+        let xf = elementwise::swap_leading_axes_raw(g, x)?.reshape(g, &[n, c * s])?;
+        let y = matmul::matmul_raw(g, &xf, w, false, true, b)?;
+        return Ok(record(
+            g,
+            y,
+            Op::LinearCm {
+                x: x.clone(),
+                w: w.clone(),
+                b: b.cloned(),
+                xf: Some(xf),
+            },
+        ));
+    }
     let y = Tensor::empty(g, &[n, o], "linear_cm output")?;
     let p = params(x, w, b.is_some())?;
     let bias = b.unwrap_or(w);
@@ -120,20 +143,42 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
             x: x.clone(),
             w: w.clone(),
             b: b.cloned(),
+            xf: None,
         },
     ))
 }
 
-/// dx (channel-major, x's shape), dW and db of `linear_cm`, each only where `needs` says.
+/// dx (channel-major, x's shape), dW and db of `linear_cm`, each only where `needs` says;
+/// `xf` is the NCHW copy of x where the forward pass made one (the GEMM form).
 pub fn linear_cm_backward(
     g: &Gpu,
     x: &Tensor,
+    xf: Option<&Tensor>,
     w: &Tensor,
     b: Option<&Tensor>,
     dy: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
-    let (_, n, _, o) = dims(x, w)?;
+    let (c, n, s, o) = dims(x, w)?;
+    if let Some(xf) = xf {
+        // dxf [N, C*S] = dy · W, stored as dx [C, N, S]; dW = dyᵀ · xf.
+        let dx = if needs[0] {
+            let dx = Tensor::empty(g, x.shape(), "linear_cm dx")?;
+            let mut spec = matmul::Gemm::new(dy, w, false, false, n, c * s, o);
+            spec.swap_out = s;
+            matmul::gemm(g, &spec, &dx, 1)?;
+            Some(dx)
+        } else {
+            None
+        };
+        let rest: Vec<bool> = [false]
+            .into_iter()
+            .chain(needs[1..].iter().copied())
+            .collect();
+        let mut grads = matmul::matmul_backward(g, xf, w, false, true, b, dy, &rest)?;
+        grads[0] = dx;
+        return Ok(grads);
+    }
     let p = params(x, w, b.is_some())?;
     let dx = if needs[0] {
         let dx = Tensor::empty(g, x.shape(), "linear_cm dx")?;
@@ -182,6 +227,97 @@ pub fn linear_cm_backward(
         });
     }
     Ok(out)
+}
+
+/// From this many outputs (a multiple of 4, which the subgroup GEMM needs for K of the
+/// data gradient) `linear_cm` runs as GEMMs; below, its three kernels, whose loops grow
+/// with the outputs. Forward plus backward on the VAE encoder's 64 x 3136 features, GPU
+/// time on lavapipe (kernels / GEMMs): 1 output 1.0 ms / -, 2: 1.9 / 5.5 (no aligned GEMM
+/// form), 4: 2.8 / 1.8, 8: 4.3 / 2.4, 16: 8.3 / 2.8, 32 (fc_mu and fc_logvar): 14.8 / 3.6.
+const GEMM_MIN_OUTPUTS: usize = 4;
+
+/// y [C, N, S] (channel-major, S = numel / (C*N)) = the Linear layer x [N, K] · Wᵀ + b
+/// with W [C*S, K], whose output features f = c*S + s are read as the NCHW flattening of
+/// an image: a generator's first layer, feeding channel-major convolutions. The GEMM
+/// stores y swapped (`Gemm::swap_out`) instead of a copy after it.
+pub fn linear_to_cm(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    shape: &[usize],
+) -> Result<Tensor> {
+    if x.rank() != 2 || w.rank() != 2 || x.dim(1) != w.dim(1) {
+        bail!(
+            "linear_to_cm: input {:?} does not fit weight {:?}",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let n = x.dim(0);
+    let f = w.dim(0);
+    if shape.len() < 2 || shape[1] != n || shape.iter().product::<usize>() != n * f {
+        bail!(
+            "linear_to_cm: output shape {shape:?} is not channel-major [C, {n}, ...] with {f} features per image"
+        );
+    }
+    if let Some(b) = b {
+        if b.numel() != f {
+            bail!(
+                "linear_to_cm: bias has {} values for {f} outputs",
+                b.numel()
+            );
+        }
+    }
+    let s = f / shape[0];
+    let y = Tensor::empty(g, shape, "linear_to_cm output")?;
+    let mut spec = matmul::Gemm::new(x, w, false, true, n, f, x.dim(1));
+    spec.bias = b;
+    spec.swap_out = s;
+    matmul::gemm(g, &spec, &y, 1)?;
+    Ok(record(
+        g,
+        y,
+        Op::LinearToCm {
+            x: x.clone(),
+            w: w.clone(),
+            b: b.cloned(),
+        },
+    ))
+}
+
+/// dx, dW and db of `linear_to_cm`: dy [C, N, S] back to [N, C*S], then Linear's backward.
+pub fn linear_to_cm_backward(
+    g: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let dyf = elementwise::swap_leading_axes_raw(g, dy)?.reshape(g, &[x.dim(0), w.dim(0)])?;
+    matmul::matmul_backward(g, x, w, false, true, b, &dyf, needs)
+}
+
+/// Plain-Rust reference of `linear_to_cm`, in f64: x [N, K], w [C*S, K], y [C, N, S].
+pub fn linear_to_cm_cpu(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    (n, k, c, s): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; c * n * s];
+    for ni in 0..n {
+        for f in 0..c * s {
+            let mut acc = b.map_or(0.0, |b| b[f] as f64);
+            for ki in 0..k {
+                acc += x[ni * k + ki] as f64 * w[f * k + ki] as f64;
+            }
+            let (ci, si) = (f / s, f % s);
+            y[(ci * n + ni) * s + si] = acc as f32;
+        }
+    }
+    y
 }
 
 /// Plain-Rust reference of the forward pass, in f64: x [C, N, S], w [O, C*S], y [N, O].

@@ -4,7 +4,9 @@
 //! - `matmul_sg_*` / `matmul_sg16_*` (shaders/matmul_subgroup{,16}_{nn,nt,tn}.wgsl,
 //!   generated): register blocks shared through 8- or 16-wide subgroup broadcasts, for CPU
 //!   adapters such as lavapipe (256- or 512-bit vectors), where it is ~25x faster; its
-//!   `_tex` forms read large operands from texture copies.
+//!   `_tex` forms read large operands from texture copies, its `_narrow` forms take
+//!   products of at most 16 columns, and its `_swap` forms (`Gemm::swap_out`) store C
+//!   with its leading axes swapped, for Linear layers next to channel-major images.
 //!
 //! `gemm` picks the kernel per call (`Gpu::gemm_kernel` says which family the device uses;
 //! the subgroup kernel also needs vec4-aligned operands). Public ops: `matmul`, `matmul_t`
@@ -33,7 +35,8 @@ struct Params {
     batch_b: u32,
     batch_c: u32,
     rows_fastest: u32,
-    _pad: [u32; 2],
+    swap_s: u32,
+    _pad: u32,
     slope: f32,
 }
 
@@ -60,6 +63,9 @@ pub struct Gemm<'a> {
     /// its channel-major output.
     pub row_bias: Option<&'a Tensor>,
     pub act: Act,
+    /// With S > 0, C [M, N = B*S] is stored with its leading axes swapped, as [B, M, S]
+    /// (`swap_leading_axes` of C viewed [M, B, S]); ldc is then unused. No batch or split.
+    pub swap_out: usize,
 }
 
 impl<'a> Gemm<'a> {
@@ -91,6 +97,7 @@ impl<'a> Gemm<'a> {
             bias: None,
             row_bias: None,
             act: Act::Identity,
+            swap_out: 0,
         }
     }
 
@@ -130,8 +137,8 @@ impl<'a> Gemm<'a> {
             && a_ok
             && b_ok
             && self.k.is_multiple_of(4)
-            && self.ldc.is_multiple_of(4)
-            && self.ldc >= self.n.next_multiple_of(4)
+            && (self.swap_out > 0
+                || (self.ldc.is_multiple_of(4) && self.ldc >= self.n.next_multiple_of(4)))
             && strides_ok
             && self.bias.is_none_or(|b| b.numel() % 4 == 0)
             && self.row_bias.is_none_or(|b| b.numel() >= self.m)
@@ -183,8 +190,17 @@ const fn form(
     }
 }
 
-/// (narrow shader, [nn, nt, tn]) for 8 and for 16 lanes.
-const SUBGROUP_FORMS: (&str, [SubgroupForm; 3]) = (
+/// The lane count's module of `Gemm::swap_out` forms and its nn and nt entry points.
+struct SwapForms {
+    stem: &'static str,
+    nn: &'static str,
+    nt: &'static str,
+}
+
+/// (narrow shader, [nn, nt, tn], swap forms) for 8 and for 16 lanes.
+type Forms = (&'static str, [SubgroupForm; 3], SwapForms);
+
+const SUBGROUP_FORMS: Forms = (
     "matmul_subgroup_narrow",
     [
         form(
@@ -206,8 +222,13 @@ const SUBGROUP_FORMS: (&str, [SubgroupForm; 3]) = (
             "matmul_sg_tn_narrow",
         ),
     ],
+    SwapForms {
+        stem: "matmul_subgroup_swap",
+        nn: "matmul_sg_nn_swap",
+        nt: "matmul_sg_nt_swap",
+    },
 );
-const SUBGROUP16_FORMS: (&str, [SubgroupForm; 3]) = (
+const SUBGROUP16_FORMS: Forms = (
     "matmul_subgroup16_narrow",
     [
         form(
@@ -229,10 +250,15 @@ const SUBGROUP16_FORMS: (&str, [SubgroupForm; 3]) = (
             "matmul_sg16_tn_narrow",
         ),
     ],
+    SwapForms {
+        stem: "matmul_subgroup16_swap",
+        nn: "matmul_sg16_nn_swap",
+        nt: "matmul_sg16_nt_swap",
+    },
 );
 
 /// The subgroup GEMM's forms for this device's lane count.
-fn subgroup_forms(g: &Gpu) -> &'static (&'static str, [SubgroupForm; 3]) {
+fn subgroup_forms(g: &Gpu) -> &'static Forms {
     if g.subgroup_lanes() == Some(16) {
         &SUBGROUP16_FORMS
     } else {
@@ -267,6 +293,36 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     if split > 1 && (spec.batch > 1 || epilogue_used) {
         bail!("split-K GEMMs write plain partials: no batch, bias or activation");
     }
+    let swap_s = spec.swap_out;
+    if swap_s > 0 {
+        if split > 1 || spec.batch > 1 || !spec.n.is_multiple_of(swap_s) {
+            bail!(
+                "a GEMM storing C swapped needs one batch, one K slice and N = {} a multiple of S = {swap_s}",
+                spec.n
+            );
+        }
+        // The subgroup kernel's untransposed-A vec4 forms, below the texture threshold,
+        // scatter C themselves; elsewhere C goes through a temporary and the layout copy.
+        let scatter = g.gemm_kernel() == GemmKernel::Subgroup
+            && spec.subgroup_ok(1)
+            && !spec.trans_a
+            && spec.n > NARROW_N
+            && !spec.texture_worthwhile();
+        if !scatter {
+            let c = Tensor::empty(
+                g,
+                &[spec.m, spec.n / swap_s, swap_s],
+                "GEMM before its swap",
+            )?;
+            let plain = Gemm {
+                swap_out: 0,
+                ldc: spec.n,
+                ..*spec
+            };
+            gemm(g, &plain, &c, 1)?;
+            return super::elementwise::swap_leading_axes_into(g, &c, out);
+        }
+    }
     let k_len = if split > 1 {
         spec.k.div_ceil(split).next_multiple_of(8)
     } else {
@@ -289,7 +345,8 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             u(spec.batch_c)
         },
         rows_fastest: 0,
-        _pad: [0; 2],
+        swap_s: u(swap_s),
+        _pad: 0,
         slope: spec.act.code().1,
     };
     // Epilogue constants only when used, so plain GEMMs keep one pipeline per form.
@@ -307,16 +364,23 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     );
     let bias_buf = spec.bias.unwrap_or(spec.a).buffer();
     let row_bias_buf = spec.row_bias.unwrap_or(spec.a).buffer();
+    // Bindings 1-5, then (subgroup vec4 forms) 9 = C's scalar view; 6-8 are textures or
+    // the narrow form's own and are given below where used.
+    let a_buf = spec.a.buffer();
     let buffers = [
-        spec.a.buffer(),
+        a_buf,
         spec.b.buffer(),
         out.buffer(),
         bias_buf,
         row_bias_buf,
+        a_buf,
+        a_buf,
+        a_buf,
+        out.buffer(),
     ];
     let has_bias = spec.bias.is_some() as u64;
     if g.gemm_kernel() == GemmKernel::Subgroup && spec.subgroup_ok(split) {
-        let (narrow_stem, forms) = subgroup_forms(g);
+        let (narrow_stem, forms, swap_forms) = subgroup_forms(g);
         let form = match (spec.trans_a, spec.trans_b) {
             (false, false) => &forms[0],
             (false, true) => &forms[1],
@@ -324,12 +388,31 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         };
         let mut consts = vec![("HAS_BIAS", has_bias)];
         consts.extend(&epilogue);
+        if swap_s > 0 {
+            // Binding 9 is C's scalar view.
+            let entry = if spec.trans_b {
+                swap_forms.nt
+            } else {
+                swap_forms.nn
+            };
+            let grid = [u(spec.n.div_ceil(SG_COLS)), u(spec.m.div_ceil(SG_ROWS)), 1];
+            return launch(
+                g,
+                swap_forms.stem,
+                entry,
+                &consts,
+                &params,
+                &buffers,
+                grid,
+                cost,
+            );
+        }
         if spec.n <= NARROW_N && !spec.texture_worthwhile() {
             // One column per lane; binding 8 is B's scalar view.
             let lanes = g.subgroup_lanes().unwrap_or(8) as usize;
             let grid = [u(spec.n.div_ceil(lanes)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
             let a = spec.a.buffer();
-            let narrow_buffers = [&buffers[..], &[a, a, spec.b.buffer()]].concat();
+            let narrow_buffers = [&buffers[..5], &[a, a, spec.b.buffer()]].concat();
             return launch(
                 g,
                 narrow_stem,
