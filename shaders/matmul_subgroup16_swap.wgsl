@@ -31,9 +31,6 @@ fn load_b_tex(v: u32) -> vec4<f32> {
 }
 //!include act_lib.wgsl
 //!include flat_texture.wgsl
-//!include divmod.wgsl
-// C's scalar view (the same buffer as out).
-@group(0) @binding(9) var<storage, read_write> out_scalar: array<f32>;
 
 fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
     var r = v;
@@ -45,6 +42,9 @@ fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
     }
     return r;
 }
+//!include divmod.wgsl
+// C's scalar view (the same buffer as out), for the scattered stores.
+@group(0) @binding(9) var<storage, read_write> out_scalar: array<f32>;
 
 // op(A) = A, op(B) = B, operands read from storage buffers
 // C stored with its leading axes swapped: [B, M, S], S = p.swap_s (no batch, no split)
