@@ -4,8 +4,11 @@
 //   mse:             l = (x - t)^2                                   dl/dx = 2 (x - t)
 //   softmax_xent:    l_row = logsumexp(x_row) - x_row[label]         dl/dx = softmax(x_row) - onehot(label)
 //   gaussian_kl:     l = -0.5 (1 + lv - mu^2 - exp(lv))              dl/dmu = mu, dl/dlv = 0.5 (exp(lv) - 1)
+//                    on packed statistics x [N, 2Z], row n = (mu[n, 0..Z] | lv[n, 0..Z]), as a
+//                    VAE's encoder emits them: l per element of [N, Z], the gradient [N, 2Z]
 // `scale` is the 1/count of the mean; when use_const_target is set, t = const_target
 // everywhere (the GAN's all-real / all-fake targets need no tensor).
+//!include divmod.wgsl
 
 struct Params {
     n: u32,            // elements (rows for softmax_xent)
@@ -114,22 +117,27 @@ fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     }
 }
 
+// One invocation per latent element (n, j) of [N, Z]; p.n = N*Z, p.cols = Z.
 @compute @workgroup_size(256)
 fn gaussian_kl_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = idx(gid, nwg);
     if (i < p.n) {
-        let mu = x[i];
-        let lv = t[i];
+        let q = divmod(i, p.cols);
+        let at = q.x * 2u * p.cols + q.y;
+        let mu = x[at];
+        let lv = x[at + p.cols];
         out[i] = -0.5 * (1.0 + lv - mu * mu - exp(lv));
     }
 }
 
+// One invocation per statistic (n, c) of [N, 2Z]: mu for c < Z, lv after; p.n = N*2Z.
 @compute @workgroup_size(256)
 fn gaussian_kl_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = idx(gid, nwg);
     if (i < p.n) {
         let s = g[0] * p.scale;
-        out[i] = x[i] * s;
-        out2[i] = 0.5 * (exp(t[i]) - 1.0) * s;
+        let v = x[i];
+        let is_lv = divmod(i, 2u * p.cols).y >= p.cols;
+        out[i] = select(v * s, 0.5 * (exp(v) - 1.0) * s, is_lv);
     }
 }

@@ -12,8 +12,8 @@ use anyhow::Result;
 
 use crate::gpu::Gpu;
 use crate::ops::{
-    activation, batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, linear_cm, loss,
-    matmul, reduce,
+    activation, batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, latent,
+    linear_cm, loss, matmul, reduce,
 };
 use crate::tensor::Tensor;
 
@@ -107,8 +107,11 @@ pub enum Op {
         labels: Tensor,
     },
     GaussianKl {
-        mu: Tensor,
-        logvar: Tensor,
+        stats: Tensor,
+    },
+    Reparameterize {
+        stats: Tensor,
+        eps: Tensor,
     },
     LinearCm {
         x: Tensor,
@@ -162,7 +165,8 @@ impl Op {
                 v
             }
             Op::SoftmaxXent { x, .. } => vec![x],
-            Op::GaussianKl { mu, logvar } => vec![mu, logvar],
+            Op::GaussianKl { stats } => vec![stats],
+            Op::Reparameterize { stats, eps } => vec![stats, eps],
         }
     }
 }
@@ -366,6 +370,12 @@ fn backward_rule(g: &Gpu, op: &Op, dy: &Tensor, needs: &[bool]) -> Result<Vec<Op
         Op::BceWithLogits { x, target } => loss::bce_with_logits_backward(g, x, target, dy, needs)?,
         Op::Mse { x, target } => loss::mse_backward(g, x, target, dy, needs)?,
         Op::SoftmaxXent { x, labels } => vec![Some(loss::softmax_xent_backward(g, x, labels, dy)?)],
-        Op::GaussianKl { mu, logvar } => loss::gaussian_kl_backward(g, mu, logvar, dy)?,
+        Op::GaussianKl { stats } => loss::gaussian_kl_backward(g, stats, dy)?,
+        Op::Reparameterize { stats, eps } => {
+            vec![
+                Some(latent::reparameterize_backward(g, stats, eps, dy)?),
+                None,
+            ]
+        }
     })
 }

@@ -325,7 +325,10 @@ fn losses_match_torch() {
     );
     let mu = f.tensor(&g, 3, "mu").into_param();
     let lv = f.tensor(&g, 3, "logvar").into_param();
-    let l = loss::gaussian_kl(&g, &mu, &lv).unwrap();
+    // The loss reads packed statistics [N, 2Z] (mu | logvar per row), as the VAE's encoder
+    // emits them; the concat's backward hands each half its gradient.
+    let stats = activegen::ops::concat::concat(&g, &[&mu, &lv], 1).unwrap();
+    let l = loss::gaussian_kl(&g, &stats).unwrap();
     assert_golden("kl loss", &l.to_vec(&g), f.data(3, "loss"));
     let grads = tape::backward(&g, &l).unwrap();
     assert_golden(

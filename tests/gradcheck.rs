@@ -6,8 +6,8 @@ mod common;
 
 use activegen::ops::activation::{self, Act};
 use activegen::ops::{
-    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, linear_cm, loss, matmul,
-    reduce,
+    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, latent, linear_cm, loss,
+    matmul, reduce,
 };
 use activegen::tape;
 use activegen::{Gpu, Tensor};
@@ -443,11 +443,18 @@ fn loss_gradients() {
     gradcheck("softmax_xent", &[rand(&mut r, &[5, 4])], &move |g, x| {
         loss::softmax_xent(g, &x[0], &Tensor::from_slice(g, &[5], &labels)?)
     });
-    gradcheck(
-        "gaussian_kl",
-        &[rand(&mut r, &[3, 4]), rand(&mut r, &[3, 4])],
-        &|g, x| loss::gaussian_kl(g, &x[0], &x[1]),
-    );
+    // On packed statistics [N, 2Z] = (mu | logvar), Z = 4 and an odd Z = 3.
+    gradcheck("gaussian_kl", &[rand(&mut r, &[3, 8])], &|g, x| {
+        loss::gaussian_kl(g, &x[0])
+    });
+    gradcheck("gaussian_kl, odd Z", &[rand(&mut r, &[2, 6])], &|g, x| {
+        loss::gaussian_kl(g, &x[0])
+    });
+    // z = mu + eps exp(logvar / 2) with a fixed eps (which gets no gradient).
+    let eps = rand(&mut r, &[5, 3]).1;
+    gradcheck("reparameterize", &[rand(&mut r, &[5, 6])], &move |g, x| {
+        latent::reparameterize(g, &x[0], &Tensor::from_slice(g, &[5, 3], &eps)?)
+    });
 }
 
 #[test]

@@ -6,8 +6,8 @@ mod common;
 
 use activegen::ops::activation::{self, Act};
 use activegen::ops::{
-    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, loss, matmul, optim, reduce,
-    rng,
+    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, latent, loss, matmul, optim,
+    reduce, rng,
 };
 use activegen::tape;
 use activegen::Tensor;
@@ -841,16 +841,29 @@ fn losses_match_cpu() {
             1e-5,
         );
     }
-    let mu = r.vec(3 * 17);
-    let lv = r.vec(3 * 17);
-    let l = loss::gaussian_kl(&g, &t(&g, &[3, 17], &mu), &t(&g, &[3, 17], &lv)).unwrap();
-    let want: f64 = mu
-        .iter()
-        .zip(&lv)
-        .map(|(&m, &v)| -0.5 * (1.0 + v - m * m - v.exp()) as f64)
-        .sum::<f64>()
-        / 3.0;
-    assert_close("gaussian_kl", &l.to_vec(&g), &[want as f32], 1e-5, 1e-5);
+    // The KL and the reparameterised sample on packed statistics [N, 2Z].
+    for (n, z) in [(1, 1), (3, 17), (17, 3), (65, 16)] {
+        let stats = r.vec(n * 2 * z);
+        let eps = r.vec(n * z);
+        let ts = t(&g, &[n, 2 * z], &stats);
+        let l = loss::gaussian_kl(&g, &ts).unwrap();
+        let want = loss::gaussian_kl_cpu(&stats, n);
+        assert_close(
+            &format!("gaussian_kl {n}x{z}"),
+            &l.to_vec(&g),
+            &[want],
+            1e-5,
+            1e-5,
+        );
+        let sample = latent::reparameterize(&g, &ts, &t(&g, &[n, z], &eps)).unwrap();
+        assert_close(
+            &format!("reparameterize {n}x{z}"),
+            &sample.to_vec(&g),
+            &latent::reparameterize_cpu(&stats, &eps, n),
+            1e-5,
+            1e-5,
+        );
+    }
 }
 
 fn optimizer_cpu(

@@ -14,7 +14,7 @@ use super::stages;
 use crate::gpu::Gpu;
 use crate::nn::{BatchNorm, Conv2d, ConvTranspose2d, Init, Linear, Module, Named};
 use crate::ops::activation::{self, Act};
-use crate::ops::{concat, elementwise, linear_cm, loss, rng};
+use crate::ops::{concat, elementwise, latent, linear_cm, loss, rng};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +134,17 @@ impl Vae {
 
     /// x [N, C, R, R] in [-1, 1] -> (mu, logvar), each [N, z].
     pub fn encode(&self, g: &Gpu, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let stats = self.encode_packed(g, x)?;
+        let z = self.cfg.z_dim;
+        Ok((
+            concat::narrow(g, &stats, 1, 0, z)?,
+            concat::narrow(g, &stats, 1, z, z)?,
+        ))
+    }
+
+    /// x -> the packed statistics [N, 2z], row n = (mu[n] | logvar[n]), which the loss's
+    /// sampling and KL read without splitting them.
+    pub fn encode_packed(&self, g: &Gpu, x: &Tensor) -> Result<Tensor> {
         // Channel-major [C, N, H, W] through the convolutions (see ops::conv2d).
         let mut h = elementwise::swap_leading_axes(g, x)?;
         for conv in &self.enc {
@@ -147,12 +158,7 @@ impl Vae {
             (Some(bm), Some(bl)) => Some(concat::concat(g, &[bm, bl], 0)?),
             _ => bail!("the VAE's fc_mu and fc_logvar have biases"),
         };
-        let stats = linear_cm::linear_cm(g, &h, &w, b.as_ref())?;
-        let z = self.cfg.z_dim;
-        Ok((
-            concat::narrow(g, &stats, 1, 0, z)?,
-            concat::narrow(g, &stats, 1, z, z)?,
-        ))
+        linear_cm::linear_cm(g, &h, &w, b.as_ref())
     }
 
     /// z [N, z] -> logits [N, C, R, R].
@@ -184,10 +190,9 @@ impl Vae {
 
     /// The negative ELBO terms on a batch x in [-1, 1]; z = mu + eps * exp(logvar / 2).
     pub fn loss(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<VaeLoss> {
-        let (mu, logvar) = self.encode(g, x)?;
-        let eps = rng::normal(g, mu.shape(), 0.0, 1.0)?;
-        let std = elementwise::exp(g, &elementwise::scale(g, &logvar, 0.5)?)?;
-        let z = elementwise::add(g, &mu, &elementwise::mul(g, &eps, &std)?)?;
+        let stats = self.encode_packed(g, x)?;
+        let eps = rng::normal(g, &[x.dim(0), self.cfg.z_dim], 0.0, 1.0)?;
+        let z = latent::reparameterize(g, &stats, &eps)?;
         let logits = self.decode_logits(g, &z, train)?;
         let pixels = (x.numel() / x.dim(0)) as f32;
         let recon_mean = match self.cfg.recon {
@@ -202,7 +207,7 @@ impl Vae {
             )?,
         };
         let recon = elementwise::scale(g, &recon_mean, pixels)?;
-        let kl = loss::gaussian_kl(g, &mu, &logvar)?;
+        let kl = loss::gaussian_kl(g, &stats)?;
         let total = elementwise::add(g, &recon, &elementwise::scale(g, &kl, self.cfg.beta)?)?;
         Ok(VaeLoss { total, recon, kl })
     }

@@ -3,7 +3,8 @@
 //!   bce_with_logits(x, t) = mean(max(x,0) - x t + log(1 + e^-|x|))
 //!   mse(x, t)             = mean((x - t)^2)
 //!   softmax_xent(x, y)    = mean_rows(logsumexp(x_row) - x_row[y])
-//!   gaussian_kl(mu, lv)   = mean_batch(sum_dims(-0.5 (1 + lv - mu^2 - e^lv)))
+//!   gaussian_kl(stats)    = mean_batch(sum_dims(-0.5 (1 + lv - mu^2 - e^lv))), stats [N, 2Z]
+//!                           packed per row as (mu | lv), the way a VAE's encoder emits them
 
 use anyhow::{bail, Result};
 
@@ -243,23 +244,28 @@ pub fn softmax_xent_backward(g: &Gpu, x: &Tensor, labels: &Tensor, dy: &Tensor) 
     gradient(g, "softmax_xent_backward", x, labels.buffer(), &p, dy, rows)
 }
 
-/// KL(N(mu, e^lv) || N(0, 1)), summed over dims and averaged over the batch (dim 0).
-pub fn gaussian_kl(g: &Gpu, mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
-    if mu.shape() != logvar.shape() {
+/// (N, Z) of packed Gaussian statistics [N, 2Z] (row n = mu[n, ..] | logvar[n, ..]).
+pub fn packed_latent(stats: &Tensor, what: &str) -> Result<(usize, usize)> {
+    if stats.rank() != 2 || stats.dim(1) % 2 != 0 || stats.numel() == 0 {
         bail!(
-            "gaussian_kl: mu {:?} and logvar {:?} differ",
-            mu.shape(),
-            logvar.shape()
+            "{what}: statistics {:?} are not [N, 2Z] (mu | logvar per row)",
+            stats.shape()
         );
     }
-    let n = mu.numel();
-    let batch = mu.dim(0).max(1);
-    let p = params(n, 0, None, 1.0 / batch as f32);
+    Ok((stats.dim(0), stats.dim(1) / 2))
+}
+
+/// KL(N(mu, e^lv) || N(0, 1)), summed over the Z dims and averaged over the batch, from
+/// packed statistics [N, 2Z] (no split into mu and logvar first).
+pub fn gaussian_kl(g: &Gpu, stats: &Tensor) -> Result<Tensor> {
+    let (batch, z) = packed_latent(stats, "gaussian_kl")?;
+    let n = batch * z;
+    let p = params(n, z, None, 1.0 / batch as f32);
     let loss = elementwise_loss(
         g,
         "gaussian_kl_forward",
-        mu,
-        logvar.buffer(),
+        stats,
+        stats.buffer(),
         &p,
         n,
         1.0 / batch as f32,
@@ -268,38 +274,38 @@ pub fn gaussian_kl(g: &Gpu, mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
         g,
         loss,
         Op::GaussianKl {
-            mu: mu.clone(),
-            logvar: logvar.clone(),
+            stats: stats.clone(),
         },
     ))
 }
 
-pub fn gaussian_kl_backward(
-    g: &Gpu,
-    mu: &Tensor,
-    logvar: &Tensor,
-    dy: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let n = mu.numel();
-    let batch = mu.dim(0).max(1);
-    let p = params(n, 0, None, 1.0 / batch as f32);
-    let dmu = Tensor::empty(g, mu.shape(), "kl dmu")?;
-    let dlv = Tensor::empty(g, mu.shape(), "kl dlogvar")?;
-    launch(
+/// dstats [N, 2Z] of `gaussian_kl`: mu s for the means, 0.5 (e^lv - 1) s for the log
+/// variances, s = dy / N.
+pub fn gaussian_kl_backward(g: &Gpu, stats: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let (batch, z) = packed_latent(stats, "gaussian_kl")?;
+    let p = params(stats.numel(), z, None, 1.0 / batch as f32);
+    let dstats = gradient(
         g,
-        "loss",
         "gaussian_kl_backward",
-        &[],
+        stats,
+        stats.buffer(),
         &p,
-        &[
-            mu.buffer(),
-            logvar.buffer(),
-            dy.buffer(),
-            dmu.buffer(),
-            dlv.buffer(),
-        ],
-        grid_1d(n, 256),
-        Cost::bytes(16.0 * n as f64),
+        dy,
+        stats.numel(),
     )?;
-    Ok(vec![Some(dmu), Some(dlv)])
+    Ok(vec![Some(dstats)])
+}
+
+/// Plain-Rust reference of `gaussian_kl` on packed statistics, in f64.
+pub fn gaussian_kl_cpu(stats: &[f32], batch: usize) -> f32 {
+    let z = stats.len() / batch / 2;
+    let mut total = 0.0f64;
+    for n in 0..batch {
+        for j in 0..z {
+            let mu = stats[n * 2 * z + j] as f64;
+            let lv = stats[n * 2 * z + z + j] as f64;
+            total += -0.5 * (1.0 + lv - mu * mu - lv.exp());
+        }
+    }
+    (total / batch as f64) as f32
 }

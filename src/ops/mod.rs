@@ -11,6 +11,7 @@ pub mod conv_subpixel;
 pub mod conv_transpose2d;
 pub mod dropout;
 pub mod elementwise;
+pub mod latent;
 pub mod linear_cm;
 pub mod loss;
 pub mod matmul;
