@@ -246,7 +246,7 @@ pub fn softmax_xent_backward(g: &Gpu, x: &Tensor, labels: &Tensor, dy: &Tensor) 
 
 /// (N, Z) of packed Gaussian statistics [N, 2Z] (row n = mu[n, ..] | logvar[n, ..]).
 pub fn packed_latent(stats: &Tensor, what: &str) -> Result<(usize, usize)> {
-    if stats.rank() != 2 || stats.dim(1) % 2 != 0 || stats.numel() == 0 {
+    if stats.rank() != 2 || !stats.dim(1).is_multiple_of(2) || stats.numel() == 0 {
         bail!(
             "{what}: statistics {:?} are not [N, 2Z] (mu | logvar per row)",
             stats.shape()
