@@ -1525,9 +1525,6 @@ fn build_kernel(
     }
 }
 
-/// Workgroup counts for a 1-d launch of `n` invocations in groups of `wg`, folded into
-/// two dimensions when it exceeds the per-dimension limit. Kernels recover the flat index
-/// as `gid.x + gid.y * num_workgroups.x * wg`.
 /// The smallest height >= h that is not a power of two. llvmpipe compiles a kernel once
 /// per combination of its images' power-of-two-ness (part of its shader variant key, at
 /// 0.4-0.9 s per GEMM on a cold cache), so flat textures are never a power of two high:
@@ -1540,6 +1537,9 @@ fn non_power_of_two(h: u32) -> u32 {
     h
 }
 
+/// Workgroup counts for a 1-d launch of `n` invocations in groups of `wg`, folded into
+/// two dimensions when it exceeds the per-dimension limit. Kernels recover the flat index
+/// as `gid.x + gid.y * num_workgroups.x * wg`.
 pub fn grid_1d(n: usize, wg: usize) -> [u32; 3] {
     let groups = n.div_ceil(wg).max(1);
     if groups <= 65535 {

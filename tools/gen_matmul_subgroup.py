@@ -119,6 +119,20 @@ def a_loads(w, ind, ta, nq, A):
             w(f"{ind}let a{q} = {A(f'ak + min(row0 / 4u + {q}u, alast4)')};")
 
 
+def k_blocks(w, block, begin, end, tail):
+    """The K walk shared by every kernel: blocks of KB from `begin` while they fit before
+    `end`, then one 4-wide tail block (K is a multiple of 4); `block(kb, indent)` writes
+    one block's body."""
+    w(f"    var k0 = {begin};")
+    w(f"    for (; k0 + {KB}u <= {end}; k0 += {KB}u) {{")
+    block(KB, 8)
+    w("    }")
+    w(f"    // K tail: {tail} (K is a multiple of 4).")
+    w(f"    if (k0 < {end}) {{")
+    block(4, 8)
+    w("    }")
+
+
 def broadcast_fmas(w, ind, kb, nq):
     """The multiply-adds of one K block (untransposed A): each row's A values broadcast
     from the lane that loaded them, times the lane's TN vec4s of B values b{kk}_{t}."""
@@ -203,14 +217,7 @@ def entry(ta, tb, tex, swap=False):
                         for t in range(TN):
                             w(f"{ind}c{row}_{t} = fma(vec4<f32>(s{kk}_{q}.{comp}), b{kk}_{t}, c{row}_{t});")
 
-    w("    var k0 = k_begin;")
-    w(f"    for (; k0 + {KB}u <= k_end; k0 += {KB}u) {{")
-    block(KB, 8)
-    w("    }")
-    w("    // K tail: one block of 4 (K is a multiple of 4).")
-    w("    if (k0 < k_end) {")
-    block(4, 8)
-    w("    }")
+    k_blocks(w, block, "k_begin", "k_end", "one block of 4")
     # Epilogue: one vec4 per (row, column group); bias loaded once per column group.
     w("    let cbase = z * p.batch_c / 4u;")
     w("    let ldc4 = p.ldc / 4u;")
@@ -396,14 +403,7 @@ def subpixel_entry(tex):
                 w(f"{ind}let b{kk}_{tt} = vec4<f32>({parts});")
         broadcast_fmas(w, ind, kb, nq)
 
-    w("    var k0 = 0u;")
-    w(f"    for (; k0 + {KB}u <= p.k_total; k0 += {KB}u) {{")
-    block(KB, 8)
-    w("    }")
-    w("    // K tail: one input channel (K is a multiple of 4).")
-    w("    if (k0 < p.k_total) {")
-    block(4, 8)
-    w("    }")
+    k_blocks(w, block, "0u", "p.k_total", "one input channel")
     # Each output lands 2 apart from its neighbour in dx: scalar stores.
     for e in range(ncol):
         w(f"    let oy{e} = 2u * pa{e} + py;")
@@ -496,14 +496,7 @@ def narrow_entry(ta, tb):
                     for e in range(4):
                         w(f"{ind}c{4 * q + e} = fma(s{kk}_{q}.{'xyzw'[e]}, b{kk}, c{4 * q + e});")
 
-    w("    var k0 = k_begin;")
-    w(f"    for (; k0 + {KB}u <= k_end; k0 += {KB}u) {{")
-    block(KB, 8)
-    w("    }")
-    w("    // K tail: one block of 4 (K is a multiple of 4).")
-    w("    if (k0 < k_end) {")
-    block(4, 8)
-    w("    }")
+    k_blocks(w, block, "k_begin", "k_end", "one block of 4")
     w("    let cbase = z * p.batch_c;")
     w("    var bias_v = 0.0;")
     w("    if (HAS_BIAS && col < p.n) {")

@@ -19,6 +19,14 @@ struct Params {
     _pad: [u32; 2],
 }
 
+fn params(rows: usize, z: usize) -> Params {
+    Params {
+        rows: u(rows),
+        z: u(z),
+        _pad: [0; 2],
+    }
+}
+
 /// z [N, Z] = mu + eps * exp(logvar / 2) from stats [N, 2Z] and eps [N, Z], recorded
 /// (eps gets no gradient).
 pub fn reparameterize(g: &Gpu, stats: &Tensor, eps: &Tensor) -> Result<Tensor> {
@@ -31,11 +39,7 @@ pub fn reparameterize(g: &Gpu, stats: &Tensor, eps: &Tensor) -> Result<Tensor> {
         );
     }
     let out = Tensor::empty(g, &[n, z], "latent sample")?;
-    let p = Params {
-        rows: u(n),
-        z: u(z),
-        _pad: [0; 2],
-    };
+    let p = params(n, z);
     let buffers = [stats.buffer(), eps.buffer(), stats.buffer(), out.buffer()];
     launch(
         g,
@@ -66,11 +70,7 @@ pub fn reparameterize_backward(
 ) -> Result<Tensor> {
     let (n, z) = packed_latent(stats, "reparameterize")?;
     let dstats = Tensor::empty(g, stats.shape(), "latent statistics gradient")?;
-    let p = Params {
-        rows: u(n),
-        z: u(z),
-        _pad: [0; 2],
-    };
+    let p = params(n, z);
     let buffers = [stats.buffer(), eps.buffer(), dz.buffer(), dstats.buffer()];
     launch(
         g,
