@@ -299,6 +299,8 @@ pub struct StepResult {
     pub batch: usize,
     /// Building the GEMM pipelines up front, before the first step.
     pub precompile_ms: f64,
+    /// The throw-away step that compiles every kernel up front (train::compile_step_kernels).
+    pub warm_up_ms: f64,
     pub first_step_ms: f64,
     pub ms: f64,
     pub min_ms: f64,
@@ -312,11 +314,12 @@ pub struct StepResult {
 impl StepResult {
     pub fn line(&self, device: &str) -> String {
         format!(
-            "step {:<4} batch {:<4} {}  pipelines {:.0} ms  first step {:.0} ms  median {:.1} ms/step (min {:.1}, recording {:.1})  {:.0} images/s{}",
+            "step {:<4} batch {:<4} {}  pipelines {:.0} ms  warm-up {:.0} ms  first step {:.0} ms  median {:.1} ms/step (min {:.1}, recording {:.1})  {:.0} images/s{}",
             self.model,
             self.batch,
             device,
             self.precompile_ms,
+            self.warm_up_ms,
             self.first_step_ms,
             self.ms,
             self.min_ms,
@@ -330,7 +333,7 @@ impl StepResult {
         serde_json::json!({
             "op": format!("{}_step", self.model), "model": self.model, "batch": self.batch, "device": device,
             "ms": self.ms, "min_ms": self.min_ms, "record_ms": self.record_ms, "first_step_ms": self.first_step_ms,
-            "precompile_ms": self.precompile_ms,
+            "precompile_ms": self.precompile_ms, "warm_up_ms": self.warm_up_ms,
             "images_per_s": self.images_per_s, "gpu_ms": self.gpu_ms,
         })
         .to_string()
@@ -359,6 +362,9 @@ pub fn step_case(
     let t = std::time::Instant::now();
     crate::ops::matmul::precompile_gemms(g)?;
     let precompile_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = std::time::Instant::now();
+    crate::train::compile_step_kernels(g, &cfg, 10)?;
+    let warm_up_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = std::time::Instant::now();
     m.train_step(g, &real, None)?;
     g.sync();
@@ -390,6 +396,7 @@ pub fn step_case(
         model: format!("{model:?}").to_lowercase(),
         batch,
         precompile_ms,
+        warm_up_ms,
         first_step_ms,
         ms,
         min_ms: times[0],

@@ -383,6 +383,8 @@ pub struct Gpu {
     /// `ACTIVEGEN_TRACE`: print every dispatch and texture copy, and while profiling with
     /// timestamps each dispatch's time.
     trace: bool,
+    /// Keys of the one-time set-up work done on this device (`first_time`).
+    done_once: RefCell<std::collections::HashSet<String>>,
 }
 
 impl Gpu {
@@ -484,7 +486,19 @@ impl Gpu {
             subpixel_on: Cell::new(std::env::var("ACTIVEGEN_SUBPIXEL").map_or(true, |v| v != "0")),
             texture_copies: Cell::new(0),
             trace,
+            done_once: RefCell::new(Default::default()),
         })
+    }
+
+    /// How many pipelines have been built on this device (tests: what a step still builds).
+    pub fn kernels_built(&self) -> usize {
+        self.kernels.borrow().len()
+    }
+
+    /// True the first time it is asked with `key` on this device, false afterwards: for
+    /// set-up work done once per process (train::compile_step_kernels).
+    pub fn first_time(&self, key: &str) -> bool {
+        self.done_once.borrow_mut().insert(key.to_string())
     }
 
     /// Whether the subgroup GEMM can run here (subgroups of 8 or 16 lanes).

@@ -228,6 +228,49 @@ pub fn upload_batch(g: &Gpu, ds: &Dataset, idx: &[usize]) -> Result<Tensor> {
     Tensor::from_slice(g, &[idx.len(), ds.channels, ds.height, ds.width], &host)
 }
 
+/// Compiles a training step's kernels before the first step. CPU drivers such as lavapipe
+/// build each kernel's machine code at its first dispatch, not when wgpu creates the
+/// pipeline (and the engine creates its non-GEMM pipelines at first use): on a machine
+/// whose Mesa shader cache is cold that put 4-7 s inside the first step (BENCHMARKS.md).
+/// One throw-away step of a scratch model with the same configuration and batch (so the
+/// same kernels, GEMM forms and texture shapes) does it up front; the device's random
+/// stream is restored, so the run's numbers do not change. Once per process and
+/// configuration; Mesa keeps the machine code on disk, so later processes pay one step.
+pub fn compile_step_kernels(g: &Gpu, cfg: &TrainConfig, num_classes: usize) -> Result<()> {
+    crate::ops::matmul::precompile_gemms(g)?;
+    let key = format!(
+        "train step {:?} batch {} ema {} classes {num_classes} {} {}",
+        cfg.model,
+        cfg.batch,
+        cfg.ema_decay > 0.0,
+        serde_json::to_string(&cfg.gan)?,
+        serde_json::to_string(&cfg.vae)?
+    );
+    if !g.first_time(&key) {
+        return Ok(());
+    }
+    let (channels, res) = match cfg.model {
+        ModelKind::Gan => (cfg.gan.channels, cfg.gan.resolution),
+        ModelKind::Vae => (cfg.vae.channels, cfg.vae.resolution),
+    };
+    let rng_state = g.rng_state();
+    let step = || -> Result<()> {
+        let mut scratch = Model::new(g, cfg, num_classes)?;
+        let real = rng::uniform(g, &[cfg.batch, channels, res, res], -1.0, 1.0)?;
+        let onehot = if scratch.conditional() {
+            Some(one_hot(g, &vec![0; cfg.batch], scratch.num_classes())?)
+        } else {
+            None
+        };
+        scratch.train_step(g, &real, onehot.as_ref())?;
+        g.sync();
+        Ok(())
+    };
+    let result = step();
+    g.set_rng_state(rng_state);
+    result
+}
+
 pub struct GanModel {
     pub gen: Generator,
     pub disc: Discriminator,
@@ -654,7 +697,7 @@ pub fn run_train(
     }
     g.set_seed(cfg.seed);
     let mut model = Model::new(g, cfg, classes)?;
-    crate::ops::matmul::precompile_gemms(g)?;
+    compile_step_kernels(g, cfg, classes)?;
     let mut state = RunState {
         step: 0,
         rng_seed: cfg.seed,

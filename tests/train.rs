@@ -102,6 +102,54 @@ fn a_resumed_vae_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
     );
 }
 
+/// `compile_step_kernels` runs the step's kernels once on a scratch model, up front: the
+/// first real step then builds no pipeline (on lavapipe: compiles no machine code), the
+/// random stream is where it was, and the step's losses are those of a run without it.
+#[test]
+fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_changes_no_number() {
+    for model in [ModelKind::Gan, ModelKind::Vae] {
+        let mut cfg = tiny(model, 1);
+        cfg.gan.num_classes = (model == ModelKind::Gan) as usize;
+        let first_step = |warm_up: bool| {
+            let g = gpu();
+            g.set_seed(cfg.seed);
+            let mut m = train::Model::new(&g, &cfg, 3).unwrap();
+            if warm_up {
+                let rng = g.rng_state();
+                train::compile_step_kernels(&g, &cfg, 3).unwrap();
+                assert_eq!(
+                    g.rng_state(),
+                    rng,
+                    "{model:?}: the warm-up moved the random stream"
+                );
+            }
+            let built = g.kernels_built();
+            let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
+            let onehot =
+                train::one_hot(&g, &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], 3).unwrap();
+            let losses = m
+                .train_step(&g, &real, m.conditional().then_some(&onehot))
+                .unwrap();
+            let values: Vec<u32> = losses.values.iter().map(|v| v.item(&g).to_bits()).collect();
+            (g.kernels_built() - built, values)
+        };
+        let (cold_builds, cold) = first_step(false);
+        let (warm_builds, warm) = first_step(true);
+        assert!(
+            cold_builds > 0,
+            "{model:?}: a step without the warm-up built nothing"
+        );
+        assert_eq!(
+            warm_builds, 0,
+            "{model:?}: the first step after the warm-up built {warm_builds} pipelines"
+        );
+        assert_eq!(
+            cold, warm,
+            "{model:?}: the warm-up changed the first step's losses"
+        );
+    }
+}
+
 #[test]
 fn a_conditional_hinge_gan_trains_and_its_checkpoint_loads_back() {
     let dir = std::env::temp_dir().join(format!("activegen-cond-{}", std::process::id()));

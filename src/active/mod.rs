@@ -245,7 +245,6 @@ pub fn run_active(
     tcfg.seed = cfg.seed;
     g.set_seed(cfg.seed);
     let mut model = Model::new(g, &tcfg, classes)?;
-    crate::ops::matmul::precompile_gemms(g)?;
     // Discriminator snapshots at 1/3, 2/3 and the end of each round's training (GAN).
     let snapshots = new_snapshots(g, &model)?;
     if resume && state_path.exists() {
@@ -339,6 +338,14 @@ pub fn run_active(
         }
         let acquired_ds = pool.data.subset(&st.acquired);
         let batch = tcfg.batch.min(acquired_ds.n);
+        train::compile_step_kernels(
+            g,
+            &TrainConfig {
+                batch,
+                ..tcfg.clone()
+            },
+            classes,
+        )?;
         let mut sampler = Sampler::new(
             cfg.seed ^ (round as u64).wrapping_mul(0x9e37),
             acquired_ds.n,
