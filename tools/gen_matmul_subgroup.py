@@ -12,7 +12,7 @@ checks that the committed shader is up to date (`--check`).
 
 Shape of one workgroup (= one subgroup of LANES lanes):
   rows: BM = LANES*RM, shared through broadcasts; columns: BN = LANES * 4*TN (lane l owns
-  4*TN consecutive columns); K walked in blocks of KB = 8, with a 4-wide tail block.
+  4*TN consecutive columns); K walked in blocks of KB = 8 (k_blocks).
 
 Two lane counts, one file set each: 8 (llvmpipe's 256-bit vectors, entry points
 matmul_sg_*) and 16 (512-bit vectors on AVX-512 CPUs, matmul_sg16_*). The 16-lane block
@@ -106,30 +106,50 @@ def a_row_bases(w, ta, base="(abase / 4u)"):
         w("    let alast4 = (p.m - 1u) / 4u;")
 
 
+def quad(q):
+    """The vec4 index along K of a block's quad q (k0 + 4q .. k0 + 4q + 3), clamped into
+    range (see k_blocks)."""
+    return "k0 / 4u" if q == 0 else "kq1"
+
+
+def krow(kk):
+    """Row k0 + kk of a block along K, clamped into range (see k_blocks)."""
+    return f"k0 + {kk}u" if kk < 4 else f"min(k0 + {kk}u, k_last)"
+
+
+def masked(q, load):
+    """A block's A values of quad q, zero where the quad lies past the end of K."""
+    return load if q == 0 else f"select(vec4<f32>(0.0), {load}, hi)"
+
+
 def a_loads(w, ind, ta, nq, A):
     """One K block's A values: RM rows x nq vec4s per lane, or for Aᵀ lane l's k = k0 + l
-    (clamped into range) across all BM rows as BM/4 vec4s."""
+    (clamped into range) across all BM rows as BM/4 vec4s; zero past the end of K."""
     if not ta:
         for r in range(RM):
             for q in range(nq):
-                w(f"{ind}let a{r}_{q} = {A(f'arow{r} + k0 / 4u + {q}u')};")
+                w(f"{ind}let a{r}_{q} = {masked(q, A(f'arow{r} + {quad(q)}'))};")
     else:
         w(f"{ind}let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;")
+        w(f"{ind}let a_ok = k0 + lane < k_end;")
         for q in range(BM // 4):
-            w(f"{ind}let a{q} = {A(f'ak + min(row0 / 4u + {q}u, alast4)')};")
+            w(f"{ind}let a{q} = select(vec4<f32>(0.0), {A(f'ak + min(row0 / 4u + {q}u, alast4)')}, a_ok);")
 
 
-def k_blocks(w, block, begin, end, tail):
-    """The K walk shared by every kernel: blocks of KB from `begin` while they fit before
-    `end`, then one 4-wide tail block (K is a multiple of 4); `block(kb, indent)` writes
-    one block's body."""
-    w(f"    var k0 = {begin};")
-    w(f"    for (; k0 + {KB}u <= {end}; k0 += {KB}u) {{")
+def k_blocks(w, block, begin, end):
+    """The K walk shared by every kernel: blocks of KB = 8 from `begin` to `end`;
+    `block(kb, indent)` writes one block's body. K is a multiple of 4, so the last block's
+    second quad may lie past `end`: its A values are zeroed (`hi`, `masked`) and its loads
+    clamped into range (`kq1`, `k_last`: `quad`, `krow`), which adds exact zeros. Why not
+    a separate 4-deep tail block: the unrolled body is most of a kernel's code, and
+    lavapipe JIT-compiles each kernel at its first dispatch in time that grows with it (one
+    body: ~22% less, BENCHMARKS.md)."""
+    assert KB == 8
+    w(f"    let k_last = {end} - 1u;")
+    w(f"    for (var k0 = {begin}; k0 < {end}; k0 += {KB}u) {{")
+    w(f"        let hi = k0 + 4u < {end};")
+    w("        let kq1 = min(k0 / 4u + 1u, k_last / 4u);")
     block(KB, 8)
-    w("    }")
-    w(f"    // K tail: {tail} (K is a multiple of 4).")
-    w(f"    if (k0 < {end}) {{")
-    block(4, 8)
     w("    }")
 
 
@@ -192,12 +212,12 @@ def entry(ta, tb, tex, swap=False):
         if not tb:
             for kk in range(kb):
                 for t in range(TN):
-                    w(f"{ind}let b{kk}_{t} = {B(f'bcol{t} + (k0 + {kk}u) * ldb4')};")
+                    w(f"{ind}let b{kk}_{t} = {B(f'bcol{t} + ({krow(kk)}) * ldb4')};")
         else:
             for t in range(TN):
                 for e in range(4):
                     for q in range(nq):
-                        w(f"{ind}let bt{t}_{e}_{q} = {B(f'brow{t}_{e} + k0 / 4u + {q}u')};")
+                        w(f"{ind}let bt{t}_{e}_{q} = {B(f'brow{t}_{e} + {quad(q)}')};")
             for kk in range(kb):
                 comp = "xyzw"[kk % 4]
                 q = kk // 4
@@ -217,7 +237,7 @@ def entry(ta, tb, tex, swap=False):
                         for t in range(TN):
                             w(f"{ind}c{row}_{t} = fma(vec4<f32>(s{kk}_{q}.{comp}), b{kk}_{t}, c{row}_{t});")
 
-    k_blocks(w, block, "k_begin", "k_end", "one block of 4")
+    k_blocks(w, block, "k_begin", "k_end")
     # Epilogue: one vec4 per (row, column group); bias loaded once per column group.
     w("    let cbase = z * p.batch_c / 4u;")
     w("    let ldc4 = p.ldc / 4u;")
@@ -395,7 +415,7 @@ def subpixel_entry(tex):
         a_loads(w, ind, False, nq, A)
         # k = 4 co + tap: a block of 8 covers two input channels, all four taps each.
         for q in range(nq):
-            w(f"{ind}let ch{q} = (k0 / 4u + {q}u) * p.ldb;")
+            w(f"{ind}let ch{q} = ({quad(q)}) * p.ldb;")
         for kk in range(kb):
             q, t = kk // 4, kk % 4
             for tt in range(TN):
@@ -403,7 +423,7 @@ def subpixel_entry(tex):
                 w(f"{ind}let b{kk}_{tt} = vec4<f32>({parts});")
         broadcast_fmas(w, ind, kb, nq)
 
-    k_blocks(w, block, "0u", "p.k_total", "one input channel")
+    k_blocks(w, block, "0u", "p.k_total")
     # Each output lands 2 apart from its neighbour in dx: scalar stores.
     for e in range(ncol):
         w(f"    let oy{e} = 2u * pa{e} + py;")
@@ -475,10 +495,10 @@ def narrow_entry(ta, tb):
         a_loads(w, ind, ta, nq, lambda v: f"a[{v}]")
         if not tb:
             for kk in range(kb):
-                w(f"{ind}let b{kk} = b_scalar[bbase + (k0 + {kk}u) * p.ldb + ccol];")
+                w(f"{ind}let b{kk} = b_scalar[bbase + ({krow(kk)}) * p.ldb + ccol];")
         else:
             for q in range(nq):
-                w(f"{ind}let bt{q} = b[brow + k0 / 4u + {q}u];")
+                w(f"{ind}let bt{q} = b[brow + {quad(q)}];")
             for kk in range(kb):
                 w(f"{ind}let b{kk} = bt{kk // 4}.{'xyzw'[kk % 4]};")
         if not ta:
@@ -496,7 +516,7 @@ def narrow_entry(ta, tb):
                     for e in range(4):
                         w(f"{ind}c{4 * q + e} = fma(s{kk}_{q}.{'xyzw'[e]}, b{kk}, c{4 * q + e});")
 
-    k_blocks(w, block, "k_begin", "k_end", "one block of 4")
+    k_blocks(w, block, "k_begin", "k_end")
     w("    let cbase = z * p.batch_c;")
     w("    var bias_v = 0.0;")
     w("    if (HAS_BIAS && col < p.n) {")
