@@ -12,7 +12,11 @@ checks that the committed shader is up to date (`--check`).
 
 Shape of one workgroup (= one subgroup of LANES lanes):
   rows: BM = LANES*RM, shared through broadcasts; columns: BN = LANES * 4*TN (lane l owns
-  4*TN consecutive columns); K walked in blocks of KB = 8 (k_blocks).
+  4*TN consecutive columns); K walked in blocks of KB = 4 (one vec4 of A per row).
+  KB = 4 rather than 8 (stop 15): as fast (paired GEMM time per step, six alternations:
+  VAE 0.88-1.05x, DCGAN 0.85-1.14x of KB = 8's, medians 0.94 and 0.91) with half the
+  unrolled body and no 4-deep tail block, so lavapipe's JIT at first dispatch is shorter
+  (cold VAE step 8.0-8.2 s -> 4.9 s, DCGAN 4.3-4.9 s -> 3.2 s, BENCHMARKS.md).
 
 Two lane counts, one file set each: 8 (llvmpipe's 256-bit vectors, entry points
 matmul_sg_*) and 16 (512-bit vectors on AVX-512 CPUs, matmul_sg16_*). The 16-lane block
@@ -24,7 +28,7 @@ half as much on narrow products (the VAE's N = 16 weight gradients: VAE step 77 
 import os
 import sys
 
-KB = 8
+KB = 4
 # lanes -> (RM, TN)
 BLOCKS = {8: (4, 2), 16: (2, 1)}
 LANES, RM, TN, BM, BN = 8, 4, 2, 32, 64
@@ -106,49 +110,23 @@ def a_row_bases(w, ta, base="(abase / 4u)"):
         w("    let alast4 = (p.m - 1u) / 4u;")
 
 
-def quad(q):
-    """The vec4 index along K of a block's quad q (k0 + 4q .. k0 + 4q + 3), clamped into
-    range (see k_blocks)."""
-    return "k0 / 4u" if q == 0 else "kq1"
-
-
-def krow(kk):
-    """Row k0 + kk of a block along K, clamped into range (see k_blocks)."""
-    return f"k0 + {kk}u" if kk < 4 else f"min(k0 + {kk}u, k_last)"
-
-
-def masked(q, load):
-    """A block's A values of quad q, zero where the quad lies past the end of K."""
-    return load if q == 0 else f"select(vec4<f32>(0.0), {load}, hi)"
-
-
 def a_loads(w, ind, ta, nq, A):
     """One K block's A values: RM rows x nq vec4s per lane, or for Aᵀ lane l's k = k0 + l
-    (clamped into range) across all BM rows as BM/4 vec4s; zero past the end of K."""
+    (clamped into range) across all BM rows as BM/4 vec4s."""
     if not ta:
         for r in range(RM):
             for q in range(nq):
-                w(f"{ind}let a{r}_{q} = {masked(q, A(f'arow{r} + {quad(q)}'))};")
+                w(f"{ind}let a{r}_{q} = {A(f'arow{r} + k0 / 4u + {q}u')};")
     else:
         w(f"{ind}let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;")
-        w(f"{ind}let a_ok = k0 + lane < k_end;")
         for q in range(BM // 4):
-            w(f"{ind}let a{q} = select(vec4<f32>(0.0), {A(f'ak + min(row0 / 4u + {q}u, alast4)')}, a_ok);")
+            w(f"{ind}let a{q} = {A(f'ak + min(row0 / 4u + {q}u, alast4)')};")
 
 
 def k_blocks(w, block, begin, end):
-    """The K walk shared by every kernel: blocks of KB = 8 from `begin` to `end`;
-    `block(kb, indent)` writes one block's body. K is a multiple of 4, so the last block's
-    second quad may lie past `end`: its A values are zeroed (`hi`, `masked`) and its loads
-    clamped into range (`kq1`, `k_last`: `quad`, `krow`), which adds exact zeros. Why not
-    a separate 4-deep tail block: the unrolled body is most of a kernel's code, and
-    lavapipe JIT-compiles each kernel at its first dispatch in time that grows with it (one
-    body: ~22% less, BENCHMARKS.md)."""
-    assert KB == 8
-    w(f"    let k_last = {end} - 1u;")
+    """The K walk shared by every kernel: blocks of KB = 4 from `begin` to `end` (K is a
+    multiple of 4, so no tail); `block(kb, indent)` writes one block's body."""
     w(f"    for (var k0 = {begin}; k0 < {end}; k0 += {KB}u) {{")
-    w(f"        let hi = k0 + 4u < {end};")
-    w("        let kq1 = min(k0 / 4u + 1u, k_last / 4u);")
     block(KB, 8)
     w("    }")
 
@@ -212,12 +190,12 @@ def entry(ta, tb, tex, swap=False):
         if not tb:
             for kk in range(kb):
                 for t in range(TN):
-                    w(f"{ind}let b{kk}_{t} = {B(f'bcol{t} + ({krow(kk)}) * ldb4')};")
+                    w(f"{ind}let b{kk}_{t} = {B(f'bcol{t} + (k0 + {kk}u) * ldb4')};")
         else:
             for t in range(TN):
                 for e in range(4):
                     for q in range(nq):
-                        w(f"{ind}let bt{t}_{e}_{q} = {B(f'brow{t}_{e} + {quad(q)}')};")
+                        w(f"{ind}let bt{t}_{e}_{q} = {B(f'brow{t}_{e} + k0 / 4u + {q}u')};")
             for kk in range(kb):
                 comp = "xyzw"[kk % 4]
                 q = kk // 4
@@ -415,7 +393,7 @@ def subpixel_entry(tex):
         a_loads(w, ind, False, nq, A)
         # k = 4 co + tap: a block of 8 covers two input channels, all four taps each.
         for q in range(nq):
-            w(f"{ind}let ch{q} = ({quad(q)}) * p.ldb;")
+            w(f"{ind}let ch{q} = (k0 / 4u + {q}u) * p.ldb;")
         for kk in range(kb):
             q, t = kk // 4, kk % 4
             for tt in range(TN):
@@ -495,10 +473,10 @@ def narrow_entry(ta, tb):
         a_loads(w, ind, ta, nq, lambda v: f"a[{v}]")
         if not tb:
             for kk in range(kb):
-                w(f"{ind}let b{kk} = b_scalar[bbase + ({krow(kk)}) * p.ldb + ccol];")
+                w(f"{ind}let b{kk} = b_scalar[bbase + (k0 + {kk}u) * p.ldb + ccol];")
         else:
             for q in range(nq):
-                w(f"{ind}let bt{q} = b[brow + {quad(q)}];")
+                w(f"{ind}let bt{q} = b[brow + k0 / 4u + {q}u];")
             for kk in range(kb):
                 w(f"{ind}let b{kk} = bt{kk // 4}.{'xyzw'[kk % 4]};")
         if not ta:
