@@ -391,7 +391,7 @@ def subpixel_entry(tex):
         ind = " " * indent
         nq = kb // 4
         a_loads(w, ind, False, nq, A)
-        # k = 4 co + tap: a block of 8 covers two input channels, all four taps each.
+        # k = 4 co + tap: a block of 4 is one input channel, all four taps.
         for q in range(nq):
             w(f"{ind}let ch{q} = (k0 / 4u + {q}u) * p.ldb;")
         for kk in range(kb):
