@@ -228,7 +228,7 @@ pub fn upload_batch(g: &Gpu, ds: &Dataset, idx: &[usize]) -> Result<Tensor> {
     Tensor::from_slice(g, &[idx.len(), ds.channels, ds.height, ds.width], &host)
 }
 
-/// Compiles a training step's kernels before the first step. CPU drivers such as lavapipe
+/// Compiles a training step's kernels (and a sample grid's) before the first step. CPU drivers such as lavapipe
 /// build each kernel's machine code at its first dispatch, not when wgpu creates the
 /// pipeline (and the engine creates its non-GEMM pipelines at first use): on a machine
 /// whose Mesa shader cache is cold that put 4-7 s inside the first step (BENCHMARKS.md).
@@ -263,6 +263,9 @@ pub fn compile_step_kernels(g: &Gpu, cfg: &TrainConfig, num_classes: usize) -> R
             None
         };
         scratch.train_step(g, &real, onehot.as_ref())?;
+        // The sample grids that `train` writes along the way run the eval-mode kernels.
+        let (z, labels) = fixed_latents(g, 0, 64, scratch.z_dim(), scratch.num_classes())?;
+        scratch.sample(g, &z, labels.as_ref())?;
         g.sync();
         Ok(())
     };

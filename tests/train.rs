@@ -103,8 +103,9 @@ fn a_resumed_vae_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
 }
 
 /// `compile_step_kernels` runs the step's kernels once on a scratch model, up front: the
-/// first real step then builds no pipeline (on lavapipe: compiles no machine code), the
-/// random stream is where it was, and the step's losses are those of a run without it.
+/// first real step and sample grid then build no pipeline (on lavapipe: compile no machine
+/// code), the random stream is where it was, and the step's losses are those of a run
+/// without it.
 #[test]
 fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_changes_no_number() {
     for model in [ModelKind::Gan, ModelKind::Vae] {
@@ -131,6 +132,9 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
                 .train_step(&g, &real, m.conditional().then_some(&onehot))
                 .unwrap();
             let values: Vec<u32> = losses.values.iter().map(|v| v.item(&g).to_bits()).collect();
+            let (z, labels) = train::fixed_latents(&g, 1, 64, m.z_dim(), m.num_classes()).unwrap();
+            m.sample(&g, &z, labels.as_ref()).unwrap();
+            g.sync();
             (g.kernels_built() - built, values)
         };
         let (cold_builds, cold) = first_step(false);
@@ -141,7 +145,7 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
         );
         assert_eq!(
             warm_builds, 0,
-            "{model:?}: the first step after the warm-up built {warm_builds} pipelines"
+            "{model:?}: the first step and sample after the warm-up built {warm_builds} pipelines"
         );
         assert_eq!(
             cold, warm,
