@@ -228,14 +228,15 @@ pub fn upload_batch(g: &Gpu, ds: &Dataset, idx: &[usize]) -> Result<Tensor> {
     Tensor::from_slice(g, &[idx.len(), ds.channels, ds.height, ds.width], &host)
 }
 
-/// Compiles a training step's kernels (and a sample grid's) before the first step. CPU drivers such as lavapipe
-/// build each kernel's machine code at its first dispatch, not when wgpu creates the
-/// pipeline (and the engine creates its non-GEMM pipelines at first use): on a machine
-/// whose Mesa shader cache is cold that put 4-7 s inside the first step (BENCHMARKS.md).
-/// One throw-away step of a scratch model with the same configuration and batch (so the
-/// same kernels, GEMM forms and texture shapes) does it up front; the device's random
-/// stream is restored, so the run's numbers do not change. Once per process and
-/// configuration; Mesa keeps the machine code on disk, so later processes pay one step.
+/// Compiles a training step's kernels, and a sample grid's, before the first step. CPU
+/// drivers such as lavapipe build a kernel's machine code at its first dispatch, not when
+/// wgpu creates the pipeline (and the engine creates its non-GEMM pipelines at first use):
+/// on a machine whose Mesa shader cache was cold that put 4-12 s inside the first step
+/// (BENCHMARKS.md, stop 15). One throw-away step of a scratch model with the same
+/// configuration and batch (so the same kernels, GEMM forms and texture shapes) and one
+/// 64-image grid do it up front; the device's random stream is restored, so the run's
+/// numbers do not change. Once per process and configuration; Mesa keeps the machine code
+/// on disk, so later processes pay about one step.
 pub fn compile_step_kernels(g: &Gpu, cfg: &TrainConfig, num_classes: usize) -> Result<()> {
     crate::ops::matmul::precompile_gemms(g)?;
     let key = format!(

@@ -738,8 +738,8 @@ pub fn matmul_cpu(
 /// Builds the subgroup GEMM pipelines a training run uses (buffer and texture forms, and
 /// the sub-pixel kernel), in parallel, so the first step does not create them one by one
 /// (see `Gpu::precompile`). lavapipe still JIT-compiles each one's machine code at its
-/// first dispatch (5-8 s over a first step when Mesa's shader cache is cold; Mesa keeps
-/// the result on disk, BENCHMARKS.md). A no-op where the device runs the tiled kernel.
+/// first dispatch, which `train::compile_step_kernels` moves before the first step too.
+/// A no-op where the device runs the tiled kernel.
 pub fn precompile_gemms(g: &Gpu) -> Result<()> {
     if g.gemm_kernel() != GemmKernel::Subgroup {
         return Ok(());
