@@ -701,7 +701,14 @@ pub fn run_train(
     }
     g.set_seed(cfg.seed);
     let mut model = Model::new(g, cfg, classes)?;
+    let t = std::time::Instant::now();
     compile_step_kernels(g, cfg, classes)?;
+    if progress && t.elapsed().as_secs_f64() > 1.0 {
+        eprintln!(
+            "activegen: compiled the step's kernels in {:.1} s (once per machine: the driver keeps them on disk)",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let mut state = RunState {
         step: 0,
         rng_seed: cfg.seed,
