@@ -28,7 +28,6 @@ half as much on narrow products (the VAE's N = 16 weight gradients: VAE step 77 
 import os
 import sys
 
-KB = 4
 # lanes -> (RM, TN)
 BLOCKS = {8: (4, 2), 16: (2, 1)}
 LANES, RM, TN, BM, BN = 8, 4, 2, 32, 64
@@ -110,13 +109,12 @@ def a_row_bases(w, ta, base="(abase / 4u)"):
         w("    let alast4 = (p.m - 1u) / 4u;")
 
 
-def a_loads(w, ind, ta, nq, A):
-    """One K block's A values: RM rows x nq vec4s per lane, or for Aᵀ lane l's k = k0 + l
+def a_loads(w, ind, ta, A):
+    """One K block's A values: RM rows x one vec4 per lane, or for Aᵀ lane l's k = k0 + l
     (clamped into range) across all BM rows as BM/4 vec4s."""
     if not ta:
         for r in range(RM):
-            for q in range(nq):
-                w(f"{ind}let a{r}_{q} = {A(f'arow{r} + k0 / 4u + {q}u')};")
+            w(f"{ind}let a{r}_0 = {A(f'arow{r} + k0 / 4u + 0u')};")
     else:
         w(f"{ind}let ak = abase / 4u + min(k0 + lane, k_end - 1u) * lda4;")
         for q in range(BM // 4):
@@ -124,25 +122,25 @@ def a_loads(w, ind, ta, nq, A):
 
 
 def k_blocks(w, block, begin, end):
-    """The K walk shared by every kernel: blocks of KB = 4 from `begin` to `end` (K is a
-    multiple of 4, so no tail); `block(kb, indent)` writes one block's body."""
-    w(f"    for (var k0 = {begin}; k0 < {end}; k0 += {KB}u) {{")
-    block(KB, 8)
+    """The K walk shared by every kernel: blocks of 4 (one vec4 of A per row) from `begin`
+    to `end`; K is a multiple of 4, so there is no tail. `block(indent)` writes one block's
+    body, k0 .. k0 + 3."""
+    w(f"    for (var k0 = {begin}; k0 < {end}; k0 += 4u) {{")
+    block(8)
     w("    }")
 
 
-def broadcast_fmas(w, ind, kb, nq):
+def broadcast_fmas(w, ind):
     """The multiply-adds of one K block (untransposed A): each row's A values broadcast
     from the lane that loaded them, times the lane's TN vec4s of B values b{kk}_{t}."""
     for r in range(RM):
         for i in range(LANES):
             row = LANES * r + i
-            for q in range(nq):
-                w(f"{ind}let s{row}_{q} = subgroupBroadcast(a{r}_{q}, {i}u);")
-            for kk in range(kb):
-                comp = "xyzw"[kk % 4]
+            w(f"{ind}let s{row}_0 = subgroupBroadcast(a{r}_0, {i}u);")
+            for kk in range(4):
+                comp = "xyzw"[kk]
                 for t in range(TN):
-                    w(f"{ind}c{row}_{t} = fma(vec4<f32>(s{row}_{kk // 4}.{comp}), b{kk}_{t}, c{row}_{t});")
+                    w(f"{ind}c{row}_{t} = fma(vec4<f32>(s{row}_0.{comp}), b{kk}_{t}, c{row}_{t});")
 
 
 def entry(ta, tb, tex, swap=False):
@@ -182,31 +180,28 @@ def entry(ta, tb, tex, swap=False):
             for e in range(4):
                 w(f"    let brow{t}_{e} = bbase / 4u + min(col0 + (lane * {TN}u + {t}u) * 4u + {e}u, p.n - 1u) * ldb4;")
 
-    def block(kb, indent):
+    def block(indent):
         ind = " " * indent
-        nq = kb // 4
-        a_loads(w, ind, ta, nq, A)
+        a_loads(w, ind, ta, A)
         # B loads
         if not tb:
-            for kk in range(kb):
+            for kk in range(4):
                 for t in range(TN):
                     w(f"{ind}let b{kk}_{t} = {B(f'bcol{t} + (k0 + {kk}u) * ldb4')};")
         else:
             for t in range(TN):
                 for e in range(4):
-                    for q in range(nq):
-                        w(f"{ind}let bt{t}_{e}_{q} = {B(f'brow{t}_{e} + k0 / 4u + {q}u')};")
-            for kk in range(kb):
-                comp = "xyzw"[kk % 4]
-                q = kk // 4
+                    w(f"{ind}let bt{t}_{e}_0 = {B(f'brow{t}_{e} + k0 / 4u + 0u')};")
+            for kk in range(4):
+                comp = "xyzw"[kk]
                 for t in range(TN):
-                    parts = ", ".join(f"bt{t}_{e}_{q}.{comp}" for e in range(4))
+                    parts = ", ".join(f"bt{t}_{e}_0.{comp}" for e in range(4))
                     w(f"{ind}let b{kk}_{t} = vec4<f32>({parts});")
         # FMAs with broadcast A values
         if not ta:
-            broadcast_fmas(w, ind, kb, nq)
+            broadcast_fmas(w, ind)
         else:
-            for kk in range(kb):
+            for kk in range(4):
                 for q in range(BM // 4):
                     w(f"{ind}let s{kk}_{q} = subgroupBroadcast(a{q}, {kk}u);")
                     for e in range(4):
@@ -387,19 +382,16 @@ def subpixel_entry(tex):
     A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
     B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
 
-    def block(kb, indent):
+    def block(indent):
         ind = " " * indent
-        nq = kb // 4
-        a_loads(w, ind, False, nq, A)
+        a_loads(w, ind, False, A)
         # k = 4 co + tap: a block of 4 is one input channel, all four taps.
-        for q in range(nq):
-            w(f"{ind}let ch{q} = (k0 / 4u + {q}u) * p.ldb;")
-        for kk in range(kb):
-            q, t = kk // 4, kk % 4
+        w(f"{ind}let ch0 = (k0 / 4u + 0u) * p.ldb;")
+        for t in range(4):
             for tt in range(TN):
-                parts = ", ".join(f"select(0.0, {B(f'ch{q} + o{4 * tt + e}_{t}')}, v{4 * tt + e}_{t})" for e in range(4))
-                w(f"{ind}let b{kk}_{tt} = vec4<f32>({parts});")
-        broadcast_fmas(w, ind, kb, nq)
+                parts = ", ".join(f"select(0.0, {B(f'ch0 + o{4 * tt + e}_{t}')}, v{4 * tt + e}_{t})" for e in range(4))
+                w(f"{ind}let b{t}_{tt} = vec4<f32>({parts});")
+        broadcast_fmas(w, ind)
 
     k_blocks(w, block, "0u", "p.k_total")
     # Each output lands 2 apart from its neighbour in dx: scalar stores.
@@ -467,28 +459,25 @@ def narrow_entry(ta, tb):
     if tb:
         w("    let brow = bbase / 4u + ccol * ldb4;")
 
-    def block(kb, indent):
+    def block(indent):
         ind = " " * indent
-        nq = kb // 4
-        a_loads(w, ind, ta, nq, lambda v: f"a[{v}]")
+        a_loads(w, ind, ta, lambda v: f"a[{v}]")
         if not tb:
-            for kk in range(kb):
+            for kk in range(4):
                 w(f"{ind}let b{kk} = b_scalar[bbase + (k0 + {kk}u) * p.ldb + ccol];")
         else:
-            for q in range(nq):
-                w(f"{ind}let bt{q} = b[brow + k0 / 4u + {q}u];")
-            for kk in range(kb):
-                w(f"{ind}let b{kk} = bt{kk // 4}.{'xyzw'[kk % 4]};")
+            w(f"{ind}let bt0 = b[brow + k0 / 4u + 0u];")
+            for kk in range(4):
+                w(f"{ind}let b{kk} = bt0.{'xyzw'[kk]};")
         if not ta:
             for r in range(RM):
                 for i in range(LANES):
                     row = LANES * r + i
-                    for q in range(nq):
-                        w(f"{ind}let s{row}_{q} = subgroupBroadcast(a{r}_{q}, {i}u);")
-                    for kk in range(kb):
-                        w(f"{ind}c{row} = fma(s{row}_{kk // 4}.{'xyzw'[kk % 4]}, b{kk}, c{row});")
+                    w(f"{ind}let s{row}_0 = subgroupBroadcast(a{r}_0, {i}u);")
+                    for kk in range(4):
+                        w(f"{ind}c{row} = fma(s{row}_0.{'xyzw'[kk]}, b{kk}, c{row});")
         else:
-            for kk in range(kb):
+            for kk in range(4):
                 for q in range(BM // 4):
                     w(f"{ind}let s{kk}_{q} = subgroupBroadcast(a{q}, {kk}u);")
                     for e in range(4):
