@@ -1,7 +1,8 @@
-//! A training step with texture reads on and off (`Gpu::set_texture_reads`), alternating
-//! step by step in one process so that the machine's drift hits both alike. Prints the
-//! median wall time of each and the per-kernel GPU time (timestamps) of each.
-//!   cargo run --release --example step_ab [gan|vae] [STEPS]     (default gan 12)
+//! A training step with one engine switch on and off, alternating step by step in one
+//! process so that the machine's drift hits both alike. Prints the median wall time of each
+//! and the per-kernel GPU time (timestamps) of each. SWITCH: `texture-reads` (default,
+//! `Gpu::set_texture_reads`), `fuse-act-grad` (`Gpu::set_fuse_act_grad`) or `subpixel`.
+//!   cargo run --release --example step_ab [gan|vae] [STEPS] [SWITCH]   (default gan 12)
 use activegen::train::{Model, ModelKind, TrainConfig};
 use std::collections::BTreeMap;
 fn main() -> anyhow::Result<()> {
@@ -13,6 +14,13 @@ fn main() -> anyhow::Result<()> {
         ModelKind::Gan
     };
     let steps: usize = args.get(2).map_or(12, |s| s.parse().unwrap());
+    let switch = args.get(3).map_or("texture-reads", String::as_str);
+    let set = |on: bool| match switch {
+        "texture-reads" => g.set_texture_reads(Some(on)),
+        "fuse-act-grad" => g.set_fuse_act_grad(on),
+        "subpixel" => g.set_subpixel(on),
+        other => panic!("unknown switch {other}: texture-reads, fuse-act-grad or subpixel"),
+    };
     let mut cfg = TrainConfig {
         model,
         ..Default::default()
@@ -25,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let mut kernels: BTreeMap<(bool, String), f64> = BTreeMap::new();
     for i in 0..2 * (steps + 2) {
         let on = i % 2 == 0;
-        g.set_texture_reads(Some(on));
+        set(on);
         let timed = i >= 4;
         if timed {
             g.start_profiling();
@@ -45,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         let gpu: f64 = kernels.iter().filter(|k| k.0 .0 == on).map(|k| k.1).sum();
         println!(
-            "texture reads {on:<5}: median {:6.1} ms/step, min {:6.1}, kernels {gpu:6.1} ms",
+            "{switch} {on:<5}: median {:6.1} ms/step, min {:6.1}, kernels {gpu:6.1} ms",
             v[v.len() / 2],
             v[0]
         );

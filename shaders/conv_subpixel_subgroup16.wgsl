@@ -7,6 +7,8 @@
 // so each phase is a GEMM over K = CO*4 whose B operand is gathered from the input image:
 //   dx[ci, n, 2a+py, 2b+px] = act(row_bias[ci] + sum_(co,ty,tx) Wp[z][ci, (co,ty,tx)] ·
 //                                  dy[co, n, a+py-ty, b+px-tx])    (zero outside dy)
+// or, as a data gradient, that sum times act'(act_y) (ACT_GRAD: act_y is the convolution's
+// input, the output of the activation whose backward pass is fused here).
 // Wp [4, CI, CO*4] is the weight regrouped by phase (conv_subpixel.wgsl). Images are
 // channel-major: dy [CO, ldb] with pixel (n, oy, ox) at (n*OH + oy)*OW + ox, dx [CI, ldc]
 // likewise with H, W. Columns j = (n, a, b) of one phase: N * AH * BW, AH = ceil(H/2).
@@ -29,7 +31,7 @@ struct SubpixelParams {
     ow: u32,
     ldb: u32,     // dy's channel stride (>= N*OH*OW)
     ldc: u32,     // dx's channel stride (N*H*W)
-    slope: f32,   // of ACT = leaky relu
+    slope: f32,   // of ACT or ACT_GRAD = leaky relu
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -67,6 +69,32 @@ fn epilogue1(v: f32, row: u32) -> f32 {
         r = act_apply(r, ACT, p.slope);
     }
     return r;
+}
+
+// Epilogue C *= act'(act_y[i]) at C's stored position i (ACT_GRAD = the activation's code).
+override ACT_GRAD: u32 = 0u;
+@group(0) @binding(8) var<storage, read> act_y: array<f32>;
+
+fn act_grad_at(v: f32, i: u32) -> f32 {
+    if (ACT_GRAD != 0u) {
+        return v * act_grad_from_output(act_y[i], ACT_GRAD, p.slope);
+    }
+    return v;
+}
+
+fn act_grad_factor(i: u32) -> f32 {
+    if (ACT_GRAD != 0u) {
+        return act_grad_from_output(act_y[i], ACT_GRAD, p.slope);
+    }
+    return 1.0;
+}
+@group(0) @binding(9) var act_y_tex: texture_storage_2d<r32float, read>;
+
+fn act_grad_tex_factor(i: u32) -> f32 {
+    if (ACT_GRAD != 0u) {
+        return act_grad_from_output(textureLoad(act_y_tex, flat_texel(i)).x, ACT_GRAD, p.slope);
+    }
+    return 1.0;
 }
 
 // Wp and dy read from the storage buffers
@@ -366,241 +394,405 @@ fn conv_subpixel_sg16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_i
     let ox0 = 2u * pb0 + px;
     let s_ok0 = j0 < p.cols && oy0 < p.h && ox0 < p.w;
     let so0 = (n0 * p.h + oy0) * p.w + ox0;
+    let sc0 = select(0u, so0, s_ok0);
     let oy1 = 2u * pa1 + py;
     let ox1 = 2u * pb1 + px;
     let s_ok1 = j1 < p.cols && oy1 < p.h && ox1 < p.w;
     let so1 = (n1 * p.h + oy1) * p.w + ox1;
+    let sc1 = select(0u, so1, s_ok1);
     let oy2 = 2u * pa2 + py;
     let ox2 = 2u * pb2 + px;
     let s_ok2 = j2 < p.cols && oy2 < p.h && ox2 < p.w;
     let so2 = (n2 * p.h + oy2) * p.w + ox2;
+    let sc2 = select(0u, so2, s_ok2);
     let oy3 = 2u * pa3 + py;
     let ox3 = 2u * pb3 + px;
     let s_ok3 = j3 < p.cols && oy3 < p.h && ox3 < p.w;
     let so3 = (n3 * p.h + oy3) * p.w + ox3;
+    let sc3 = select(0u, so3, s_ok3);
+    let rc0 = min(row0 + 0u, p.m - 1u) * p.ldc;
+    let gf0_0 = act_grad_factor(rc0 + sc0);
+    let gf0_1 = act_grad_factor(rc0 + sc1);
+    let gf0_2 = act_grad_factor(rc0 + sc2);
+    let gf0_3 = act_grad_factor(rc0 + sc3);
     if (row0 + 0u < p.m) {
         let rb = (row0 + 0u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c0_0.x, row0 + 0u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c0_0.y, row0 + 0u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c0_0.z, row0 + 0u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c0_0.w, row0 + 0u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c0_0.x, row0 + 0u) * gf0_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c0_0.y, row0 + 0u) * gf0_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c0_0.z, row0 + 0u) * gf0_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c0_0.w, row0 + 0u) * gf0_3; }
     }
+    let rc1 = min(row0 + 1u, p.m - 1u) * p.ldc;
+    let gf1_0 = act_grad_factor(rc1 + sc0);
+    let gf1_1 = act_grad_factor(rc1 + sc1);
+    let gf1_2 = act_grad_factor(rc1 + sc2);
+    let gf1_3 = act_grad_factor(rc1 + sc3);
     if (row0 + 1u < p.m) {
         let rb = (row0 + 1u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c1_0.x, row0 + 1u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c1_0.y, row0 + 1u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c1_0.z, row0 + 1u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c1_0.w, row0 + 1u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c1_0.x, row0 + 1u) * gf1_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c1_0.y, row0 + 1u) * gf1_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c1_0.z, row0 + 1u) * gf1_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c1_0.w, row0 + 1u) * gf1_3; }
     }
+    let rc2 = min(row0 + 2u, p.m - 1u) * p.ldc;
+    let gf2_0 = act_grad_factor(rc2 + sc0);
+    let gf2_1 = act_grad_factor(rc2 + sc1);
+    let gf2_2 = act_grad_factor(rc2 + sc2);
+    let gf2_3 = act_grad_factor(rc2 + sc3);
     if (row0 + 2u < p.m) {
         let rb = (row0 + 2u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c2_0.x, row0 + 2u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c2_0.y, row0 + 2u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c2_0.z, row0 + 2u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c2_0.w, row0 + 2u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c2_0.x, row0 + 2u) * gf2_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c2_0.y, row0 + 2u) * gf2_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c2_0.z, row0 + 2u) * gf2_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c2_0.w, row0 + 2u) * gf2_3; }
     }
+    let rc3 = min(row0 + 3u, p.m - 1u) * p.ldc;
+    let gf3_0 = act_grad_factor(rc3 + sc0);
+    let gf3_1 = act_grad_factor(rc3 + sc1);
+    let gf3_2 = act_grad_factor(rc3 + sc2);
+    let gf3_3 = act_grad_factor(rc3 + sc3);
     if (row0 + 3u < p.m) {
         let rb = (row0 + 3u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c3_0.x, row0 + 3u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c3_0.y, row0 + 3u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c3_0.z, row0 + 3u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c3_0.w, row0 + 3u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c3_0.x, row0 + 3u) * gf3_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c3_0.y, row0 + 3u) * gf3_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c3_0.z, row0 + 3u) * gf3_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c3_0.w, row0 + 3u) * gf3_3; }
     }
+    let rc4 = min(row0 + 4u, p.m - 1u) * p.ldc;
+    let gf4_0 = act_grad_factor(rc4 + sc0);
+    let gf4_1 = act_grad_factor(rc4 + sc1);
+    let gf4_2 = act_grad_factor(rc4 + sc2);
+    let gf4_3 = act_grad_factor(rc4 + sc3);
     if (row0 + 4u < p.m) {
         let rb = (row0 + 4u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c4_0.x, row0 + 4u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c4_0.y, row0 + 4u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c4_0.z, row0 + 4u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c4_0.w, row0 + 4u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c4_0.x, row0 + 4u) * gf4_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c4_0.y, row0 + 4u) * gf4_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c4_0.z, row0 + 4u) * gf4_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c4_0.w, row0 + 4u) * gf4_3; }
     }
+    let rc5 = min(row0 + 5u, p.m - 1u) * p.ldc;
+    let gf5_0 = act_grad_factor(rc5 + sc0);
+    let gf5_1 = act_grad_factor(rc5 + sc1);
+    let gf5_2 = act_grad_factor(rc5 + sc2);
+    let gf5_3 = act_grad_factor(rc5 + sc3);
     if (row0 + 5u < p.m) {
         let rb = (row0 + 5u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c5_0.x, row0 + 5u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c5_0.y, row0 + 5u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c5_0.z, row0 + 5u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c5_0.w, row0 + 5u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c5_0.x, row0 + 5u) * gf5_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c5_0.y, row0 + 5u) * gf5_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c5_0.z, row0 + 5u) * gf5_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c5_0.w, row0 + 5u) * gf5_3; }
     }
+    let rc6 = min(row0 + 6u, p.m - 1u) * p.ldc;
+    let gf6_0 = act_grad_factor(rc6 + sc0);
+    let gf6_1 = act_grad_factor(rc6 + sc1);
+    let gf6_2 = act_grad_factor(rc6 + sc2);
+    let gf6_3 = act_grad_factor(rc6 + sc3);
     if (row0 + 6u < p.m) {
         let rb = (row0 + 6u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c6_0.x, row0 + 6u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c6_0.y, row0 + 6u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c6_0.z, row0 + 6u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c6_0.w, row0 + 6u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c6_0.x, row0 + 6u) * gf6_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c6_0.y, row0 + 6u) * gf6_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c6_0.z, row0 + 6u) * gf6_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c6_0.w, row0 + 6u) * gf6_3; }
     }
+    let rc7 = min(row0 + 7u, p.m - 1u) * p.ldc;
+    let gf7_0 = act_grad_factor(rc7 + sc0);
+    let gf7_1 = act_grad_factor(rc7 + sc1);
+    let gf7_2 = act_grad_factor(rc7 + sc2);
+    let gf7_3 = act_grad_factor(rc7 + sc3);
     if (row0 + 7u < p.m) {
         let rb = (row0 + 7u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c7_0.x, row0 + 7u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c7_0.y, row0 + 7u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c7_0.z, row0 + 7u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c7_0.w, row0 + 7u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c7_0.x, row0 + 7u) * gf7_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c7_0.y, row0 + 7u) * gf7_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c7_0.z, row0 + 7u) * gf7_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c7_0.w, row0 + 7u) * gf7_3; }
     }
+    let rc8 = min(row0 + 8u, p.m - 1u) * p.ldc;
+    let gf8_0 = act_grad_factor(rc8 + sc0);
+    let gf8_1 = act_grad_factor(rc8 + sc1);
+    let gf8_2 = act_grad_factor(rc8 + sc2);
+    let gf8_3 = act_grad_factor(rc8 + sc3);
     if (row0 + 8u < p.m) {
         let rb = (row0 + 8u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c8_0.x, row0 + 8u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c8_0.y, row0 + 8u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c8_0.z, row0 + 8u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c8_0.w, row0 + 8u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c8_0.x, row0 + 8u) * gf8_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c8_0.y, row0 + 8u) * gf8_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c8_0.z, row0 + 8u) * gf8_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c8_0.w, row0 + 8u) * gf8_3; }
     }
+    let rc9 = min(row0 + 9u, p.m - 1u) * p.ldc;
+    let gf9_0 = act_grad_factor(rc9 + sc0);
+    let gf9_1 = act_grad_factor(rc9 + sc1);
+    let gf9_2 = act_grad_factor(rc9 + sc2);
+    let gf9_3 = act_grad_factor(rc9 + sc3);
     if (row0 + 9u < p.m) {
         let rb = (row0 + 9u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c9_0.x, row0 + 9u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c9_0.y, row0 + 9u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c9_0.z, row0 + 9u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c9_0.w, row0 + 9u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c9_0.x, row0 + 9u) * gf9_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c9_0.y, row0 + 9u) * gf9_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c9_0.z, row0 + 9u) * gf9_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c9_0.w, row0 + 9u) * gf9_3; }
     }
+    let rc10 = min(row0 + 10u, p.m - 1u) * p.ldc;
+    let gf10_0 = act_grad_factor(rc10 + sc0);
+    let gf10_1 = act_grad_factor(rc10 + sc1);
+    let gf10_2 = act_grad_factor(rc10 + sc2);
+    let gf10_3 = act_grad_factor(rc10 + sc3);
     if (row0 + 10u < p.m) {
         let rb = (row0 + 10u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c10_0.x, row0 + 10u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c10_0.y, row0 + 10u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c10_0.z, row0 + 10u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c10_0.w, row0 + 10u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c10_0.x, row0 + 10u) * gf10_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c10_0.y, row0 + 10u) * gf10_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c10_0.z, row0 + 10u) * gf10_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c10_0.w, row0 + 10u) * gf10_3; }
     }
+    let rc11 = min(row0 + 11u, p.m - 1u) * p.ldc;
+    let gf11_0 = act_grad_factor(rc11 + sc0);
+    let gf11_1 = act_grad_factor(rc11 + sc1);
+    let gf11_2 = act_grad_factor(rc11 + sc2);
+    let gf11_3 = act_grad_factor(rc11 + sc3);
     if (row0 + 11u < p.m) {
         let rb = (row0 + 11u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c11_0.x, row0 + 11u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c11_0.y, row0 + 11u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c11_0.z, row0 + 11u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c11_0.w, row0 + 11u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c11_0.x, row0 + 11u) * gf11_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c11_0.y, row0 + 11u) * gf11_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c11_0.z, row0 + 11u) * gf11_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c11_0.w, row0 + 11u) * gf11_3; }
     }
+    let rc12 = min(row0 + 12u, p.m - 1u) * p.ldc;
+    let gf12_0 = act_grad_factor(rc12 + sc0);
+    let gf12_1 = act_grad_factor(rc12 + sc1);
+    let gf12_2 = act_grad_factor(rc12 + sc2);
+    let gf12_3 = act_grad_factor(rc12 + sc3);
     if (row0 + 12u < p.m) {
         let rb = (row0 + 12u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c12_0.x, row0 + 12u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c12_0.y, row0 + 12u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c12_0.z, row0 + 12u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c12_0.w, row0 + 12u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c12_0.x, row0 + 12u) * gf12_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c12_0.y, row0 + 12u) * gf12_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c12_0.z, row0 + 12u) * gf12_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c12_0.w, row0 + 12u) * gf12_3; }
     }
+    let rc13 = min(row0 + 13u, p.m - 1u) * p.ldc;
+    let gf13_0 = act_grad_factor(rc13 + sc0);
+    let gf13_1 = act_grad_factor(rc13 + sc1);
+    let gf13_2 = act_grad_factor(rc13 + sc2);
+    let gf13_3 = act_grad_factor(rc13 + sc3);
     if (row0 + 13u < p.m) {
         let rb = (row0 + 13u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c13_0.x, row0 + 13u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c13_0.y, row0 + 13u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c13_0.z, row0 + 13u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c13_0.w, row0 + 13u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c13_0.x, row0 + 13u) * gf13_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c13_0.y, row0 + 13u) * gf13_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c13_0.z, row0 + 13u) * gf13_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c13_0.w, row0 + 13u) * gf13_3; }
     }
+    let rc14 = min(row0 + 14u, p.m - 1u) * p.ldc;
+    let gf14_0 = act_grad_factor(rc14 + sc0);
+    let gf14_1 = act_grad_factor(rc14 + sc1);
+    let gf14_2 = act_grad_factor(rc14 + sc2);
+    let gf14_3 = act_grad_factor(rc14 + sc3);
     if (row0 + 14u < p.m) {
         let rb = (row0 + 14u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c14_0.x, row0 + 14u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c14_0.y, row0 + 14u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c14_0.z, row0 + 14u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c14_0.w, row0 + 14u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c14_0.x, row0 + 14u) * gf14_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c14_0.y, row0 + 14u) * gf14_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c14_0.z, row0 + 14u) * gf14_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c14_0.w, row0 + 14u) * gf14_3; }
     }
+    let rc15 = min(row0 + 15u, p.m - 1u) * p.ldc;
+    let gf15_0 = act_grad_factor(rc15 + sc0);
+    let gf15_1 = act_grad_factor(rc15 + sc1);
+    let gf15_2 = act_grad_factor(rc15 + sc2);
+    let gf15_3 = act_grad_factor(rc15 + sc3);
     if (row0 + 15u < p.m) {
         let rb = (row0 + 15u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c15_0.x, row0 + 15u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c15_0.y, row0 + 15u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c15_0.z, row0 + 15u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c15_0.w, row0 + 15u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c15_0.x, row0 + 15u) * gf15_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c15_0.y, row0 + 15u) * gf15_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c15_0.z, row0 + 15u) * gf15_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c15_0.w, row0 + 15u) * gf15_3; }
     }
+    let rc16 = min(row0 + 16u, p.m - 1u) * p.ldc;
+    let gf16_0 = act_grad_factor(rc16 + sc0);
+    let gf16_1 = act_grad_factor(rc16 + sc1);
+    let gf16_2 = act_grad_factor(rc16 + sc2);
+    let gf16_3 = act_grad_factor(rc16 + sc3);
     if (row0 + 16u < p.m) {
         let rb = (row0 + 16u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c16_0.x, row0 + 16u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c16_0.y, row0 + 16u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c16_0.z, row0 + 16u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c16_0.w, row0 + 16u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c16_0.x, row0 + 16u) * gf16_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c16_0.y, row0 + 16u) * gf16_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c16_0.z, row0 + 16u) * gf16_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c16_0.w, row0 + 16u) * gf16_3; }
     }
+    let rc17 = min(row0 + 17u, p.m - 1u) * p.ldc;
+    let gf17_0 = act_grad_factor(rc17 + sc0);
+    let gf17_1 = act_grad_factor(rc17 + sc1);
+    let gf17_2 = act_grad_factor(rc17 + sc2);
+    let gf17_3 = act_grad_factor(rc17 + sc3);
     if (row0 + 17u < p.m) {
         let rb = (row0 + 17u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c17_0.x, row0 + 17u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c17_0.y, row0 + 17u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c17_0.z, row0 + 17u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c17_0.w, row0 + 17u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c17_0.x, row0 + 17u) * gf17_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c17_0.y, row0 + 17u) * gf17_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c17_0.z, row0 + 17u) * gf17_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c17_0.w, row0 + 17u) * gf17_3; }
     }
+    let rc18 = min(row0 + 18u, p.m - 1u) * p.ldc;
+    let gf18_0 = act_grad_factor(rc18 + sc0);
+    let gf18_1 = act_grad_factor(rc18 + sc1);
+    let gf18_2 = act_grad_factor(rc18 + sc2);
+    let gf18_3 = act_grad_factor(rc18 + sc3);
     if (row0 + 18u < p.m) {
         let rb = (row0 + 18u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c18_0.x, row0 + 18u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c18_0.y, row0 + 18u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c18_0.z, row0 + 18u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c18_0.w, row0 + 18u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c18_0.x, row0 + 18u) * gf18_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c18_0.y, row0 + 18u) * gf18_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c18_0.z, row0 + 18u) * gf18_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c18_0.w, row0 + 18u) * gf18_3; }
     }
+    let rc19 = min(row0 + 19u, p.m - 1u) * p.ldc;
+    let gf19_0 = act_grad_factor(rc19 + sc0);
+    let gf19_1 = act_grad_factor(rc19 + sc1);
+    let gf19_2 = act_grad_factor(rc19 + sc2);
+    let gf19_3 = act_grad_factor(rc19 + sc3);
     if (row0 + 19u < p.m) {
         let rb = (row0 + 19u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c19_0.x, row0 + 19u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c19_0.y, row0 + 19u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c19_0.z, row0 + 19u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c19_0.w, row0 + 19u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c19_0.x, row0 + 19u) * gf19_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c19_0.y, row0 + 19u) * gf19_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c19_0.z, row0 + 19u) * gf19_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c19_0.w, row0 + 19u) * gf19_3; }
     }
+    let rc20 = min(row0 + 20u, p.m - 1u) * p.ldc;
+    let gf20_0 = act_grad_factor(rc20 + sc0);
+    let gf20_1 = act_grad_factor(rc20 + sc1);
+    let gf20_2 = act_grad_factor(rc20 + sc2);
+    let gf20_3 = act_grad_factor(rc20 + sc3);
     if (row0 + 20u < p.m) {
         let rb = (row0 + 20u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c20_0.x, row0 + 20u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c20_0.y, row0 + 20u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c20_0.z, row0 + 20u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c20_0.w, row0 + 20u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c20_0.x, row0 + 20u) * gf20_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c20_0.y, row0 + 20u) * gf20_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c20_0.z, row0 + 20u) * gf20_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c20_0.w, row0 + 20u) * gf20_3; }
     }
+    let rc21 = min(row0 + 21u, p.m - 1u) * p.ldc;
+    let gf21_0 = act_grad_factor(rc21 + sc0);
+    let gf21_1 = act_grad_factor(rc21 + sc1);
+    let gf21_2 = act_grad_factor(rc21 + sc2);
+    let gf21_3 = act_grad_factor(rc21 + sc3);
     if (row0 + 21u < p.m) {
         let rb = (row0 + 21u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c21_0.x, row0 + 21u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c21_0.y, row0 + 21u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c21_0.z, row0 + 21u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c21_0.w, row0 + 21u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c21_0.x, row0 + 21u) * gf21_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c21_0.y, row0 + 21u) * gf21_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c21_0.z, row0 + 21u) * gf21_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c21_0.w, row0 + 21u) * gf21_3; }
     }
+    let rc22 = min(row0 + 22u, p.m - 1u) * p.ldc;
+    let gf22_0 = act_grad_factor(rc22 + sc0);
+    let gf22_1 = act_grad_factor(rc22 + sc1);
+    let gf22_2 = act_grad_factor(rc22 + sc2);
+    let gf22_3 = act_grad_factor(rc22 + sc3);
     if (row0 + 22u < p.m) {
         let rb = (row0 + 22u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c22_0.x, row0 + 22u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c22_0.y, row0 + 22u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c22_0.z, row0 + 22u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c22_0.w, row0 + 22u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c22_0.x, row0 + 22u) * gf22_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c22_0.y, row0 + 22u) * gf22_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c22_0.z, row0 + 22u) * gf22_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c22_0.w, row0 + 22u) * gf22_3; }
     }
+    let rc23 = min(row0 + 23u, p.m - 1u) * p.ldc;
+    let gf23_0 = act_grad_factor(rc23 + sc0);
+    let gf23_1 = act_grad_factor(rc23 + sc1);
+    let gf23_2 = act_grad_factor(rc23 + sc2);
+    let gf23_3 = act_grad_factor(rc23 + sc3);
     if (row0 + 23u < p.m) {
         let rb = (row0 + 23u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c23_0.x, row0 + 23u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c23_0.y, row0 + 23u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c23_0.z, row0 + 23u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c23_0.w, row0 + 23u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c23_0.x, row0 + 23u) * gf23_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c23_0.y, row0 + 23u) * gf23_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c23_0.z, row0 + 23u) * gf23_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c23_0.w, row0 + 23u) * gf23_3; }
     }
+    let rc24 = min(row0 + 24u, p.m - 1u) * p.ldc;
+    let gf24_0 = act_grad_factor(rc24 + sc0);
+    let gf24_1 = act_grad_factor(rc24 + sc1);
+    let gf24_2 = act_grad_factor(rc24 + sc2);
+    let gf24_3 = act_grad_factor(rc24 + sc3);
     if (row0 + 24u < p.m) {
         let rb = (row0 + 24u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c24_0.x, row0 + 24u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c24_0.y, row0 + 24u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c24_0.z, row0 + 24u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c24_0.w, row0 + 24u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c24_0.x, row0 + 24u) * gf24_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c24_0.y, row0 + 24u) * gf24_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c24_0.z, row0 + 24u) * gf24_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c24_0.w, row0 + 24u) * gf24_3; }
     }
+    let rc25 = min(row0 + 25u, p.m - 1u) * p.ldc;
+    let gf25_0 = act_grad_factor(rc25 + sc0);
+    let gf25_1 = act_grad_factor(rc25 + sc1);
+    let gf25_2 = act_grad_factor(rc25 + sc2);
+    let gf25_3 = act_grad_factor(rc25 + sc3);
     if (row0 + 25u < p.m) {
         let rb = (row0 + 25u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c25_0.x, row0 + 25u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c25_0.y, row0 + 25u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c25_0.z, row0 + 25u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c25_0.w, row0 + 25u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c25_0.x, row0 + 25u) * gf25_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c25_0.y, row0 + 25u) * gf25_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c25_0.z, row0 + 25u) * gf25_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c25_0.w, row0 + 25u) * gf25_3; }
     }
+    let rc26 = min(row0 + 26u, p.m - 1u) * p.ldc;
+    let gf26_0 = act_grad_factor(rc26 + sc0);
+    let gf26_1 = act_grad_factor(rc26 + sc1);
+    let gf26_2 = act_grad_factor(rc26 + sc2);
+    let gf26_3 = act_grad_factor(rc26 + sc3);
     if (row0 + 26u < p.m) {
         let rb = (row0 + 26u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c26_0.x, row0 + 26u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c26_0.y, row0 + 26u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c26_0.z, row0 + 26u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c26_0.w, row0 + 26u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c26_0.x, row0 + 26u) * gf26_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c26_0.y, row0 + 26u) * gf26_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c26_0.z, row0 + 26u) * gf26_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c26_0.w, row0 + 26u) * gf26_3; }
     }
+    let rc27 = min(row0 + 27u, p.m - 1u) * p.ldc;
+    let gf27_0 = act_grad_factor(rc27 + sc0);
+    let gf27_1 = act_grad_factor(rc27 + sc1);
+    let gf27_2 = act_grad_factor(rc27 + sc2);
+    let gf27_3 = act_grad_factor(rc27 + sc3);
     if (row0 + 27u < p.m) {
         let rb = (row0 + 27u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c27_0.x, row0 + 27u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c27_0.y, row0 + 27u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c27_0.z, row0 + 27u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c27_0.w, row0 + 27u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c27_0.x, row0 + 27u) * gf27_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c27_0.y, row0 + 27u) * gf27_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c27_0.z, row0 + 27u) * gf27_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c27_0.w, row0 + 27u) * gf27_3; }
     }
+    let rc28 = min(row0 + 28u, p.m - 1u) * p.ldc;
+    let gf28_0 = act_grad_factor(rc28 + sc0);
+    let gf28_1 = act_grad_factor(rc28 + sc1);
+    let gf28_2 = act_grad_factor(rc28 + sc2);
+    let gf28_3 = act_grad_factor(rc28 + sc3);
     if (row0 + 28u < p.m) {
         let rb = (row0 + 28u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c28_0.x, row0 + 28u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c28_0.y, row0 + 28u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c28_0.z, row0 + 28u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c28_0.w, row0 + 28u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c28_0.x, row0 + 28u) * gf28_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c28_0.y, row0 + 28u) * gf28_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c28_0.z, row0 + 28u) * gf28_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c28_0.w, row0 + 28u) * gf28_3; }
     }
+    let rc29 = min(row0 + 29u, p.m - 1u) * p.ldc;
+    let gf29_0 = act_grad_factor(rc29 + sc0);
+    let gf29_1 = act_grad_factor(rc29 + sc1);
+    let gf29_2 = act_grad_factor(rc29 + sc2);
+    let gf29_3 = act_grad_factor(rc29 + sc3);
     if (row0 + 29u < p.m) {
         let rb = (row0 + 29u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c29_0.x, row0 + 29u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c29_0.y, row0 + 29u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c29_0.z, row0 + 29u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c29_0.w, row0 + 29u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c29_0.x, row0 + 29u) * gf29_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c29_0.y, row0 + 29u) * gf29_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c29_0.z, row0 + 29u) * gf29_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c29_0.w, row0 + 29u) * gf29_3; }
     }
+    let rc30 = min(row0 + 30u, p.m - 1u) * p.ldc;
+    let gf30_0 = act_grad_factor(rc30 + sc0);
+    let gf30_1 = act_grad_factor(rc30 + sc1);
+    let gf30_2 = act_grad_factor(rc30 + sc2);
+    let gf30_3 = act_grad_factor(rc30 + sc3);
     if (row0 + 30u < p.m) {
         let rb = (row0 + 30u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c30_0.x, row0 + 30u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c30_0.y, row0 + 30u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c30_0.z, row0 + 30u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c30_0.w, row0 + 30u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c30_0.x, row0 + 30u) * gf30_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c30_0.y, row0 + 30u) * gf30_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c30_0.z, row0 + 30u) * gf30_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c30_0.w, row0 + 30u) * gf30_3; }
     }
+    let rc31 = min(row0 + 31u, p.m - 1u) * p.ldc;
+    let gf31_0 = act_grad_factor(rc31 + sc0);
+    let gf31_1 = act_grad_factor(rc31 + sc1);
+    let gf31_2 = act_grad_factor(rc31 + sc2);
+    let gf31_3 = act_grad_factor(rc31 + sc3);
     if (row0 + 31u < p.m) {
         let rb = (row0 + 31u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c31_0.x, row0 + 31u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c31_0.y, row0 + 31u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c31_0.z, row0 + 31u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c31_0.w, row0 + 31u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c31_0.x, row0 + 31u) * gf31_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c31_0.y, row0 + 31u) * gf31_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c31_0.z, row0 + 31u) * gf31_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c31_0.w, row0 + 31u) * gf31_3; }
     }
 }
 
@@ -901,240 +1093,404 @@ fn conv_subpixel_sg16_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgro
     let ox0 = 2u * pb0 + px;
     let s_ok0 = j0 < p.cols && oy0 < p.h && ox0 < p.w;
     let so0 = (n0 * p.h + oy0) * p.w + ox0;
+    let sc0 = select(0u, so0, s_ok0);
     let oy1 = 2u * pa1 + py;
     let ox1 = 2u * pb1 + px;
     let s_ok1 = j1 < p.cols && oy1 < p.h && ox1 < p.w;
     let so1 = (n1 * p.h + oy1) * p.w + ox1;
+    let sc1 = select(0u, so1, s_ok1);
     let oy2 = 2u * pa2 + py;
     let ox2 = 2u * pb2 + px;
     let s_ok2 = j2 < p.cols && oy2 < p.h && ox2 < p.w;
     let so2 = (n2 * p.h + oy2) * p.w + ox2;
+    let sc2 = select(0u, so2, s_ok2);
     let oy3 = 2u * pa3 + py;
     let ox3 = 2u * pb3 + px;
     let s_ok3 = j3 < p.cols && oy3 < p.h && ox3 < p.w;
     let so3 = (n3 * p.h + oy3) * p.w + ox3;
+    let sc3 = select(0u, so3, s_ok3);
+    let rc0 = min(row0 + 0u, p.m - 1u) * p.ldc;
+    let gf0_0 = act_grad_tex_factor(rc0 + sc0);
+    let gf0_1 = act_grad_tex_factor(rc0 + sc1);
+    let gf0_2 = act_grad_tex_factor(rc0 + sc2);
+    let gf0_3 = act_grad_tex_factor(rc0 + sc3);
     if (row0 + 0u < p.m) {
         let rb = (row0 + 0u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c0_0.x, row0 + 0u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c0_0.y, row0 + 0u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c0_0.z, row0 + 0u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c0_0.w, row0 + 0u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c0_0.x, row0 + 0u) * gf0_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c0_0.y, row0 + 0u) * gf0_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c0_0.z, row0 + 0u) * gf0_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c0_0.w, row0 + 0u) * gf0_3; }
     }
+    let rc1 = min(row0 + 1u, p.m - 1u) * p.ldc;
+    let gf1_0 = act_grad_tex_factor(rc1 + sc0);
+    let gf1_1 = act_grad_tex_factor(rc1 + sc1);
+    let gf1_2 = act_grad_tex_factor(rc1 + sc2);
+    let gf1_3 = act_grad_tex_factor(rc1 + sc3);
     if (row0 + 1u < p.m) {
         let rb = (row0 + 1u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c1_0.x, row0 + 1u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c1_0.y, row0 + 1u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c1_0.z, row0 + 1u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c1_0.w, row0 + 1u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c1_0.x, row0 + 1u) * gf1_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c1_0.y, row0 + 1u) * gf1_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c1_0.z, row0 + 1u) * gf1_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c1_0.w, row0 + 1u) * gf1_3; }
     }
+    let rc2 = min(row0 + 2u, p.m - 1u) * p.ldc;
+    let gf2_0 = act_grad_tex_factor(rc2 + sc0);
+    let gf2_1 = act_grad_tex_factor(rc2 + sc1);
+    let gf2_2 = act_grad_tex_factor(rc2 + sc2);
+    let gf2_3 = act_grad_tex_factor(rc2 + sc3);
     if (row0 + 2u < p.m) {
         let rb = (row0 + 2u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c2_0.x, row0 + 2u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c2_0.y, row0 + 2u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c2_0.z, row0 + 2u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c2_0.w, row0 + 2u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c2_0.x, row0 + 2u) * gf2_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c2_0.y, row0 + 2u) * gf2_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c2_0.z, row0 + 2u) * gf2_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c2_0.w, row0 + 2u) * gf2_3; }
     }
+    let rc3 = min(row0 + 3u, p.m - 1u) * p.ldc;
+    let gf3_0 = act_grad_tex_factor(rc3 + sc0);
+    let gf3_1 = act_grad_tex_factor(rc3 + sc1);
+    let gf3_2 = act_grad_tex_factor(rc3 + sc2);
+    let gf3_3 = act_grad_tex_factor(rc3 + sc3);
     if (row0 + 3u < p.m) {
         let rb = (row0 + 3u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c3_0.x, row0 + 3u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c3_0.y, row0 + 3u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c3_0.z, row0 + 3u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c3_0.w, row0 + 3u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c3_0.x, row0 + 3u) * gf3_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c3_0.y, row0 + 3u) * gf3_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c3_0.z, row0 + 3u) * gf3_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c3_0.w, row0 + 3u) * gf3_3; }
     }
+    let rc4 = min(row0 + 4u, p.m - 1u) * p.ldc;
+    let gf4_0 = act_grad_tex_factor(rc4 + sc0);
+    let gf4_1 = act_grad_tex_factor(rc4 + sc1);
+    let gf4_2 = act_grad_tex_factor(rc4 + sc2);
+    let gf4_3 = act_grad_tex_factor(rc4 + sc3);
     if (row0 + 4u < p.m) {
         let rb = (row0 + 4u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c4_0.x, row0 + 4u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c4_0.y, row0 + 4u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c4_0.z, row0 + 4u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c4_0.w, row0 + 4u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c4_0.x, row0 + 4u) * gf4_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c4_0.y, row0 + 4u) * gf4_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c4_0.z, row0 + 4u) * gf4_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c4_0.w, row0 + 4u) * gf4_3; }
     }
+    let rc5 = min(row0 + 5u, p.m - 1u) * p.ldc;
+    let gf5_0 = act_grad_tex_factor(rc5 + sc0);
+    let gf5_1 = act_grad_tex_factor(rc5 + sc1);
+    let gf5_2 = act_grad_tex_factor(rc5 + sc2);
+    let gf5_3 = act_grad_tex_factor(rc5 + sc3);
     if (row0 + 5u < p.m) {
         let rb = (row0 + 5u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c5_0.x, row0 + 5u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c5_0.y, row0 + 5u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c5_0.z, row0 + 5u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c5_0.w, row0 + 5u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c5_0.x, row0 + 5u) * gf5_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c5_0.y, row0 + 5u) * gf5_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c5_0.z, row0 + 5u) * gf5_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c5_0.w, row0 + 5u) * gf5_3; }
     }
+    let rc6 = min(row0 + 6u, p.m - 1u) * p.ldc;
+    let gf6_0 = act_grad_tex_factor(rc6 + sc0);
+    let gf6_1 = act_grad_tex_factor(rc6 + sc1);
+    let gf6_2 = act_grad_tex_factor(rc6 + sc2);
+    let gf6_3 = act_grad_tex_factor(rc6 + sc3);
     if (row0 + 6u < p.m) {
         let rb = (row0 + 6u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c6_0.x, row0 + 6u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c6_0.y, row0 + 6u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c6_0.z, row0 + 6u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c6_0.w, row0 + 6u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c6_0.x, row0 + 6u) * gf6_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c6_0.y, row0 + 6u) * gf6_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c6_0.z, row0 + 6u) * gf6_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c6_0.w, row0 + 6u) * gf6_3; }
     }
+    let rc7 = min(row0 + 7u, p.m - 1u) * p.ldc;
+    let gf7_0 = act_grad_tex_factor(rc7 + sc0);
+    let gf7_1 = act_grad_tex_factor(rc7 + sc1);
+    let gf7_2 = act_grad_tex_factor(rc7 + sc2);
+    let gf7_3 = act_grad_tex_factor(rc7 + sc3);
     if (row0 + 7u < p.m) {
         let rb = (row0 + 7u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c7_0.x, row0 + 7u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c7_0.y, row0 + 7u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c7_0.z, row0 + 7u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c7_0.w, row0 + 7u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c7_0.x, row0 + 7u) * gf7_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c7_0.y, row0 + 7u) * gf7_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c7_0.z, row0 + 7u) * gf7_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c7_0.w, row0 + 7u) * gf7_3; }
     }
+    let rc8 = min(row0 + 8u, p.m - 1u) * p.ldc;
+    let gf8_0 = act_grad_tex_factor(rc8 + sc0);
+    let gf8_1 = act_grad_tex_factor(rc8 + sc1);
+    let gf8_2 = act_grad_tex_factor(rc8 + sc2);
+    let gf8_3 = act_grad_tex_factor(rc8 + sc3);
     if (row0 + 8u < p.m) {
         let rb = (row0 + 8u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c8_0.x, row0 + 8u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c8_0.y, row0 + 8u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c8_0.z, row0 + 8u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c8_0.w, row0 + 8u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c8_0.x, row0 + 8u) * gf8_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c8_0.y, row0 + 8u) * gf8_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c8_0.z, row0 + 8u) * gf8_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c8_0.w, row0 + 8u) * gf8_3; }
     }
+    let rc9 = min(row0 + 9u, p.m - 1u) * p.ldc;
+    let gf9_0 = act_grad_tex_factor(rc9 + sc0);
+    let gf9_1 = act_grad_tex_factor(rc9 + sc1);
+    let gf9_2 = act_grad_tex_factor(rc9 + sc2);
+    let gf9_3 = act_grad_tex_factor(rc9 + sc3);
     if (row0 + 9u < p.m) {
         let rb = (row0 + 9u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c9_0.x, row0 + 9u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c9_0.y, row0 + 9u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c9_0.z, row0 + 9u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c9_0.w, row0 + 9u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c9_0.x, row0 + 9u) * gf9_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c9_0.y, row0 + 9u) * gf9_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c9_0.z, row0 + 9u) * gf9_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c9_0.w, row0 + 9u) * gf9_3; }
     }
+    let rc10 = min(row0 + 10u, p.m - 1u) * p.ldc;
+    let gf10_0 = act_grad_tex_factor(rc10 + sc0);
+    let gf10_1 = act_grad_tex_factor(rc10 + sc1);
+    let gf10_2 = act_grad_tex_factor(rc10 + sc2);
+    let gf10_3 = act_grad_tex_factor(rc10 + sc3);
     if (row0 + 10u < p.m) {
         let rb = (row0 + 10u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c10_0.x, row0 + 10u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c10_0.y, row0 + 10u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c10_0.z, row0 + 10u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c10_0.w, row0 + 10u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c10_0.x, row0 + 10u) * gf10_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c10_0.y, row0 + 10u) * gf10_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c10_0.z, row0 + 10u) * gf10_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c10_0.w, row0 + 10u) * gf10_3; }
     }
+    let rc11 = min(row0 + 11u, p.m - 1u) * p.ldc;
+    let gf11_0 = act_grad_tex_factor(rc11 + sc0);
+    let gf11_1 = act_grad_tex_factor(rc11 + sc1);
+    let gf11_2 = act_grad_tex_factor(rc11 + sc2);
+    let gf11_3 = act_grad_tex_factor(rc11 + sc3);
     if (row0 + 11u < p.m) {
         let rb = (row0 + 11u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c11_0.x, row0 + 11u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c11_0.y, row0 + 11u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c11_0.z, row0 + 11u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c11_0.w, row0 + 11u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c11_0.x, row0 + 11u) * gf11_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c11_0.y, row0 + 11u) * gf11_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c11_0.z, row0 + 11u) * gf11_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c11_0.w, row0 + 11u) * gf11_3; }
     }
+    let rc12 = min(row0 + 12u, p.m - 1u) * p.ldc;
+    let gf12_0 = act_grad_tex_factor(rc12 + sc0);
+    let gf12_1 = act_grad_tex_factor(rc12 + sc1);
+    let gf12_2 = act_grad_tex_factor(rc12 + sc2);
+    let gf12_3 = act_grad_tex_factor(rc12 + sc3);
     if (row0 + 12u < p.m) {
         let rb = (row0 + 12u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c12_0.x, row0 + 12u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c12_0.y, row0 + 12u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c12_0.z, row0 + 12u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c12_0.w, row0 + 12u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c12_0.x, row0 + 12u) * gf12_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c12_0.y, row0 + 12u) * gf12_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c12_0.z, row0 + 12u) * gf12_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c12_0.w, row0 + 12u) * gf12_3; }
     }
+    let rc13 = min(row0 + 13u, p.m - 1u) * p.ldc;
+    let gf13_0 = act_grad_tex_factor(rc13 + sc0);
+    let gf13_1 = act_grad_tex_factor(rc13 + sc1);
+    let gf13_2 = act_grad_tex_factor(rc13 + sc2);
+    let gf13_3 = act_grad_tex_factor(rc13 + sc3);
     if (row0 + 13u < p.m) {
         let rb = (row0 + 13u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c13_0.x, row0 + 13u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c13_0.y, row0 + 13u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c13_0.z, row0 + 13u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c13_0.w, row0 + 13u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c13_0.x, row0 + 13u) * gf13_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c13_0.y, row0 + 13u) * gf13_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c13_0.z, row0 + 13u) * gf13_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c13_0.w, row0 + 13u) * gf13_3; }
     }
+    let rc14 = min(row0 + 14u, p.m - 1u) * p.ldc;
+    let gf14_0 = act_grad_tex_factor(rc14 + sc0);
+    let gf14_1 = act_grad_tex_factor(rc14 + sc1);
+    let gf14_2 = act_grad_tex_factor(rc14 + sc2);
+    let gf14_3 = act_grad_tex_factor(rc14 + sc3);
     if (row0 + 14u < p.m) {
         let rb = (row0 + 14u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c14_0.x, row0 + 14u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c14_0.y, row0 + 14u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c14_0.z, row0 + 14u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c14_0.w, row0 + 14u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c14_0.x, row0 + 14u) * gf14_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c14_0.y, row0 + 14u) * gf14_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c14_0.z, row0 + 14u) * gf14_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c14_0.w, row0 + 14u) * gf14_3; }
     }
+    let rc15 = min(row0 + 15u, p.m - 1u) * p.ldc;
+    let gf15_0 = act_grad_tex_factor(rc15 + sc0);
+    let gf15_1 = act_grad_tex_factor(rc15 + sc1);
+    let gf15_2 = act_grad_tex_factor(rc15 + sc2);
+    let gf15_3 = act_grad_tex_factor(rc15 + sc3);
     if (row0 + 15u < p.m) {
         let rb = (row0 + 15u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c15_0.x, row0 + 15u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c15_0.y, row0 + 15u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c15_0.z, row0 + 15u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c15_0.w, row0 + 15u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c15_0.x, row0 + 15u) * gf15_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c15_0.y, row0 + 15u) * gf15_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c15_0.z, row0 + 15u) * gf15_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c15_0.w, row0 + 15u) * gf15_3; }
     }
+    let rc16 = min(row0 + 16u, p.m - 1u) * p.ldc;
+    let gf16_0 = act_grad_tex_factor(rc16 + sc0);
+    let gf16_1 = act_grad_tex_factor(rc16 + sc1);
+    let gf16_2 = act_grad_tex_factor(rc16 + sc2);
+    let gf16_3 = act_grad_tex_factor(rc16 + sc3);
     if (row0 + 16u < p.m) {
         let rb = (row0 + 16u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c16_0.x, row0 + 16u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c16_0.y, row0 + 16u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c16_0.z, row0 + 16u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c16_0.w, row0 + 16u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c16_0.x, row0 + 16u) * gf16_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c16_0.y, row0 + 16u) * gf16_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c16_0.z, row0 + 16u) * gf16_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c16_0.w, row0 + 16u) * gf16_3; }
     }
+    let rc17 = min(row0 + 17u, p.m - 1u) * p.ldc;
+    let gf17_0 = act_grad_tex_factor(rc17 + sc0);
+    let gf17_1 = act_grad_tex_factor(rc17 + sc1);
+    let gf17_2 = act_grad_tex_factor(rc17 + sc2);
+    let gf17_3 = act_grad_tex_factor(rc17 + sc3);
     if (row0 + 17u < p.m) {
         let rb = (row0 + 17u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c17_0.x, row0 + 17u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c17_0.y, row0 + 17u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c17_0.z, row0 + 17u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c17_0.w, row0 + 17u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c17_0.x, row0 + 17u) * gf17_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c17_0.y, row0 + 17u) * gf17_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c17_0.z, row0 + 17u) * gf17_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c17_0.w, row0 + 17u) * gf17_3; }
     }
+    let rc18 = min(row0 + 18u, p.m - 1u) * p.ldc;
+    let gf18_0 = act_grad_tex_factor(rc18 + sc0);
+    let gf18_1 = act_grad_tex_factor(rc18 + sc1);
+    let gf18_2 = act_grad_tex_factor(rc18 + sc2);
+    let gf18_3 = act_grad_tex_factor(rc18 + sc3);
     if (row0 + 18u < p.m) {
         let rb = (row0 + 18u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c18_0.x, row0 + 18u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c18_0.y, row0 + 18u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c18_0.z, row0 + 18u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c18_0.w, row0 + 18u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c18_0.x, row0 + 18u) * gf18_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c18_0.y, row0 + 18u) * gf18_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c18_0.z, row0 + 18u) * gf18_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c18_0.w, row0 + 18u) * gf18_3; }
     }
+    let rc19 = min(row0 + 19u, p.m - 1u) * p.ldc;
+    let gf19_0 = act_grad_tex_factor(rc19 + sc0);
+    let gf19_1 = act_grad_tex_factor(rc19 + sc1);
+    let gf19_2 = act_grad_tex_factor(rc19 + sc2);
+    let gf19_3 = act_grad_tex_factor(rc19 + sc3);
     if (row0 + 19u < p.m) {
         let rb = (row0 + 19u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c19_0.x, row0 + 19u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c19_0.y, row0 + 19u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c19_0.z, row0 + 19u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c19_0.w, row0 + 19u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c19_0.x, row0 + 19u) * gf19_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c19_0.y, row0 + 19u) * gf19_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c19_0.z, row0 + 19u) * gf19_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c19_0.w, row0 + 19u) * gf19_3; }
     }
+    let rc20 = min(row0 + 20u, p.m - 1u) * p.ldc;
+    let gf20_0 = act_grad_tex_factor(rc20 + sc0);
+    let gf20_1 = act_grad_tex_factor(rc20 + sc1);
+    let gf20_2 = act_grad_tex_factor(rc20 + sc2);
+    let gf20_3 = act_grad_tex_factor(rc20 + sc3);
     if (row0 + 20u < p.m) {
         let rb = (row0 + 20u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c20_0.x, row0 + 20u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c20_0.y, row0 + 20u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c20_0.z, row0 + 20u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c20_0.w, row0 + 20u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c20_0.x, row0 + 20u) * gf20_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c20_0.y, row0 + 20u) * gf20_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c20_0.z, row0 + 20u) * gf20_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c20_0.w, row0 + 20u) * gf20_3; }
     }
+    let rc21 = min(row0 + 21u, p.m - 1u) * p.ldc;
+    let gf21_0 = act_grad_tex_factor(rc21 + sc0);
+    let gf21_1 = act_grad_tex_factor(rc21 + sc1);
+    let gf21_2 = act_grad_tex_factor(rc21 + sc2);
+    let gf21_3 = act_grad_tex_factor(rc21 + sc3);
     if (row0 + 21u < p.m) {
         let rb = (row0 + 21u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c21_0.x, row0 + 21u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c21_0.y, row0 + 21u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c21_0.z, row0 + 21u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c21_0.w, row0 + 21u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c21_0.x, row0 + 21u) * gf21_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c21_0.y, row0 + 21u) * gf21_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c21_0.z, row0 + 21u) * gf21_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c21_0.w, row0 + 21u) * gf21_3; }
     }
+    let rc22 = min(row0 + 22u, p.m - 1u) * p.ldc;
+    let gf22_0 = act_grad_tex_factor(rc22 + sc0);
+    let gf22_1 = act_grad_tex_factor(rc22 + sc1);
+    let gf22_2 = act_grad_tex_factor(rc22 + sc2);
+    let gf22_3 = act_grad_tex_factor(rc22 + sc3);
     if (row0 + 22u < p.m) {
         let rb = (row0 + 22u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c22_0.x, row0 + 22u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c22_0.y, row0 + 22u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c22_0.z, row0 + 22u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c22_0.w, row0 + 22u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c22_0.x, row0 + 22u) * gf22_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c22_0.y, row0 + 22u) * gf22_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c22_0.z, row0 + 22u) * gf22_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c22_0.w, row0 + 22u) * gf22_3; }
     }
+    let rc23 = min(row0 + 23u, p.m - 1u) * p.ldc;
+    let gf23_0 = act_grad_tex_factor(rc23 + sc0);
+    let gf23_1 = act_grad_tex_factor(rc23 + sc1);
+    let gf23_2 = act_grad_tex_factor(rc23 + sc2);
+    let gf23_3 = act_grad_tex_factor(rc23 + sc3);
     if (row0 + 23u < p.m) {
         let rb = (row0 + 23u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c23_0.x, row0 + 23u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c23_0.y, row0 + 23u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c23_0.z, row0 + 23u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c23_0.w, row0 + 23u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c23_0.x, row0 + 23u) * gf23_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c23_0.y, row0 + 23u) * gf23_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c23_0.z, row0 + 23u) * gf23_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c23_0.w, row0 + 23u) * gf23_3; }
     }
+    let rc24 = min(row0 + 24u, p.m - 1u) * p.ldc;
+    let gf24_0 = act_grad_tex_factor(rc24 + sc0);
+    let gf24_1 = act_grad_tex_factor(rc24 + sc1);
+    let gf24_2 = act_grad_tex_factor(rc24 + sc2);
+    let gf24_3 = act_grad_tex_factor(rc24 + sc3);
     if (row0 + 24u < p.m) {
         let rb = (row0 + 24u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c24_0.x, row0 + 24u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c24_0.y, row0 + 24u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c24_0.z, row0 + 24u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c24_0.w, row0 + 24u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c24_0.x, row0 + 24u) * gf24_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c24_0.y, row0 + 24u) * gf24_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c24_0.z, row0 + 24u) * gf24_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c24_0.w, row0 + 24u) * gf24_3; }
     }
+    let rc25 = min(row0 + 25u, p.m - 1u) * p.ldc;
+    let gf25_0 = act_grad_tex_factor(rc25 + sc0);
+    let gf25_1 = act_grad_tex_factor(rc25 + sc1);
+    let gf25_2 = act_grad_tex_factor(rc25 + sc2);
+    let gf25_3 = act_grad_tex_factor(rc25 + sc3);
     if (row0 + 25u < p.m) {
         let rb = (row0 + 25u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c25_0.x, row0 + 25u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c25_0.y, row0 + 25u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c25_0.z, row0 + 25u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c25_0.w, row0 + 25u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c25_0.x, row0 + 25u) * gf25_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c25_0.y, row0 + 25u) * gf25_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c25_0.z, row0 + 25u) * gf25_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c25_0.w, row0 + 25u) * gf25_3; }
     }
+    let rc26 = min(row0 + 26u, p.m - 1u) * p.ldc;
+    let gf26_0 = act_grad_tex_factor(rc26 + sc0);
+    let gf26_1 = act_grad_tex_factor(rc26 + sc1);
+    let gf26_2 = act_grad_tex_factor(rc26 + sc2);
+    let gf26_3 = act_grad_tex_factor(rc26 + sc3);
     if (row0 + 26u < p.m) {
         let rb = (row0 + 26u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c26_0.x, row0 + 26u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c26_0.y, row0 + 26u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c26_0.z, row0 + 26u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c26_0.w, row0 + 26u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c26_0.x, row0 + 26u) * gf26_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c26_0.y, row0 + 26u) * gf26_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c26_0.z, row0 + 26u) * gf26_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c26_0.w, row0 + 26u) * gf26_3; }
     }
+    let rc27 = min(row0 + 27u, p.m - 1u) * p.ldc;
+    let gf27_0 = act_grad_tex_factor(rc27 + sc0);
+    let gf27_1 = act_grad_tex_factor(rc27 + sc1);
+    let gf27_2 = act_grad_tex_factor(rc27 + sc2);
+    let gf27_3 = act_grad_tex_factor(rc27 + sc3);
     if (row0 + 27u < p.m) {
         let rb = (row0 + 27u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c27_0.x, row0 + 27u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c27_0.y, row0 + 27u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c27_0.z, row0 + 27u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c27_0.w, row0 + 27u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c27_0.x, row0 + 27u) * gf27_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c27_0.y, row0 + 27u) * gf27_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c27_0.z, row0 + 27u) * gf27_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c27_0.w, row0 + 27u) * gf27_3; }
     }
+    let rc28 = min(row0 + 28u, p.m - 1u) * p.ldc;
+    let gf28_0 = act_grad_tex_factor(rc28 + sc0);
+    let gf28_1 = act_grad_tex_factor(rc28 + sc1);
+    let gf28_2 = act_grad_tex_factor(rc28 + sc2);
+    let gf28_3 = act_grad_tex_factor(rc28 + sc3);
     if (row0 + 28u < p.m) {
         let rb = (row0 + 28u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c28_0.x, row0 + 28u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c28_0.y, row0 + 28u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c28_0.z, row0 + 28u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c28_0.w, row0 + 28u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c28_0.x, row0 + 28u) * gf28_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c28_0.y, row0 + 28u) * gf28_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c28_0.z, row0 + 28u) * gf28_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c28_0.w, row0 + 28u) * gf28_3; }
     }
+    let rc29 = min(row0 + 29u, p.m - 1u) * p.ldc;
+    let gf29_0 = act_grad_tex_factor(rc29 + sc0);
+    let gf29_1 = act_grad_tex_factor(rc29 + sc1);
+    let gf29_2 = act_grad_tex_factor(rc29 + sc2);
+    let gf29_3 = act_grad_tex_factor(rc29 + sc3);
     if (row0 + 29u < p.m) {
         let rb = (row0 + 29u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c29_0.x, row0 + 29u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c29_0.y, row0 + 29u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c29_0.z, row0 + 29u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c29_0.w, row0 + 29u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c29_0.x, row0 + 29u) * gf29_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c29_0.y, row0 + 29u) * gf29_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c29_0.z, row0 + 29u) * gf29_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c29_0.w, row0 + 29u) * gf29_3; }
     }
+    let rc30 = min(row0 + 30u, p.m - 1u) * p.ldc;
+    let gf30_0 = act_grad_tex_factor(rc30 + sc0);
+    let gf30_1 = act_grad_tex_factor(rc30 + sc1);
+    let gf30_2 = act_grad_tex_factor(rc30 + sc2);
+    let gf30_3 = act_grad_tex_factor(rc30 + sc3);
     if (row0 + 30u < p.m) {
         let rb = (row0 + 30u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c30_0.x, row0 + 30u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c30_0.y, row0 + 30u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c30_0.z, row0 + 30u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c30_0.w, row0 + 30u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c30_0.x, row0 + 30u) * gf30_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c30_0.y, row0 + 30u) * gf30_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c30_0.z, row0 + 30u) * gf30_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c30_0.w, row0 + 30u) * gf30_3; }
     }
+    let rc31 = min(row0 + 31u, p.m - 1u) * p.ldc;
+    let gf31_0 = act_grad_tex_factor(rc31 + sc0);
+    let gf31_1 = act_grad_tex_factor(rc31 + sc1);
+    let gf31_2 = act_grad_tex_factor(rc31 + sc2);
+    let gf31_3 = act_grad_tex_factor(rc31 + sc3);
     if (row0 + 31u < p.m) {
         let rb = (row0 + 31u) * p.ldc;
-        if (s_ok0) { out[rb + so0] = epilogue1(c31_0.x, row0 + 31u); }
-        if (s_ok1) { out[rb + so1] = epilogue1(c31_0.y, row0 + 31u); }
-        if (s_ok2) { out[rb + so2] = epilogue1(c31_0.z, row0 + 31u); }
-        if (s_ok3) { out[rb + so3] = epilogue1(c31_0.w, row0 + 31u); }
+        if (s_ok0) { out[rb + so0] = epilogue1(c31_0.x, row0 + 31u) * gf31_0; }
+        if (s_ok1) { out[rb + so1] = epilogue1(c31_0.y, row0 + 31u) * gf31_1; }
+        if (s_ok2) { out[rb + so2] = epilogue1(c31_0.z, row0 + 31u) * gf31_2; }
+        if (s_ok3) { out[rb + so3] = epilogue1(c31_0.w, row0 + 31u) * gf31_3; }
     }
 }

@@ -29,7 +29,7 @@ struct Params {
     // [B, M, S], element (m, b*S + s) at (b*M + m)*S + s.
     swap_s: u32,
     _pad1: u32,
-    slope: f32, // of ACT = leaky relu
+    slope: f32, // of ACT, or of ACT_GRAD (the _swap forms), = leaky relu
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

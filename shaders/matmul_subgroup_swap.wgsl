@@ -45,6 +45,23 @@ fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
 //!include divmod.wgsl
 // C's scalar view (the same buffer as out), for the scattered stores.
 @group(0) @binding(9) var<storage, read_write> out_scalar: array<f32>;
+// Epilogue C *= act'(act_y[i]) at C's stored position i (ACT_GRAD = the activation's code).
+override ACT_GRAD: u32 = 0u;
+@group(0) @binding(10) var<storage, read> act_y: array<f32>;
+
+fn act_grad_at(v: f32, i: u32) -> f32 {
+    if (ACT_GRAD != 0u) {
+        return v * act_grad_from_output(act_y[i], ACT_GRAD, p.slope);
+    }
+    return v;
+}
+
+fn act_grad_factor(i: u32) -> f32 {
+    if (ACT_GRAD != 0u) {
+        return act_grad_from_output(act_y[i], ACT_GRAD, p.slope);
+    }
+    return 1.0;
+}
 
 // op(A) = A, op(B) = B, operands read from storage buffers
 // C stored with its leading axes swapped: [B, M, S], S = p.swap_s (no batch, no split)
@@ -459,417 +476,521 @@ fn matmul_sg_nn_swap(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_in
     let so1_2 = bs1_2.x * p.m * p.swap_s + bs1_2.y;
     let bs1_3 = divmod(ccol1 * 4u + 3u, p.swap_s);
     let so1_3 = bs1_3.x * p.m * p.swap_s + bs1_3.y;
+    let sc0_0 = select(0u, so0_0, ccol0 * 4u + 0u < p.n);
+    let sc0_1 = select(0u, so0_1, ccol0 * 4u + 1u < p.n);
+    let sc0_2 = select(0u, so0_2, ccol0 * 4u + 2u < p.n);
+    let sc0_3 = select(0u, so0_3, ccol0 * 4u + 3u < p.n);
+    let sc1_0 = select(0u, so1_0, ccol1 * 4u + 0u < p.n);
+    let sc1_1 = select(0u, so1_1, ccol1 * 4u + 1u < p.n);
+    let sc1_2 = select(0u, so1_2, ccol1 * 4u + 2u < p.n);
+    let sc1_3 = select(0u, so1_3, ccol1 * 4u + 3u < p.n);
+    let rc0 = min(row0 + 0u, p.m - 1u) * p.swap_s;
+    let gf0_0 = vec4<f32>(act_grad_factor(sc0_0 + rc0), act_grad_factor(sc0_1 + rc0), act_grad_factor(sc0_2 + rc0), act_grad_factor(sc0_3 + rc0));
+    let gf0_1 = vec4<f32>(act_grad_factor(sc1_0 + rc0), act_grad_factor(sc1_1 + rc0), act_grad_factor(sc1_2 + rc0), act_grad_factor(sc1_3 + rc0));
     if (row0 + 0u < p.m) {
         let ro0 = (row0 + 0u) * p.swap_s;
-        let v0_0 = epilogue(c0_0 + bias0, row0 + 0u);
+        let v0_0 = epilogue(c0_0 + bias0, row0 + 0u) * gf0_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro0] = v0_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro0] = v0_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro0] = v0_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro0] = v0_0.w; }
-        let v0_1 = epilogue(c0_1 + bias1, row0 + 0u);
+        let v0_1 = epilogue(c0_1 + bias1, row0 + 0u) * gf0_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro0] = v0_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro0] = v0_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro0] = v0_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro0] = v0_1.w; }
     }
+    let rc1 = min(row0 + 1u, p.m - 1u) * p.swap_s;
+    let gf1_0 = vec4<f32>(act_grad_factor(sc0_0 + rc1), act_grad_factor(sc0_1 + rc1), act_grad_factor(sc0_2 + rc1), act_grad_factor(sc0_3 + rc1));
+    let gf1_1 = vec4<f32>(act_grad_factor(sc1_0 + rc1), act_grad_factor(sc1_1 + rc1), act_grad_factor(sc1_2 + rc1), act_grad_factor(sc1_3 + rc1));
     if (row0 + 1u < p.m) {
         let ro1 = (row0 + 1u) * p.swap_s;
-        let v1_0 = epilogue(c1_0 + bias0, row0 + 1u);
+        let v1_0 = epilogue(c1_0 + bias0, row0 + 1u) * gf1_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro1] = v1_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro1] = v1_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro1] = v1_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro1] = v1_0.w; }
-        let v1_1 = epilogue(c1_1 + bias1, row0 + 1u);
+        let v1_1 = epilogue(c1_1 + bias1, row0 + 1u) * gf1_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro1] = v1_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro1] = v1_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro1] = v1_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro1] = v1_1.w; }
     }
+    let rc2 = min(row0 + 2u, p.m - 1u) * p.swap_s;
+    let gf2_0 = vec4<f32>(act_grad_factor(sc0_0 + rc2), act_grad_factor(sc0_1 + rc2), act_grad_factor(sc0_2 + rc2), act_grad_factor(sc0_3 + rc2));
+    let gf2_1 = vec4<f32>(act_grad_factor(sc1_0 + rc2), act_grad_factor(sc1_1 + rc2), act_grad_factor(sc1_2 + rc2), act_grad_factor(sc1_3 + rc2));
     if (row0 + 2u < p.m) {
         let ro2 = (row0 + 2u) * p.swap_s;
-        let v2_0 = epilogue(c2_0 + bias0, row0 + 2u);
+        let v2_0 = epilogue(c2_0 + bias0, row0 + 2u) * gf2_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro2] = v2_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro2] = v2_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro2] = v2_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro2] = v2_0.w; }
-        let v2_1 = epilogue(c2_1 + bias1, row0 + 2u);
+        let v2_1 = epilogue(c2_1 + bias1, row0 + 2u) * gf2_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro2] = v2_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro2] = v2_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro2] = v2_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro2] = v2_1.w; }
     }
+    let rc3 = min(row0 + 3u, p.m - 1u) * p.swap_s;
+    let gf3_0 = vec4<f32>(act_grad_factor(sc0_0 + rc3), act_grad_factor(sc0_1 + rc3), act_grad_factor(sc0_2 + rc3), act_grad_factor(sc0_3 + rc3));
+    let gf3_1 = vec4<f32>(act_grad_factor(sc1_0 + rc3), act_grad_factor(sc1_1 + rc3), act_grad_factor(sc1_2 + rc3), act_grad_factor(sc1_3 + rc3));
     if (row0 + 3u < p.m) {
         let ro3 = (row0 + 3u) * p.swap_s;
-        let v3_0 = epilogue(c3_0 + bias0, row0 + 3u);
+        let v3_0 = epilogue(c3_0 + bias0, row0 + 3u) * gf3_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro3] = v3_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro3] = v3_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro3] = v3_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro3] = v3_0.w; }
-        let v3_1 = epilogue(c3_1 + bias1, row0 + 3u);
+        let v3_1 = epilogue(c3_1 + bias1, row0 + 3u) * gf3_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro3] = v3_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro3] = v3_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro3] = v3_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro3] = v3_1.w; }
     }
+    let rc4 = min(row0 + 4u, p.m - 1u) * p.swap_s;
+    let gf4_0 = vec4<f32>(act_grad_factor(sc0_0 + rc4), act_grad_factor(sc0_1 + rc4), act_grad_factor(sc0_2 + rc4), act_grad_factor(sc0_3 + rc4));
+    let gf4_1 = vec4<f32>(act_grad_factor(sc1_0 + rc4), act_grad_factor(sc1_1 + rc4), act_grad_factor(sc1_2 + rc4), act_grad_factor(sc1_3 + rc4));
     if (row0 + 4u < p.m) {
         let ro4 = (row0 + 4u) * p.swap_s;
-        let v4_0 = epilogue(c4_0 + bias0, row0 + 4u);
+        let v4_0 = epilogue(c4_0 + bias0, row0 + 4u) * gf4_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro4] = v4_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro4] = v4_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro4] = v4_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro4] = v4_0.w; }
-        let v4_1 = epilogue(c4_1 + bias1, row0 + 4u);
+        let v4_1 = epilogue(c4_1 + bias1, row0 + 4u) * gf4_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro4] = v4_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro4] = v4_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro4] = v4_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro4] = v4_1.w; }
     }
+    let rc5 = min(row0 + 5u, p.m - 1u) * p.swap_s;
+    let gf5_0 = vec4<f32>(act_grad_factor(sc0_0 + rc5), act_grad_factor(sc0_1 + rc5), act_grad_factor(sc0_2 + rc5), act_grad_factor(sc0_3 + rc5));
+    let gf5_1 = vec4<f32>(act_grad_factor(sc1_0 + rc5), act_grad_factor(sc1_1 + rc5), act_grad_factor(sc1_2 + rc5), act_grad_factor(sc1_3 + rc5));
     if (row0 + 5u < p.m) {
         let ro5 = (row0 + 5u) * p.swap_s;
-        let v5_0 = epilogue(c5_0 + bias0, row0 + 5u);
+        let v5_0 = epilogue(c5_0 + bias0, row0 + 5u) * gf5_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro5] = v5_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro5] = v5_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro5] = v5_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro5] = v5_0.w; }
-        let v5_1 = epilogue(c5_1 + bias1, row0 + 5u);
+        let v5_1 = epilogue(c5_1 + bias1, row0 + 5u) * gf5_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro5] = v5_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro5] = v5_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro5] = v5_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro5] = v5_1.w; }
     }
+    let rc6 = min(row0 + 6u, p.m - 1u) * p.swap_s;
+    let gf6_0 = vec4<f32>(act_grad_factor(sc0_0 + rc6), act_grad_factor(sc0_1 + rc6), act_grad_factor(sc0_2 + rc6), act_grad_factor(sc0_3 + rc6));
+    let gf6_1 = vec4<f32>(act_grad_factor(sc1_0 + rc6), act_grad_factor(sc1_1 + rc6), act_grad_factor(sc1_2 + rc6), act_grad_factor(sc1_3 + rc6));
     if (row0 + 6u < p.m) {
         let ro6 = (row0 + 6u) * p.swap_s;
-        let v6_0 = epilogue(c6_0 + bias0, row0 + 6u);
+        let v6_0 = epilogue(c6_0 + bias0, row0 + 6u) * gf6_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro6] = v6_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro6] = v6_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro6] = v6_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro6] = v6_0.w; }
-        let v6_1 = epilogue(c6_1 + bias1, row0 + 6u);
+        let v6_1 = epilogue(c6_1 + bias1, row0 + 6u) * gf6_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro6] = v6_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro6] = v6_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro6] = v6_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro6] = v6_1.w; }
     }
+    let rc7 = min(row0 + 7u, p.m - 1u) * p.swap_s;
+    let gf7_0 = vec4<f32>(act_grad_factor(sc0_0 + rc7), act_grad_factor(sc0_1 + rc7), act_grad_factor(sc0_2 + rc7), act_grad_factor(sc0_3 + rc7));
+    let gf7_1 = vec4<f32>(act_grad_factor(sc1_0 + rc7), act_grad_factor(sc1_1 + rc7), act_grad_factor(sc1_2 + rc7), act_grad_factor(sc1_3 + rc7));
     if (row0 + 7u < p.m) {
         let ro7 = (row0 + 7u) * p.swap_s;
-        let v7_0 = epilogue(c7_0 + bias0, row0 + 7u);
+        let v7_0 = epilogue(c7_0 + bias0, row0 + 7u) * gf7_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro7] = v7_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro7] = v7_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro7] = v7_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro7] = v7_0.w; }
-        let v7_1 = epilogue(c7_1 + bias1, row0 + 7u);
+        let v7_1 = epilogue(c7_1 + bias1, row0 + 7u) * gf7_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro7] = v7_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro7] = v7_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro7] = v7_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro7] = v7_1.w; }
     }
+    let rc8 = min(row0 + 8u, p.m - 1u) * p.swap_s;
+    let gf8_0 = vec4<f32>(act_grad_factor(sc0_0 + rc8), act_grad_factor(sc0_1 + rc8), act_grad_factor(sc0_2 + rc8), act_grad_factor(sc0_3 + rc8));
+    let gf8_1 = vec4<f32>(act_grad_factor(sc1_0 + rc8), act_grad_factor(sc1_1 + rc8), act_grad_factor(sc1_2 + rc8), act_grad_factor(sc1_3 + rc8));
     if (row0 + 8u < p.m) {
         let ro8 = (row0 + 8u) * p.swap_s;
-        let v8_0 = epilogue(c8_0 + bias0, row0 + 8u);
+        let v8_0 = epilogue(c8_0 + bias0, row0 + 8u) * gf8_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro8] = v8_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro8] = v8_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro8] = v8_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro8] = v8_0.w; }
-        let v8_1 = epilogue(c8_1 + bias1, row0 + 8u);
+        let v8_1 = epilogue(c8_1 + bias1, row0 + 8u) * gf8_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro8] = v8_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro8] = v8_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro8] = v8_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro8] = v8_1.w; }
     }
+    let rc9 = min(row0 + 9u, p.m - 1u) * p.swap_s;
+    let gf9_0 = vec4<f32>(act_grad_factor(sc0_0 + rc9), act_grad_factor(sc0_1 + rc9), act_grad_factor(sc0_2 + rc9), act_grad_factor(sc0_3 + rc9));
+    let gf9_1 = vec4<f32>(act_grad_factor(sc1_0 + rc9), act_grad_factor(sc1_1 + rc9), act_grad_factor(sc1_2 + rc9), act_grad_factor(sc1_3 + rc9));
     if (row0 + 9u < p.m) {
         let ro9 = (row0 + 9u) * p.swap_s;
-        let v9_0 = epilogue(c9_0 + bias0, row0 + 9u);
+        let v9_0 = epilogue(c9_0 + bias0, row0 + 9u) * gf9_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro9] = v9_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro9] = v9_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro9] = v9_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro9] = v9_0.w; }
-        let v9_1 = epilogue(c9_1 + bias1, row0 + 9u);
+        let v9_1 = epilogue(c9_1 + bias1, row0 + 9u) * gf9_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro9] = v9_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro9] = v9_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro9] = v9_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro9] = v9_1.w; }
     }
+    let rc10 = min(row0 + 10u, p.m - 1u) * p.swap_s;
+    let gf10_0 = vec4<f32>(act_grad_factor(sc0_0 + rc10), act_grad_factor(sc0_1 + rc10), act_grad_factor(sc0_2 + rc10), act_grad_factor(sc0_3 + rc10));
+    let gf10_1 = vec4<f32>(act_grad_factor(sc1_0 + rc10), act_grad_factor(sc1_1 + rc10), act_grad_factor(sc1_2 + rc10), act_grad_factor(sc1_3 + rc10));
     if (row0 + 10u < p.m) {
         let ro10 = (row0 + 10u) * p.swap_s;
-        let v10_0 = epilogue(c10_0 + bias0, row0 + 10u);
+        let v10_0 = epilogue(c10_0 + bias0, row0 + 10u) * gf10_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro10] = v10_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro10] = v10_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro10] = v10_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro10] = v10_0.w; }
-        let v10_1 = epilogue(c10_1 + bias1, row0 + 10u);
+        let v10_1 = epilogue(c10_1 + bias1, row0 + 10u) * gf10_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro10] = v10_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro10] = v10_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro10] = v10_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro10] = v10_1.w; }
     }
+    let rc11 = min(row0 + 11u, p.m - 1u) * p.swap_s;
+    let gf11_0 = vec4<f32>(act_grad_factor(sc0_0 + rc11), act_grad_factor(sc0_1 + rc11), act_grad_factor(sc0_2 + rc11), act_grad_factor(sc0_3 + rc11));
+    let gf11_1 = vec4<f32>(act_grad_factor(sc1_0 + rc11), act_grad_factor(sc1_1 + rc11), act_grad_factor(sc1_2 + rc11), act_grad_factor(sc1_3 + rc11));
     if (row0 + 11u < p.m) {
         let ro11 = (row0 + 11u) * p.swap_s;
-        let v11_0 = epilogue(c11_0 + bias0, row0 + 11u);
+        let v11_0 = epilogue(c11_0 + bias0, row0 + 11u) * gf11_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro11] = v11_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro11] = v11_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro11] = v11_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro11] = v11_0.w; }
-        let v11_1 = epilogue(c11_1 + bias1, row0 + 11u);
+        let v11_1 = epilogue(c11_1 + bias1, row0 + 11u) * gf11_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro11] = v11_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro11] = v11_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro11] = v11_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro11] = v11_1.w; }
     }
+    let rc12 = min(row0 + 12u, p.m - 1u) * p.swap_s;
+    let gf12_0 = vec4<f32>(act_grad_factor(sc0_0 + rc12), act_grad_factor(sc0_1 + rc12), act_grad_factor(sc0_2 + rc12), act_grad_factor(sc0_3 + rc12));
+    let gf12_1 = vec4<f32>(act_grad_factor(sc1_0 + rc12), act_grad_factor(sc1_1 + rc12), act_grad_factor(sc1_2 + rc12), act_grad_factor(sc1_3 + rc12));
     if (row0 + 12u < p.m) {
         let ro12 = (row0 + 12u) * p.swap_s;
-        let v12_0 = epilogue(c12_0 + bias0, row0 + 12u);
+        let v12_0 = epilogue(c12_0 + bias0, row0 + 12u) * gf12_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro12] = v12_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro12] = v12_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro12] = v12_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro12] = v12_0.w; }
-        let v12_1 = epilogue(c12_1 + bias1, row0 + 12u);
+        let v12_1 = epilogue(c12_1 + bias1, row0 + 12u) * gf12_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro12] = v12_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro12] = v12_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro12] = v12_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro12] = v12_1.w; }
     }
+    let rc13 = min(row0 + 13u, p.m - 1u) * p.swap_s;
+    let gf13_0 = vec4<f32>(act_grad_factor(sc0_0 + rc13), act_grad_factor(sc0_1 + rc13), act_grad_factor(sc0_2 + rc13), act_grad_factor(sc0_3 + rc13));
+    let gf13_1 = vec4<f32>(act_grad_factor(sc1_0 + rc13), act_grad_factor(sc1_1 + rc13), act_grad_factor(sc1_2 + rc13), act_grad_factor(sc1_3 + rc13));
     if (row0 + 13u < p.m) {
         let ro13 = (row0 + 13u) * p.swap_s;
-        let v13_0 = epilogue(c13_0 + bias0, row0 + 13u);
+        let v13_0 = epilogue(c13_0 + bias0, row0 + 13u) * gf13_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro13] = v13_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro13] = v13_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro13] = v13_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro13] = v13_0.w; }
-        let v13_1 = epilogue(c13_1 + bias1, row0 + 13u);
+        let v13_1 = epilogue(c13_1 + bias1, row0 + 13u) * gf13_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro13] = v13_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro13] = v13_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro13] = v13_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro13] = v13_1.w; }
     }
+    let rc14 = min(row0 + 14u, p.m - 1u) * p.swap_s;
+    let gf14_0 = vec4<f32>(act_grad_factor(sc0_0 + rc14), act_grad_factor(sc0_1 + rc14), act_grad_factor(sc0_2 + rc14), act_grad_factor(sc0_3 + rc14));
+    let gf14_1 = vec4<f32>(act_grad_factor(sc1_0 + rc14), act_grad_factor(sc1_1 + rc14), act_grad_factor(sc1_2 + rc14), act_grad_factor(sc1_3 + rc14));
     if (row0 + 14u < p.m) {
         let ro14 = (row0 + 14u) * p.swap_s;
-        let v14_0 = epilogue(c14_0 + bias0, row0 + 14u);
+        let v14_0 = epilogue(c14_0 + bias0, row0 + 14u) * gf14_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro14] = v14_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro14] = v14_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro14] = v14_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro14] = v14_0.w; }
-        let v14_1 = epilogue(c14_1 + bias1, row0 + 14u);
+        let v14_1 = epilogue(c14_1 + bias1, row0 + 14u) * gf14_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro14] = v14_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro14] = v14_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro14] = v14_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro14] = v14_1.w; }
     }
+    let rc15 = min(row0 + 15u, p.m - 1u) * p.swap_s;
+    let gf15_0 = vec4<f32>(act_grad_factor(sc0_0 + rc15), act_grad_factor(sc0_1 + rc15), act_grad_factor(sc0_2 + rc15), act_grad_factor(sc0_3 + rc15));
+    let gf15_1 = vec4<f32>(act_grad_factor(sc1_0 + rc15), act_grad_factor(sc1_1 + rc15), act_grad_factor(sc1_2 + rc15), act_grad_factor(sc1_3 + rc15));
     if (row0 + 15u < p.m) {
         let ro15 = (row0 + 15u) * p.swap_s;
-        let v15_0 = epilogue(c15_0 + bias0, row0 + 15u);
+        let v15_0 = epilogue(c15_0 + bias0, row0 + 15u) * gf15_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro15] = v15_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro15] = v15_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro15] = v15_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro15] = v15_0.w; }
-        let v15_1 = epilogue(c15_1 + bias1, row0 + 15u);
+        let v15_1 = epilogue(c15_1 + bias1, row0 + 15u) * gf15_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro15] = v15_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro15] = v15_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro15] = v15_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro15] = v15_1.w; }
     }
+    let rc16 = min(row0 + 16u, p.m - 1u) * p.swap_s;
+    let gf16_0 = vec4<f32>(act_grad_factor(sc0_0 + rc16), act_grad_factor(sc0_1 + rc16), act_grad_factor(sc0_2 + rc16), act_grad_factor(sc0_3 + rc16));
+    let gf16_1 = vec4<f32>(act_grad_factor(sc1_0 + rc16), act_grad_factor(sc1_1 + rc16), act_grad_factor(sc1_2 + rc16), act_grad_factor(sc1_3 + rc16));
     if (row0 + 16u < p.m) {
         let ro16 = (row0 + 16u) * p.swap_s;
-        let v16_0 = epilogue(c16_0 + bias0, row0 + 16u);
+        let v16_0 = epilogue(c16_0 + bias0, row0 + 16u) * gf16_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro16] = v16_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro16] = v16_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro16] = v16_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro16] = v16_0.w; }
-        let v16_1 = epilogue(c16_1 + bias1, row0 + 16u);
+        let v16_1 = epilogue(c16_1 + bias1, row0 + 16u) * gf16_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro16] = v16_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro16] = v16_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro16] = v16_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro16] = v16_1.w; }
     }
+    let rc17 = min(row0 + 17u, p.m - 1u) * p.swap_s;
+    let gf17_0 = vec4<f32>(act_grad_factor(sc0_0 + rc17), act_grad_factor(sc0_1 + rc17), act_grad_factor(sc0_2 + rc17), act_grad_factor(sc0_3 + rc17));
+    let gf17_1 = vec4<f32>(act_grad_factor(sc1_0 + rc17), act_grad_factor(sc1_1 + rc17), act_grad_factor(sc1_2 + rc17), act_grad_factor(sc1_3 + rc17));
     if (row0 + 17u < p.m) {
         let ro17 = (row0 + 17u) * p.swap_s;
-        let v17_0 = epilogue(c17_0 + bias0, row0 + 17u);
+        let v17_0 = epilogue(c17_0 + bias0, row0 + 17u) * gf17_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro17] = v17_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro17] = v17_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro17] = v17_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro17] = v17_0.w; }
-        let v17_1 = epilogue(c17_1 + bias1, row0 + 17u);
+        let v17_1 = epilogue(c17_1 + bias1, row0 + 17u) * gf17_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro17] = v17_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro17] = v17_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro17] = v17_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro17] = v17_1.w; }
     }
+    let rc18 = min(row0 + 18u, p.m - 1u) * p.swap_s;
+    let gf18_0 = vec4<f32>(act_grad_factor(sc0_0 + rc18), act_grad_factor(sc0_1 + rc18), act_grad_factor(sc0_2 + rc18), act_grad_factor(sc0_3 + rc18));
+    let gf18_1 = vec4<f32>(act_grad_factor(sc1_0 + rc18), act_grad_factor(sc1_1 + rc18), act_grad_factor(sc1_2 + rc18), act_grad_factor(sc1_3 + rc18));
     if (row0 + 18u < p.m) {
         let ro18 = (row0 + 18u) * p.swap_s;
-        let v18_0 = epilogue(c18_0 + bias0, row0 + 18u);
+        let v18_0 = epilogue(c18_0 + bias0, row0 + 18u) * gf18_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro18] = v18_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro18] = v18_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro18] = v18_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro18] = v18_0.w; }
-        let v18_1 = epilogue(c18_1 + bias1, row0 + 18u);
+        let v18_1 = epilogue(c18_1 + bias1, row0 + 18u) * gf18_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro18] = v18_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro18] = v18_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro18] = v18_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro18] = v18_1.w; }
     }
+    let rc19 = min(row0 + 19u, p.m - 1u) * p.swap_s;
+    let gf19_0 = vec4<f32>(act_grad_factor(sc0_0 + rc19), act_grad_factor(sc0_1 + rc19), act_grad_factor(sc0_2 + rc19), act_grad_factor(sc0_3 + rc19));
+    let gf19_1 = vec4<f32>(act_grad_factor(sc1_0 + rc19), act_grad_factor(sc1_1 + rc19), act_grad_factor(sc1_2 + rc19), act_grad_factor(sc1_3 + rc19));
     if (row0 + 19u < p.m) {
         let ro19 = (row0 + 19u) * p.swap_s;
-        let v19_0 = epilogue(c19_0 + bias0, row0 + 19u);
+        let v19_0 = epilogue(c19_0 + bias0, row0 + 19u) * gf19_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro19] = v19_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro19] = v19_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro19] = v19_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro19] = v19_0.w; }
-        let v19_1 = epilogue(c19_1 + bias1, row0 + 19u);
+        let v19_1 = epilogue(c19_1 + bias1, row0 + 19u) * gf19_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro19] = v19_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro19] = v19_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro19] = v19_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro19] = v19_1.w; }
     }
+    let rc20 = min(row0 + 20u, p.m - 1u) * p.swap_s;
+    let gf20_0 = vec4<f32>(act_grad_factor(sc0_0 + rc20), act_grad_factor(sc0_1 + rc20), act_grad_factor(sc0_2 + rc20), act_grad_factor(sc0_3 + rc20));
+    let gf20_1 = vec4<f32>(act_grad_factor(sc1_0 + rc20), act_grad_factor(sc1_1 + rc20), act_grad_factor(sc1_2 + rc20), act_grad_factor(sc1_3 + rc20));
     if (row0 + 20u < p.m) {
         let ro20 = (row0 + 20u) * p.swap_s;
-        let v20_0 = epilogue(c20_0 + bias0, row0 + 20u);
+        let v20_0 = epilogue(c20_0 + bias0, row0 + 20u) * gf20_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro20] = v20_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro20] = v20_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro20] = v20_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro20] = v20_0.w; }
-        let v20_1 = epilogue(c20_1 + bias1, row0 + 20u);
+        let v20_1 = epilogue(c20_1 + bias1, row0 + 20u) * gf20_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro20] = v20_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro20] = v20_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro20] = v20_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro20] = v20_1.w; }
     }
+    let rc21 = min(row0 + 21u, p.m - 1u) * p.swap_s;
+    let gf21_0 = vec4<f32>(act_grad_factor(sc0_0 + rc21), act_grad_factor(sc0_1 + rc21), act_grad_factor(sc0_2 + rc21), act_grad_factor(sc0_3 + rc21));
+    let gf21_1 = vec4<f32>(act_grad_factor(sc1_0 + rc21), act_grad_factor(sc1_1 + rc21), act_grad_factor(sc1_2 + rc21), act_grad_factor(sc1_3 + rc21));
     if (row0 + 21u < p.m) {
         let ro21 = (row0 + 21u) * p.swap_s;
-        let v21_0 = epilogue(c21_0 + bias0, row0 + 21u);
+        let v21_0 = epilogue(c21_0 + bias0, row0 + 21u) * gf21_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro21] = v21_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro21] = v21_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro21] = v21_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro21] = v21_0.w; }
-        let v21_1 = epilogue(c21_1 + bias1, row0 + 21u);
+        let v21_1 = epilogue(c21_1 + bias1, row0 + 21u) * gf21_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro21] = v21_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro21] = v21_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro21] = v21_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro21] = v21_1.w; }
     }
+    let rc22 = min(row0 + 22u, p.m - 1u) * p.swap_s;
+    let gf22_0 = vec4<f32>(act_grad_factor(sc0_0 + rc22), act_grad_factor(sc0_1 + rc22), act_grad_factor(sc0_2 + rc22), act_grad_factor(sc0_3 + rc22));
+    let gf22_1 = vec4<f32>(act_grad_factor(sc1_0 + rc22), act_grad_factor(sc1_1 + rc22), act_grad_factor(sc1_2 + rc22), act_grad_factor(sc1_3 + rc22));
     if (row0 + 22u < p.m) {
         let ro22 = (row0 + 22u) * p.swap_s;
-        let v22_0 = epilogue(c22_0 + bias0, row0 + 22u);
+        let v22_0 = epilogue(c22_0 + bias0, row0 + 22u) * gf22_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro22] = v22_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro22] = v22_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro22] = v22_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro22] = v22_0.w; }
-        let v22_1 = epilogue(c22_1 + bias1, row0 + 22u);
+        let v22_1 = epilogue(c22_1 + bias1, row0 + 22u) * gf22_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro22] = v22_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro22] = v22_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro22] = v22_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro22] = v22_1.w; }
     }
+    let rc23 = min(row0 + 23u, p.m - 1u) * p.swap_s;
+    let gf23_0 = vec4<f32>(act_grad_factor(sc0_0 + rc23), act_grad_factor(sc0_1 + rc23), act_grad_factor(sc0_2 + rc23), act_grad_factor(sc0_3 + rc23));
+    let gf23_1 = vec4<f32>(act_grad_factor(sc1_0 + rc23), act_grad_factor(sc1_1 + rc23), act_grad_factor(sc1_2 + rc23), act_grad_factor(sc1_3 + rc23));
     if (row0 + 23u < p.m) {
         let ro23 = (row0 + 23u) * p.swap_s;
-        let v23_0 = epilogue(c23_0 + bias0, row0 + 23u);
+        let v23_0 = epilogue(c23_0 + bias0, row0 + 23u) * gf23_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro23] = v23_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro23] = v23_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro23] = v23_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro23] = v23_0.w; }
-        let v23_1 = epilogue(c23_1 + bias1, row0 + 23u);
+        let v23_1 = epilogue(c23_1 + bias1, row0 + 23u) * gf23_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro23] = v23_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro23] = v23_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro23] = v23_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro23] = v23_1.w; }
     }
+    let rc24 = min(row0 + 24u, p.m - 1u) * p.swap_s;
+    let gf24_0 = vec4<f32>(act_grad_factor(sc0_0 + rc24), act_grad_factor(sc0_1 + rc24), act_grad_factor(sc0_2 + rc24), act_grad_factor(sc0_3 + rc24));
+    let gf24_1 = vec4<f32>(act_grad_factor(sc1_0 + rc24), act_grad_factor(sc1_1 + rc24), act_grad_factor(sc1_2 + rc24), act_grad_factor(sc1_3 + rc24));
     if (row0 + 24u < p.m) {
         let ro24 = (row0 + 24u) * p.swap_s;
-        let v24_0 = epilogue(c24_0 + bias0, row0 + 24u);
+        let v24_0 = epilogue(c24_0 + bias0, row0 + 24u) * gf24_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro24] = v24_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro24] = v24_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro24] = v24_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro24] = v24_0.w; }
-        let v24_1 = epilogue(c24_1 + bias1, row0 + 24u);
+        let v24_1 = epilogue(c24_1 + bias1, row0 + 24u) * gf24_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro24] = v24_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro24] = v24_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro24] = v24_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro24] = v24_1.w; }
     }
+    let rc25 = min(row0 + 25u, p.m - 1u) * p.swap_s;
+    let gf25_0 = vec4<f32>(act_grad_factor(sc0_0 + rc25), act_grad_factor(sc0_1 + rc25), act_grad_factor(sc0_2 + rc25), act_grad_factor(sc0_3 + rc25));
+    let gf25_1 = vec4<f32>(act_grad_factor(sc1_0 + rc25), act_grad_factor(sc1_1 + rc25), act_grad_factor(sc1_2 + rc25), act_grad_factor(sc1_3 + rc25));
     if (row0 + 25u < p.m) {
         let ro25 = (row0 + 25u) * p.swap_s;
-        let v25_0 = epilogue(c25_0 + bias0, row0 + 25u);
+        let v25_0 = epilogue(c25_0 + bias0, row0 + 25u) * gf25_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro25] = v25_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro25] = v25_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro25] = v25_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro25] = v25_0.w; }
-        let v25_1 = epilogue(c25_1 + bias1, row0 + 25u);
+        let v25_1 = epilogue(c25_1 + bias1, row0 + 25u) * gf25_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro25] = v25_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro25] = v25_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro25] = v25_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro25] = v25_1.w; }
     }
+    let rc26 = min(row0 + 26u, p.m - 1u) * p.swap_s;
+    let gf26_0 = vec4<f32>(act_grad_factor(sc0_0 + rc26), act_grad_factor(sc0_1 + rc26), act_grad_factor(sc0_2 + rc26), act_grad_factor(sc0_3 + rc26));
+    let gf26_1 = vec4<f32>(act_grad_factor(sc1_0 + rc26), act_grad_factor(sc1_1 + rc26), act_grad_factor(sc1_2 + rc26), act_grad_factor(sc1_3 + rc26));
     if (row0 + 26u < p.m) {
         let ro26 = (row0 + 26u) * p.swap_s;
-        let v26_0 = epilogue(c26_0 + bias0, row0 + 26u);
+        let v26_0 = epilogue(c26_0 + bias0, row0 + 26u) * gf26_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro26] = v26_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro26] = v26_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro26] = v26_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro26] = v26_0.w; }
-        let v26_1 = epilogue(c26_1 + bias1, row0 + 26u);
+        let v26_1 = epilogue(c26_1 + bias1, row0 + 26u) * gf26_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro26] = v26_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro26] = v26_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro26] = v26_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro26] = v26_1.w; }
     }
+    let rc27 = min(row0 + 27u, p.m - 1u) * p.swap_s;
+    let gf27_0 = vec4<f32>(act_grad_factor(sc0_0 + rc27), act_grad_factor(sc0_1 + rc27), act_grad_factor(sc0_2 + rc27), act_grad_factor(sc0_3 + rc27));
+    let gf27_1 = vec4<f32>(act_grad_factor(sc1_0 + rc27), act_grad_factor(sc1_1 + rc27), act_grad_factor(sc1_2 + rc27), act_grad_factor(sc1_3 + rc27));
     if (row0 + 27u < p.m) {
         let ro27 = (row0 + 27u) * p.swap_s;
-        let v27_0 = epilogue(c27_0 + bias0, row0 + 27u);
+        let v27_0 = epilogue(c27_0 + bias0, row0 + 27u) * gf27_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro27] = v27_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro27] = v27_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro27] = v27_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro27] = v27_0.w; }
-        let v27_1 = epilogue(c27_1 + bias1, row0 + 27u);
+        let v27_1 = epilogue(c27_1 + bias1, row0 + 27u) * gf27_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro27] = v27_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro27] = v27_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro27] = v27_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro27] = v27_1.w; }
     }
+    let rc28 = min(row0 + 28u, p.m - 1u) * p.swap_s;
+    let gf28_0 = vec4<f32>(act_grad_factor(sc0_0 + rc28), act_grad_factor(sc0_1 + rc28), act_grad_factor(sc0_2 + rc28), act_grad_factor(sc0_3 + rc28));
+    let gf28_1 = vec4<f32>(act_grad_factor(sc1_0 + rc28), act_grad_factor(sc1_1 + rc28), act_grad_factor(sc1_2 + rc28), act_grad_factor(sc1_3 + rc28));
     if (row0 + 28u < p.m) {
         let ro28 = (row0 + 28u) * p.swap_s;
-        let v28_0 = epilogue(c28_0 + bias0, row0 + 28u);
+        let v28_0 = epilogue(c28_0 + bias0, row0 + 28u) * gf28_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro28] = v28_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro28] = v28_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro28] = v28_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro28] = v28_0.w; }
-        let v28_1 = epilogue(c28_1 + bias1, row0 + 28u);
+        let v28_1 = epilogue(c28_1 + bias1, row0 + 28u) * gf28_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro28] = v28_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro28] = v28_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro28] = v28_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro28] = v28_1.w; }
     }
+    let rc29 = min(row0 + 29u, p.m - 1u) * p.swap_s;
+    let gf29_0 = vec4<f32>(act_grad_factor(sc0_0 + rc29), act_grad_factor(sc0_1 + rc29), act_grad_factor(sc0_2 + rc29), act_grad_factor(sc0_3 + rc29));
+    let gf29_1 = vec4<f32>(act_grad_factor(sc1_0 + rc29), act_grad_factor(sc1_1 + rc29), act_grad_factor(sc1_2 + rc29), act_grad_factor(sc1_3 + rc29));
     if (row0 + 29u < p.m) {
         let ro29 = (row0 + 29u) * p.swap_s;
-        let v29_0 = epilogue(c29_0 + bias0, row0 + 29u);
+        let v29_0 = epilogue(c29_0 + bias0, row0 + 29u) * gf29_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro29] = v29_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro29] = v29_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro29] = v29_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro29] = v29_0.w; }
-        let v29_1 = epilogue(c29_1 + bias1, row0 + 29u);
+        let v29_1 = epilogue(c29_1 + bias1, row0 + 29u) * gf29_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro29] = v29_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro29] = v29_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro29] = v29_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro29] = v29_1.w; }
     }
+    let rc30 = min(row0 + 30u, p.m - 1u) * p.swap_s;
+    let gf30_0 = vec4<f32>(act_grad_factor(sc0_0 + rc30), act_grad_factor(sc0_1 + rc30), act_grad_factor(sc0_2 + rc30), act_grad_factor(sc0_3 + rc30));
+    let gf30_1 = vec4<f32>(act_grad_factor(sc1_0 + rc30), act_grad_factor(sc1_1 + rc30), act_grad_factor(sc1_2 + rc30), act_grad_factor(sc1_3 + rc30));
     if (row0 + 30u < p.m) {
         let ro30 = (row0 + 30u) * p.swap_s;
-        let v30_0 = epilogue(c30_0 + bias0, row0 + 30u);
+        let v30_0 = epilogue(c30_0 + bias0, row0 + 30u) * gf30_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro30] = v30_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro30] = v30_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro30] = v30_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro30] = v30_0.w; }
-        let v30_1 = epilogue(c30_1 + bias1, row0 + 30u);
+        let v30_1 = epilogue(c30_1 + bias1, row0 + 30u) * gf30_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro30] = v30_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro30] = v30_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro30] = v30_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro30] = v30_1.w; }
     }
+    let rc31 = min(row0 + 31u, p.m - 1u) * p.swap_s;
+    let gf31_0 = vec4<f32>(act_grad_factor(sc0_0 + rc31), act_grad_factor(sc0_1 + rc31), act_grad_factor(sc0_2 + rc31), act_grad_factor(sc0_3 + rc31));
+    let gf31_1 = vec4<f32>(act_grad_factor(sc1_0 + rc31), act_grad_factor(sc1_1 + rc31), act_grad_factor(sc1_2 + rc31), act_grad_factor(sc1_3 + rc31));
     if (row0 + 31u < p.m) {
         let ro31 = (row0 + 31u) * p.swap_s;
-        let v31_0 = epilogue(c31_0 + bias0, row0 + 31u);
+        let v31_0 = epilogue(c31_0 + bias0, row0 + 31u) * gf31_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro31] = v31_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro31] = v31_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro31] = v31_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro31] = v31_0.w; }
-        let v31_1 = epilogue(c31_1 + bias1, row0 + 31u);
+        let v31_1 = epilogue(c31_1 + bias1, row0 + 31u) * gf31_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro31] = v31_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro31] = v31_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro31] = v31_1.z; }
@@ -1304,417 +1425,521 @@ fn matmul_sg_nt_swap(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_in
     let so1_2 = bs1_2.x * p.m * p.swap_s + bs1_2.y;
     let bs1_3 = divmod(ccol1 * 4u + 3u, p.swap_s);
     let so1_3 = bs1_3.x * p.m * p.swap_s + bs1_3.y;
+    let sc0_0 = select(0u, so0_0, ccol0 * 4u + 0u < p.n);
+    let sc0_1 = select(0u, so0_1, ccol0 * 4u + 1u < p.n);
+    let sc0_2 = select(0u, so0_2, ccol0 * 4u + 2u < p.n);
+    let sc0_3 = select(0u, so0_3, ccol0 * 4u + 3u < p.n);
+    let sc1_0 = select(0u, so1_0, ccol1 * 4u + 0u < p.n);
+    let sc1_1 = select(0u, so1_1, ccol1 * 4u + 1u < p.n);
+    let sc1_2 = select(0u, so1_2, ccol1 * 4u + 2u < p.n);
+    let sc1_3 = select(0u, so1_3, ccol1 * 4u + 3u < p.n);
+    let rc0 = min(row0 + 0u, p.m - 1u) * p.swap_s;
+    let gf0_0 = vec4<f32>(act_grad_factor(sc0_0 + rc0), act_grad_factor(sc0_1 + rc0), act_grad_factor(sc0_2 + rc0), act_grad_factor(sc0_3 + rc0));
+    let gf0_1 = vec4<f32>(act_grad_factor(sc1_0 + rc0), act_grad_factor(sc1_1 + rc0), act_grad_factor(sc1_2 + rc0), act_grad_factor(sc1_3 + rc0));
     if (row0 + 0u < p.m) {
         let ro0 = (row0 + 0u) * p.swap_s;
-        let v0_0 = epilogue(c0_0 + bias0, row0 + 0u);
+        let v0_0 = epilogue(c0_0 + bias0, row0 + 0u) * gf0_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro0] = v0_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro0] = v0_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro0] = v0_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro0] = v0_0.w; }
-        let v0_1 = epilogue(c0_1 + bias1, row0 + 0u);
+        let v0_1 = epilogue(c0_1 + bias1, row0 + 0u) * gf0_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro0] = v0_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro0] = v0_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro0] = v0_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro0] = v0_1.w; }
     }
+    let rc1 = min(row0 + 1u, p.m - 1u) * p.swap_s;
+    let gf1_0 = vec4<f32>(act_grad_factor(sc0_0 + rc1), act_grad_factor(sc0_1 + rc1), act_grad_factor(sc0_2 + rc1), act_grad_factor(sc0_3 + rc1));
+    let gf1_1 = vec4<f32>(act_grad_factor(sc1_0 + rc1), act_grad_factor(sc1_1 + rc1), act_grad_factor(sc1_2 + rc1), act_grad_factor(sc1_3 + rc1));
     if (row0 + 1u < p.m) {
         let ro1 = (row0 + 1u) * p.swap_s;
-        let v1_0 = epilogue(c1_0 + bias0, row0 + 1u);
+        let v1_0 = epilogue(c1_0 + bias0, row0 + 1u) * gf1_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro1] = v1_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro1] = v1_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro1] = v1_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro1] = v1_0.w; }
-        let v1_1 = epilogue(c1_1 + bias1, row0 + 1u);
+        let v1_1 = epilogue(c1_1 + bias1, row0 + 1u) * gf1_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro1] = v1_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro1] = v1_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro1] = v1_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro1] = v1_1.w; }
     }
+    let rc2 = min(row0 + 2u, p.m - 1u) * p.swap_s;
+    let gf2_0 = vec4<f32>(act_grad_factor(sc0_0 + rc2), act_grad_factor(sc0_1 + rc2), act_grad_factor(sc0_2 + rc2), act_grad_factor(sc0_3 + rc2));
+    let gf2_1 = vec4<f32>(act_grad_factor(sc1_0 + rc2), act_grad_factor(sc1_1 + rc2), act_grad_factor(sc1_2 + rc2), act_grad_factor(sc1_3 + rc2));
     if (row0 + 2u < p.m) {
         let ro2 = (row0 + 2u) * p.swap_s;
-        let v2_0 = epilogue(c2_0 + bias0, row0 + 2u);
+        let v2_0 = epilogue(c2_0 + bias0, row0 + 2u) * gf2_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro2] = v2_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro2] = v2_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro2] = v2_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro2] = v2_0.w; }
-        let v2_1 = epilogue(c2_1 + bias1, row0 + 2u);
+        let v2_1 = epilogue(c2_1 + bias1, row0 + 2u) * gf2_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro2] = v2_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro2] = v2_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro2] = v2_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro2] = v2_1.w; }
     }
+    let rc3 = min(row0 + 3u, p.m - 1u) * p.swap_s;
+    let gf3_0 = vec4<f32>(act_grad_factor(sc0_0 + rc3), act_grad_factor(sc0_1 + rc3), act_grad_factor(sc0_2 + rc3), act_grad_factor(sc0_3 + rc3));
+    let gf3_1 = vec4<f32>(act_grad_factor(sc1_0 + rc3), act_grad_factor(sc1_1 + rc3), act_grad_factor(sc1_2 + rc3), act_grad_factor(sc1_3 + rc3));
     if (row0 + 3u < p.m) {
         let ro3 = (row0 + 3u) * p.swap_s;
-        let v3_0 = epilogue(c3_0 + bias0, row0 + 3u);
+        let v3_0 = epilogue(c3_0 + bias0, row0 + 3u) * gf3_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro3] = v3_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro3] = v3_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro3] = v3_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro3] = v3_0.w; }
-        let v3_1 = epilogue(c3_1 + bias1, row0 + 3u);
+        let v3_1 = epilogue(c3_1 + bias1, row0 + 3u) * gf3_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro3] = v3_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro3] = v3_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro3] = v3_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro3] = v3_1.w; }
     }
+    let rc4 = min(row0 + 4u, p.m - 1u) * p.swap_s;
+    let gf4_0 = vec4<f32>(act_grad_factor(sc0_0 + rc4), act_grad_factor(sc0_1 + rc4), act_grad_factor(sc0_2 + rc4), act_grad_factor(sc0_3 + rc4));
+    let gf4_1 = vec4<f32>(act_grad_factor(sc1_0 + rc4), act_grad_factor(sc1_1 + rc4), act_grad_factor(sc1_2 + rc4), act_grad_factor(sc1_3 + rc4));
     if (row0 + 4u < p.m) {
         let ro4 = (row0 + 4u) * p.swap_s;
-        let v4_0 = epilogue(c4_0 + bias0, row0 + 4u);
+        let v4_0 = epilogue(c4_0 + bias0, row0 + 4u) * gf4_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro4] = v4_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro4] = v4_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro4] = v4_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro4] = v4_0.w; }
-        let v4_1 = epilogue(c4_1 + bias1, row0 + 4u);
+        let v4_1 = epilogue(c4_1 + bias1, row0 + 4u) * gf4_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro4] = v4_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro4] = v4_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro4] = v4_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro4] = v4_1.w; }
     }
+    let rc5 = min(row0 + 5u, p.m - 1u) * p.swap_s;
+    let gf5_0 = vec4<f32>(act_grad_factor(sc0_0 + rc5), act_grad_factor(sc0_1 + rc5), act_grad_factor(sc0_2 + rc5), act_grad_factor(sc0_3 + rc5));
+    let gf5_1 = vec4<f32>(act_grad_factor(sc1_0 + rc5), act_grad_factor(sc1_1 + rc5), act_grad_factor(sc1_2 + rc5), act_grad_factor(sc1_3 + rc5));
     if (row0 + 5u < p.m) {
         let ro5 = (row0 + 5u) * p.swap_s;
-        let v5_0 = epilogue(c5_0 + bias0, row0 + 5u);
+        let v5_0 = epilogue(c5_0 + bias0, row0 + 5u) * gf5_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro5] = v5_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro5] = v5_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro5] = v5_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro5] = v5_0.w; }
-        let v5_1 = epilogue(c5_1 + bias1, row0 + 5u);
+        let v5_1 = epilogue(c5_1 + bias1, row0 + 5u) * gf5_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro5] = v5_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro5] = v5_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro5] = v5_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro5] = v5_1.w; }
     }
+    let rc6 = min(row0 + 6u, p.m - 1u) * p.swap_s;
+    let gf6_0 = vec4<f32>(act_grad_factor(sc0_0 + rc6), act_grad_factor(sc0_1 + rc6), act_grad_factor(sc0_2 + rc6), act_grad_factor(sc0_3 + rc6));
+    let gf6_1 = vec4<f32>(act_grad_factor(sc1_0 + rc6), act_grad_factor(sc1_1 + rc6), act_grad_factor(sc1_2 + rc6), act_grad_factor(sc1_3 + rc6));
     if (row0 + 6u < p.m) {
         let ro6 = (row0 + 6u) * p.swap_s;
-        let v6_0 = epilogue(c6_0 + bias0, row0 + 6u);
+        let v6_0 = epilogue(c6_0 + bias0, row0 + 6u) * gf6_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro6] = v6_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro6] = v6_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro6] = v6_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro6] = v6_0.w; }
-        let v6_1 = epilogue(c6_1 + bias1, row0 + 6u);
+        let v6_1 = epilogue(c6_1 + bias1, row0 + 6u) * gf6_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro6] = v6_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro6] = v6_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro6] = v6_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro6] = v6_1.w; }
     }
+    let rc7 = min(row0 + 7u, p.m - 1u) * p.swap_s;
+    let gf7_0 = vec4<f32>(act_grad_factor(sc0_0 + rc7), act_grad_factor(sc0_1 + rc7), act_grad_factor(sc0_2 + rc7), act_grad_factor(sc0_3 + rc7));
+    let gf7_1 = vec4<f32>(act_grad_factor(sc1_0 + rc7), act_grad_factor(sc1_1 + rc7), act_grad_factor(sc1_2 + rc7), act_grad_factor(sc1_3 + rc7));
     if (row0 + 7u < p.m) {
         let ro7 = (row0 + 7u) * p.swap_s;
-        let v7_0 = epilogue(c7_0 + bias0, row0 + 7u);
+        let v7_0 = epilogue(c7_0 + bias0, row0 + 7u) * gf7_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro7] = v7_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro7] = v7_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro7] = v7_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro7] = v7_0.w; }
-        let v7_1 = epilogue(c7_1 + bias1, row0 + 7u);
+        let v7_1 = epilogue(c7_1 + bias1, row0 + 7u) * gf7_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro7] = v7_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro7] = v7_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro7] = v7_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro7] = v7_1.w; }
     }
+    let rc8 = min(row0 + 8u, p.m - 1u) * p.swap_s;
+    let gf8_0 = vec4<f32>(act_grad_factor(sc0_0 + rc8), act_grad_factor(sc0_1 + rc8), act_grad_factor(sc0_2 + rc8), act_grad_factor(sc0_3 + rc8));
+    let gf8_1 = vec4<f32>(act_grad_factor(sc1_0 + rc8), act_grad_factor(sc1_1 + rc8), act_grad_factor(sc1_2 + rc8), act_grad_factor(sc1_3 + rc8));
     if (row0 + 8u < p.m) {
         let ro8 = (row0 + 8u) * p.swap_s;
-        let v8_0 = epilogue(c8_0 + bias0, row0 + 8u);
+        let v8_0 = epilogue(c8_0 + bias0, row0 + 8u) * gf8_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro8] = v8_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro8] = v8_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro8] = v8_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro8] = v8_0.w; }
-        let v8_1 = epilogue(c8_1 + bias1, row0 + 8u);
+        let v8_1 = epilogue(c8_1 + bias1, row0 + 8u) * gf8_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro8] = v8_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro8] = v8_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro8] = v8_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro8] = v8_1.w; }
     }
+    let rc9 = min(row0 + 9u, p.m - 1u) * p.swap_s;
+    let gf9_0 = vec4<f32>(act_grad_factor(sc0_0 + rc9), act_grad_factor(sc0_1 + rc9), act_grad_factor(sc0_2 + rc9), act_grad_factor(sc0_3 + rc9));
+    let gf9_1 = vec4<f32>(act_grad_factor(sc1_0 + rc9), act_grad_factor(sc1_1 + rc9), act_grad_factor(sc1_2 + rc9), act_grad_factor(sc1_3 + rc9));
     if (row0 + 9u < p.m) {
         let ro9 = (row0 + 9u) * p.swap_s;
-        let v9_0 = epilogue(c9_0 + bias0, row0 + 9u);
+        let v9_0 = epilogue(c9_0 + bias0, row0 + 9u) * gf9_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro9] = v9_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro9] = v9_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro9] = v9_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro9] = v9_0.w; }
-        let v9_1 = epilogue(c9_1 + bias1, row0 + 9u);
+        let v9_1 = epilogue(c9_1 + bias1, row0 + 9u) * gf9_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro9] = v9_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro9] = v9_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro9] = v9_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro9] = v9_1.w; }
     }
+    let rc10 = min(row0 + 10u, p.m - 1u) * p.swap_s;
+    let gf10_0 = vec4<f32>(act_grad_factor(sc0_0 + rc10), act_grad_factor(sc0_1 + rc10), act_grad_factor(sc0_2 + rc10), act_grad_factor(sc0_3 + rc10));
+    let gf10_1 = vec4<f32>(act_grad_factor(sc1_0 + rc10), act_grad_factor(sc1_1 + rc10), act_grad_factor(sc1_2 + rc10), act_grad_factor(sc1_3 + rc10));
     if (row0 + 10u < p.m) {
         let ro10 = (row0 + 10u) * p.swap_s;
-        let v10_0 = epilogue(c10_0 + bias0, row0 + 10u);
+        let v10_0 = epilogue(c10_0 + bias0, row0 + 10u) * gf10_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro10] = v10_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro10] = v10_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro10] = v10_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro10] = v10_0.w; }
-        let v10_1 = epilogue(c10_1 + bias1, row0 + 10u);
+        let v10_1 = epilogue(c10_1 + bias1, row0 + 10u) * gf10_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro10] = v10_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro10] = v10_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro10] = v10_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro10] = v10_1.w; }
     }
+    let rc11 = min(row0 + 11u, p.m - 1u) * p.swap_s;
+    let gf11_0 = vec4<f32>(act_grad_factor(sc0_0 + rc11), act_grad_factor(sc0_1 + rc11), act_grad_factor(sc0_2 + rc11), act_grad_factor(sc0_3 + rc11));
+    let gf11_1 = vec4<f32>(act_grad_factor(sc1_0 + rc11), act_grad_factor(sc1_1 + rc11), act_grad_factor(sc1_2 + rc11), act_grad_factor(sc1_3 + rc11));
     if (row0 + 11u < p.m) {
         let ro11 = (row0 + 11u) * p.swap_s;
-        let v11_0 = epilogue(c11_0 + bias0, row0 + 11u);
+        let v11_0 = epilogue(c11_0 + bias0, row0 + 11u) * gf11_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro11] = v11_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro11] = v11_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro11] = v11_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro11] = v11_0.w; }
-        let v11_1 = epilogue(c11_1 + bias1, row0 + 11u);
+        let v11_1 = epilogue(c11_1 + bias1, row0 + 11u) * gf11_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro11] = v11_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro11] = v11_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro11] = v11_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro11] = v11_1.w; }
     }
+    let rc12 = min(row0 + 12u, p.m - 1u) * p.swap_s;
+    let gf12_0 = vec4<f32>(act_grad_factor(sc0_0 + rc12), act_grad_factor(sc0_1 + rc12), act_grad_factor(sc0_2 + rc12), act_grad_factor(sc0_3 + rc12));
+    let gf12_1 = vec4<f32>(act_grad_factor(sc1_0 + rc12), act_grad_factor(sc1_1 + rc12), act_grad_factor(sc1_2 + rc12), act_grad_factor(sc1_3 + rc12));
     if (row0 + 12u < p.m) {
         let ro12 = (row0 + 12u) * p.swap_s;
-        let v12_0 = epilogue(c12_0 + bias0, row0 + 12u);
+        let v12_0 = epilogue(c12_0 + bias0, row0 + 12u) * gf12_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro12] = v12_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro12] = v12_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro12] = v12_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro12] = v12_0.w; }
-        let v12_1 = epilogue(c12_1 + bias1, row0 + 12u);
+        let v12_1 = epilogue(c12_1 + bias1, row0 + 12u) * gf12_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro12] = v12_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro12] = v12_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro12] = v12_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro12] = v12_1.w; }
     }
+    let rc13 = min(row0 + 13u, p.m - 1u) * p.swap_s;
+    let gf13_0 = vec4<f32>(act_grad_factor(sc0_0 + rc13), act_grad_factor(sc0_1 + rc13), act_grad_factor(sc0_2 + rc13), act_grad_factor(sc0_3 + rc13));
+    let gf13_1 = vec4<f32>(act_grad_factor(sc1_0 + rc13), act_grad_factor(sc1_1 + rc13), act_grad_factor(sc1_2 + rc13), act_grad_factor(sc1_3 + rc13));
     if (row0 + 13u < p.m) {
         let ro13 = (row0 + 13u) * p.swap_s;
-        let v13_0 = epilogue(c13_0 + bias0, row0 + 13u);
+        let v13_0 = epilogue(c13_0 + bias0, row0 + 13u) * gf13_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro13] = v13_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro13] = v13_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro13] = v13_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro13] = v13_0.w; }
-        let v13_1 = epilogue(c13_1 + bias1, row0 + 13u);
+        let v13_1 = epilogue(c13_1 + bias1, row0 + 13u) * gf13_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro13] = v13_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro13] = v13_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro13] = v13_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro13] = v13_1.w; }
     }
+    let rc14 = min(row0 + 14u, p.m - 1u) * p.swap_s;
+    let gf14_0 = vec4<f32>(act_grad_factor(sc0_0 + rc14), act_grad_factor(sc0_1 + rc14), act_grad_factor(sc0_2 + rc14), act_grad_factor(sc0_3 + rc14));
+    let gf14_1 = vec4<f32>(act_grad_factor(sc1_0 + rc14), act_grad_factor(sc1_1 + rc14), act_grad_factor(sc1_2 + rc14), act_grad_factor(sc1_3 + rc14));
     if (row0 + 14u < p.m) {
         let ro14 = (row0 + 14u) * p.swap_s;
-        let v14_0 = epilogue(c14_0 + bias0, row0 + 14u);
+        let v14_0 = epilogue(c14_0 + bias0, row0 + 14u) * gf14_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro14] = v14_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro14] = v14_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro14] = v14_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro14] = v14_0.w; }
-        let v14_1 = epilogue(c14_1 + bias1, row0 + 14u);
+        let v14_1 = epilogue(c14_1 + bias1, row0 + 14u) * gf14_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro14] = v14_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro14] = v14_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro14] = v14_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro14] = v14_1.w; }
     }
+    let rc15 = min(row0 + 15u, p.m - 1u) * p.swap_s;
+    let gf15_0 = vec4<f32>(act_grad_factor(sc0_0 + rc15), act_grad_factor(sc0_1 + rc15), act_grad_factor(sc0_2 + rc15), act_grad_factor(sc0_3 + rc15));
+    let gf15_1 = vec4<f32>(act_grad_factor(sc1_0 + rc15), act_grad_factor(sc1_1 + rc15), act_grad_factor(sc1_2 + rc15), act_grad_factor(sc1_3 + rc15));
     if (row0 + 15u < p.m) {
         let ro15 = (row0 + 15u) * p.swap_s;
-        let v15_0 = epilogue(c15_0 + bias0, row0 + 15u);
+        let v15_0 = epilogue(c15_0 + bias0, row0 + 15u) * gf15_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro15] = v15_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro15] = v15_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro15] = v15_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro15] = v15_0.w; }
-        let v15_1 = epilogue(c15_1 + bias1, row0 + 15u);
+        let v15_1 = epilogue(c15_1 + bias1, row0 + 15u) * gf15_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro15] = v15_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro15] = v15_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro15] = v15_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro15] = v15_1.w; }
     }
+    let rc16 = min(row0 + 16u, p.m - 1u) * p.swap_s;
+    let gf16_0 = vec4<f32>(act_grad_factor(sc0_0 + rc16), act_grad_factor(sc0_1 + rc16), act_grad_factor(sc0_2 + rc16), act_grad_factor(sc0_3 + rc16));
+    let gf16_1 = vec4<f32>(act_grad_factor(sc1_0 + rc16), act_grad_factor(sc1_1 + rc16), act_grad_factor(sc1_2 + rc16), act_grad_factor(sc1_3 + rc16));
     if (row0 + 16u < p.m) {
         let ro16 = (row0 + 16u) * p.swap_s;
-        let v16_0 = epilogue(c16_0 + bias0, row0 + 16u);
+        let v16_0 = epilogue(c16_0 + bias0, row0 + 16u) * gf16_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro16] = v16_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro16] = v16_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro16] = v16_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro16] = v16_0.w; }
-        let v16_1 = epilogue(c16_1 + bias1, row0 + 16u);
+        let v16_1 = epilogue(c16_1 + bias1, row0 + 16u) * gf16_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro16] = v16_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro16] = v16_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro16] = v16_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro16] = v16_1.w; }
     }
+    let rc17 = min(row0 + 17u, p.m - 1u) * p.swap_s;
+    let gf17_0 = vec4<f32>(act_grad_factor(sc0_0 + rc17), act_grad_factor(sc0_1 + rc17), act_grad_factor(sc0_2 + rc17), act_grad_factor(sc0_3 + rc17));
+    let gf17_1 = vec4<f32>(act_grad_factor(sc1_0 + rc17), act_grad_factor(sc1_1 + rc17), act_grad_factor(sc1_2 + rc17), act_grad_factor(sc1_3 + rc17));
     if (row0 + 17u < p.m) {
         let ro17 = (row0 + 17u) * p.swap_s;
-        let v17_0 = epilogue(c17_0 + bias0, row0 + 17u);
+        let v17_0 = epilogue(c17_0 + bias0, row0 + 17u) * gf17_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro17] = v17_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro17] = v17_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro17] = v17_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro17] = v17_0.w; }
-        let v17_1 = epilogue(c17_1 + bias1, row0 + 17u);
+        let v17_1 = epilogue(c17_1 + bias1, row0 + 17u) * gf17_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro17] = v17_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro17] = v17_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro17] = v17_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro17] = v17_1.w; }
     }
+    let rc18 = min(row0 + 18u, p.m - 1u) * p.swap_s;
+    let gf18_0 = vec4<f32>(act_grad_factor(sc0_0 + rc18), act_grad_factor(sc0_1 + rc18), act_grad_factor(sc0_2 + rc18), act_grad_factor(sc0_3 + rc18));
+    let gf18_1 = vec4<f32>(act_grad_factor(sc1_0 + rc18), act_grad_factor(sc1_1 + rc18), act_grad_factor(sc1_2 + rc18), act_grad_factor(sc1_3 + rc18));
     if (row0 + 18u < p.m) {
         let ro18 = (row0 + 18u) * p.swap_s;
-        let v18_0 = epilogue(c18_0 + bias0, row0 + 18u);
+        let v18_0 = epilogue(c18_0 + bias0, row0 + 18u) * gf18_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro18] = v18_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro18] = v18_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro18] = v18_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro18] = v18_0.w; }
-        let v18_1 = epilogue(c18_1 + bias1, row0 + 18u);
+        let v18_1 = epilogue(c18_1 + bias1, row0 + 18u) * gf18_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro18] = v18_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro18] = v18_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro18] = v18_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro18] = v18_1.w; }
     }
+    let rc19 = min(row0 + 19u, p.m - 1u) * p.swap_s;
+    let gf19_0 = vec4<f32>(act_grad_factor(sc0_0 + rc19), act_grad_factor(sc0_1 + rc19), act_grad_factor(sc0_2 + rc19), act_grad_factor(sc0_3 + rc19));
+    let gf19_1 = vec4<f32>(act_grad_factor(sc1_0 + rc19), act_grad_factor(sc1_1 + rc19), act_grad_factor(sc1_2 + rc19), act_grad_factor(sc1_3 + rc19));
     if (row0 + 19u < p.m) {
         let ro19 = (row0 + 19u) * p.swap_s;
-        let v19_0 = epilogue(c19_0 + bias0, row0 + 19u);
+        let v19_0 = epilogue(c19_0 + bias0, row0 + 19u) * gf19_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro19] = v19_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro19] = v19_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro19] = v19_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro19] = v19_0.w; }
-        let v19_1 = epilogue(c19_1 + bias1, row0 + 19u);
+        let v19_1 = epilogue(c19_1 + bias1, row0 + 19u) * gf19_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro19] = v19_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro19] = v19_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro19] = v19_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro19] = v19_1.w; }
     }
+    let rc20 = min(row0 + 20u, p.m - 1u) * p.swap_s;
+    let gf20_0 = vec4<f32>(act_grad_factor(sc0_0 + rc20), act_grad_factor(sc0_1 + rc20), act_grad_factor(sc0_2 + rc20), act_grad_factor(sc0_3 + rc20));
+    let gf20_1 = vec4<f32>(act_grad_factor(sc1_0 + rc20), act_grad_factor(sc1_1 + rc20), act_grad_factor(sc1_2 + rc20), act_grad_factor(sc1_3 + rc20));
     if (row0 + 20u < p.m) {
         let ro20 = (row0 + 20u) * p.swap_s;
-        let v20_0 = epilogue(c20_0 + bias0, row0 + 20u);
+        let v20_0 = epilogue(c20_0 + bias0, row0 + 20u) * gf20_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro20] = v20_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro20] = v20_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro20] = v20_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro20] = v20_0.w; }
-        let v20_1 = epilogue(c20_1 + bias1, row0 + 20u);
+        let v20_1 = epilogue(c20_1 + bias1, row0 + 20u) * gf20_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro20] = v20_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro20] = v20_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro20] = v20_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro20] = v20_1.w; }
     }
+    let rc21 = min(row0 + 21u, p.m - 1u) * p.swap_s;
+    let gf21_0 = vec4<f32>(act_grad_factor(sc0_0 + rc21), act_grad_factor(sc0_1 + rc21), act_grad_factor(sc0_2 + rc21), act_grad_factor(sc0_3 + rc21));
+    let gf21_1 = vec4<f32>(act_grad_factor(sc1_0 + rc21), act_grad_factor(sc1_1 + rc21), act_grad_factor(sc1_2 + rc21), act_grad_factor(sc1_3 + rc21));
     if (row0 + 21u < p.m) {
         let ro21 = (row0 + 21u) * p.swap_s;
-        let v21_0 = epilogue(c21_0 + bias0, row0 + 21u);
+        let v21_0 = epilogue(c21_0 + bias0, row0 + 21u) * gf21_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro21] = v21_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro21] = v21_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro21] = v21_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro21] = v21_0.w; }
-        let v21_1 = epilogue(c21_1 + bias1, row0 + 21u);
+        let v21_1 = epilogue(c21_1 + bias1, row0 + 21u) * gf21_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro21] = v21_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro21] = v21_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro21] = v21_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro21] = v21_1.w; }
     }
+    let rc22 = min(row0 + 22u, p.m - 1u) * p.swap_s;
+    let gf22_0 = vec4<f32>(act_grad_factor(sc0_0 + rc22), act_grad_factor(sc0_1 + rc22), act_grad_factor(sc0_2 + rc22), act_grad_factor(sc0_3 + rc22));
+    let gf22_1 = vec4<f32>(act_grad_factor(sc1_0 + rc22), act_grad_factor(sc1_1 + rc22), act_grad_factor(sc1_2 + rc22), act_grad_factor(sc1_3 + rc22));
     if (row0 + 22u < p.m) {
         let ro22 = (row0 + 22u) * p.swap_s;
-        let v22_0 = epilogue(c22_0 + bias0, row0 + 22u);
+        let v22_0 = epilogue(c22_0 + bias0, row0 + 22u) * gf22_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro22] = v22_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro22] = v22_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro22] = v22_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro22] = v22_0.w; }
-        let v22_1 = epilogue(c22_1 + bias1, row0 + 22u);
+        let v22_1 = epilogue(c22_1 + bias1, row0 + 22u) * gf22_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro22] = v22_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro22] = v22_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro22] = v22_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro22] = v22_1.w; }
     }
+    let rc23 = min(row0 + 23u, p.m - 1u) * p.swap_s;
+    let gf23_0 = vec4<f32>(act_grad_factor(sc0_0 + rc23), act_grad_factor(sc0_1 + rc23), act_grad_factor(sc0_2 + rc23), act_grad_factor(sc0_3 + rc23));
+    let gf23_1 = vec4<f32>(act_grad_factor(sc1_0 + rc23), act_grad_factor(sc1_1 + rc23), act_grad_factor(sc1_2 + rc23), act_grad_factor(sc1_3 + rc23));
     if (row0 + 23u < p.m) {
         let ro23 = (row0 + 23u) * p.swap_s;
-        let v23_0 = epilogue(c23_0 + bias0, row0 + 23u);
+        let v23_0 = epilogue(c23_0 + bias0, row0 + 23u) * gf23_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro23] = v23_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro23] = v23_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro23] = v23_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro23] = v23_0.w; }
-        let v23_1 = epilogue(c23_1 + bias1, row0 + 23u);
+        let v23_1 = epilogue(c23_1 + bias1, row0 + 23u) * gf23_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro23] = v23_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro23] = v23_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro23] = v23_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro23] = v23_1.w; }
     }
+    let rc24 = min(row0 + 24u, p.m - 1u) * p.swap_s;
+    let gf24_0 = vec4<f32>(act_grad_factor(sc0_0 + rc24), act_grad_factor(sc0_1 + rc24), act_grad_factor(sc0_2 + rc24), act_grad_factor(sc0_3 + rc24));
+    let gf24_1 = vec4<f32>(act_grad_factor(sc1_0 + rc24), act_grad_factor(sc1_1 + rc24), act_grad_factor(sc1_2 + rc24), act_grad_factor(sc1_3 + rc24));
     if (row0 + 24u < p.m) {
         let ro24 = (row0 + 24u) * p.swap_s;
-        let v24_0 = epilogue(c24_0 + bias0, row0 + 24u);
+        let v24_0 = epilogue(c24_0 + bias0, row0 + 24u) * gf24_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro24] = v24_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro24] = v24_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro24] = v24_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro24] = v24_0.w; }
-        let v24_1 = epilogue(c24_1 + bias1, row0 + 24u);
+        let v24_1 = epilogue(c24_1 + bias1, row0 + 24u) * gf24_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro24] = v24_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro24] = v24_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro24] = v24_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro24] = v24_1.w; }
     }
+    let rc25 = min(row0 + 25u, p.m - 1u) * p.swap_s;
+    let gf25_0 = vec4<f32>(act_grad_factor(sc0_0 + rc25), act_grad_factor(sc0_1 + rc25), act_grad_factor(sc0_2 + rc25), act_grad_factor(sc0_3 + rc25));
+    let gf25_1 = vec4<f32>(act_grad_factor(sc1_0 + rc25), act_grad_factor(sc1_1 + rc25), act_grad_factor(sc1_2 + rc25), act_grad_factor(sc1_3 + rc25));
     if (row0 + 25u < p.m) {
         let ro25 = (row0 + 25u) * p.swap_s;
-        let v25_0 = epilogue(c25_0 + bias0, row0 + 25u);
+        let v25_0 = epilogue(c25_0 + bias0, row0 + 25u) * gf25_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro25] = v25_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro25] = v25_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro25] = v25_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro25] = v25_0.w; }
-        let v25_1 = epilogue(c25_1 + bias1, row0 + 25u);
+        let v25_1 = epilogue(c25_1 + bias1, row0 + 25u) * gf25_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro25] = v25_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro25] = v25_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro25] = v25_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro25] = v25_1.w; }
     }
+    let rc26 = min(row0 + 26u, p.m - 1u) * p.swap_s;
+    let gf26_0 = vec4<f32>(act_grad_factor(sc0_0 + rc26), act_grad_factor(sc0_1 + rc26), act_grad_factor(sc0_2 + rc26), act_grad_factor(sc0_3 + rc26));
+    let gf26_1 = vec4<f32>(act_grad_factor(sc1_0 + rc26), act_grad_factor(sc1_1 + rc26), act_grad_factor(sc1_2 + rc26), act_grad_factor(sc1_3 + rc26));
     if (row0 + 26u < p.m) {
         let ro26 = (row0 + 26u) * p.swap_s;
-        let v26_0 = epilogue(c26_0 + bias0, row0 + 26u);
+        let v26_0 = epilogue(c26_0 + bias0, row0 + 26u) * gf26_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro26] = v26_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro26] = v26_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro26] = v26_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro26] = v26_0.w; }
-        let v26_1 = epilogue(c26_1 + bias1, row0 + 26u);
+        let v26_1 = epilogue(c26_1 + bias1, row0 + 26u) * gf26_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro26] = v26_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro26] = v26_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro26] = v26_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro26] = v26_1.w; }
     }
+    let rc27 = min(row0 + 27u, p.m - 1u) * p.swap_s;
+    let gf27_0 = vec4<f32>(act_grad_factor(sc0_0 + rc27), act_grad_factor(sc0_1 + rc27), act_grad_factor(sc0_2 + rc27), act_grad_factor(sc0_3 + rc27));
+    let gf27_1 = vec4<f32>(act_grad_factor(sc1_0 + rc27), act_grad_factor(sc1_1 + rc27), act_grad_factor(sc1_2 + rc27), act_grad_factor(sc1_3 + rc27));
     if (row0 + 27u < p.m) {
         let ro27 = (row0 + 27u) * p.swap_s;
-        let v27_0 = epilogue(c27_0 + bias0, row0 + 27u);
+        let v27_0 = epilogue(c27_0 + bias0, row0 + 27u) * gf27_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro27] = v27_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro27] = v27_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro27] = v27_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro27] = v27_0.w; }
-        let v27_1 = epilogue(c27_1 + bias1, row0 + 27u);
+        let v27_1 = epilogue(c27_1 + bias1, row0 + 27u) * gf27_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro27] = v27_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro27] = v27_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro27] = v27_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro27] = v27_1.w; }
     }
+    let rc28 = min(row0 + 28u, p.m - 1u) * p.swap_s;
+    let gf28_0 = vec4<f32>(act_grad_factor(sc0_0 + rc28), act_grad_factor(sc0_1 + rc28), act_grad_factor(sc0_2 + rc28), act_grad_factor(sc0_3 + rc28));
+    let gf28_1 = vec4<f32>(act_grad_factor(sc1_0 + rc28), act_grad_factor(sc1_1 + rc28), act_grad_factor(sc1_2 + rc28), act_grad_factor(sc1_3 + rc28));
     if (row0 + 28u < p.m) {
         let ro28 = (row0 + 28u) * p.swap_s;
-        let v28_0 = epilogue(c28_0 + bias0, row0 + 28u);
+        let v28_0 = epilogue(c28_0 + bias0, row0 + 28u) * gf28_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro28] = v28_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro28] = v28_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro28] = v28_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro28] = v28_0.w; }
-        let v28_1 = epilogue(c28_1 + bias1, row0 + 28u);
+        let v28_1 = epilogue(c28_1 + bias1, row0 + 28u) * gf28_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro28] = v28_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro28] = v28_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro28] = v28_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro28] = v28_1.w; }
     }
+    let rc29 = min(row0 + 29u, p.m - 1u) * p.swap_s;
+    let gf29_0 = vec4<f32>(act_grad_factor(sc0_0 + rc29), act_grad_factor(sc0_1 + rc29), act_grad_factor(sc0_2 + rc29), act_grad_factor(sc0_3 + rc29));
+    let gf29_1 = vec4<f32>(act_grad_factor(sc1_0 + rc29), act_grad_factor(sc1_1 + rc29), act_grad_factor(sc1_2 + rc29), act_grad_factor(sc1_3 + rc29));
     if (row0 + 29u < p.m) {
         let ro29 = (row0 + 29u) * p.swap_s;
-        let v29_0 = epilogue(c29_0 + bias0, row0 + 29u);
+        let v29_0 = epilogue(c29_0 + bias0, row0 + 29u) * gf29_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro29] = v29_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro29] = v29_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro29] = v29_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro29] = v29_0.w; }
-        let v29_1 = epilogue(c29_1 + bias1, row0 + 29u);
+        let v29_1 = epilogue(c29_1 + bias1, row0 + 29u) * gf29_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro29] = v29_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro29] = v29_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro29] = v29_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro29] = v29_1.w; }
     }
+    let rc30 = min(row0 + 30u, p.m - 1u) * p.swap_s;
+    let gf30_0 = vec4<f32>(act_grad_factor(sc0_0 + rc30), act_grad_factor(sc0_1 + rc30), act_grad_factor(sc0_2 + rc30), act_grad_factor(sc0_3 + rc30));
+    let gf30_1 = vec4<f32>(act_grad_factor(sc1_0 + rc30), act_grad_factor(sc1_1 + rc30), act_grad_factor(sc1_2 + rc30), act_grad_factor(sc1_3 + rc30));
     if (row0 + 30u < p.m) {
         let ro30 = (row0 + 30u) * p.swap_s;
-        let v30_0 = epilogue(c30_0 + bias0, row0 + 30u);
+        let v30_0 = epilogue(c30_0 + bias0, row0 + 30u) * gf30_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro30] = v30_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro30] = v30_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro30] = v30_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro30] = v30_0.w; }
-        let v30_1 = epilogue(c30_1 + bias1, row0 + 30u);
+        let v30_1 = epilogue(c30_1 + bias1, row0 + 30u) * gf30_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro30] = v30_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro30] = v30_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro30] = v30_1.z; }
         if (ccol1 * 4u + 3u < p.n) { out_scalar[so1_3 + ro30] = v30_1.w; }
     }
+    let rc31 = min(row0 + 31u, p.m - 1u) * p.swap_s;
+    let gf31_0 = vec4<f32>(act_grad_factor(sc0_0 + rc31), act_grad_factor(sc0_1 + rc31), act_grad_factor(sc0_2 + rc31), act_grad_factor(sc0_3 + rc31));
+    let gf31_1 = vec4<f32>(act_grad_factor(sc1_0 + rc31), act_grad_factor(sc1_1 + rc31), act_grad_factor(sc1_2 + rc31), act_grad_factor(sc1_3 + rc31));
     if (row0 + 31u < p.m) {
         let ro31 = (row0 + 31u) * p.swap_s;
-        let v31_0 = epilogue(c31_0 + bias0, row0 + 31u);
+        let v31_0 = epilogue(c31_0 + bias0, row0 + 31u) * gf31_0;
         if (ccol0 * 4u + 0u < p.n) { out_scalar[so0_0 + ro31] = v31_0.x; }
         if (ccol0 * 4u + 1u < p.n) { out_scalar[so0_1 + ro31] = v31_0.y; }
         if (ccol0 * 4u + 2u < p.n) { out_scalar[so0_2 + ro31] = v31_0.z; }
         if (ccol0 * 4u + 3u < p.n) { out_scalar[so0_3 + ro31] = v31_0.w; }
-        let v31_1 = epilogue(c31_1 + bias1, row0 + 31u);
+        let v31_1 = epilogue(c31_1 + bias1, row0 + 31u) * gf31_1;
         if (ccol1 * 4u + 0u < p.n) { out_scalar[so1_0 + ro31] = v31_1.x; }
         if (ccol1 * 4u + 1u < p.n) { out_scalar[so1_1 + ro31] = v31_1.y; }
         if (ccol1 * 4u + 2u < p.n) { out_scalar[so1_2 + ro31] = v31_1.z; }

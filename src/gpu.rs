@@ -378,6 +378,10 @@ pub struct Gpu {
     /// The sub-pixel data gradient (ops::conv_subpixel) on or off where it applies
     /// (`ACTIVEGEN_SUBPIXEL=0` turns it off; tests and benchmarks compare both forms).
     subpixel_on: Cell<bool>,
+    /// Whether backward passes fuse an activation's gradient into the kernel that computes
+    /// the gradient flowing into it (`tape::ActFusion`; `ACTIVEGEN_FUSE_ACT_GRAD=0` turns it
+    /// off; tests and benchmarks compare both).
+    fuse_act_grad_on: Cell<bool>,
     /// Copies recorded into flat textures (tests check what the cache skips).
     pub texture_copies: Cell<u64>,
     /// `ACTIVEGEN_TRACE`: print every dispatch and texture copy, and while profiling with
@@ -484,6 +488,9 @@ impl Gpu {
                 std::env::var("ACTIVEGEN_TEXTURE_CACHE").map_or(true, |v| v != "0"),
             ),
             subpixel_on: Cell::new(std::env::var("ACTIVEGEN_SUBPIXEL").map_or(true, |v| v != "0")),
+            fuse_act_grad_on: Cell::new(
+                std::env::var("ACTIVEGEN_FUSE_ACT_GRAD").map_or(true, |v| v != "0"),
+            ),
             texture_copies: Cell::new(0),
             trace,
             done_once: RefCell::new(Default::default()),
@@ -659,6 +666,14 @@ impl Gpu {
 
     pub fn subpixel(&self) -> bool {
         self.subpixel_on.get()
+    }
+
+    pub fn set_fuse_act_grad(&self, on: bool) {
+        self.fuse_act_grad_on.set(on);
+    }
+
+    pub fn fuse_act_grad(&self) -> bool {
+        self.fuse_act_grad_on.get()
     }
 
     /// Notes a write to `buffer` (recorded now, so ordered before any later copy of it).

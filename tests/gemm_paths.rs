@@ -346,6 +346,7 @@ fn run_case(g: &Gpu, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f
         row_bias: None,
         act: activegen::ops::activation::Act::Identity,
         swap_out: 0,
+        act_grad: None,
     };
     let z = if c.split > 1 { c.split } else { c.batch };
     let want_kernel = expected_kernel(g, kernel, (c.m, c.n, c.k, z), c.ta, c.tb, c.bias);
@@ -1036,6 +1037,118 @@ fn tiled_swapped_output_matches_cpu() {
     swapped_output_matches_cpu(Family::Tiled(TileForm::Tile64x4));
 }
 
+/// `Gemm::act_grad`: C times act'(y), y laid out as C is stored (the tape's fused
+/// activation backward, `tape::ActFusion`). The subgroup family's scattering `_swap` forms
+/// apply it in their store (one dispatch, `ACT_GRAD` set); every other path (unswapped C,
+/// texture-size or Aᵀ products, the tiled family) runs the product and then
+/// `activation_backward`. Each activation's derivative is taken from outputs of both signs
+/// (and inside tanh's and sigmoid's ranges); the output starts filled with a sentinel.
+fn act_grad_epilogue_matches_cpu(kernel: Family) {
+    use activegen::ops::activation::Act;
+    let g = gpu_with(kernel);
+    let mut r = Rng(53);
+    let mut report = Report::default();
+    // (M, B, S, K, ta, swapped, texture reads, applied in the store by the subgroup GEMM)
+    let cases = [
+        // The VAE's linear_cm data gradient: [64, 64*49] over K = 32, scattered.
+        (64, 64, 49, 32, false, true, true, true),
+        (17, 4, 49, 12, false, true, false, true),
+        (65, 4, 17, 8, false, true, false, true),
+        (1, 68, 1, 8, false, true, false, true),
+        // Texture-size (18 MFLOP) and Aᵀ swapped products: product, copy, then the kernel.
+        (130, 9, 12, 640, false, true, true, false),
+        (36, 4, 17, 20, true, true, false, false),
+        // Unswapped C.
+        (33, 1, 100, 16, false, false, false, false),
+    ];
+    let acts = [Act::LeakyRelu(0.2), Act::Relu, Act::Tanh, Act::Sigmoid];
+    for (i, (m, blocks, s, k, ta, swapped, reads, fused)) in cases.into_iter().enumerate() {
+        let act = acts[i % acts.len()];
+        let n = blocks * s;
+        let what = format!(
+            "{kernel:?} act_grad {act:?} M={m} B={blocks} S={s} K={k} ta={ta} swapped={swapped} \
+             texture_reads={reads}"
+        );
+        g.set_texture_reads(Some(reads));
+        let (a, b) = (r.vec(m * k), r.vec(k * n));
+        // y: an activation's outputs, in its range, of both signs where it has them.
+        let y: Vec<f32> = r
+            .vec(m * n)
+            .into_iter()
+            .map(|v| match act {
+                Act::Tanh => v.clamp(-0.95, 0.95),
+                Act::Sigmoid => 0.5 + 0.45 * v.clamp(-1.0, 1.0),
+                Act::Relu => v.max(0.0),
+                _ => v,
+            })
+            .collect();
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let ta_t = Tensor::from_slice(&g, &[ar, ac], &a).unwrap();
+        let tb_t = Tensor::from_slice(&g, &[k, n], &b).unwrap();
+        let y_t = Tensor::from_slice(&g, &[m * n], &y).unwrap();
+        let out = Tensor::from_slice(&g, &[m * n], &vec![SENTINEL; m * n]).unwrap();
+        let mut spec = Gemm::new(&ta_t, &tb_t, ta, false, m, n, k);
+        if swapped {
+            spec.swap_out = s;
+        }
+        spec.act_grad = Some((&y_t, act));
+        g.start_profiling();
+        let res = gemm(&g, &spec, &out, 1);
+        let ran: Vec<String> = g
+            .stop_profiling()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "texture_copy")
+            .collect();
+        if let Err(e) = res {
+            report.add(Err(format!("{what}: {e:#}")));
+            continue;
+        }
+        let in_store = fused && kernel == Family::Subgroup;
+        let code = act.code().0;
+        let ok = if in_store {
+            ran == vec![format!(
+                "{}[HAS_BIAS=0,ACT_GRAD={code}]",
+                sg_entry("nn_swap")
+            )]
+        } else {
+            ran.iter().any(|k| k.starts_with("activation_backward"))
+                && !ran.iter().any(|k| k.contains("ACT_GRAD"))
+        };
+        if !ok {
+            report.add(Err(format!(
+                "{what}: ran {ran:?}, in the store: {in_store}"
+            )));
+            continue;
+        }
+        let c = matmul_cpu(&a, &b, m, k, n, ta, false);
+        let mut want = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let at = if swapped {
+                    ((j / s) * m + i) * s + j % s
+                } else {
+                    i * n + j
+                };
+                want[at] = c[i * n + j] * act.grad_from_output_cpu(y[at]);
+            }
+        }
+        report.add(check(&what, &out.to_vec(&g), &want, atol(k)));
+    }
+    g.set_texture_reads(None);
+    report.finish(&format!("{kernel:?} act_grad_epilogue"));
+}
+
+#[test]
+fn subgroup_act_grad_epilogue_matches_cpu() {
+    act_grad_epilogue_matches_cpu(Family::Subgroup);
+}
+
+#[test]
+fn tiled_act_grad_epilogue_matches_cpu() {
+    act_grad_epilogue_matches_cpu(Family::Tiled(TileForm::Tile64x4));
+}
+
 /// The texture copy cache (`Gpu::flat_texture`) skips the copy of an operand whose buffer
 /// has not been written since its last copy, and copies again after every kind of write:
 /// a kernel writing it in place (EMA update), an encoder copy (`copy_from`), a queue
@@ -1193,10 +1306,13 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
     for reads in [true, false] {
         g.set_texture_reads(Some(reads));
         for (n, ci, h, w, co) in cases {
-            for epilogue in [false, true] {
+            // Epilogue: none, bias + leaky relu (transposed conv forward), or times the
+            // leaky relu's gradient at y (a data gradient with the activation before it fused).
+            for mode in 0..3 {
+                let (epilogue, act_grad) = (mode == 1, mode == 2);
                 let mut geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, 4, 4], 2, 1).unwrap();
                 let what = format!(
-                    "subpixel n{n} ci{ci} {h}x{w} co{co} epilogue={epilogue} texture_reads={reads}"
+                    "subpixel n{n} ci{ci} {h}x{w} co{co} epilogue={epilogue} act_grad={act_grad} texture_reads={reads}"
                 );
                 let (wt, b) = (r.vec(co * ci * 16), r.vec(ci));
                 let dy = r.vec(n * co * geo.oh * geo.ow);
@@ -1228,8 +1344,13 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
                     Act::Identity
                 };
                 let bias = epilogue.then_some(&tb);
+                // y [CI, N, H, W]: outputs of a leaky relu, both signs.
+                let y = r.vec(ci * n * h * w);
+                let ty = Tensor::from_slice(&g, &[ci, n, h, w], &y).unwrap();
+                let grad_of = act_grad.then_some((&ty, Act::LeakyRelu(0.2)));
                 g.start_profiling();
-                let dx = conv_subpixel::backward_data(&g, &geo, &tdy, &tw, bias, act).unwrap();
+                let dx =
+                    conv_subpixel::backward_data(&g, &geo, &tdy, &tw, bias, act, grad_of).unwrap();
                 let stats = g.stop_profiling();
                 let entry = format!(
                     "conv_subpixel_{}{}{}",
@@ -1239,7 +1360,11 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
                         "sg"
                     },
                     if reads { "_tex" } else { "" },
-                    if epilogue { "[ROW_BIAS=1,ACT=2]" } else { "" }
+                    match mode {
+                        1 => "[ROW_BIAS=1,ACT=2]",
+                        2 => "[ACT_GRAD=2]",
+                        _ => "",
+                    }
                 );
                 if !stats.iter().any(|(name, s)| *name == entry && s.calls == 1) {
                     let ran: Vec<&String> = stats.iter().map(|(name, _)| name).collect();
@@ -1258,6 +1383,12 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
                     }
                 }
                 assert_eq!(dx.shape(), &[ci, n, h, w], "{what}");
+                if act_grad {
+                    let y_nchw = elementwise::swap_leading_axes_cpu(&y, ci, n);
+                    for (v, yv) in want.iter_mut().zip(&y_nchw) {
+                        *v *= Act::LeakyRelu(0.2).grad_from_output_cpu(*yv);
+                    }
+                }
                 let got = elementwise::swap_leading_axes_cpu(&dx.to_vec(&g), ci, n);
                 report.add(check(&what, &got, &want, atol(co * 4)));
             }

@@ -154,6 +154,64 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
     }
 }
 
+/// The tape fuses an activation's backward pass into the kernel that computes the gradient
+/// flowing into it (`tape::ActFusion`: the VAE encoder's two leaky ReLUs, the DCGAN
+/// discriminator's first). Standard-width models, so the fused kernels run (the sub-pixel
+/// data gradient from 32 channels, linear_cm's scattering GEMM): three steps give the same
+/// losses bit for bit with the fusion on and off, and with it on the activation kernels
+/// those layers ran are gone.
+#[test]
+fn fusing_activation_gradients_changes_no_number_and_drops_their_kernels() {
+    for model in [ModelKind::Vae, ModelKind::Gan] {
+        let mut cfg = TrainConfig {
+            model,
+            ..Default::default()
+        };
+        cfg.apply_preset("full").unwrap();
+        cfg.batch = 16;
+        let run = |fuse: bool| {
+            let g = gpu();
+            g.set_fuse_act_grad(fuse);
+            g.set_seed(5);
+            let mut m = train::Model::new(&g, &cfg, 10).unwrap();
+            let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
+            let mut losses = vec![];
+            let mut activation_kernels = 0;
+            let mut fused_kernels = 0;
+            for step in 0..3 {
+                if step == 2 {
+                    g.start_profiling();
+                }
+                let l = m.train_step(&g, &real, None).unwrap();
+                losses.extend(l.values.iter().map(|v| v.item(&g).to_bits()));
+                if step == 2 {
+                    for (name, s) in g.stop_profiling() {
+                        if name.starts_with("activation_backward") {
+                            activation_kernels += s.calls as usize;
+                        }
+                        if name.contains("ACT_GRAD") {
+                            fused_kernels += s.calls as usize;
+                        }
+                    }
+                }
+            }
+            (losses, activation_kernels, fused_kernels)
+        };
+        let (plain, plain_acts, plain_fused) = run(false);
+        let (fused, fused_acts, fused_in_store) = run(true);
+        assert_eq!(plain, fused, "{model:?}: fusing changed the losses");
+        assert_eq!(
+            plain_fused, 0,
+            "{model:?}: fused kernels ran with the fusion off"
+        );
+        assert!(
+            fused_in_store > 0 && fused_acts + fused_in_store <= plain_acts,
+            "{model:?}: activation kernels {plain_acts} unfused, {fused_acts} fused \
+             (+{fused_in_store} fused stores)"
+        );
+    }
+}
+
 #[test]
 fn a_conditional_hinge_gan_trains_and_its_checkpoint_loads_back() {
     let dir = std::env::temp_dir().join(format!("activegen-cond-{}", std::process::id()));

@@ -160,7 +160,26 @@ pub(crate) fn act_backward_raw(g: &Gpu, dy: &Tensor, y: &Tensor, act: Act) -> Re
         return Ok(dy.clone());
     }
     let dx = Tensor::empty(g, dy.shape(), "activation grad")?;
+    act_backward_into(g, dy, y, act, &dx)?;
+    Ok(dx)
+}
+
+/// dx = dy * act'(y) into `dx` (any shape of dy's element count).
+pub(crate) fn act_backward_into(
+    g: &Gpu,
+    dy: &Tensor,
+    y: &Tensor,
+    act: Act,
+    dx: &Tensor,
+) -> Result<()> {
     let n = dy.numel();
+    if y.numel() != n || dx.numel() != n {
+        bail!(
+            "activation backward: dy has {n} elements, y {} and dx {}",
+            y.numel(),
+            dx.numel()
+        );
+    }
     let (code, slope) = act.code();
     // Four elements per invocation where the size allows, the activation then fixed as a
     // pipeline constant; bindings 4-6 are the vec4 views of bindings 1-3.
@@ -193,8 +212,7 @@ pub(crate) fn act_backward_raw(g: &Gpu, dy: &Tensor, y: &Tensor, act: Act) -> Re
         &[buffers, buffers].concat(),
         grid_1d(count, 256),
         Cost::bytes(12.0 * n as f64),
-    )?;
-    Ok(dx)
+    )
 }
 
 pub fn bias_act_backward(

@@ -300,8 +300,41 @@ pub fn backward_data_gemm(
     act: Act,
 ) -> Result<Tensor> {
     if super::conv_subpixel::applies(g, geo) {
-        return super::conv_subpixel::backward_data(g, geo, dy_cm, w, bias, act);
+        return super::conv_subpixel::backward_data(g, geo, dy_cm, w, bias, act, None);
     }
+    let dxcol = backward_data_columns(g, geo, dy_cm, w)?;
+    col2im(g, geo, &dxcol, bias, act)
+}
+
+/// The data gradient times act'(y): `backward_data_gemm` for a convolution whose input y
+/// is the output of activation `act`, whose backward pass the tape fused into this one
+/// (`tape::run_backward`). The sub-pixel kernel applies it as it stores dx; the column
+/// form runs it after col2im.
+pub fn backward_data_times_act_grad(
+    g: &Gpu,
+    geo: &Geometry,
+    dy_cm: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    act: Act,
+) -> Result<Tensor> {
+    if super::conv_subpixel::applies(g, geo) {
+        return super::conv_subpixel::backward_data(
+            g,
+            geo,
+            dy_cm,
+            w,
+            None,
+            Act::Identity,
+            Some((y, act)),
+        );
+    }
+    let dx = backward_data_gemm(g, geo, dy_cm, w, None, Act::Identity)?;
+    act_backward_raw(g, &dx, y, act)
+}
+
+/// dXcol [K, P4] = Wᵀ · dY, the column form's product.
+fn backward_data_columns(g: &Gpu, geo: &Geometry, dy_cm: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dxcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "conv2d column gradient")?;
     // Wᵀ is small; a plain copy of it is faster than the GEMM's transposed-A form.
     let wt = super::elementwise::transpose2d(g, w, geo.co, geo.patch())?;
@@ -309,7 +342,7 @@ pub fn backward_data_gemm(
     spec.ldb = geo.p4();
     spec.ldc = geo.p4();
     gemm(g, &spec, &dxcol, 1)?;
-    col2im(g, geo, &dxcol, bias, act)
+    Ok(dxcol)
 }
 
 /// dW [CO, CI, KH, KW] = dY · Xcolᵀ over all pixels (split-K, then a sum of the slices).
@@ -434,6 +467,8 @@ pub fn conv2d(
 }
 
 /// dz = dy act'(y); dx = col2im(Wᵀ dZ); dw = dZ Xcolᵀ; db = per-channel sum of dz.
+/// `x_act` is the activation that produced x when the tape fused its backward pass here
+/// (Identity otherwise): dx is then already times x_act'(x).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     g: &Gpu,
@@ -444,14 +479,14 @@ pub fn conv2d_backward(
     xcol: &Tensor,
     geo: &Geometry,
     act: Act,
+    x_act: Act,
     dy: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
-    let _ = x;
     let dz = act_backward_raw(g, dy, y, act)?;
     let dz_cm = channel_major(g, geo, &dz)?;
     let dx = if needs[0] {
-        Some(backward_data_gemm(g, geo, &dz_cm, w, None, Act::Identity)?)
+        Some(backward_data_times_act_grad(g, geo, &dz_cm, w, x, x_act)?)
     } else {
         None
     };

@@ -16,7 +16,7 @@
 //! llvmpipe every stored float costs a per-lane loop iteration, so that form spends most of
 //! its time storing (BENCHMARKS.md); this one stores each output once.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::activation::Act;
 use super::conv2d::Geometry;
@@ -111,8 +111,10 @@ struct Params {
 }
 
 /// The sub-pixel kernel's pipeline for this device, reading dy from a texture copy or not,
-/// with this epilogue (`matmul::precompile_gemms` creates the plain one up front).
-pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
+/// with this epilogue: bias and activation (a transposed convolution's forward pass) or
+/// the gradient of the activation before it, `act_grad` (a data gradient; see
+/// `backward_data`). `matmul::precompile_gemms` creates the plain one up front.
+pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act, act_grad: Act) -> KernelKey {
     let sixteen = g.subgroup_lanes() == Some(16);
     let stem = if sixteen {
         "conv_subpixel_subgroup16"
@@ -132,11 +134,17 @@ pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelK
     if act != Act::Identity {
         consts.push(("ACT", act.code().0 as u64));
     }
+    if act_grad != Act::Identity {
+        consts.push(("ACT_GRAD", act_grad.code().0 as u64));
+    }
     (stem, entry, consts)
 }
 
 /// dx [CI, N, H, W] = act(bias + data gradient of dy through w); dy_cm is the [CO, P4]
-/// matrix of `conv2d::channel_major`. Check `applies` first.
+/// matrix of `conv2d::channel_major`. With `act_grad` = (y, act'), where y [CI, N, H, W] is
+/// the output of the activation that produced the convolution's input, dx is instead the
+/// data gradient times act'(y): that activation's backward pass in the store (no bias or
+/// activation then). Check `applies` first.
 pub fn backward_data(
     g: &Gpu,
     geo: &Geometry,
@@ -144,12 +152,30 @@ pub fn backward_data(
     w: &Tensor,
     bias: Option<&Tensor>,
     act: Act,
+    act_grad: Option<(&Tensor, Act)>,
 ) -> Result<Tensor> {
+    let (y, grad_act) = act_grad.map_or((None, Act::Identity), |(y, a)| (Some(y), a));
+    if grad_act != Act::Identity && (bias.is_some() || act != Act::Identity) {
+        bail!("the sub-pixel kernel applies either a bias and activation or an activation's gradient, not both");
+    }
     let wp = regroup_weights(g, geo, w)?;
     let dx = Tensor::empty(g, &geo.x_shape(), "sub-pixel data gradient")?;
+    if let Some(y) = y {
+        if y.numel() != dx.numel() {
+            bail!(
+                "sub-pixel activation gradient: y has {} elements, dx {}",
+                y.numel(),
+                dx.numel()
+            );
+        }
+    }
     let (ah, bw) = (geo.h.div_ceil(2), geo.w.div_ceil(2));
     let cols = geo.n * ah * bw;
-    let slope = act.code().1;
+    let slope = if grad_act != Act::Identity {
+        grad_act.code().1
+    } else {
+        act.code().1
+    };
     let params = Params {
         m: u(geo.ci),
         cols: u(cols),
@@ -175,21 +201,28 @@ pub fn backward_data(
         geo.flops(),
         4.0 * (wp.numel() + dy_cm.numel() + dx.numel()) as f64,
     );
+    // Bindings 1-5 and 8 (act_y); 6 and 7 are the texture copies.
     let buffers = [
         wp.buffer(),
         dy_cm.buffer(),
         dx.buffer(),
         wp.buffer(),
         bias.unwrap_or(&wp).buffer(),
+        wp.buffer(),
+        wp.buffer(),
+        y.unwrap_or(&wp).buffer(),
     ];
-    let reads = TextureReads::new(
-        g,
-        &[
-            (6, &wp, wgpu::TextureFormat::Rgba32Float),
-            (7, dy_cm, wgpu::TextureFormat::R32Float),
-        ],
-    );
-    let (stem, entry, consts) = kernel_key(g, reads.on(), bias.is_some(), act);
+    // Binding 9: y's copy for the activation gradient, where the _tex entry runs.
+    const R32: wgpu::TextureFormat = wgpu::TextureFormat::R32Float;
+    let mut inputs = vec![(6, &wp, wgpu::TextureFormat::Rgba32Float), (7, dy_cm, R32)];
+    if let Some(y) = y.filter(|_| grad_act != Act::Identity) {
+        inputs.push((9, y, R32));
+    }
+    let mut reads = TextureReads::new(g, &inputs);
+    if inputs.len() == 2 {
+        reads = reads.unread(g, 9, R32);
+    }
+    let (stem, entry, consts) = kernel_key(g, reads.on(), bias.is_some(), act, grad_act);
     let kernel = g.kernel(stem, entry, &consts)?;
     reads.dispatch(
         g,

@@ -13,6 +13,7 @@
 
 use anyhow::{bail, Result};
 
+use super::activation::{act_backward_raw, Act};
 use super::reduce::{reduce_raw, Dims};
 use super::{elementwise, matmul, u, TextureReads};
 use crate::gpu::{grid_1d, Cost, GemmKernel, Gpu};
@@ -149,23 +150,28 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
 }
 
 /// dx (channel-major, x's shape), dW and db of `linear_cm`, each only where `needs` says;
-/// `xf` is the NCHW copy of x where the forward pass made one (the GEMM form).
+/// `xf` is the NCHW copy of x where the forward pass made one (the GEMM form). `x_act` is
+/// the activation that produced x when the tape fused its backward pass here (Identity
+/// otherwise): dx is then already times x_act'(x).
+#[allow(clippy::too_many_arguments)]
 pub fn linear_cm_backward(
     g: &Gpu,
     x: &Tensor,
     xf: Option<&Tensor>,
     w: &Tensor,
     b: Option<&Tensor>,
+    x_act: Act,
     dy: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
     let (c, n, s, o) = dims(x, w)?;
     if let Some(xf) = xf {
-        // dxf [N, C*S] = dy · W, stored as dx [C, N, S]; dW = dyᵀ · xf.
+        // dxf [N, C*S] = dy · W, stored as dx [C, N, S] (times x_act'(x)); dW = dyᵀ · xf.
         let dx = if needs[0] {
             let dx = Tensor::empty(g, x.shape(), "linear_cm dx")?;
             let mut spec = matmul::Gemm::new(dy, w, false, false, n, c * s, o);
             spec.swap_out = s;
+            spec.act_grad = Some((x, x_act));
             matmul::gemm(g, &spec, &dx, 1)?;
             Some(dx)
         } else {
@@ -195,7 +201,7 @@ pub fn linear_cm_backward(
                 4.0 * (x.numel() + w.numel()) as f64,
             ),
         )?;
-        Some(dx)
+        Some(act_backward_raw(g, &dx, x, x_act)?)
     } else {
         None
     };

@@ -66,6 +66,11 @@ pub struct Gemm<'a> {
     /// With S > 0, C [M, N = B*S] is stored with its leading axes swapped, as [B, M, S]
     /// (`swap_leading_axes` of C viewed [M, B, S]); ldc is then unused. No batch or split.
     pub swap_out: usize,
+    /// (y, act): C is a data gradient multiplied by act'(y), y laid out as C is stored — the
+    /// backward pass of the activation that produced this product's input, fused by the tape
+    /// (`tape::run_backward`). Fused into the store where the `_swap` forms scatter C;
+    /// elsewhere a separate `activation_backward` follows. No bias, activation or split.
+    pub act_grad: Option<(&'a Tensor, Act)>,
 }
 
 impl<'a> Gemm<'a> {
@@ -98,7 +103,20 @@ impl<'a> Gemm<'a> {
             row_bias: None,
             act: Act::Identity,
             swap_out: 0,
+            act_grad: None,
         }
+    }
+
+    /// Whether the subgroup kernel's `_swap` forms store this swapped product themselves
+    /// (untransposed A, vec4 forms below the texture threshold); elsewhere C goes through a
+    /// temporary and the layout copy.
+    fn scatters(&self, g: &Gpu) -> bool {
+        self.swap_out > 0
+            && g.gemm_kernel() == GemmKernel::Subgroup
+            && self.subgroup_ok(1)
+            && !self.trans_a
+            && self.n > NARROW_N
+            && !self.texture_worthwhile()
     }
 
     pub fn flops(&self) -> f64 {
@@ -293,6 +311,39 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     if split > 1 && (spec.batch > 1 || epilogue_used) {
         bail!("split-K GEMMs write plain partials: no batch, bias or activation");
     }
+    if let Some((y, act)) = spec.act_grad {
+        if split > 1 || epilogue_used || y.numel() != out.numel() {
+            bail!(
+                "a GEMM times an activation's gradient needs one K slice, no bias or activation, and y of C's {} elements (got {})",
+                out.numel(),
+                y.numel()
+            );
+        }
+        if act == Act::Identity {
+            return gemm(
+                g,
+                &Gemm {
+                    act_grad: None,
+                    ..*spec
+                },
+                out,
+                split,
+            );
+        }
+        if !spec.scatters(g) {
+            let c = Tensor::empty(g, out.shape(), "GEMM before its activation gradient")?;
+            gemm(
+                g,
+                &Gemm {
+                    act_grad: None,
+                    ..*spec
+                },
+                &c,
+                split,
+            )?;
+            return super::activation::act_backward_into(g, &c, y, act, out);
+        }
+    }
     let swap_s = spec.swap_out;
     if swap_s > 0 {
         if split > 1 || spec.batch > 1 || !spec.n.is_multiple_of(swap_s) {
@@ -301,14 +352,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
                 spec.n
             );
         }
-        // The subgroup kernel's untransposed-A vec4 forms, below the texture threshold,
-        // scatter C themselves; elsewhere C goes through a temporary and the layout copy.
-        let scatter = g.gemm_kernel() == GemmKernel::Subgroup
-            && spec.subgroup_ok(1)
-            && !spec.trans_a
-            && spec.n > NARROW_N
-            && !spec.texture_worthwhile();
-        if !scatter {
+        if !spec.scatters(g) {
             let c = Tensor::empty(
                 g,
                 &[spec.m, spec.n / swap_s, swap_s],
@@ -347,7 +391,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         rows_fastest: 0,
         swap_s: u(swap_s),
         _pad: 0,
-        slope: spec.act.code().1,
+        slope: spec.act_grad.map_or(spec.act, |(_, act)| act).code().1,
     };
     // Epilogue constants only when used, so plain GEMMs keep one pipeline per form.
     let mut epilogue = vec![];
@@ -357,6 +401,9 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     if spec.act != Act::Identity {
         epilogue.push(("ACT", spec.act.code().0 as u64));
     }
+    if let Some((_, act)) = spec.act_grad {
+        epilogue.push(("ACT_GRAD", act.code().0 as u64));
+    }
     let z = if split > 1 { split } else { spec.batch };
     let cost = Cost::flops(
         spec.flops(),
@@ -364,8 +411,9 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
     );
     let bias_buf = spec.bias.unwrap_or(spec.a).buffer();
     let row_bias_buf = spec.row_bias.unwrap_or(spec.a).buffer();
-    // Bindings 1-5, then (subgroup vec4 forms) 9 = C's scalar view; 6-8 are textures or
-    // the narrow form's own and are given below where used.
+    // Bindings 1-5, then (subgroup vec4 forms) 9 = C's scalar view and (_swap forms) 10 =
+    // the activation output of `act_grad`; 6-8 are textures or the narrow form's own and
+    // are given below where used.
     let a_buf = spec.a.buffer();
     let buffers = [
         a_buf,
@@ -377,6 +425,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
         a_buf,
         a_buf,
         out.buffer(),
+        spec.act_grad.map_or(a_buf, |(y, _)| y.buffer()),
     ];
     let has_bias = spec.bias.is_some() as u64;
     if g.gemm_kernel() == GemmKernel::Subgroup && spec.subgroup_ok(split) {
@@ -757,6 +806,7 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
             g,
             tex,
             false,
+            Act::Identity,
             Act::Identity,
         ));
     }

@@ -81,6 +81,13 @@ impl TextureReads {
         }
     }
 
+    /// Binds a placeholder at `binding`: a texture input that the kernel's pipeline
+    /// constants leave unread this time.
+    pub(crate) fn unread(mut self, g: &Gpu, binding: u32, format: wgpu::TextureFormat) -> Self {
+        self.views.push((binding, g.placeholder_texture(format)));
+        self
+    }
+
     /// Whether the inputs were copied into textures (else the bindings hold placeholders).
     pub(crate) fn on(&self) -> bool {
         self.on
