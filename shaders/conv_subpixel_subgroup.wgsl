@@ -100,11 +100,11 @@ fn act_grad_tex_factor(i: u32) -> f32 {
 // Wp and dy read from the storage buffers
 @compute @workgroup_size(8, 1, 1)
 fn conv_subpixel_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let z = wid.z;
+    let z = wid.x;
     let py = z / 2u;
     let px = z % 2u;
-    let row0 = wid.y * 32u;
-    let col0 = wid.x * 64u + lane * 8u;
+    let row0 = wid.z * 32u;
+    let col0 = wid.y * 64u + lane * 8u;
     let lda4 = p.k_total / 4u;
     let plane = p.ah * p.bw;
     var c0_0 = vec4<f32>(0.0);
@@ -1323,11 +1323,11 @@ fn conv_subpixel_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_inv
 // Wp and dy read from a_tex and b_tex (flat copies)
 @compute @workgroup_size(8, 1, 1)
 fn conv_subpixel_sg_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let z = wid.z;
+    let z = wid.x;
     let py = z / 2u;
     let px = z % 2u;
-    let row0 = wid.y * 32u;
-    let col0 = wid.x * 64u + lane * 8u;
+    let row0 = wid.z * 32u;
+    let col0 = wid.y * 64u + lane * 8u;
     let lda4 = p.k_total / 4u;
     let plane = p.ah * p.bw;
     var c0_0 = vec4<f32>(0.0);

@@ -1208,7 +1208,8 @@ fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
 /// The subgroup GEMM comes in 8- and 16-lane forms (lavapipe at 256 and 512 bits); this
 /// process runs one of them. Both are checked here in child processes of this test
 /// binary, each with its vector width set and the lane count it must see asserted
-/// (ACTIVEGEN_EXPECT_LANES): the ragged shapes, split-K and the texture operands.
+/// (ACTIVEGEN_EXPECT_LANES): the ragged shapes, split-K, the texture operands, the
+/// sub-pixel kernel and the scattering and activation-gradient epilogues.
 #[test]
 fn subgroup_kernels_of_both_lane_counts_match_cpu() {
     let exe = std::env::current_exe().unwrap();
@@ -1222,6 +1223,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
                 "subgroup_texture_operand_products_match_cpu",
                 "subgroup_subpixel_data_gradient_matches_cpu",
                 "subgroup_swapped_output_matches_cpu",
+                "subgroup_act_grad_epilogue_matches_cpu",
             ])
             .env("LP_NATIVE_VECTOR_WIDTH", bits)
             .env("ACTIVEGEN_EXPECT_LANES", lanes)
@@ -1229,7 +1231,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && text.contains("5 passed"),
+            out.status.success() && text.contains("6 passed"),
             "{lanes}-lane subgroup GEMM (LP_NATIVE_VECTOR_WIDTH={bits}):\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -403,11 +403,14 @@ def subpixel_entry(tex):
     w(f"// Wp and dy read from {'a_tex and b_tex (flat copies)' if tex else 'the storage buffers'}")
     w(f"@compute @workgroup_size({LANES}, 1, 1)")
     w(f"fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{")
-    w("    let z = wid.z;")
+    # The phase is the grid's fastest dimension: llvmpipe hands out workgroups in x order, so
+    # the four phases of one block run back to back and share its dy neighbourhood (and the
+    # fused activation gradient's y lines) in cache.
+    w("    let z = wid.x;")
     w("    let py = z / 2u;")
     w("    let px = z % 2u;")
-    w(f"    let row0 = wid.y * {BM}u;")
-    w(f"    let col0 = wid.x * {BN}u + lane * {ncol}u;")
+    w(f"    let row0 = wid.z * {BM}u;")
+    w(f"    let col0 = wid.y * {BN}u + lane * {ncol}u;")
     w("    let lda4 = p.k_total / 4u;")
     w("    let plane = p.ah * p.bw;")
     for r in range(BM):

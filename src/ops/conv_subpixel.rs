@@ -192,10 +192,11 @@ pub fn backward_data(
         slope,
         _pad: [0; 3],
     };
+    // (phase, column block, row block): the phases of a block run back to back.
     let grid = [
+        4,
         u(cols.div_ceil(BLOCK_COLS)),
         u(geo.ci.div_ceil(BLOCK_ROWS)),
-        4,
     ];
     let cost = Cost::flops(
         geo.flops(),
