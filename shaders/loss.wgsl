@@ -6,19 +6,20 @@
 //   gaussian_kl:     l = -0.5 (1 + lv - mu^2 - exp(lv))              dl/dmu = mu, dl/dlv = 0.5 (exp(lv) - 1)
 //                    on packed statistics x [N, 2Z], row n = (mu[n, 0..Z] | lv[n, 0..Z]), as a
 //                    VAE's encoder emits them: l per element of [N, Z], the gradient [N, 2Z]
-// `scale` is the 1/count of the mean; when use_const_target is set, t = const_target
-// everywhere (the GAN's all-real / all-fake targets need no tensor).
+// `scale` is the 1/count of the mean. target_mode 1: t = const_target everywhere (the GAN's
+// all-real / all-fake targets need no tensor); 2: t = target_alpha t + target_beta (the
+// VAE's (x + 1) / 2 without an elementwise pass, the same arithmetic as the affine kernel).
 //!include divmod.wgsl
 
 struct Params {
     n: u32,            // elements (rows for softmax_xent)
     cols: u32,         // classes for softmax_xent
-    use_const_target: u32,
+    target_mode: u32, // 0 tensor, 1 constant, 2 affine of a tensor
     const_target: f32,
     scale: f32,
+    target_alpha: f32,
+    target_beta: f32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,8 +30,11 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out2: array<f32>;
 
 fn target_at(i: u32) -> f32 {
-    if (p.use_const_target != 0u) {
+    if (p.target_mode == 1u) {
         return p.const_target;
+    }
+    if (p.target_mode == 2u) {
+        return p.target_alpha * t[i] + p.target_beta;
     }
     return t[i];
 }

@@ -160,7 +160,7 @@ impl Op {
             Op::Narrow { x, .. } => vec![x],
             Op::BceWithLogits { x, target } | Op::Mse { x, target } => {
                 let mut v = vec![x];
-                if let loss::Target::Tensor(t) = target {
+                if let Some(t) = target.tensor() {
                     v.push(t);
                 }
                 v

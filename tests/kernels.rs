@@ -792,6 +792,47 @@ fn losses_match_cpu() {
             1e-5,
             1e-5,
         );
+        // An affine target, 0.5 t + 0.5 of data t in [-1, 1] (the VAE's): against the CPU,
+        // and bit for bit the loss and gradient of the same target computed by `affine`.
+        let data: Vec<f32> = r.vec(n).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        let td = t(&g, &[n], &data);
+        let xg = t(&g, &[n], &x).into_param();
+        let la =
+            loss::bce_with_logits(&g, &xg, loss::Target::Affine(td.clone(), 0.5, 0.5)).unwrap();
+        let ga = tape::backward(&g, &la)
+            .unwrap()
+            .get(&xg)
+            .unwrap()
+            .to_vec(&g);
+        let want: f64 = x
+            .iter()
+            .zip(&data)
+            .map(|(&v, &d)| {
+                let y = 0.5 * d + 0.5;
+                (v.max(0.0) - v * y + (1.0 + (-v.abs()).exp()).ln()) as f64
+            })
+            .sum::<f64>()
+            / n as f64;
+        assert_close(
+            &format!("bce affine target n={n}"),
+            &la.to_vec(&g),
+            &[want as f32],
+            1e-5,
+            1e-5,
+        );
+        let explicit = activegen::ops::elementwise::affine(&g, &td, 0.5, 0.5).unwrap();
+        let le = loss::bce_with_logits(&g, &xg, loss::Target::Tensor(explicit)).unwrap();
+        let ge = tape::backward(&g, &le)
+            .unwrap()
+            .get(&xg)
+            .unwrap()
+            .to_vec(&g);
+        assert_eq!(
+            la.to_vec(&g),
+            le.to_vec(&g),
+            "bce affine target n={n}: loss"
+        );
+        assert_eq!(ga, ge, "bce affine target n={n}: gradient");
         let l = loss::bce_with_logits(&g, &tx, loss::Target::Const(1.0)).unwrap();
         let want: f64 = x
             .iter()

@@ -197,8 +197,7 @@ impl Vae {
         let pixels = (x.numel() / x.dim(0)) as f32;
         let recon_mean = match self.cfg.recon {
             Recon::Bce => {
-                let target = elementwise::affine(g, x, 0.5, 0.5)?;
-                loss::bce_with_logits(g, &logits, loss::Target::Tensor(target))?
+                loss::bce_with_logits(g, &logits, loss::Target::Affine(x.clone(), 0.5, 0.5))?
             }
             Recon::Mse => loss::mse(
                 g,
@@ -208,7 +207,13 @@ impl Vae {
         };
         let recon = elementwise::scale(g, &recon_mean, pixels)?;
         let kl = loss::gaussian_kl(g, &stats)?;
-        let total = elementwise::add(g, &recon, &elementwise::scale(g, &kl, self.cfg.beta)?)?;
+        // beta = 1 (the ELBO itself) needs no scaling kernel, forward or backward.
+        let weighted_kl = if self.cfg.beta == 1.0 {
+            kl.clone()
+        } else {
+            elementwise::scale(g, &kl, self.cfg.beta)?
+        };
+        let total = elementwise::add(g, &recon, &weighted_kl)?;
         Ok(VaeLoss { total, recon, kl })
     }
 }

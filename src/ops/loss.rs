@@ -19,6 +19,19 @@ use crate::tensor::Tensor;
 pub enum Target {
     Const(f32),
     Tensor(Tensor),
+    /// alpha · t + beta, computed in the loss kernel (the VAE's target (x + 1) / 2 without
+    /// an elementwise pass of its own).
+    Affine(Tensor, f32, f32),
+}
+
+impl Target {
+    /// The target tensor, where there is one.
+    pub fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Target::Const(_) => None,
+            Target::Tensor(t) | Target::Affine(t, ..) => Some(t),
+        }
+    }
 }
 
 #[repr(C)]
@@ -26,32 +39,37 @@ pub enum Target {
 struct Params {
     n: u32,
     cols: u32,
-    use_const_target: u32,
+    target_mode: u32,
     const_target: f32,
     scale: f32,
-    _pad: [u32; 3],
+    target_alpha: f32,
+    target_beta: f32,
+    _pad: u32,
 }
 
 fn params(n: usize, cols: usize, target: Option<&Target>, scale: f32) -> Params {
-    let (use_const, c) = match target {
-        Some(Target::Const(c)) => (1, *c),
-        _ => (0, 0.0),
+    let (mode, c, alpha, beta) = match target {
+        Some(Target::Const(c)) => (1, *c, 1.0, 0.0),
+        Some(Target::Affine(_, alpha, beta)) => (2, 0.0, *alpha, *beta),
+        _ => (0, 0.0, 1.0, 0.0),
     };
     Params {
         n: u(n),
         cols: u(cols),
-        use_const_target: use_const,
+        target_mode: mode,
         const_target: c,
         scale,
-        _pad: [0; 3],
+        target_alpha: alpha,
+        target_beta: beta,
+        _pad: 0,
     }
 }
 
 fn target_buffer<'a>(x: &'a Tensor, target: &'a Target) -> Result<&'a wgpu::Buffer> {
-    match target {
-        Target::Const(_) => Ok(x.buffer()),
-        Target::Tensor(t) if t.numel() == x.numel() => Ok(t.buffer()),
-        Target::Tensor(t) => bail!(
+    match target.tensor() {
+        None => Ok(x.buffer()),
+        Some(t) if t.numel() == x.numel() => Ok(t.buffer()),
+        Some(t) => bail!(
             "loss: target {:?} does not match input {:?}",
             t.shape(),
             x.shape()
@@ -158,7 +176,7 @@ fn target_loss_backward(
         None
     };
     let mut out = vec![dx];
-    if matches!(target, Target::Tensor(_)) {
+    if target.tensor().is_some() {
         out.push(None);
     }
     Ok(out)
