@@ -1,3 +1,6 @@
+//! The sub-pixel data gradient alone, with and without the fused activation gradient
+//! (`conv_subpixel::backward_data`'s act_grad), on the DCGAN's and the VAE's shapes, GPU time:
+//!   cargo run --release --example subpixel_probe
 use activegen::ops::{activation::Act, conv2d, conv_subpixel, rng};
 fn main() {
     let g = activegen::Gpu::new(None).unwrap();

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::gpu::Gpu;
 use crate::ops::activation::Act;
-use crate::ops::{conv2d, conv_transpose2d, matmul, rng};
+use crate::ops::{conv2d, conv_implicit, conv_transpose2d, matmul, rng};
 
 pub struct CaseResult {
     pub op: String,
@@ -145,6 +145,63 @@ pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
             ),
         ],
     )
+    .and_then(|mut out| {
+        out.extend(implicit_cases(g, batch, geo, x, dy, w, false)?);
+        Ok(out)
+    })
+}
+
+/// The implicit-GEMM forms of a convolution's forward pass and weight gradient
+/// (`ops::conv_implicit`, what the models run on channel-major images where it applies),
+/// gathering from the image instead of im2col's columns; none where it does not apply.
+/// For a transposed convolution they are its data and weight gradients.
+fn implicit_cases(
+    g: &Gpu,
+    batch: usize,
+    geo: &conv2d::Geometry,
+    x: &crate::Tensor,
+    dy: &crate::Tensor,
+    w: &crate::Tensor,
+    transposed: bool,
+) -> Result<Vec<CaseResult>> {
+    let mut geo = *geo;
+    geo.channel_major = true;
+    if !conv_implicit::applies(g, &geo) {
+        return Ok(vec![]);
+    }
+    // Channel-major copies of the images: x [CI, N, H, W] and dy as the [CO, P] matrix.
+    let x_cm = crate::ops::elementwise::swap_leading_axes_raw(g, x)?;
+    let dy_cm = crate::ops::elementwise::swap_leading_axes_raw(g, dy)?;
+    let (geo, x_cm, dy_cm) = (&geo, &x_cm, &dy_cm);
+    let names = if transposed {
+        [
+            "conv_transpose2d_backward_data_implicit",
+            "conv_transpose2d_backward_weight_implicit",
+        ]
+    } else {
+        ["conv2d_forward_implicit", "conv2d_backward_weight_implicit"]
+    };
+    let _ = batch;
+    time_passes(
+        g,
+        &format!(
+            "N={} {}->{} {}x{} k4 s2 p1, channel-major",
+            geo.n, geo.ci, geo.co, geo.h, geo.w
+        ),
+        geo.flops() / 1e9,
+        vec![
+            (
+                names[0],
+                Box::new(move || {
+                    conv_implicit::forward(g, geo, x_cm, w, None, Act::Identity).map(drop)
+                }),
+            ),
+            (
+                names[1],
+                Box::new(move || conv_implicit::backward_weight(g, geo, x_cm, dy_cm).map(drop)),
+            ),
+        ],
+    )
 }
 
 /// The three passes of conv_transpose2d 128->64, k4 s2 p1 on 7x7 at batch 64 (the DCGAN
@@ -184,6 +241,12 @@ pub fn conv_transpose2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> 
             ),
         ],
     )
+    .and_then(|mut out| {
+        // In conv2d's terms the transposed convolution's gradient dy is the image and x
+        // the output-side gradient.
+        out.extend(implicit_cases(g, batch, geo, dy, x, w, true)?);
+        Ok(out)
+    })
 }
 
 pub const MATMUL_SIZES: [usize; 4] = [256, 512, 1024, 2048];

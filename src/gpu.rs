@@ -382,6 +382,9 @@ pub struct Gpu {
     /// the gradient flowing into it (`tape::ActFusion`; `ACTIVEGEN_FUSE_ACT_GRAD=0` turns it
     /// off; tests and benchmarks compare both).
     fuse_act_grad_on: Cell<bool>,
+    /// Whether stride-2 4x4 convolutions run as implicit GEMMs (`ops::conv_implicit`;
+    /// `ACTIVEGEN_IMPLICIT_CONV=0` turns them off; tests and benchmarks compare both).
+    implicit_conv_on: Cell<bool>,
     /// Copies recorded into flat textures (tests check what the cache skips).
     pub texture_copies: Cell<u64>,
     /// `ACTIVEGEN_TRACE`: print every dispatch and texture copy, and while profiling with
@@ -490,6 +493,9 @@ impl Gpu {
             subpixel_on: Cell::new(std::env::var("ACTIVEGEN_SUBPIXEL").map_or(true, |v| v != "0")),
             fuse_act_grad_on: Cell::new(
                 std::env::var("ACTIVEGEN_FUSE_ACT_GRAD").map_or(true, |v| v != "0"),
+            ),
+            implicit_conv_on: Cell::new(
+                std::env::var("ACTIVEGEN_IMPLICIT_CONV").map_or(true, |v| v != "0"),
             ),
             texture_copies: Cell::new(0),
             trace,
@@ -674,6 +680,14 @@ impl Gpu {
 
     pub fn fuse_act_grad(&self) -> bool {
         self.fuse_act_grad_on.get()
+    }
+
+    pub fn set_implicit_conv(&self, on: bool) {
+        self.implicit_conv_on.set(on);
+    }
+
+    pub fn implicit_conv(&self) -> bool {
+        self.implicit_conv_on.get()
     }
 
     /// Notes a write to `buffer` (recorded now, so ordered before any later copy of it).

@@ -71,6 +71,14 @@ pub const SHADERS: &[(&str, &str)] = &[
         "conv_subpixel_subgroup16",
         include_str!("../shaders/conv_subpixel_subgroup16.wgsl"),
     ),
+    (
+        "conv_implicit_subgroup",
+        include_str!("../shaders/conv_implicit_subgroup.wgsl"),
+    ),
+    (
+        "conv_implicit_subgroup16",
+        include_str!("../shaders/conv_implicit_subgroup16.wgsl"),
+    ),
     ("linear_cm", include_str!("../shaders/linear_cm.wgsl")),
     ("batchnorm", include_str!("../shaders/batchnorm.wgsl")),
     ("dropout", include_str!("../shaders/dropout.wgsl")),

@@ -53,13 +53,14 @@ pub enum Op {
         dims: reduce::Dims,
         scale: f32,
     },
-    /// `cols` is the forward pass's im2col matrix, kept for the weight gradient.
+    /// `cols` is the forward pass's im2col matrix, kept for the weight gradient (none where
+    /// the implicit GEMMs gather from x, `ops::conv_implicit`).
     Conv2d {
         x: Tensor,
         w: Tensor,
         b: Option<Tensor>,
         y: Tensor,
-        cols: Tensor,
+        cols: Option<Tensor>,
         geom: conv2d::Geometry,
         act: activation::Act,
     },
@@ -446,7 +447,7 @@ fn backward_rule(
             w,
             b.as_ref(),
             y,
-            cols,
+            cols.as_ref(),
             geom,
             own(act),
             acts.x_act,

@@ -1205,11 +1205,126 @@ fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
     check("cache off", &d, &d_host, 2);
 }
 
+/// `conv_implicit`: the stride-2 4x4 convolution's forward pass (with and without the row
+/// bias and leaky relu) and its weight gradient as implicit GEMMs gathering from x, against
+/// the CPU references, on ragged channel counts (1, 3, 17, 33, 65: partial row blocks and
+/// column groups), odd and even image sides (padding taps on every edge), and one image or
+/// several; with texture reads on and off. Each call must run the implicit entry point.
+/// dy's rows carry garbage in no padding (P is a multiple of 4 here, as `applies` asks).
+#[test]
+fn subgroup_implicit_convolution_matches_cpu() {
+    use activegen::ops::activation::Act;
+    use activegen::ops::{conv2d, conv_implicit, elementwise};
+    let g = gpu_with(Family::Subgroup);
+    let mut r = Rng(59);
+    let mut report = Report::default();
+    // (N, CI, H, W, CO)
+    let cases = [
+        (4, 1, 2, 2, 1),
+        (4, 3, 5, 6, 2),
+        (4, 33, 7, 7, 3),
+        (4, 65, 14, 14, 17),
+        (4, 17, 9, 28, 5),
+        (1, 8, 4, 8, 65),
+        (64, 32, 14, 14, 64),
+    ];
+    let lanes = if SG_LANES.get() == Some(&16) {
+        "sg16"
+    } else {
+        "sg"
+    };
+    for reads in [true, false] {
+        g.set_texture_reads(Some(reads));
+        for (n, ci, h, w, co) in cases {
+            let mut geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, 4, 4], 2, 1).unwrap();
+            let what = format!("implicit n{n} ci{ci} {h}x{w} co{co} texture_reads={reads}");
+            let (wt, b) = (r.vec(co * ci * 16), r.vec(co));
+            let x = r.vec(n * ci * h * w);
+            let dy = r.vec(n * co * geo.oh * geo.ow);
+            let tw = Tensor::from_slice(&g, &[co, ci, 4, 4], &wt).unwrap();
+            let tb = Tensor::from_slice(&g, &[co], &b).unwrap();
+            let tx = Tensor::from_slice(
+                &g,
+                &[ci, n, h, w],
+                &elementwise::swap_leading_axes_cpu(&x, n, ci),
+            )
+            .unwrap();
+            let p = geo.pixels();
+            let tdy = Tensor::from_slice(
+                &g,
+                &[co, p],
+                &elementwise::swap_leading_axes_cpu(&dy, n, co),
+            )
+            .unwrap();
+            let cpu_geo = geo;
+            geo.channel_major = true;
+            assert_eq!(
+                conv_implicit::applies(&g, &geo),
+                co >= 32 && ci >= 8,
+                "{what}: applies"
+            );
+            let tex = if reads { "_tex" } else { "" };
+            for epilogue in [false, true] {
+                let act = if epilogue {
+                    Act::LeakyRelu(0.2)
+                } else {
+                    Act::Identity
+                };
+                g.start_profiling();
+                let y = conv_implicit::forward(&g, &geo, &tx, &tw, epilogue.then_some(&tb), act)
+                    .unwrap();
+                let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
+                let entry = format!(
+                    "conv_implicit_{lanes}{tex}{}",
+                    if epilogue { "[ROW_BIAS=1,ACT=2]" } else { "" }
+                );
+                if !ran.contains(&entry) {
+                    report.add(Err(format!("{what}: expected {entry}, ran {ran:?}")));
+                    continue;
+                }
+                let mut want = conv2d::conv2d_cpu(&x, &wt, epilogue.then_some(&b[..]), &cpu_geo);
+                if epilogue {
+                    for v in want.iter_mut() {
+                        *v = act.apply_cpu(*v);
+                    }
+                }
+                assert_eq!(y.shape(), &[co, n, geo.oh, geo.ow], "{what}");
+                let got = elementwise::swap_leading_axes_cpu(&y.to_vec(&g), co, n);
+                report.add(check(
+                    &format!("{what} forward epilogue={epilogue}"),
+                    &got,
+                    &want,
+                    atol(ci * 16),
+                ));
+            }
+            g.start_profiling();
+            let dw = conv_implicit::backward_weight(&g, &geo, &tx, &tdy).unwrap();
+            let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
+            let entry = format!("conv_implicit_weight_{lanes}{tex}");
+            if !ran.contains(&entry) {
+                report.add(Err(format!("{what}: expected {entry}, ran {ran:?}")));
+                continue;
+            }
+            let (_, want_dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &cpu_geo);
+            assert_eq!(dw.shape(), &[co, ci, 4, 4], "{what}");
+            report.add(check(
+                &format!("{what} weight gradient"),
+                &dw.to_vec(&g),
+                &want_dw,
+                atol(p),
+            ));
+        }
+    }
+    g.set_texture_reads(None);
+    report.finish("subgroup_implicit_convolution_matches_cpu");
+}
+
 /// The subgroup GEMM comes in 8- and 16-lane forms (lavapipe at 256 and 512 bits); this
 /// process runs one of them. Both are checked here in child processes of this test
 /// binary, each with its vector width set and the lane count it must see asserted
 /// (ACTIVEGEN_EXPECT_LANES): the ragged shapes, split-K, the texture operands, the
-/// sub-pixel kernel and the scattering and activation-gradient epilogues.
+/// sub-pixel and implicit convolution kernels and the scattering and activation-gradient
+/// epilogues.
 #[test]
 fn subgroup_kernels_of_both_lane_counts_match_cpu() {
     let exe = std::env::current_exe().unwrap();
@@ -1224,6 +1339,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
                 "subgroup_subpixel_data_gradient_matches_cpu",
                 "subgroup_swapped_output_matches_cpu",
                 "subgroup_act_grad_epilogue_matches_cpu",
+                "subgroup_implicit_convolution_matches_cpu",
             ])
             .env("LP_NATIVE_VECTOR_WIDTH", bits)
             .env("ACTIVEGEN_EXPECT_LANES", lanes)
@@ -1231,7 +1347,7 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && text.contains("6 passed"),
+            out.status.success() && text.contains("7 passed"),
             "{lanes}-lane subgroup GEMM (LP_NATIVE_VECTOR_WIDTH={bits}):\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );

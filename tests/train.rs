@@ -154,60 +154,105 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
     }
 }
 
+/// Three training steps of a standard-width model (batch 16) on a fresh device set up by
+/// `setup`: every loss's bits, and the kernels of the third step with their call counts.
+fn three_steps(
+    model: ModelKind,
+    setup: impl Fn(&activegen::Gpu),
+) -> (Vec<u32>, Vec<(String, u64)>) {
+    let mut cfg = TrainConfig {
+        model,
+        ..Default::default()
+    };
+    cfg.apply_preset("full").unwrap();
+    cfg.batch = 16;
+    let g = gpu();
+    setup(&g);
+    g.set_seed(5);
+    let mut m = train::Model::new(&g, &cfg, 10).unwrap();
+    let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
+    let mut losses = vec![];
+    let mut kernels = vec![];
+    for step in 0..3 {
+        if step == 2 {
+            g.start_profiling();
+        }
+        let l = m.train_step(&g, &real, None).unwrap();
+        losses.extend(l.values.iter().map(|v| v.item(&g).to_bits()));
+        if step == 2 {
+            kernels = g
+                .stop_profiling()
+                .into_iter()
+                .map(|(name, s)| (name, s.calls))
+                .collect();
+        }
+    }
+    (losses, kernels)
+}
+
+fn calls(kernels: &[(String, u64)], matching: impl Fn(&str) -> bool) -> u64 {
+    kernels
+        .iter()
+        .filter(|(name, _)| matching(name))
+        .map(|(_, c)| c)
+        .sum()
+}
+
 /// The tape fuses an activation's backward pass into the kernel that computes the gradient
-/// flowing into it (`tape::ActFusion`: the VAE encoder's two leaky ReLUs, the DCGAN
-/// discriminator's first). Standard-width models, so the fused kernels run (the sub-pixel
-/// data gradient from 32 channels, linear_cm's scattering GEMM): three steps give the same
-/// losses bit for bit with the fusion on and off, and with it on the activation kernels
-/// those layers ran are gone.
+/// flowing into it (`tape::ActFusion`: the VAE encoder's two ReLUs, the DCGAN
+/// discriminator's first leaky ReLU). Standard-width models, so the fused kernels run (the
+/// sub-pixel data gradient from 32 channels, linear_cm's scattering GEMM): three steps give
+/// the same losses bit for bit with the fusion on and off, and with it on the activation
+/// kernels those layers ran are gone.
 #[test]
 fn fusing_activation_gradients_changes_no_number_and_drops_their_kernels() {
-    for model in [ModelKind::Vae, ModelKind::Gan] {
-        let mut cfg = TrainConfig {
-            model,
-            ..Default::default()
-        };
-        cfg.apply_preset("full").unwrap();
-        cfg.batch = 16;
-        let run = |fuse: bool| {
-            let g = gpu();
-            g.set_fuse_act_grad(fuse);
-            g.set_seed(5);
-            let mut m = train::Model::new(&g, &cfg, 10).unwrap();
-            let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
-            let mut losses = vec![];
-            let mut activation_kernels = 0;
-            let mut fused_kernels = 0;
-            for step in 0..3 {
-                if step == 2 {
-                    g.start_profiling();
-                }
-                let l = m.train_step(&g, &real, None).unwrap();
-                losses.extend(l.values.iter().map(|v| v.item(&g).to_bits()));
-                if step == 2 {
-                    for (name, s) in g.stop_profiling() {
-                        if name.starts_with("activation_backward") {
-                            activation_kernels += s.calls as usize;
-                        }
-                        if name.contains("ACT_GRAD") {
-                            fused_kernels += s.calls as usize;
-                        }
-                    }
-                }
-            }
-            (losses, activation_kernels, fused_kernels)
-        };
-        let (plain, plain_acts, plain_fused) = run(false);
-        let (fused, fused_acts, fused_in_store) = run(true);
+    for model in [ModelKind::Gan, ModelKind::Vae] {
+        let (plain, plain_k) = three_steps(model, |g| g.set_fuse_act_grad(false));
+        let (fused, fused_k) = three_steps(model, |g| g.set_fuse_act_grad(true));
         assert_eq!(plain, fused, "{model:?}: fusing changed the losses");
+        let act = |k: &[(String, u64)]| calls(k, |n| n.starts_with("activation_backward"));
+        let in_store = |k: &[(String, u64)]| calls(k, |n| n.contains("ACT_GRAD"));
         assert_eq!(
-            plain_fused, 0,
+            in_store(&plain_k),
+            0,
             "{model:?}: fused kernels ran with the fusion off"
         );
         assert!(
-            fused_in_store > 0 && fused_acts + fused_in_store <= plain_acts,
-            "{model:?}: activation kernels {plain_acts} unfused, {fused_acts} fused \
-             (+{fused_in_store} fused stores)"
+            in_store(&fused_k) > 0 && act(&fused_k) + in_store(&fused_k) <= act(&plain_k),
+            "{model:?}: activation kernels {} unfused, {} fused (+{} fused stores)",
+            act(&plain_k),
+            act(&fused_k),
+            in_store(&fused_k)
+        );
+    }
+}
+
+/// Stride-2 4x4 convolutions from 8 input and 32 output channels run as implicit GEMMs
+/// (`ops::conv_implicit`: forward, the transposed convolution's data gradient, and both
+/// weight gradients, gathering from the images): the same losses bit for bit as the column
+/// form, over three steps of both standard-width models, with fewer im2col column matrices.
+#[test]
+fn implicit_convolutions_change_no_number_and_drop_column_matrices() {
+    for model in [ModelKind::Gan, ModelKind::Vae] {
+        let (columns, columns_k) = three_steps(model, |g| g.set_implicit_conv(false));
+        let (implicit, implicit_k) = three_steps(model, |g| g.set_implicit_conv(true));
+        assert_eq!(
+            columns, implicit,
+            "{model:?}: the implicit GEMMs changed the losses"
+        );
+        let im2col = |k: &[(String, u64)]| calls(k, |n| n.starts_with("im2col"));
+        let gathered = |k: &[(String, u64)]| calls(k, |n| n.starts_with("conv_implicit"));
+        assert_eq!(
+            gathered(&columns_k),
+            0,
+            "{model:?}: implicit kernels ran while off"
+        );
+        assert!(
+            gathered(&implicit_k) >= 4 && im2col(&implicit_k) + 2 <= im2col(&columns_k),
+            "{model:?}: im2col {} with columns, {} implicit (+{} implicit GEMMs)",
+            im2col(&columns_k),
+            im2col(&implicit_k),
+            gathered(&implicit_k)
         );
     }
 }

@@ -427,8 +427,13 @@ fn conv2d_geometry_act(
             );
         }
     }
-    let xcol = im2col(g, &geo, x)?;
-    let y = forward_gemm(g, &geo, &xcol, w, b, act)?;
+    // The implicit GEMMs gather from x itself: no column matrix to build or keep.
+    let (y, xcol) = if super::conv_implicit::applies(g, &geo) {
+        (super::conv_implicit::forward(g, &geo, x, w, b, act)?, None)
+    } else {
+        let xcol = im2col(g, &geo, x)?;
+        (forward_gemm(g, &geo, &xcol, w, b, act)?, Some(xcol))
+    };
     Ok(record(
         g,
         y.clone(),
@@ -476,7 +481,7 @@ pub fn conv2d_backward(
     w: &Tensor,
     b: Option<&Tensor>,
     y: &Tensor,
-    xcol: &Tensor,
+    xcol: Option<&Tensor>,
     geo: &Geometry,
     act: Act,
     x_act: Act,
@@ -490,10 +495,10 @@ pub fn conv2d_backward(
     } else {
         None
     };
-    let dw = if needs[1] {
-        Some(backward_weight_gemm(g, geo, xcol, &dz_cm)?)
-    } else {
-        None
+    let dw = match (needs[1], xcol) {
+        (false, _) => None,
+        (true, Some(xcol)) => Some(backward_weight_gemm(g, geo, xcol, &dz_cm)?),
+        (true, None) => Some(super::conv_implicit::backward_weight(g, geo, x, &dz_cm)?),
     };
     let mut out = vec![dx, dw];
     if b.is_some() {

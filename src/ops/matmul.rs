@@ -810,6 +810,16 @@ pub fn precompile_gemms(g: &Gpu) -> Result<()> {
             Act::Identity,
         ));
     }
+    if g.implicit_conv() {
+        let tex = g.is_cpu() && g.texture_reads();
+        list.push(super::conv_implicit::kernel_key(
+            g,
+            tex,
+            false,
+            Act::Identity,
+        ));
+        list.push(super::conv_implicit::weight_kernel_key(g, tex));
+    }
     g.precompile(&list)
 }
 

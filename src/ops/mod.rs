@@ -7,6 +7,7 @@ pub mod activation;
 pub mod batchnorm;
 pub mod concat;
 pub mod conv2d;
+pub mod conv_implicit;
 pub mod conv_subpixel;
 pub mod conv_transpose2d;
 pub mod dropout;

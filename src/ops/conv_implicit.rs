@@ -1,0 +1,212 @@
+//! conv_implicit: the forward pass of a stride-2, 4x4, padding-1 convolution on
+//! channel-major images as an implicit GEMM, on adapters that run the subgroup GEMM (CPU
+//! drivers): the kernel gathers its B operand straight from x instead of reading an
+//! im2col column matrix.
+//!
+//! In conv2d's terms (geometry `geo`): x [CI, N, H, W], w [CO, CI, 4, 4] read as the
+//! [CO, CI*16] matrix it is, y [CO, N, OH, OW]. With k = (ci*4 + ky)*4 + kx and column
+//! j = (n, oy, ox): y[co, j] = act(bias[co] + sum_k w[co, k] x[ci, n, 2oy+ky-1, 2ox+kx-1]).
+//!
+//! `backward_weight` is the weight gradient without the column matrix either,
+//! dW[co, k] = sum_j dy[co, j] x[ci, n, 2oy+ky-1, 2ox+kx-1], the columns gathered as B.
+//!
+//! Why: the column form writes CI*16 floats per output pixel (4x x's size at stride 2),
+//! copies them into a texture and reads them back; on llvmpipe every stored float costs a
+//! per-lane loop iteration (BENCHMARKS.md). The sums run in the column form's order, so
+//! both give the same bits.
+
+use anyhow::Result;
+
+use super::activation::Act;
+use super::conv2d::Geometry;
+use super::{u, TextureReads};
+use crate::gpu::{Cost, GemmKernel, Gpu, KernelKey};
+use crate::tensor::Tensor;
+
+/// Rows and columns of y per workgroup (tools/gen_matmul_subgroup.py, both lane counts).
+const BLOCK_ROWS: usize = 32;
+const BLOCK_COLS: usize = 64;
+
+/// Whether the implicit forms compute this geometry's forward pass and weight gradient
+/// here: channel-major images whose y is the GEMM's matrix itself (pixels a multiple of
+/// 4), at least a row block of output channels, and at least two column blocks of weight
+/// gradient (CI >= 8): with one input channel (the models' image-side layers) the weight
+/// gradient would be a single workgroup walking every pixel, where the column form splits K.
+pub fn applies(g: &Gpu, geo: &Geometry) -> bool {
+    g.implicit_conv()
+        && g.gemm_kernel() == GemmKernel::Subgroup
+        && geo.is_gemm_layout()
+        && geo.stride == 2
+        && geo.kh == 4
+        && geo.kw == 4
+        && geo.pad == 1
+        && geo.co >= BLOCK_ROWS
+        && geo.ci * 16 >= 2 * BLOCK_COLS
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    cols: u32,
+    k_total: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    ldb: u32,
+    ldc: u32,
+    slope: f32,
+    ldc2: u32,
+    _pad: u32,
+}
+
+/// The implicit kernel's pipeline for this device, reading from texture copies or not,
+/// with this epilogue.
+pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
+    let sixteen = g.subgroup_lanes() == Some(16);
+    let stem = if sixteen {
+        "conv_implicit_subgroup16"
+    } else {
+        "conv_implicit_subgroup"
+    };
+    let entry = match (sixteen, texture_reads) {
+        (true, true) => "conv_implicit_sg16_tex",
+        (true, false) => "conv_implicit_sg16",
+        (false, true) => "conv_implicit_sg_tex",
+        (false, false) => "conv_implicit_sg",
+    };
+    let mut consts = vec![];
+    if bias {
+        consts.push(("ROW_BIAS", 1));
+    }
+    if act != Act::Identity {
+        consts.push(("ACT", act.code().0 as u64));
+    }
+    (stem, entry, consts)
+}
+
+/// The weight gradient's pipeline for this device, reading from texture copies or not.
+pub fn weight_kernel_key(g: &Gpu, texture_reads: bool) -> KernelKey {
+    let (stem, _, _) = kernel_key(g, texture_reads, false, Act::Identity);
+    let entry = match (g.subgroup_lanes() == Some(16), texture_reads) {
+        (true, true) => "conv_implicit_weight_sg16_tex",
+        (true, false) => "conv_implicit_weight_sg16",
+        (false, true) => "conv_implicit_weight_sg_tex",
+        (false, false) => "conv_implicit_weight_sg",
+    };
+    (stem, entry, vec![])
+}
+
+/// y [CO, N, OH, OW] = act(bias + conv2d(x, w)); x [CI, N, H, W]. Check `applies` first.
+pub fn forward(
+    g: &Gpu,
+    geo: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
+    let y = Tensor::empty(g, &geo.y_shape(), "implicit conv2d output")?;
+    let cols = geo.pixels();
+    let params = Params {
+        m: u(geo.co),
+        cols: u(cols),
+        k_total: u(geo.ci * 16),
+        h: u(geo.h),
+        w: u(geo.w),
+        oh: u(geo.oh),
+        ow: u(geo.ow),
+        ldb: u(geo.n * geo.h * geo.w),
+        ldc: u(geo.p4()),
+        slope: act.code().1,
+        ldc2: 0,
+        _pad: 0,
+    };
+    let grid = [
+        u(cols.div_ceil(BLOCK_COLS)),
+        u(geo.co.div_ceil(BLOCK_ROWS)),
+        1,
+    ];
+    let cost = Cost::flops(
+        geo.flops(),
+        4.0 * (w.numel() + x.numel() + y.numel()) as f64,
+    );
+    let buffers = [
+        w.buffer(),
+        x.buffer(),
+        y.buffer(),
+        w.buffer(),
+        bias.unwrap_or(w).buffer(),
+    ];
+    let reads = TextureReads::new(
+        g,
+        &[
+            (6, w, wgpu::TextureFormat::Rgba32Float),
+            (7, x, wgpu::TextureFormat::R32Float),
+        ],
+    );
+    let (stem, entry, consts) = kernel_key(g, reads.on(), bias.is_some(), act);
+    let kernel = g.kernel(stem, entry, &consts)?;
+    reads.dispatch(
+        g,
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &buffers,
+        grid,
+        cost,
+    );
+    Ok(y)
+}
+
+/// dW [CO, CI, 4, 4] = dy · cols(x)ᵀ without the columns; x [CI, N, H, W], dy_cm the
+/// [CO, P] matrix. Check `applies` first.
+pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> Result<Tensor> {
+    let k = geo.ci * 16;
+    let dw = Tensor::empty(g, &geo.w_shape(), "implicit weight gradient")?;
+    let params = Params {
+        m: u(geo.co),
+        cols: u(geo.pixels()),
+        k_total: u(k),
+        h: u(geo.h),
+        w: u(geo.w),
+        oh: u(geo.oh),
+        ow: u(geo.ow),
+        ldb: u(geo.n * geo.h * geo.w),
+        ldc: 0,
+        slope: 0.0,
+        ldc2: u(geo.p4()),
+        _pad: 0,
+    };
+    let grid = [u(k.div_ceil(BLOCK_COLS)), u(geo.co.div_ceil(BLOCK_ROWS)), 1];
+    let cost = Cost::flops(
+        geo.flops(),
+        4.0 * (dy_cm.numel() + x.numel() + dw.numel()) as f64,
+    );
+    // A is dy (vec4 rows), B is x (gathered).
+    let buffers = [
+        dy_cm.buffer(),
+        x.buffer(),
+        dw.buffer(),
+        dy_cm.buffer(),
+        dy_cm.buffer(),
+    ];
+    let reads = TextureReads::new(
+        g,
+        &[
+            (6, dy_cm, wgpu::TextureFormat::Rgba32Float),
+            (7, x, wgpu::TextureFormat::R32Float),
+        ],
+    );
+    let (stem, entry, consts) = weight_kernel_key(g, reads.on());
+    let kernel = g.kernel(stem, entry, &consts)?;
+    reads.dispatch(
+        g,
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &buffers,
+        grid,
+        cost,
+    );
+    Ok(dw)
+}
