@@ -1,7 +1,8 @@
 //! A training step with one engine switch on and off, alternating step by step in one
 //! process so that the machine's drift hits both alike. Prints the median wall time of each
 //! and the per-kernel GPU time (timestamps) of each. SWITCH: `texture-reads` (default,
-//! `Gpu::set_texture_reads`), `fuse-act-grad` (`Gpu::set_fuse_act_grad`) or `subpixel`.
+//! `Gpu::set_texture_reads`), `fuse-act-grad` (`Gpu::set_fuse_act_grad`), `subpixel` or
+//! `implicit-conv` (`Gpu::set_implicit_conv`).
 //!   cargo run --release --example step_ab [gan|vae] [STEPS] [SWITCH]   (default gan 12)
 use activegen::train::{Model, ModelKind, TrainConfig};
 use std::collections::BTreeMap;
@@ -19,7 +20,10 @@ fn main() -> anyhow::Result<()> {
         "texture-reads" => g.set_texture_reads(Some(on)),
         "fuse-act-grad" => g.set_fuse_act_grad(on),
         "subpixel" => g.set_subpixel(on),
-        other => panic!("unknown switch {other}: texture-reads, fuse-act-grad or subpixel"),
+        "implicit-conv" => g.set_implicit_conv(on),
+        other => panic!(
+            "unknown switch {other}: texture-reads, fuse-act-grad, subpixel or implicit-conv"
+        ),
     };
     let mut cfg = TrainConfig {
         model,
