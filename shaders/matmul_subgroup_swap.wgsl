@@ -45,16 +45,10 @@ fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
 //!include divmod.wgsl
 // C's scalar view (the same buffer as out), for the scattered stores.
 @group(0) @binding(9) var<storage, read_write> out_scalar: array<f32>;
-// Epilogue C *= act'(act_y[i]) at C's stored position i (ACT_GRAD = the activation's code).
+// Epilogue C *= act'(act_y[i]) at C's stored position i (ACT_GRAD = the activation's code);
+// the factors are loaded before the masked stores, whose lanes llvmpipe walks one by one.
 override ACT_GRAD: u32 = 0u;
 @group(0) @binding(10) var<storage, read> act_y: array<f32>;
-
-fn act_grad_at(v: f32, i: u32) -> f32 {
-    if (ACT_GRAD != 0u) {
-        return v * act_grad_from_output(act_y[i], ACT_GRAD, p.slope);
-    }
-    return v;
-}
 
 fn act_grad_factor(i: u32) -> f32 {
     if (ACT_GRAD != 0u) {

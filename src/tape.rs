@@ -6,7 +6,7 @@
 //! the op's forward in `src/ops/<family>.rs`. Gradients for a tensor used more than once
 //! are summed. Nothing is recorded in no-grad mode or while backward runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 
@@ -314,7 +314,7 @@ struct ActFusion {
     /// Producer activations, by output id, of outputs whose consumer applies them.
     fused: HashMap<u64, Act>,
     /// Outputs whose gradient already carries their producer's activation gradient.
-    applied: std::collections::HashSet<u64>,
+    applied: HashSet<u64>,
 }
 
 /// What `backward_rule` applies: `x_act` to the data gradient of input 0 (the activation
@@ -335,17 +335,15 @@ impl ActFusion {
                     *uses.entry(t.id).or_default() += 1;
                 }
             }
-            let consumers: HashMap<u64, &Op> = nodes
-                .iter()
-                .filter_map(|n| fusing_input(&n.op).map(|x| (x, &n.op)))
-                .collect();
+            let consumers: HashSet<u64> =
+                nodes.iter().filter_map(|n| fusing_input(&n.op)).collect();
             for node in nodes {
                 let Some(act) = own_act(&node.op) else {
                     continue;
                 };
                 if node.out != out
                     && uses.get(&node.out) == Some(&1)
-                    && consumers.contains_key(&node.out)
+                    && consumers.contains(&node.out)
                 {
                     fused.insert(node.out, act);
                 }

@@ -238,16 +238,10 @@ def entry(ta, tb, tex, swap=False):
 # the output of the activation that produced this op's input. The tape fuses it so that the
 # activation's backward pass (a read of dy and y and a store of dx, llvmpipe's per-lane store
 # loop on every float) does not run as a kernel of its own.
-ACT_GRAD_DECLS = """// Epilogue C *= act'(act_y[i]) at C's stored position i (ACT_GRAD = the activation's code).
+ACT_GRAD_DECLS = """// Epilogue C *= act'(act_y[i]) at C's stored position i (ACT_GRAD = the activation's code);
+// the factors are loaded before the masked stores, whose lanes llvmpipe walks one by one.
 override ACT_GRAD: u32 = 0u;
 @group(0) @binding({BINDING}) var<storage, read> act_y: array<f32>;
-
-fn act_grad_at(v: f32, i: u32) -> f32 {{
-    if (ACT_GRAD != 0u) {{
-        return v * act_grad_from_output(act_y[i], ACT_GRAD, p.slope);
-    }}
-    return v;
-}}
 
 fn act_grad_factor(i: u32) -> f32 {{
     if (ACT_GRAD != 0u) {{
