@@ -32,6 +32,8 @@ const BLOCK_COLS: usize = 64;
 /// 4), at least a row block of output channels, and at least two column blocks of weight
 /// gradient (CI >= 8): with one input channel (the models' image-side layers) the weight
 /// gradient would be a single workgroup walking every pixel, where the column form splits K.
+/// (A split-K implicit form for those layers was measured slower than their small column
+/// matrices: BENCHMARKS.md, stop 16.)
 pub fn applies(g: &Gpu, geo: &Geometry) -> bool {
     g.implicit_conv()
         && g.gemm_kernel() == GemmKernel::Subgroup
