@@ -21,7 +21,7 @@ struct ImplicitParams {
     ldc: u32,     // y's row stride (a multiple of 4, >= cols)
     slope: f32,   // of ACT = leaky relu
     ldc2: u32,    // conv_implicit_weight: dy's row stride, the pixels rounded up to 4
-    _pad1: u32,
+    k_len: u32,   // conv_implicit_weight: pixels per K slice (split-K, one per workgroup z)
 }
 
 override ROW_BIAS: bool = false;
@@ -62,8 +62,9 @@ fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
 // matrix: dW[co, k] = sum_j dy[co, j] · x[ci, n, 2oy+ky-1, 2ox+kx-1] over the pixels j (K
 // of this product, walked in blocks of 4 by a (n, oy, ox) counter shared by the lanes).
 // A is dy [CO, ldc2] read as vec4s along j; B is the column matrix gathered from x: each
-// lane's 8 columns are (ci, ky) groups of the four kx taps. C = dW [CO, CI*16]. dy's
-// columns from cols to ldc2 must be finite (their B values are zero).
+// lane's 8 columns are (ci, ky) groups of the four kx taps. C = dW [CO, CI*16], or with
+// split-K slice z's partial dW at z*CO*CI*16. dy's columns from cols to ldc2 must be
+// finite (their B values are zero).
 
 // W and x read from the storage buffers
 @compute @workgroup_size(8, 1, 1)
@@ -1380,6 +1381,10 @@ fn conv_implicit_weight_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgr
     let row0 = wid.y * 32u;
     let col0 = wid.x * 64u + lane * 8u;
     let lda4 = p.ldc2 / 4u;
+    // Split-K: slice z walks pixels [k_begin, k_end) and writes its own partial dW.
+    let z = wid.z;
+    let k_begin = min(z * p.k_len, p.ldc2);
+    let k_end = min(k_begin + p.k_len, p.ldc2);
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c1_0 = vec4<f32>(0.0);
@@ -1454,10 +1459,11 @@ fn conv_implicit_weight_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgr
     let kc1 = min(col0 + 4u, p.k_total - 4u);
     let ch1 = i32((kc1 / 16u) * p.ldb);
     let ky1 = i32((kc1 / 4u) % 4u) - 1;
-    var n = 0u;
-    var oy = 0u;
-    var ox = 0u;
-    for (var k0 = 0u; k0 < p.ldc2; k0 += 4u) {
+    let p0 = min(k_begin, p.cols - 1u);
+    var n = p0 / (p.oh * p.ow);
+    var oy = (p0 % (p.oh * p.ow)) / p.ow;
+    var ox = p0 % p.ow;
+    for (var k0 = k_begin; k0 < k_end; k0 += 4u) {
         let a0_0 = a[arow0 + k0 / 4u + 0u];
         let a1_0 = a[arow1 + k0 / 4u + 0u];
         let a2_0 = a[arow2 + k0 / 4u + 0u];
@@ -1828,133 +1834,134 @@ fn conv_implicit_weight_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgr
         c31_1 = fma(vec4<f32>(s31_0.w), b3_1, c31_1);
     }
     let ldc4 = p.k_total / 4u;
+    let cbase = z * p.m * ldc4;
     if (row0 + 0u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 0u) * ldc4 + col0 / 4u + 1u] = c0_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 0u) * ldc4 + col0 / 4u + 1u] = c0_1; }
     }
     if (row0 + 1u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 1u) * ldc4 + col0 / 4u + 1u] = c1_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 1u) * ldc4 + col0 / 4u + 1u] = c1_1; }
     }
     if (row0 + 2u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 2u) * ldc4 + col0 / 4u + 1u] = c2_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 2u) * ldc4 + col0 / 4u + 1u] = c2_1; }
     }
     if (row0 + 3u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 3u) * ldc4 + col0 / 4u + 1u] = c3_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 3u) * ldc4 + col0 / 4u + 1u] = c3_1; }
     }
     if (row0 + 4u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 4u) * ldc4 + col0 / 4u + 1u] = c4_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 4u) * ldc4 + col0 / 4u + 1u] = c4_1; }
     }
     if (row0 + 5u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 5u) * ldc4 + col0 / 4u + 1u] = c5_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 5u) * ldc4 + col0 / 4u + 1u] = c5_1; }
     }
     if (row0 + 6u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 6u) * ldc4 + col0 / 4u + 1u] = c6_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 6u) * ldc4 + col0 / 4u + 1u] = c6_1; }
     }
     if (row0 + 7u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 7u) * ldc4 + col0 / 4u + 1u] = c7_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 7u) * ldc4 + col0 / 4u + 1u] = c7_1; }
     }
     if (row0 + 8u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 8u) * ldc4 + col0 / 4u + 1u] = c8_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 8u) * ldc4 + col0 / 4u + 1u] = c8_1; }
     }
     if (row0 + 9u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 9u) * ldc4 + col0 / 4u + 1u] = c9_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 9u) * ldc4 + col0 / 4u + 1u] = c9_1; }
     }
     if (row0 + 10u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 10u) * ldc4 + col0 / 4u + 1u] = c10_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 10u) * ldc4 + col0 / 4u + 1u] = c10_1; }
     }
     if (row0 + 11u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 11u) * ldc4 + col0 / 4u + 1u] = c11_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 11u) * ldc4 + col0 / 4u + 1u] = c11_1; }
     }
     if (row0 + 12u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 12u) * ldc4 + col0 / 4u + 1u] = c12_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 12u) * ldc4 + col0 / 4u + 1u] = c12_1; }
     }
     if (row0 + 13u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 13u) * ldc4 + col0 / 4u + 1u] = c13_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 13u) * ldc4 + col0 / 4u + 1u] = c13_1; }
     }
     if (row0 + 14u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 14u) * ldc4 + col0 / 4u + 1u] = c14_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 14u) * ldc4 + col0 / 4u + 1u] = c14_1; }
     }
     if (row0 + 15u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 15u) * ldc4 + col0 / 4u + 1u] = c15_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 15u) * ldc4 + col0 / 4u + 1u] = c15_1; }
     }
     if (row0 + 16u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 16u) * ldc4 + col0 / 4u + 1u] = c16_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 16u) * ldc4 + col0 / 4u + 1u] = c16_1; }
     }
     if (row0 + 17u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 17u) * ldc4 + col0 / 4u + 1u] = c17_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 17u) * ldc4 + col0 / 4u + 1u] = c17_1; }
     }
     if (row0 + 18u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 18u) * ldc4 + col0 / 4u + 1u] = c18_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 18u) * ldc4 + col0 / 4u + 1u] = c18_1; }
     }
     if (row0 + 19u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 19u) * ldc4 + col0 / 4u + 1u] = c19_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 19u) * ldc4 + col0 / 4u + 1u] = c19_1; }
     }
     if (row0 + 20u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 20u) * ldc4 + col0 / 4u + 1u] = c20_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 20u) * ldc4 + col0 / 4u + 1u] = c20_1; }
     }
     if (row0 + 21u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 21u) * ldc4 + col0 / 4u + 1u] = c21_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 21u) * ldc4 + col0 / 4u + 1u] = c21_1; }
     }
     if (row0 + 22u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 22u) * ldc4 + col0 / 4u + 1u] = c22_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 22u) * ldc4 + col0 / 4u + 1u] = c22_1; }
     }
     if (row0 + 23u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 23u) * ldc4 + col0 / 4u + 1u] = c23_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 23u) * ldc4 + col0 / 4u + 1u] = c23_1; }
     }
     if (row0 + 24u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 24u) * ldc4 + col0 / 4u + 1u] = c24_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 24u) * ldc4 + col0 / 4u + 1u] = c24_1; }
     }
     if (row0 + 25u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 25u) * ldc4 + col0 / 4u + 1u] = c25_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 25u) * ldc4 + col0 / 4u + 1u] = c25_1; }
     }
     if (row0 + 26u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 26u) * ldc4 + col0 / 4u + 1u] = c26_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 26u) * ldc4 + col0 / 4u + 1u] = c26_1; }
     }
     if (row0 + 27u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 27u) * ldc4 + col0 / 4u + 1u] = c27_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 27u) * ldc4 + col0 / 4u + 1u] = c27_1; }
     }
     if (row0 + 28u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 28u) * ldc4 + col0 / 4u + 1u] = c28_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 28u) * ldc4 + col0 / 4u + 1u] = c28_1; }
     }
     if (row0 + 29u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 29u) * ldc4 + col0 / 4u + 1u] = c29_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 29u) * ldc4 + col0 / 4u + 1u] = c29_1; }
     }
     if (row0 + 30u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 30u) * ldc4 + col0 / 4u + 1u] = c30_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 30u) * ldc4 + col0 / 4u + 1u] = c30_1; }
     }
     if (row0 + 31u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 31u) * ldc4 + col0 / 4u + 1u] = c31_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 31u) * ldc4 + col0 / 4u + 1u] = c31_1; }
     }
 }
 
@@ -1964,6 +1971,10 @@ fn conv_implicit_weight_sg_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(s
     let row0 = wid.y * 32u;
     let col0 = wid.x * 64u + lane * 8u;
     let lda4 = p.ldc2 / 4u;
+    // Split-K: slice z walks pixels [k_begin, k_end) and writes its own partial dW.
+    let z = wid.z;
+    let k_begin = min(z * p.k_len, p.ldc2);
+    let k_end = min(k_begin + p.k_len, p.ldc2);
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c1_0 = vec4<f32>(0.0);
@@ -2038,10 +2049,11 @@ fn conv_implicit_weight_sg_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(s
     let kc1 = min(col0 + 4u, p.k_total - 4u);
     let ch1 = i32((kc1 / 16u) * p.ldb);
     let ky1 = i32((kc1 / 4u) % 4u) - 1;
-    var n = 0u;
-    var oy = 0u;
-    var ox = 0u;
-    for (var k0 = 0u; k0 < p.ldc2; k0 += 4u) {
+    let p0 = min(k_begin, p.cols - 1u);
+    var n = p0 / (p.oh * p.ow);
+    var oy = (p0 % (p.oh * p.ow)) / p.ow;
+    var ox = p0 % p.ow;
+    for (var k0 = k_begin; k0 < k_end; k0 += 4u) {
         let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
         let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
         let a2_0 = load_a_tex(arow2 + k0 / 4u + 0u);
@@ -2412,132 +2424,133 @@ fn conv_implicit_weight_sg_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(s
         c31_1 = fma(vec4<f32>(s31_0.w), b3_1, c31_1);
     }
     let ldc4 = p.k_total / 4u;
+    let cbase = z * p.m * ldc4;
     if (row0 + 0u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 0u) * ldc4 + col0 / 4u + 1u] = c0_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 0u) * ldc4 + col0 / 4u + 1u] = c0_1; }
     }
     if (row0 + 1u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 1u) * ldc4 + col0 / 4u + 1u] = c1_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 1u) * ldc4 + col0 / 4u + 1u] = c1_1; }
     }
     if (row0 + 2u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 2u) * ldc4 + col0 / 4u + 1u] = c2_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 2u) * ldc4 + col0 / 4u + 1u] = c2_1; }
     }
     if (row0 + 3u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 3u) * ldc4 + col0 / 4u + 1u] = c3_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 3u) * ldc4 + col0 / 4u + 1u] = c3_1; }
     }
     if (row0 + 4u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 4u) * ldc4 + col0 / 4u + 1u] = c4_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 4u) * ldc4 + col0 / 4u + 1u] = c4_1; }
     }
     if (row0 + 5u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 5u) * ldc4 + col0 / 4u + 1u] = c5_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 5u) * ldc4 + col0 / 4u + 1u] = c5_1; }
     }
     if (row0 + 6u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 6u) * ldc4 + col0 / 4u + 1u] = c6_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 6u) * ldc4 + col0 / 4u + 1u] = c6_1; }
     }
     if (row0 + 7u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 7u) * ldc4 + col0 / 4u + 1u] = c7_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 7u) * ldc4 + col0 / 4u + 1u] = c7_1; }
     }
     if (row0 + 8u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 8u) * ldc4 + col0 / 4u + 1u] = c8_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 8u) * ldc4 + col0 / 4u + 1u] = c8_1; }
     }
     if (row0 + 9u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 9u) * ldc4 + col0 / 4u + 1u] = c9_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 9u) * ldc4 + col0 / 4u + 1u] = c9_1; }
     }
     if (row0 + 10u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 10u) * ldc4 + col0 / 4u + 1u] = c10_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 10u) * ldc4 + col0 / 4u + 1u] = c10_1; }
     }
     if (row0 + 11u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 11u) * ldc4 + col0 / 4u + 1u] = c11_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 11u) * ldc4 + col0 / 4u + 1u] = c11_1; }
     }
     if (row0 + 12u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 12u) * ldc4 + col0 / 4u + 1u] = c12_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 12u) * ldc4 + col0 / 4u + 1u] = c12_1; }
     }
     if (row0 + 13u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 13u) * ldc4 + col0 / 4u + 1u] = c13_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 13u) * ldc4 + col0 / 4u + 1u] = c13_1; }
     }
     if (row0 + 14u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 14u) * ldc4 + col0 / 4u + 1u] = c14_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 14u) * ldc4 + col0 / 4u + 1u] = c14_1; }
     }
     if (row0 + 15u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 15u) * ldc4 + col0 / 4u + 1u] = c15_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 15u) * ldc4 + col0 / 4u + 1u] = c15_1; }
     }
     if (row0 + 16u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 16u) * ldc4 + col0 / 4u + 1u] = c16_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 16u) * ldc4 + col0 / 4u + 1u] = c16_1; }
     }
     if (row0 + 17u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 17u) * ldc4 + col0 / 4u + 1u] = c17_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 17u) * ldc4 + col0 / 4u + 1u] = c17_1; }
     }
     if (row0 + 18u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 18u) * ldc4 + col0 / 4u + 1u] = c18_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 18u) * ldc4 + col0 / 4u + 1u] = c18_1; }
     }
     if (row0 + 19u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 19u) * ldc4 + col0 / 4u + 1u] = c19_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 19u) * ldc4 + col0 / 4u + 1u] = c19_1; }
     }
     if (row0 + 20u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 20u) * ldc4 + col0 / 4u + 1u] = c20_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 20u) * ldc4 + col0 / 4u + 1u] = c20_1; }
     }
     if (row0 + 21u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 21u) * ldc4 + col0 / 4u + 1u] = c21_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 21u) * ldc4 + col0 / 4u + 1u] = c21_1; }
     }
     if (row0 + 22u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 22u) * ldc4 + col0 / 4u + 1u] = c22_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 22u) * ldc4 + col0 / 4u + 1u] = c22_1; }
     }
     if (row0 + 23u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 23u) * ldc4 + col0 / 4u + 1u] = c23_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 23u) * ldc4 + col0 / 4u + 1u] = c23_1; }
     }
     if (row0 + 24u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 24u) * ldc4 + col0 / 4u + 1u] = c24_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 24u) * ldc4 + col0 / 4u + 1u] = c24_1; }
     }
     if (row0 + 25u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 25u) * ldc4 + col0 / 4u + 1u] = c25_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 25u) * ldc4 + col0 / 4u + 1u] = c25_1; }
     }
     if (row0 + 26u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 26u) * ldc4 + col0 / 4u + 1u] = c26_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 26u) * ldc4 + col0 / 4u + 1u] = c26_1; }
     }
     if (row0 + 27u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 27u) * ldc4 + col0 / 4u + 1u] = c27_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 27u) * ldc4 + col0 / 4u + 1u] = c27_1; }
     }
     if (row0 + 28u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 28u) * ldc4 + col0 / 4u + 1u] = c28_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 28u) * ldc4 + col0 / 4u + 1u] = c28_1; }
     }
     if (row0 + 29u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 29u) * ldc4 + col0 / 4u + 1u] = c29_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 29u) * ldc4 + col0 / 4u + 1u] = c29_1; }
     }
     if (row0 + 30u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 30u) * ldc4 + col0 / 4u + 1u] = c30_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 30u) * ldc4 + col0 / 4u + 1u] = c30_1; }
     }
     if (row0 + 31u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
-        if (col0 + 4u < p.k_total) { out[(row0 + 31u) * ldc4 + col0 / 4u + 1u] = c31_1; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
+        if (col0 + 4u < p.k_total) { out[cbase + (row0 + 31u) * ldc4 + col0 / 4u + 1u] = c31_1; }
     }
 }

@@ -21,7 +21,7 @@ struct ImplicitParams {
     ldc: u32,     // y's row stride (a multiple of 4, >= cols)
     slope: f32,   // of ACT = leaky relu
     ldc2: u32,    // conv_implicit_weight: dy's row stride, the pixels rounded up to 4
-    _pad1: u32,
+    k_len: u32,   // conv_implicit_weight: pixels per K slice (split-K, one per workgroup z)
 }
 
 override ROW_BIAS: bool = false;
@@ -62,8 +62,9 @@ fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
 // matrix: dW[co, k] = sum_j dy[co, j] · x[ci, n, 2oy+ky-1, 2ox+kx-1] over the pixels j (K
 // of this product, walked in blocks of 4 by a (n, oy, ox) counter shared by the lanes).
 // A is dy [CO, ldc2] read as vec4s along j; B is the column matrix gathered from x: each
-// lane's 4 columns are (ci, ky) groups of the four kx taps. C = dW [CO, CI*16]. dy's
-// columns from cols to ldc2 must be finite (their B values are zero).
+// lane's 4 columns are (ci, ky) groups of the four kx taps. C = dW [CO, CI*16], or with
+// split-K slice z's partial dW at z*CO*CI*16. dy's columns from cols to ldc2 must be
+// finite (their B values are zero).
 
 // W and x read from the storage buffers
 @compute @workgroup_size(16, 1, 1)
@@ -836,6 +837,10 @@ fn conv_implicit_weight_sg16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(sub
     let row0 = wid.y * 32u;
     let col0 = wid.x * 64u + lane * 4u;
     let lda4 = p.ldc2 / 4u;
+    // Split-K: slice z walks pixels [k_begin, k_end) and writes its own partial dW.
+    let z = wid.z;
+    let k_begin = min(z * p.k_len, p.ldc2);
+    let k_end = min(k_begin + p.k_len, p.ldc2);
     var c0_0 = vec4<f32>(0.0);
     var c1_0 = vec4<f32>(0.0);
     var c2_0 = vec4<f32>(0.0);
@@ -873,10 +878,11 @@ fn conv_implicit_weight_sg16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(sub
     let kc0 = min(col0 + 0u, p.k_total - 4u);
     let ch0 = i32((kc0 / 16u) * p.ldb);
     let ky0 = i32((kc0 / 4u) % 4u) - 1;
-    var n = 0u;
-    var oy = 0u;
-    var ox = 0u;
-    for (var k0 = 0u; k0 < p.ldc2; k0 += 4u) {
+    let p0 = min(k_begin, p.cols - 1u);
+    var n = p0 / (p.oh * p.ow);
+    var oy = (p0 % (p.oh * p.ow)) / p.ow;
+    var ox = p0 % p.ow;
+    for (var k0 = k_begin; k0 < k_end; k0 += 4u) {
         let a0_0 = a[arow0 + k0 / 4u + 0u];
         let a1_0 = a[arow1 + k0 / 4u + 0u];
         let pin0 = k0 + 0u < p.cols;
@@ -1101,101 +1107,102 @@ fn conv_implicit_weight_sg16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(sub
         c31_0 = fma(vec4<f32>(s31_0.w), b3_0, c31_0);
     }
     let ldc4 = p.k_total / 4u;
+    let cbase = z * p.m * ldc4;
     if (row0 + 0u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
     }
     if (row0 + 1u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
     }
     if (row0 + 2u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
     }
     if (row0 + 3u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
     }
     if (row0 + 4u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
     }
     if (row0 + 5u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
     }
     if (row0 + 6u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
     }
     if (row0 + 7u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
     }
     if (row0 + 8u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
     }
     if (row0 + 9u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
     }
     if (row0 + 10u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
     }
     if (row0 + 11u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
     }
     if (row0 + 12u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
     }
     if (row0 + 13u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
     }
     if (row0 + 14u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
     }
     if (row0 + 15u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
     }
     if (row0 + 16u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
     }
     if (row0 + 17u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
     }
     if (row0 + 18u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
     }
     if (row0 + 19u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
     }
     if (row0 + 20u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
     }
     if (row0 + 21u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
     }
     if (row0 + 22u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
     }
     if (row0 + 23u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
     }
     if (row0 + 24u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
     }
     if (row0 + 25u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
     }
     if (row0 + 26u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
     }
     if (row0 + 27u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
     }
     if (row0 + 28u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
     }
     if (row0 + 29u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
     }
     if (row0 + 30u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
     }
     if (row0 + 31u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
     }
 }
 
@@ -1205,6 +1212,10 @@ fn conv_implicit_weight_sg16_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin
     let row0 = wid.y * 32u;
     let col0 = wid.x * 64u + lane * 4u;
     let lda4 = p.ldc2 / 4u;
+    // Split-K: slice z walks pixels [k_begin, k_end) and writes its own partial dW.
+    let z = wid.z;
+    let k_begin = min(z * p.k_len, p.ldc2);
+    let k_end = min(k_begin + p.k_len, p.ldc2);
     var c0_0 = vec4<f32>(0.0);
     var c1_0 = vec4<f32>(0.0);
     var c2_0 = vec4<f32>(0.0);
@@ -1242,10 +1253,11 @@ fn conv_implicit_weight_sg16_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin
     let kc0 = min(col0 + 0u, p.k_total - 4u);
     let ch0 = i32((kc0 / 16u) * p.ldb);
     let ky0 = i32((kc0 / 4u) % 4u) - 1;
-    var n = 0u;
-    var oy = 0u;
-    var ox = 0u;
-    for (var k0 = 0u; k0 < p.ldc2; k0 += 4u) {
+    let p0 = min(k_begin, p.cols - 1u);
+    var n = p0 / (p.oh * p.ow);
+    var oy = (p0 % (p.oh * p.ow)) / p.ow;
+    var ox = p0 % p.ow;
+    for (var k0 = k_begin; k0 < k_end; k0 += 4u) {
         let a0_0 = load_a_tex(arow0 + k0 / 4u + 0u);
         let a1_0 = load_a_tex(arow1 + k0 / 4u + 0u);
         let pin0 = k0 + 0u < p.cols;
@@ -1470,100 +1482,101 @@ fn conv_implicit_weight_sg16_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin
         c31_0 = fma(vec4<f32>(s31_0.w), b3_0, c31_0);
     }
     let ldc4 = p.k_total / 4u;
+    let cbase = z * p.m * ldc4;
     if (row0 + 0u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 0u) * ldc4 + col0 / 4u + 0u] = c0_0; }
     }
     if (row0 + 1u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 1u) * ldc4 + col0 / 4u + 0u] = c1_0; }
     }
     if (row0 + 2u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 2u) * ldc4 + col0 / 4u + 0u] = c2_0; }
     }
     if (row0 + 3u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 3u) * ldc4 + col0 / 4u + 0u] = c3_0; }
     }
     if (row0 + 4u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 4u) * ldc4 + col0 / 4u + 0u] = c4_0; }
     }
     if (row0 + 5u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 5u) * ldc4 + col0 / 4u + 0u] = c5_0; }
     }
     if (row0 + 6u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 6u) * ldc4 + col0 / 4u + 0u] = c6_0; }
     }
     if (row0 + 7u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 7u) * ldc4 + col0 / 4u + 0u] = c7_0; }
     }
     if (row0 + 8u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 8u) * ldc4 + col0 / 4u + 0u] = c8_0; }
     }
     if (row0 + 9u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 9u) * ldc4 + col0 / 4u + 0u] = c9_0; }
     }
     if (row0 + 10u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 10u) * ldc4 + col0 / 4u + 0u] = c10_0; }
     }
     if (row0 + 11u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 11u) * ldc4 + col0 / 4u + 0u] = c11_0; }
     }
     if (row0 + 12u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 12u) * ldc4 + col0 / 4u + 0u] = c12_0; }
     }
     if (row0 + 13u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 13u) * ldc4 + col0 / 4u + 0u] = c13_0; }
     }
     if (row0 + 14u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 14u) * ldc4 + col0 / 4u + 0u] = c14_0; }
     }
     if (row0 + 15u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 15u) * ldc4 + col0 / 4u + 0u] = c15_0; }
     }
     if (row0 + 16u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 16u) * ldc4 + col0 / 4u + 0u] = c16_0; }
     }
     if (row0 + 17u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 17u) * ldc4 + col0 / 4u + 0u] = c17_0; }
     }
     if (row0 + 18u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 18u) * ldc4 + col0 / 4u + 0u] = c18_0; }
     }
     if (row0 + 19u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 19u) * ldc4 + col0 / 4u + 0u] = c19_0; }
     }
     if (row0 + 20u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 20u) * ldc4 + col0 / 4u + 0u] = c20_0; }
     }
     if (row0 + 21u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 21u) * ldc4 + col0 / 4u + 0u] = c21_0; }
     }
     if (row0 + 22u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 22u) * ldc4 + col0 / 4u + 0u] = c22_0; }
     }
     if (row0 + 23u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 23u) * ldc4 + col0 / 4u + 0u] = c23_0; }
     }
     if (row0 + 24u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 24u) * ldc4 + col0 / 4u + 0u] = c24_0; }
     }
     if (row0 + 25u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 25u) * ldc4 + col0 / 4u + 0u] = c25_0; }
     }
     if (row0 + 26u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 26u) * ldc4 + col0 / 4u + 0u] = c26_0; }
     }
     if (row0 + 27u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 27u) * ldc4 + col0 / 4u + 0u] = c27_0; }
     }
     if (row0 + 28u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 28u) * ldc4 + col0 / 4u + 0u] = c28_0; }
     }
     if (row0 + 29u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 29u) * ldc4 + col0 / 4u + 0u] = c29_0; }
     }
     if (row0 + 30u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 30u) * ldc4 + col0 / 4u + 0u] = c30_0; }
     }
     if (row0 + 31u < p.m) {
-        if (col0 + 0u < p.k_total) { out[(row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
+        if (col0 + 0u < p.k_total) { out[cbase + (row0 + 31u) * ldc4 + col0 / 4u + 0u] = c31_0; }
     }
 }

@@ -1209,8 +1209,9 @@ fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
 /// bias and leaky relu) and its weight gradient as implicit GEMMs gathering from x, against
 /// the CPU references, on ragged channel counts (1, 3, 17, 33, 65: partial row blocks and
 /// column groups), odd and even image sides (padding taps on every edge), and one image or
-/// several; with texture reads on and off. Each call must run the implicit entry point.
-/// dy's rows carry garbage in no padding (P is a multiple of 4 here, as `applies` asks).
+/// several, and weight gradients split into K slices; with texture reads on and off. Each
+/// call must run the implicit entry point, and give the column form's result bit for bit.
+/// (P is a multiple of 4 here, as `applies` asks.)
 #[test]
 fn subgroup_implicit_convolution_matches_cpu() {
     use activegen::ops::activation::Act;
@@ -1227,6 +1228,11 @@ fn subgroup_implicit_convolution_matches_cpu() {
         (4, 17, 9, 28, 5),
         (1, 8, 4, 8, 65),
         (64, 32, 14, 14, 64),
+        // Weight gradients the column form splits into K slices (2, 2 and 8; 980 pixels
+        // make slices of 496 and 484).
+        (32, 16, 14, 14, 32),
+        (20, 16, 14, 14, 32),
+        (16, 1, 28, 28, 32),
     ];
     let lanes = if SG_LANES.get() == Some(&16) {
         "sg16"
@@ -1313,6 +1319,15 @@ fn subgroup_implicit_convolution_matches_cpu() {
                 &want_dw,
                 atol(p),
             ));
+            // The column form sums in the same order (and the same K slices): equal bits.
+            let cols = conv2d::im2col(&g, &geo, &tx).unwrap();
+            let y_cols = conv2d::forward_gemm(&g, &geo, &cols, &tw, None, Act::Identity).unwrap();
+            let y = conv_implicit::forward(&g, &geo, &tx, &tw, None, Act::Identity).unwrap();
+            let dw_cols = conv2d::backward_weight_gemm(&g, &geo, &cols, &tdy).unwrap();
+            let bits = |t: &Tensor| t.to_vec(&g).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            if bits(&y) != bits(&y_cols) || bits(&dw) != bits(&dw_cols) {
+                report.add(Err(format!("{what}: not bitwise the column form's result")));
+            }
         }
     }
     g.set_texture_reads(None);

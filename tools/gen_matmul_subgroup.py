@@ -487,7 +487,7 @@ struct ImplicitParams {{
     ldc: u32,     // y's row stride (a multiple of 4, >= cols)
     slope: f32,   // of ACT = leaky relu
     ldc2: u32,    // conv_implicit_weight: dy's row stride, the pixels rounded up to 4
-    _pad1: u32,
+    k_len: u32,   // conv_implicit_weight: pixels per K slice (split-K, one per workgroup z)
 }}
 
 override ROW_BIAS: bool = false;
@@ -597,8 +597,9 @@ IMPLICIT_WEIGHT_DOC = """
 // matrix: dW[co, k] = sum_j dy[co, j] · x[ci, n, 2oy+ky-1, 2ox+kx-1] over the pixels j (K
 // of this product, walked in blocks of 4 by a (n, oy, ox) counter shared by the lanes).
 // A is dy [CO, ldc2] read as vec4s along j; B is the column matrix gathered from x: each
-// lane's {TN4} columns are (ci, ky) groups of the four kx taps. C = dW [CO, CI*16]. dy's
-// columns from cols to ldc2 must be finite (their B values are zero).
+// lane's {TN4} columns are (ci, ky) groups of the four kx taps. C = dW [CO, CI*16], or with
+// split-K slice z's partial dW at z*CO*CI*16. dy's columns from cols to ldc2 must be
+// finite (their B values are zero).
 """
 
 
@@ -618,6 +619,10 @@ def implicit_weight_entry(tex):
     w(f"    let row0 = wid.y * {BM}u;")
     w(f"    let col0 = wid.x * {BN}u + lane * {ncol}u;")
     w("    let lda4 = p.ldc2 / 4u;")
+    w("    // Split-K: slice z walks pixels [k_begin, k_end) and writes its own partial dW.")
+    w("    let z = wid.z;")
+    w("    let k_begin = min(z * p.k_len, p.ldc2);")
+    w("    let k_end = min(k_begin + p.k_len, p.ldc2);")
     for r in range(BM):
         for t in range(TN):
             w(f"    var c{r}_{t} = vec4<f32>(0.0);")
@@ -629,9 +634,10 @@ def implicit_weight_entry(tex):
         w(f"    let ky{tt} = i32((kc{tt} / 4u) % 4u) - 1;")
     # The pixel counter, advanced one pixel at a time with selects: divisions cost llvmpipe
     # a scalar loop (a decode per block ran 2x slower), and it runs both sides of an if.
-    w("    var n = 0u;")
-    w("    var oy = 0u;")
-    w("    var ox = 0u;")
+    w("    let p0 = min(k_begin, p.cols - 1u);")
+    w("    var n = p0 / (p.oh * p.ow);")
+    w("    var oy = (p0 % (p.oh * p.ow)) / p.ow;")
+    w("    var ox = p0 % p.ow;")
     A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
     B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
 
@@ -663,12 +669,13 @@ def implicit_weight_entry(tex):
                 w(f"{ind}let b{q}_{tt} = vec4<f32>({', '.join(parts)});")
         broadcast_fmas(w, ind)
 
-    k_blocks(w, block, "0u", "p.ldc2")
+    k_blocks(w, block, "k_begin", "k_end")
     w("    let ldc4 = p.k_total / 4u;")
+    w("    let cbase = z * p.m * ldc4;")
     for r in range(BM):
         w(f"    if (row0 + {r}u < p.m) {{")
         for t in range(TN):
-            w(f"        if (col0 + {4 * t}u < p.k_total) {{ out[(row0 + {r}u) * ldc4 + col0 / 4u + {t}u] = c{r}_{t}; }}")
+            w(f"        if (col0 + {4 * t}u < p.k_total) {{ out[cbase + (row0 + {r}u) * ldc4 + col0 / 4u + {t}u] = c{r}_{t}; }}")
         w("    }")
     w("}")
     return "\n".join(L)

@@ -60,7 +60,7 @@ struct Params {
     ldc: u32,
     slope: f32,
     ldc2: u32,
-    _pad: u32,
+    k_len: u32,
 }
 
 /// The implicit kernel's pipeline for this device, reading from texture copies or not,
@@ -123,7 +123,7 @@ pub fn forward(
         ldc: u(geo.p4()),
         slope: act.code().1,
         ldc2: 0,
-        _pad: 0,
+        k_len: 0,
     };
     let grid = [
         u(cols.div_ceil(BLOCK_COLS)),
@@ -162,10 +162,19 @@ pub fn forward(
 }
 
 /// dW [CO, CI, 4, 4] = dy · cols(x)ᵀ without the columns; x [CI, N, H, W], dy_cm the
-/// [CO, P] matrix. Check `applies` first.
+/// [CO, P] matrix. Split into K slices (pixel ranges) exactly as the column form's GEMM
+/// splits it (`matmul::split_for`, the same slice bounds and the same sum of the partials),
+/// so the two give the same bits whatever the shape. Check `applies` first.
 pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> Result<Tensor> {
     let k = geo.ci * 16;
-    let dw = Tensor::empty(g, &geo.w_shape(), "implicit weight gradient")?;
+    let p4 = geo.p4();
+    let split = super::matmul::split_for(g, geo.co, k, p4);
+    let k_len = if split > 1 {
+        p4.div_ceil(split).next_multiple_of(8)
+    } else {
+        p4
+    };
+    let dw = Tensor::empty(g, &[split, geo.co * k], "implicit weight gradient")?;
     let params = Params {
         m: u(geo.co),
         cols: u(geo.pixels()),
@@ -177,10 +186,14 @@ pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> R
         ldb: u(geo.n * geo.h * geo.w),
         ldc: 0,
         slope: 0.0,
-        ldc2: u(geo.p4()),
-        _pad: 0,
+        ldc2: u(p4),
+        k_len: u(k_len),
     };
-    let grid = [u(k.div_ceil(BLOCK_COLS)), u(geo.co.div_ceil(BLOCK_ROWS)), 1];
+    let grid = [
+        u(k.div_ceil(BLOCK_COLS)),
+        u(geo.co.div_ceil(BLOCK_ROWS)),
+        u(split),
+    ];
     let cost = Cost::flops(
         geo.flops(),
         4.0 * (dy_cm.numel() + x.numel() + dw.numel()) as f64,
@@ -210,5 +223,19 @@ pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> R
         grid,
         cost,
     );
-    Ok(dw)
+    let dw = if split == 1 {
+        dw
+    } else {
+        super::reduce::reduce_raw(
+            g,
+            &dw,
+            super::reduce::Dims {
+                a: 1,
+                r: split,
+                b: geo.co * k,
+            },
+            1.0,
+        )?
+    };
+    dw.detach(g).reshape(g, &geo.w_shape())
 }
