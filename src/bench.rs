@@ -146,7 +146,7 @@ pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
         ],
     )
     .and_then(|mut out| {
-        out.extend(implicit_cases(g, batch, geo, x, dy, w, false)?);
+        out.extend(implicit_cases(g, geo, x, dy, w, false)?);
         Ok(out)
     })
 }
@@ -157,7 +157,6 @@ pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
 /// For a transposed convolution they are its data and weight gradients.
 fn implicit_cases(
     g: &Gpu,
-    batch: usize,
     geo: &conv2d::Geometry,
     x: &crate::Tensor,
     dy: &crate::Tensor,
@@ -173,21 +172,31 @@ fn implicit_cases(
     let x_cm = crate::ops::elementwise::swap_leading_axes_raw(g, x)?;
     let dy_cm = crate::ops::elementwise::swap_leading_axes_raw(g, dy)?;
     let (geo, x_cm, dy_cm) = (&geo, &x_cm, &dy_cm);
-    let names = if transposed {
-        [
-            "conv_transpose2d_backward_data_implicit",
-            "conv_transpose2d_backward_weight_implicit",
-        ]
+    // Named and shaped like the column form's rows (a transposed convolution by its own
+    // input and output).
+    let (names, shape) = if transposed {
+        (
+            [
+                "conv_transpose2d_backward_data_implicit",
+                "conv_transpose2d_backward_weight_implicit",
+            ],
+            format!(
+                "N={} {}->{} {}x{} k4 s2 p1, channel-major",
+                geo.n, geo.co, geo.ci, geo.oh, geo.ow
+            ),
+        )
     } else {
-        ["conv2d_forward_implicit", "conv2d_backward_weight_implicit"]
+        (
+            ["conv2d_forward_implicit", "conv2d_backward_weight_implicit"],
+            format!(
+                "N={} {}->{} {}x{} k4 s2 p1, channel-major",
+                geo.n, geo.ci, geo.co, geo.h, geo.w
+            ),
+        )
     };
-    let _ = batch;
     time_passes(
         g,
-        &format!(
-            "N={} {}->{} {}x{} k4 s2 p1, channel-major",
-            geo.n, geo.ci, geo.co, geo.h, geo.w
-        ),
+        &shape,
         geo.flops() / 1e9,
         vec![
             (
@@ -244,7 +253,7 @@ pub fn conv_transpose2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> 
     .and_then(|mut out| {
         // In conv2d's terms the transposed convolution's gradient dy is the image and x
         // the output-side gradient.
-        out.extend(implicit_cases(g, batch, geo, dy, x, w, true)?);
+        out.extend(implicit_cases(g, geo, dy, x, w, true)?);
         Ok(out)
     })
 }
