@@ -274,7 +274,7 @@ pub fn backward_with(g: &Gpu, out: &Tensor, seed: Tensor) -> Result<Grads> {
 fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Result<Grads> {
     let mut grads = Grads::default();
     grads.map.insert(out.id, seed);
-    let mut fusion = ActFusion::plan(g, &nodes, out.id);
+    let fusion = ActFusion::plan(g, &nodes, out.id);
     while let Some(node) = nodes.pop() {
         let Some(dy) = grads.map.get(&node.out).cloned() else {
             continue;
@@ -286,7 +286,7 @@ fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Re
             .map(|t| (t.id, t.requires_grad))
             .collect();
         let needs: Vec<bool> = inputs.iter().map(|i| i.1).collect();
-        let acts = fusion.acts_for(&node, &needs);
+        let acts = fusion.acts_for(&node);
         let in_grads = backward_rule(g, &node.op, &dy, &needs, acts)?;
         // Intermediate gradients are dropped once used, which returns their buffers to the pool.
         if !needs.is_empty() {
@@ -310,11 +310,13 @@ fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Re
 /// can multiply by act'(y) as it stores (a convolution's data gradient, `linear_cm`'s), the
 /// consumer does so and the producer skips that step. Same float operations in the same
 /// order, so the gradients are bitwise those of the unfused pass.
+///
+/// The consumer is the output's only use, so it is the only source of the output's
+/// gradient, and it runs first (reverse tape order): whenever the producer has a gradient,
+/// the consumer has applied the activation's factor to it.
 struct ActFusion {
     /// Producer activations, by output id, of outputs whose consumer applies them.
     fused: HashMap<u64, Act>,
-    /// Outputs whose gradient already carries their producer's activation gradient.
-    applied: HashSet<u64>,
 }
 
 /// What `backward_rule` applies: `x_act` to the data gradient of input 0 (the activation
@@ -349,25 +351,16 @@ impl ActFusion {
                 }
             }
         }
-        ActFusion {
-            fused,
-            applied: Default::default(),
-        }
+        ActFusion { fused }
     }
 
-    fn acts_for(&mut self, node: &Node, needs: &[bool]) -> RuleActs {
-        let mut x_act = Act::Identity;
-        if let Some(x) = fusing_input(&node.op) {
-            if needs[0] {
-                if let Some(&act) = self.fused.get(&x) {
-                    x_act = act;
-                    self.applied.insert(x);
-                }
-            }
-        }
+    fn acts_for(&self, node: &Node) -> RuleActs {
+        let x_act = fusing_input(&node.op)
+            .and_then(|x| self.fused.get(&x).copied())
+            .unwrap_or(Act::Identity);
         RuleActs {
             x_act,
-            act_skipped: self.applied.contains(&node.out),
+            act_skipped: self.fused.contains_key(&node.out),
         }
     }
 }

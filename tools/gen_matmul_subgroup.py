@@ -130,6 +130,21 @@ def k_blocks(w, block, begin, end):
     w("    }")
 
 
+def accumulators(w):
+    """The lane's C block, zeroed: c{row}_{t} for its BM rows and TN vec4s of columns."""
+    for r in range(BM):
+        for t in range(TN):
+            w(f"    var c{r}_{t} = vec4<f32>(0.0);")
+
+
+def loaders(tex):
+    """(A, B): the expressions loading operand element v from the buffers or, for the _tex
+    entry points, from their flat texture copies."""
+    if tex:
+        return (lambda v: f"load_a_tex({v})"), (lambda v: f"load_b_tex({v})")
+    return (lambda v: f"a[{v}]"), (lambda v: f"b[{v}]")
+
+
 def broadcast_fmas(w, ind):
     """The multiply-adds of one K block (untransposed A): each row's A values broadcast
     from the lane that loaded them, times the lane's TN vec4s of B values b{kk}_{t}."""
@@ -164,13 +179,10 @@ def entry(ta, tb, tex, swap=False):
     w("    let k_end = min(k_begin + p.k_len, p.k_total);")
     w("    let lda4 = p.lda / 4u;")
     w("    let ldb4 = p.ldb / 4u;")
-    for r in range(BM):
-        for t in range(TN):
-            w(f"    var c{r}_{t} = vec4<f32>(0.0);")
+    accumulators(w)
     # Per-lane base indices (in vec4 units) that do not depend on k. Both entry points index
     # A and B as vec4 arrays; the _tex ones load element v from texel (v % 1024, v / 1024).
-    A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
-    B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
+    A, B = loaders(tex)
     a_row_bases(w, ta)
     if not tb:
         for t in range(TN):
@@ -407,9 +419,7 @@ def subpixel_entry(tex):
     w(f"    let col0 = wid.y * {BN}u + lane * {ncol}u;")
     w("    let lda4 = p.k_total / 4u;")
     w("    let plane = p.ah * p.bw;")
-    for r in range(BM):
-        for t in range(TN):
-            w(f"    var c{r}_{t} = vec4<f32>(0.0);")
+    accumulators(w)
     a_row_bases(w, False, "z * (p.batch_a / 4u)")
     # Each column's position, its four taps' offsets into a dy channel (0 where the tap
     # falls outside dy: the load stays in range, the select zeroes it) and its output offset.
@@ -425,8 +435,7 @@ def subpixel_entry(tex):
                 w(f"    let ix{e}_{t} = i32(pb{e} + px) - {tx};")
                 w(f"    let v{e}_{t} = j{e} < p.cols && iy{e}_{t} >= 0 && iy{e}_{t} < i32(p.oh) && ix{e}_{t} >= 0 && ix{e}_{t} < i32(p.ow);")
                 w(f"    let o{e}_{t} = select(0u, (n{e} * p.oh + u32(iy{e}_{t})) * p.ow + u32(ix{e}_{t}), v{e}_{t});")
-    A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
-    B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
+    A, B = loaders(tex)
 
     def block(indent):
         ind = " " * indent
@@ -540,9 +549,7 @@ def implicit_entry(tex):
     w(f"    let col0 = wid.x * {BN}u + lane * {ncol}u;")
     w("    let lda4 = p.k_total / 4u;")
     w("    let plane = p.oh * p.ow;")
-    for r in range(BM):
-        for t in range(TN):
-            w(f"    var c{r}_{t} = vec4<f32>(0.0);")
+    accumulators(w)
     a_row_bases(w, False, "0u")
     # Each column's image base, top input row and its four kx taps' x positions with their
     # in-image flags (these do not depend on ci or ky).
@@ -557,8 +564,7 @@ def implicit_entry(tex):
         for kx in range(4):
             w(f"    let ix{e}_{kx} = i32(2u * ox{e} + {kx}u) - 1;")
             w(f"    let cv{e}_{kx} = ok{e} && ix{e}_{kx} >= 0 && ix{e}_{kx} < i32(p.w);")
-    A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
-    B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
+    A, B = loaders(tex)
 
     def block(indent):
         ind = " " * indent
@@ -623,9 +629,7 @@ def implicit_weight_entry(tex):
     w("    let z = wid.z;")
     w("    let k_begin = min(z * p.k_len, p.ldc2);")
     w("    let k_end = min(k_begin + p.k_len, p.ldc2);")
-    for r in range(BM):
-        for t in range(TN):
-            w(f"    var c{r}_{t} = vec4<f32>(0.0);")
+    accumulators(w)
     a_row_bases(w, False, "0u")
     # The lane's column groups: (ci, ky) of columns col0 + 4 tt .. + 3 (kx = 0..3).
     for tt in range(TN):
@@ -638,8 +642,7 @@ def implicit_weight_entry(tex):
     w("    var n = p0 / (p.oh * p.ow);")
     w("    var oy = (p0 % (p.oh * p.ow)) / p.ow;")
     w("    var ox = p0 % p.ow;")
-    A = (lambda v: f"load_a_tex({v})") if tex else (lambda v: f"a[{v}]")
-    B = (lambda v: f"load_b_tex({v})") if tex else (lambda v: f"b[{v}]")
+    A, B = loaders(tex)
 
     def block(indent):
         ind = " " * indent

@@ -359,6 +359,17 @@ pub fn backward_weight_gemm(
     let split = split_for(g, m, n, k);
     let partial = Tensor::empty(g, &[split, m * n], "conv2d weight gradient partials")?;
     gemm(g, &spec, &partial, split)?;
+    sum_weight_slices(g, geo, partial, split)
+}
+
+/// dW from the weight gradient's K-slice partials [split, CO * CI*KH*KW], summed in slice
+/// order (also `conv_implicit::backward_weight`'s).
+pub(crate) fn sum_weight_slices(
+    g: &Gpu,
+    geo: &Geometry,
+    partial: Tensor,
+    split: usize,
+) -> Result<Tensor> {
     let dw = if split == 1 {
         partial
     } else {
@@ -368,12 +379,53 @@ pub fn backward_weight_gemm(
             super::reduce::Dims {
                 a: 1,
                 r: split,
-                b: m * n,
+                b: geo.co * geo.patch(),
             },
             1.0,
         )?
     };
     dw.detach(g).reshape(g, &geo.w_shape())
+}
+
+/// The column matrix of image x for the forward GEMM and the weight gradient, or None where
+/// the implicit GEMMs (`conv_implicit`) gather from x itself. One choice per convolution,
+/// made here, serves both passes (`forward_pass`, `weight_pass`).
+pub fn columns_unless_implicit(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Option<Tensor>> {
+    if super::conv_implicit::applies(g, geo) {
+        Ok(None)
+    } else {
+        im2col(g, geo, x).map(Some)
+    }
+}
+
+/// y = act(bias + conv2d(x, w)) from x's columns, or from x itself where they are None.
+pub fn forward_pass(
+    g: &Gpu,
+    geo: &Geometry,
+    x: &Tensor,
+    xcol: Option<&Tensor>,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
+    match xcol {
+        Some(xcol) => forward_gemm(g, geo, xcol, w, bias, act),
+        None => super::conv_implicit::forward(g, geo, x, w, bias, act),
+    }
+}
+
+/// dW = dY · Xcolᵀ from x's columns, or from x itself where they are None.
+pub fn weight_pass(
+    g: &Gpu,
+    geo: &Geometry,
+    x: &Tensor,
+    xcol: Option<&Tensor>,
+    dy_cm: &Tensor,
+) -> Result<Tensor> {
+    match xcol {
+        Some(xcol) => backward_weight_gemm(g, geo, xcol, dy_cm),
+        None => super::conv_implicit::backward_weight(g, geo, x, dy_cm),
+    }
 }
 
 /// y = act(conv2d(x, w) + b), recorded; x [N, CI, H, W].
@@ -427,13 +479,8 @@ fn conv2d_geometry_act(
             );
         }
     }
-    // The implicit GEMMs gather from x itself: no column matrix to build or keep.
-    let (y, xcol) = if super::conv_implicit::applies(g, &geo) {
-        (super::conv_implicit::forward(g, &geo, x, w, b, act)?, None)
-    } else {
-        let xcol = im2col(g, &geo, x)?;
-        (forward_gemm(g, &geo, &xcol, w, b, act)?, Some(xcol))
-    };
+    let xcol = columns_unless_implicit(g, &geo, x)?;
+    let y = forward_pass(g, &geo, x, xcol.as_ref(), w, b, act)?;
     Ok(record(
         g,
         y.clone(),
@@ -495,10 +542,10 @@ pub fn conv2d_backward(
     } else {
         None
     };
-    let dw = match (needs[1], xcol) {
-        (false, _) => None,
-        (true, Some(xcol)) => Some(backward_weight_gemm(g, geo, xcol, &dz_cm)?),
-        (true, None) => Some(super::conv_implicit::backward_weight(g, geo, x, &dz_cm)?),
+    let dw = if needs[1] {
+        Some(weight_pass(g, geo, x, xcol, &dz_cm)?)
+    } else {
+        None
     };
     let mut out = vec![dx, dw];
     if b.is_some() {

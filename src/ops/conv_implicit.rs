@@ -1,7 +1,8 @@
-//! conv_implicit: the forward pass of a stride-2, 4x4, padding-1 convolution on
-//! channel-major images as an implicit GEMM, on adapters that run the subgroup GEMM (CPU
-//! drivers): the kernel gathers its B operand straight from x instead of reading an
-//! im2col column matrix.
+//! conv_implicit: the forward pass and the weight gradient of a stride-2, 4x4, padding-1
+//! convolution on channel-major images as implicit GEMMs, on adapters that run the
+//! subgroup GEMM (CPU drivers): the kernels gather their column operand straight from x
+//! instead of reading an im2col column matrix. `conv2d::columns_unless_implicit` makes
+//! the choice for a convolution, `conv2d::forward_pass` / `weight_pass` follow it.
 //!
 //! In conv2d's terms (geometry `geo`): x [CI, N, H, W], w [CO, CI, 4, 4] read as the
 //! [CO, CI*16] matrix it is, y [CO, N, OH, OW]. With k = (ci*4 + ky)*4 + kx and column
@@ -30,10 +31,8 @@ const BLOCK_COLS: usize = 64;
 /// Whether the implicit forms compute this geometry's forward pass and weight gradient
 /// here: channel-major images whose y is the GEMM's matrix itself (pixels a multiple of
 /// 4), at least a row block of output channels, and at least two column blocks of weight
-/// gradient (CI >= 8): with one input channel (the models' image-side layers) the weight
-/// gradient would be a single workgroup walking every pixel, where the column form splits K.
-/// (A split-K implicit form for those layers was measured slower than their small column
-/// matrices: BENCHMARKS.md, stop 16.)
+/// gradient (CI >= 8). The one-channel image-side layers keep their columns: implicit,
+/// they measured slower than their small column matrices (BENCHMARKS.md, stop 16).
 pub fn applies(g: &Gpu, geo: &Geometry) -> bool {
     g.implicit_conv()
         && g.gemm_kernel() == GemmKernel::Subgroup
@@ -63,16 +62,19 @@ struct Params {
     k_len: u32,
 }
 
-/// The implicit kernel's pipeline for this device, reading from texture copies or not,
-/// with this epilogue.
-pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
-    let sixteen = g.subgroup_lanes() == Some(16);
-    let stem = if sixteen {
+/// The module of this device's lane count.
+fn stem(g: &Gpu) -> &'static str {
+    if g.subgroup_lanes() == Some(16) {
         "conv_implicit_subgroup16"
     } else {
         "conv_implicit_subgroup"
-    };
-    let entry = match (sixteen, texture_reads) {
+    }
+}
+
+/// The forward kernel's pipeline for this device, reading from texture copies or not,
+/// with this epilogue.
+pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
+    let entry = match (g.subgroup_lanes() == Some(16), texture_reads) {
         (true, true) => "conv_implicit_sg16_tex",
         (true, false) => "conv_implicit_sg16",
         (false, true) => "conv_implicit_sg_tex",
@@ -85,19 +87,18 @@ pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelK
     if act != Act::Identity {
         consts.push(("ACT", act.code().0 as u64));
     }
-    (stem, entry, consts)
+    (stem(g), entry, consts)
 }
 
 /// The weight gradient's pipeline for this device, reading from texture copies or not.
 pub fn weight_kernel_key(g: &Gpu, texture_reads: bool) -> KernelKey {
-    let (stem, _, _) = kernel_key(g, texture_reads, false, Act::Identity);
     let entry = match (g.subgroup_lanes() == Some(16), texture_reads) {
         (true, true) => "conv_implicit_weight_sg16_tex",
         (true, false) => "conv_implicit_weight_sg16",
         (false, true) => "conv_implicit_weight_sg_tex",
         (false, false) => "conv_implicit_weight_sg",
     };
-    (stem, entry, vec![])
+    (stem(g), entry, vec![])
 }
 
 /// y [CO, N, OH, OW] = act(bias + conv2d(x, w)); x [CI, N, H, W]. Check `applies` first.
@@ -169,11 +170,7 @@ pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> R
     let k = geo.ci * 16;
     let p4 = geo.p4();
     let split = super::matmul::split_for(g, geo.co, k, p4);
-    let k_len = if split > 1 {
-        p4.div_ceil(split).next_multiple_of(8)
-    } else {
-        p4
-    };
+    let k_len = super::matmul::k_slice_len(p4, split);
     let dw = Tensor::empty(g, &[split, geo.co * k], "implicit weight gradient")?;
     let params = Params {
         m: u(geo.co),
@@ -223,19 +220,5 @@ pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> R
         grid,
         cost,
     );
-    let dw = if split == 1 {
-        dw
-    } else {
-        super::reduce::reduce_raw(
-            g,
-            &dw,
-            super::reduce::Dims {
-                a: 1,
-                r: split,
-                b: geo.co * k,
-            },
-            1.0,
-        )?
-    };
-    dw.detach(g).reshape(g, &geo.w_shape())
+    super::conv2d::sum_weight_slices(g, geo, dw, split)
 }

@@ -162,33 +162,25 @@ pub fn conv_transpose2d_backward(
 ) -> Result<Vec<Option<Tensor>>> {
     let _ = x;
     let dz = act_backward_raw(g, dy, y, act)?;
-    let (dx, dw) = if super::conv_implicit::applies(g, geo) {
-        // Both products gather from dz itself (no column matrix).
-        let implicit = super::conv_implicit::forward;
-        let dx = if needs[0] {
-            Some(implicit(g, geo, &dz, w, None, Act::Identity)?)
-        } else {
-            None
-        };
-        let dw = if needs[1] {
-            Some(super::conv_implicit::backward_weight(g, geo, &dz, x_cm)?)
-        } else {
-            None
-        };
-        (dx, dw)
+    // In conv2d's terms dz is the image and x the output-side gradient.
+    let zcol = conv2d::columns_unless_implicit(g, geo, &dz)?;
+    let dx = if needs[0] {
+        Some(conv2d::forward_pass(
+            g,
+            geo,
+            &dz,
+            zcol.as_ref(),
+            w,
+            None,
+            Act::Identity,
+        )?)
     } else {
-        let zcol = conv2d::im2col(g, geo, &dz)?;
-        let dx = if needs[0] {
-            Some(conv2d::forward_gemm(g, geo, &zcol, w, None, Act::Identity)?)
-        } else {
-            None
-        };
-        let dw = if needs[1] {
-            Some(conv2d::backward_weight_gemm(g, geo, &zcol, x_cm)?)
-        } else {
-            None
-        };
-        (dx, dw)
+        None
+    };
+    let dw = if needs[1] {
+        Some(conv2d::weight_pass(g, geo, &dz, zcol.as_ref(), x_cm)?)
+    } else {
+        None
     };
     let mut out = vec![dx, dw];
     if b.is_some() {

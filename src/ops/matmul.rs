@@ -367,11 +367,7 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             return super::elementwise::swap_leading_axes_into(g, &c, out);
         }
     }
-    let k_len = if split > 1 {
-        spec.k.div_ceil(split).next_multiple_of(8)
-    } else {
-        spec.k
-    };
+    let k_len = k_slice_len(spec.k, split);
     let mut params = Params {
         m: u(spec.m),
         n: u(spec.n),
@@ -553,6 +549,17 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             }
         };
         launch(g, "matmul", entry, &consts, &params, &buffers, grid, cost)
+    }
+}
+
+/// The K range of each slice of a product split `split` ways: whole K blocks of 8, so the
+/// last slice may be short or empty. `conv_implicit::backward_weight` slices its pixels the
+/// same way, so both give the same partial sums.
+pub fn k_slice_len(k: usize, split: usize) -> usize {
+    if split > 1 {
+        k.div_ceil(split).next_multiple_of(8)
+    } else {
+        k
     }
 }
 
