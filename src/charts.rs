@@ -33,7 +33,7 @@ where
         .levels
         .values()
         .flatten()
-        .map(|l| (l.acquired, l.mean[metric], l.std[metric]))
+        .filter_map(|l| Some((l.acquired, *l.mean.get(metric)?, *l.std.get(metric)?)))
         .collect();
     if pts.is_empty() {
         bail!("no rounds to chart");
@@ -117,6 +117,8 @@ where
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
     for (i, (s, levels)) in sum.levels.iter().enumerate() {
+        let levels: Vec<&crate::compare::Level> =
+            levels.iter().filter(|l| l.mean.contains_key(metric)).collect();
         let c = if s == "random" {
             COLORS[0]
         } else {

@@ -1,7 +1,9 @@
-//! Generation quality on a domain feature network: the classifier (trained once per
-//! dataset by the engine, cached), feature extraction for real and generated images, and
-//! the metrics of `crate::metrics` put together for `activegen eval` and the
-//! active-learning rounds.
+//! Generation quality on a domain feature network (the judge): on labelled data the
+//! supervised classifier (trained once per dataset by the engine, cached), on unlabeled
+//! data a self-supervised encoder trained on the held-out split with a seed of its own
+//! (`ssl`), so it is never the network an acquisition strategy chooses with. Feature
+//! extraction for real and generated images, and the metrics of `crate::metrics` put
+//! together for `activegen eval` and the active-learning rounds.
 
 use std::path::Path;
 
@@ -16,6 +18,7 @@ use crate::models::classifier::{Classifier, ClassifierConfig};
 use crate::nn;
 use crate::ops::loss;
 use crate::ops::optim::{self, Optimizer};
+use crate::ssl::{self, SslSpec};
 use crate::tape;
 use crate::tensor::Tensor;
 use crate::train::{self, Model};
@@ -34,15 +37,58 @@ const BUNDLED: (&str, &[u8]) = (
     include_bytes!("../assets/feature_net_builtin.safetensors"),
 );
 
+/// The network behind a feature space.
+pub enum Backbone {
+    /// A classifier trained on the dataset's labels.
+    Classifier(Classifier),
+    /// An encoder trained without labels (`ssl`).
+    Encoder(ssl::Encoder),
+}
+
+/// Seed of the encoder that judges unlabeled data. The acquisition encoder trains on the
+/// pool with `active::ACQUISITION_SEED`; this one trains on the held-out split.
+pub const JUDGE_SEED: u64 = 0x1d6e;
+
 pub struct FeatureNet {
-    pub net: Classifier,
+    pub net: Backbone,
     /// Cache key: dataset digest, architecture and version.
     pub key: String,
-    /// Accuracy on the dataset's held-out split.
-    pub accuracy: f64,
+    /// What the network is, for reports and results.json.
+    pub description: String,
+    /// The classifier's accuracy on the dataset's held-out split.
+    pub accuracy: Option<f64>,
+    /// The dataset's classes (0 without labels).
     pub num_classes: usize,
-    /// Class frequencies of the training split (the "expected" class histogram).
+    /// Class frequencies of the training split (the "expected" class histogram); empty
+    /// without labels.
     pub class_freq: Vec<f64>,
+}
+
+impl FeatureNet {
+    /// A classifier trained elsewhere (tests), described by its key.
+    pub fn classifier(net: Classifier, key: &str, class_freq: Vec<f64>) -> FeatureNet {
+        FeatureNet {
+            num_classes: net.cfg.num_classes,
+            net: Backbone::Classifier(net),
+            key: key.to_string(),
+            description: format!("classifier {key}"),
+            accuracy: None,
+            class_freq,
+        }
+    }
+
+    /// Width of the feature vectors.
+    pub fn dim(&self) -> usize {
+        match &self.net {
+            Backbone::Classifier(c) => c.cfg.features,
+            Backbone::Encoder(e) => e.cfg.features,
+        }
+    }
+
+    /// Whether the features carry class predictions (class coverage needs them).
+    pub fn predicts_classes(&self) -> bool {
+        matches!(self.net, Backbone::Classifier(_))
+    }
 }
 
 /// The feature network's size and training; part of its cache key.
@@ -129,12 +175,16 @@ fn shift_batch(x: &mut [f32], c: usize, h: usize, w: usize, rng: &mut HostRng, m
 /// Accuracy of the classifier on a labelled dataset (eval mode).
 pub fn accuracy(g: &Gpu, net: &Classifier, ds: &Dataset, batch: usize) -> Result<f64> {
     let idx: Vec<usize> = (0..ds.n).collect();
-    let (_, preds) = features_of_dataset(g, net, ds, &idx, batch)?;
-    let correct = idx
-        .iter()
-        .zip(&preds)
-        .filter(|(&i, &p)| ds.label(i) == Some(p))
-        .count();
+    let mut correct = 0;
+    for chunk in idx.chunks(batch.max(1)) {
+        let x = train::upload_batch(g, ds, chunk)?;
+        let (_, preds) = classify(g, net, &x)?;
+        correct += chunk
+            .iter()
+            .zip(&preds)
+            .filter(|(&i, &p)| ds.label(i) == Some(p))
+            .count();
+    }
     Ok(correct as f64 / ds.n.max(1) as f64)
 }
 
@@ -214,13 +264,58 @@ pub fn train_classifier_with(
     Ok(net)
 }
 
-/// The dataset's feature network: loaded from the cache, or trained and cached.
-pub fn feature_net(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> Result<FeatureNet> {
-    feature_net_with(g, spec, opts, &FeatureNetSpec::default(), progress)
+/// The dataset's judge with the default network sizes: loaded from the cache, or
+/// trained and cached.
+pub fn judge(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> Result<FeatureNet> {
+    judge_with(
+        g,
+        spec,
+        opts,
+        &FeatureNetSpec::default(),
+        &SslSpec::default(),
+        progress,
+    )
 }
 
-/// `feature_net` for a given network size (tests use a narrow, briefly trained one).
-pub fn feature_net_with(
+/// The network the quality metrics are computed on. On labelled data the supervised
+/// classifier (`classifier_net`); on unlabeled data a self-supervised encoder trained on
+/// the held-out split with `JUDGE_SEED`, so it is never the acquisition encoder (that one
+/// trains on the pool). The held-out split is also the metrics' real side.
+pub fn judge_with(
+    g: &Gpu,
+    spec: &str,
+    opts: &LoadOptions,
+    net_spec: &FeatureNetSpec,
+    ssl_spec: &SslSpec,
+    progress: bool,
+) -> Result<FeatureNet> {
+    let train_set = data::load(spec, Split::Train, opts)?;
+    if train_set.labels.is_some() && train_set.num_classes >= 2 {
+        return classifier_net(g, spec, opts, net_spec, progress);
+    }
+    let held_out = data::load(spec, Split::Test, opts)?;
+    if progress {
+        eprintln!(
+            "activegen: {spec} has no labels: the metrics use a self-supervised encoder trained on its {} held-out images",
+            held_out.n
+        );
+    }
+    let (enc, key) = ssl::encoder_for(g, &held_out, ssl_spec, JUDGE_SEED, progress)?;
+    Ok(FeatureNet {
+        net: Backbone::Encoder(enc),
+        description: format!(
+            "self-supervised encoder trained without labels on the {} held-out images (seed {JUDGE_SEED:#x}), {key}",
+            held_out.n
+        ),
+        key,
+        accuracy: None,
+        num_classes: 0,
+        class_freq: vec![],
+    })
+}
+
+/// The dataset's supervised feature classifier, trained on its labels (cached).
+pub fn classifier_net(
     g: &Gpu,
     spec: &str,
     opts: &LoadOptions,
@@ -229,7 +324,7 @@ pub fn feature_net_with(
 ) -> Result<FeatureNet> {
     let train_set = data::load(spec, Split::Train, opts)?;
     if train_set.labels.is_none() || train_set.num_classes < 2 {
-        bail!("{spec}: quality metrics need a labelled dataset (the feature classifier is trained on its labels)");
+        bail!("{spec}: the feature classifier needs a labelled dataset (it is trained on the labels)");
     }
     let cfg = spec_config(&train_set, net_spec);
     let default_epochs = if train_set.n <= 20_000 { 15 } else { 4 };
@@ -263,11 +358,11 @@ pub fn feature_net_with(
         let accuracy = checkpoint::Loaded::open(&path)?
             .metadata()
             .get("accuracy")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(f64::NAN);
+            .and_then(|a| a.parse().ok());
         g.set_rng_state(saved_rng);
         return Ok(FeatureNet {
-            net,
+            net: Backbone::Classifier(net),
+            description: classifier_description(spec, &key, accuracy),
             key,
             accuracy,
             num_classes: cfg.num_classes,
@@ -295,16 +390,36 @@ pub fn feature_net_with(
     checkpoint::save_module(g, &net, &path, Some(meta))?;
     g.set_rng_state(saved_rng);
     Ok(FeatureNet {
-        net,
+        net: Backbone::Classifier(net),
+        description: classifier_description(spec, &key, Some(acc)),
         key,
-        accuracy: acc,
+        accuracy: Some(acc),
         num_classes: cfg.num_classes,
         class_freq: freq,
     })
 }
 
+fn classifier_description(spec: &str, key: &str, accuracy: Option<f64>) -> String {
+    let acc = accuracy.map_or(String::new(), |a| {
+        format!(", {:.2}% held-out accuracy", a * 100.0)
+    });
+    format!("supervised classifier trained on the labels of {spec}'s training split{acc}, {key}")
+}
+
+/// Features [B, F] of a batch of images in eval mode, with the predicted classes where the
+/// network is a classifier.
+pub fn extract(g: &Gpu, net: &FeatureNet, x: &Tensor) -> Result<(Vec<f32>, Option<Vec<usize>>)> {
+    match &net.net {
+        Backbone::Classifier(c) => {
+            let (f, p) = classify(g, c, x)?;
+            Ok((f, Some(p)))
+        }
+        Backbone::Encoder(e) => Ok((ssl::embed(g, e, x)?, None)),
+    }
+}
+
 /// Features [B, F] and predicted classes of a batch of images, in eval mode.
-pub fn extract(g: &Gpu, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
+pub fn classify(g: &Gpu, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
     let (feats, logits) = tape::no_grad(g, || net.forward(g, x, false))?;
     let f = feats.to_vec(g);
     let l = logits.to_vec(g);
@@ -322,40 +437,41 @@ pub fn extract(g: &Gpu, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<u
     Ok((f, preds))
 }
 
+/// Features of some images of a dataset (and predicted classes, for a classifier).
 pub fn features_of_dataset(
     g: &Gpu,
-    net: &Classifier,
+    net: &FeatureNet,
     ds: &Dataset,
     indices: &[usize],
     batch: usize,
-) -> Result<(Features, Vec<usize>)> {
-    let mut data = Vec::with_capacity(indices.len() * net.cfg.features);
-    let mut preds = Vec::with_capacity(indices.len());
+) -> Result<(Features, Option<Vec<usize>>)> {
+    let mut data = Vec::with_capacity(indices.len() * net.dim());
+    let mut preds = net.predicts_classes().then(Vec::new);
     for chunk in indices.chunks(batch.max(1)) {
         let x = train::upload_batch(g, ds, chunk)?;
         let (f, p) = extract(g, net, &x)?;
         data.extend(f);
-        preds.extend(p);
+        if let (Some(all), Some(p)) = (preds.as_mut(), p) {
+            all.extend(p);
+        }
     }
-    Ok((Features::new(indices.len(), net.cfg.features, data)?, preds))
+    Ok((Features::new(indices.len(), net.dim(), data)?, preds))
 }
 
-/// Features of `n` generated images from seeded latents (labels cycle over the classes
-/// for a conditional model). The device's random stream is left as it was.
-pub fn features_of_model(
+/// Generates `n` images from seeded latents in batches of at most `batch` (labels cycle
+/// over the classes for a conditional model) and hands each batch to `each`. The device's
+/// random stream is left as it was.
+pub fn generate(
     g: &Gpu,
-    net: &Classifier,
     model: &Model,
     n: usize,
     seed: u64,
     batch: usize,
-) -> Result<(Features, Vec<usize>, Vec<f32>)> {
+    mut each: impl FnMut(&Tensor) -> Result<()>,
+) -> Result<()> {
     let z_dim = model.z_dim();
     let classes = model.num_classes();
     let mut rng = HostRng::new(seed, 0xe7a1);
-    let mut data = Vec::with_capacity(n * net.cfg.features);
-    let mut preds = Vec::with_capacity(n);
-    let mut images = Vec::new();
     let mut done = 0;
     while done < n {
         let b = batch.min(n - done);
@@ -367,16 +483,37 @@ pub fn features_of_model(
         } else {
             None
         };
-        let imgs = model.sample(g, &zt, labels.as_ref())?;
-        let (f, p) = extract(g, net, &imgs)?;
-        if images.len() < 64 * imgs.numel() / b {
+        each(&model.sample(g, &zt, labels.as_ref())?)?;
+        done += b;
+    }
+    Ok(())
+}
+
+/// Features of `n` generated images from seeded latents (see `generate`), their predicted
+/// classes where the network is a classifier, and the first 64 images (for grids).
+pub fn features_of_model(
+    g: &Gpu,
+    net: &FeatureNet,
+    model: &Model,
+    n: usize,
+    seed: u64,
+    batch: usize,
+) -> Result<(Features, Option<Vec<usize>>, Vec<f32>)> {
+    let mut data = Vec::with_capacity(n * net.dim());
+    let mut preds = net.predicts_classes().then(Vec::new);
+    let mut images = Vec::new();
+    generate(g, model, n, seed, batch, |imgs| {
+        let (f, p) = extract(g, net, imgs)?;
+        if images.len() < 64 * imgs.numel() / imgs.dim(0) {
             images.extend(imgs.to_vec(g));
         }
         data.extend(f);
-        preds.extend(p);
-        done += b;
-    }
-    Ok((Features::new(n, net.cfg.features, data)?, preds, images))
+        if let (Some(all), Some(p)) = (preds.as_mut(), p) {
+            all.extend(p);
+        }
+        Ok(())
+    })?;
+    Ok((Features::new(n, net.dim(), data)?, preds, images))
 }
 
 /// Every metric, as `activegen eval --json` prints it.
@@ -389,18 +526,22 @@ pub struct Report {
     pub recall: f64,
     pub density: f64,
     pub coverage: f64,
-    pub class_coverage: f64,
-    pub class_kl: f64,
-    pub class_histogram: Vec<usize>,
+    /// Class-based metrics: None without labels (they need a classifier's predictions).
+    pub class_coverage: Option<f64>,
+    pub class_kl: Option<f64>,
+    pub class_histogram: Option<Vec<usize>>,
     pub n_real: usize,
     pub n_generated: usize,
-    pub classifier_accuracy: f64,
+    /// The network the features come from.
+    pub judge: String,
+    pub classifier_accuracy: Option<f64>,
 }
 
 impl Report {
     pub fn table(&self) -> String {
+        let needs_labels = "n/a (needs labels)".to_string();
         let rows = [
-            ("FID (classifier features)", format!("{:.3}", self.fid)),
+            ("FID", format!("{:.3}", self.fid)),
             (
                 "KID x 1000",
                 format!("{:.3} ± {:.3}", self.kid * 1e3, self.kid_std * 1e3),
@@ -409,19 +550,20 @@ impl Report {
             ("recall (k=3)", format!("{:.4}", self.recall)),
             ("density (k=5)", format!("{:.4}", self.density)),
             ("coverage (k=5)", format!("{:.4}", self.coverage)),
-            ("class coverage", format!("{:.3}", self.class_coverage)),
+            (
+                "class coverage",
+                self.class_coverage
+                    .map_or(needs_labels.clone(), |v| format!("{v:.3}")),
+            ),
             (
                 "class KL(data || generated)",
-                format!("{:.4}", self.class_kl),
+                self.class_kl.map_or(needs_labels, |v| format!("{v:.4}")),
             ),
             (
                 "images (real / generated)",
                 format!("{} / {}", self.n_real, self.n_generated),
             ),
-            (
-                "classifier held-out accuracy",
-                format!("{:.2}%", self.classifier_accuracy * 100.0),
-            ),
+            ("features from", self.judge.clone()),
         ];
         rows.iter().map(|(k, v)| format!("{k:<32} {v}\n")).collect()
     }
@@ -456,7 +598,7 @@ fn scaled(f: &Features, c: f32) -> Features {
 pub fn report(
     real: &Features,
     fake: &Features,
-    fake_preds: &[usize],
+    fake_preds: Option<&[usize]>,
     net: &FeatureNet,
     seed: u64,
 ) -> Report {
@@ -472,7 +614,9 @@ pub fn report(
     };
     let (kid, kid_std) = metrics::kid(real, fake, kid_opts);
     let p = metrics::prdc(real, fake, 3, 5);
-    let cc = metrics::class_coverage(fake_preds, &net.class_freq, 0.1);
+    let cc = fake_preds
+        .filter(|_| !net.class_freq.is_empty())
+        .map(|p| metrics::class_coverage(p, &net.class_freq, 0.1));
     Report {
         fid,
         kid,
@@ -481,11 +625,12 @@ pub fn report(
         recall: p.recall,
         density: p.density,
         coverage: p.coverage,
-        class_coverage: cc.coverage,
-        class_kl: cc.kl,
-        class_histogram: cc.histogram,
+        class_coverage: cc.as_ref().map(|c| c.coverage),
+        class_kl: cc.as_ref().map(|c| c.kl),
+        class_histogram: cc.map(|c| c.histogram),
         n_real: real.n,
         n_generated: fake.n,
+        judge: net.description.clone(),
         classifier_accuracy: net.accuracy,
     }
 }
@@ -504,12 +649,12 @@ pub fn real_features(
     let dir = crate::util::cache_dir().join("features");
     let fpath = dir.join(format!("{}-{split:?}-{n}.npy", net.key));
     if let Ok((shape, data)) = crate::npy::read_npy_f32(&fpath) {
-        if shape == [n, net.net.cfg.features] {
+        if shape == [n, net.dim()] {
             return Ok((Features::new(n, shape[1], data)?, ds));
         }
     }
     let idx: Vec<usize> = (0..n).collect();
-    let (f, _) = features_of_dataset(g, &net.net, &ds, &idx, 256)?;
+    let (f, _) = features_of_dataset(g, net, &ds, &idx, 256)?;
     std::fs::create_dir_all(&dir)?;
     crate::npy::write_npy_f32(&fpath, &[f.n, f.d], &f.data)?;
     Ok((f, ds))

@@ -20,6 +20,7 @@ pub mod nn;
 pub mod npy;
 pub mod ops;
 pub mod shaders;
+pub mod ssl;
 pub mod tape;
 pub mod tensor;
 pub mod train;

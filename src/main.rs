@@ -211,9 +211,26 @@ struct ActiveArgs {
     /// Stop after R rounds without a better FID.
     #[arg(long)]
     patience: Option<usize>,
-    /// Re-initialise the model every round instead of warm-starting.
+    /// Re-initialise the acquisition model every round instead of warm-starting.
     #[arg(long)]
     reinit: bool,
+    /// How quality at a budget is measured: retrain (a fresh model trained --eval-steps on
+    /// the acquired set, the same training for every strategy) or warm (the warm-started
+    /// acquisition model, so more budget is also more training).
+    #[arg(long)]
+    protocol: Option<String>,
+    /// retrain: training steps of each measured fresh model.
+    #[arg(long, allow_negative_numbers = true)]
+    eval_steps: Option<i64>,
+    /// Budgets (images bought beyond the initial set) to measure, e.g. 0,200,400,800; each
+    /// a round boundary. Default: after every round.
+    #[arg(long, value_delimiter = ',')]
+    eval_budgets: Option<Vec<usize>>,
+    /// The space feature-space strategies choose in: ssl (a self-supervised encoder trained
+    /// on the pool without labels; the default), discriminator (the GAN's current D), or
+    /// classifier (the judge's supervised classifier: it uses labels, an ablation only).
+    #[arg(long)]
+    acq_features: Option<String>,
     /// Generated and held-out images per evaluation.
     #[arg(long)]
     eval_n: Option<usize>,
@@ -280,6 +297,18 @@ impl ActiveArgs {
         cfg.target_fid = self.target_fid;
         cfg.patience = self.patience;
         cfg.warm_start = !self.reinit;
+        if let Some(p) = &self.protocol {
+            cfg.protocol = p.parse()?;
+        }
+        if let Some(s) = positive("--eval-steps", self.eval_steps)? {
+            cfg.eval_steps = s;
+        }
+        if let Some(b) = &self.eval_budgets {
+            cfg.eval_budgets = b.clone();
+        }
+        if let Some(a) = &self.acq_features {
+            cfg.acq_features = a.parse()?;
+        }
         if let Some(n) = self.eval_n {
             cfg.eval_n = n;
         }
@@ -624,7 +653,7 @@ fn eval_cmd(
     }
     let g = Gpu::new(device)?;
     let t = std::time::Instant::now();
-    let net = eval::feature_net(&g, &spec, &opts, !json)?;
+    let net = eval::judge(&g, &spec, &opts, !json)?;
     let t_net = t.elapsed().as_secs_f64();
     let (real, _) = eval::real_features(&g, &net, &spec, Split::Test, &opts, n)?;
     let n = real.n;
@@ -633,7 +662,7 @@ fn eval_cmd(
         let mut idx: Vec<usize> = (0..train_set.n).collect();
         activegen::util::HostRng::new(seed, 0x77).shuffle(&mut idx);
         idx.truncate(n);
-        eval::features_of_dataset(&g, &net.net, &train_set, &idx, 256)?
+        eval::features_of_dataset(&g, &net, &train_set, &idx, 256)?
     } else {
         let dir = checkpoint.as_ref().unwrap();
         let classes = if cfg.gan.num_classes > 0 {
@@ -643,10 +672,10 @@ fn eval_cmd(
         };
         let mut model = train::Model::new(&g, &cfg, classes)?;
         model.load(&g, dir)?;
-        let (f, p, _) = eval::features_of_model(&g, &net.net, &model, n, seed, 250)?;
+        let (f, p, _) = eval::features_of_model(&g, &net, &model, n, seed, 250)?;
         (f, p)
     };
-    let report = eval::report(&real, &fake, &preds, &net, seed);
+    let report = eval::report(&real, &fake, preds.as_deref(), &net, seed);
     if let Some(dir) = &export {
         eval::export_features(dir, &real, &fake)?;
     }
@@ -691,10 +720,22 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = args.resolve(Some(&strategy))?;
             let g = Gpu::new(device)?;
             let o = activegen::active::run_active(&g, &cfg, &out, resume, !quiet)?;
+            println!("judge: {}\nacquisition features: {}", o.judge, o.acquisition);
             for r in &o.records {
+                let Some(q) = &r.quality else {
+                    println!("round {:>2}  images {:>6}  (not measured)", r.round, r.acquired);
+                    continue;
+                };
                 println!(
-                    "round {:>2}  images {:>6}  FID {:>8.3}  KIDx1000 {:>7.3}  precision {:.3}  recall {:.3}  coverage {:.3}  class coverage {:.2}",
-                    r.round, r.acquired, r.fid, r.kid * 1e3, r.precision, r.recall, r.coverage, r.class_coverage
+                    "round {:>2}  images {:>6}  FID {:>8.3}  KIDx1000 {:>7.3}  precision {:.3}  recall {:.3}  coverage {:.3}  class coverage {}",
+                    r.round,
+                    r.acquired,
+                    q.fid,
+                    q.kid * 1e3,
+                    q.precision,
+                    q.recall,
+                    q.coverage,
+                    q.class_coverage.map_or("n/a (needs labels)".into(), |c| format!("{c:.2}"))
                 );
             }
             Ok(())

@@ -228,6 +228,21 @@ pub fn upload_batch(g: &Gpu, ds: &Dataset, idx: &[usize]) -> Result<Tensor> {
     Tensor::from_slice(g, &[idx.len(), ds.channels, ds.height, ds.width], &host)
 }
 
+/// A batch of images and, for a conditional model, their one-hot labels.
+pub fn labelled_batch(
+    g: &Gpu,
+    ds: &Dataset,
+    idx: &[usize],
+    model: &Model,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let x = upload_batch(g, ds, idx)?;
+    if !model.conditional() {
+        return Ok((x, None));
+    }
+    let labels: Vec<usize> = idx.iter().map(|&i| ds.label(i).unwrap_or(0)).collect();
+    Ok((x, Some(one_hot(g, &labels, model.num_classes())?)))
+}
+
 /// Compiles a training step's kernels, and a sample grid's, before the first step. CPU
 /// drivers such as lavapipe build a kernel's machine code at its first dispatch, not when
 /// wgpu creates the pipeline (and the engine creates its non-GEMM pipelines at first use):
@@ -759,16 +774,7 @@ pub fn run_train(
     let mut rate = 0.0;
     while state.step < cfg.steps {
         let idx = state.sampler.next_batch(cfg.batch);
-        let real = upload_batch(g, &train_set, &idx)?;
-        let onehot = if model.conditional() {
-            let labels: Vec<usize> = idx
-                .iter()
-                .map(|&i| train_set.label(i).unwrap_or(0))
-                .collect();
-            Some(one_hot(g, &labels, n_classes)?)
-        } else {
-            None
-        };
+        let (real, onehot) = labelled_batch(g, &train_set, &idx, &model)?;
         let losses = model.train_step(g, &real, onehot.as_ref())?;
         names = losses.names;
         log.record(g, state.step, &losses.values);

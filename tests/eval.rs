@@ -20,13 +20,7 @@ fn narrow_net(g: &Gpu, train: &Dataset) -> FeatureNet {
         features: 32,
     };
     let net = eval::train_classifier_with(g, train, &cfg, 1, 64, 3, false).unwrap();
-    FeatureNet {
-        net,
-        key: "test".into(),
-        accuracy: f64::NAN,
-        num_classes: 10,
-        class_freq: vec![0.1; 10],
-    }
+    FeatureNet::classifier(net, "test", vec![0.1; 10])
 }
 
 /// Features of `n` images, each passed through `f` (pixels in [-1, 1]) first.
@@ -48,11 +42,11 @@ fn features_with(
             f(img);
         }
         let x = activegen::Tensor::from_slice(g, &[chunk.len(), 1, 28, 28], &host).unwrap();
-        let (fe, p) = eval::extract(g, &net.net, &x).unwrap();
+        let (fe, p) = eval::extract(g, net, &x).unwrap();
         data.extend(fe);
-        preds.extend(p);
+        preds.extend(p.expect("a classifier predicts classes"));
     }
-    (Features::new(n, net.net.cfg.features, data).unwrap(), preds)
+    (Features::new(n, net.dim(), data).unwrap(), preds)
 }
 
 fn noise(sigma: f32, seed: u64) -> impl Fn(&mut [f32]) {
@@ -100,13 +94,13 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
     let n = 500;
     let (real, _) = features_with(&g, &net, &test, 0, n, &|_| {});
     let (other_real, preds) = features_with(&g, &net, &train, 0, n, &|_| {});
-    let base = eval::report(&real, &other_real, &preds, &net, 0);
+    let base = eval::report(&real, &other_real, Some(&preds), &net, 0);
     let (pure_noise, npreds) = features_with(&g, &net, &train, 0, n, &|img: &mut [f32]| {
         let mut r = activegen::util::HostRng::new(9, img[100].to_bits() as u64);
         img.iter_mut()
             .for_each(|v| *v = (r.normal() as f32).clamp(-1.0, 1.0));
     });
-    let bad = eval::report(&real, &pure_noise, &npreds, &net, 0);
+    let bad = eval::report(&real, &pure_noise, Some(&npreds), &net, 0);
     assert!(
         bad.fid > 10.0 * base.fid,
         "FID real-vs-real {} vs real-vs-noise {}",
@@ -133,7 +127,7 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
     let mut last = base.fid;
     for sigma in [0.15f32, 0.4, 0.8] {
         let (f, p) = features_with(&g, &net, &train, 0, n, &noise(sigma, 5));
-        let fid = eval::report(&real, &f, &p, &net, 0).fid;
+        let fid = eval::report(&real, &f, Some(&p), &net, 0).fid;
         assert!(
             fid > last,
             "FID did not rise with noise sigma {sigma}: {fid} after {last}"
@@ -143,7 +137,7 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
     let mut last = base.fid;
     for radius in [1usize, 2, 3] {
         let (f, p) = features_with(&g, &net, &train, 0, n, &blur(radius));
-        let fid = eval::report(&real, &f, &p, &net, 0).fid;
+        let fid = eval::report(&real, &f, Some(&p), &net, 0).fid;
         assert!(
             fid > last,
             "FID did not rise with blur radius {radius}: {fid} after {last}"

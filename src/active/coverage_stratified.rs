@@ -1,9 +1,9 @@
-//! coverage-stratified: coverage-gap within classes. Plain coverage-gap buys whole classes
+//! coverage-stratified: coverage-gap within strata. Plain coverage-gap buys whole classes
 //! the generator does not reach (on Fashion-MNIST: trousers, sandals and bags, at the cost
-//! of coats and shirts), which lowers FID but also class coverage. Here each predicted class
-//! gets a share of the batch equal to its share of the candidates, and within a class the
-//! largest coverage gaps are taken. Classes are the feature classifier's predictions
-//! (`Context::predicted`), never the oracle's labels.
+//! of coats and shirts), which lowers FID but also class coverage. Here each stratum gets a
+//! share of the batch equal to its share of the candidates, and within a stratum the
+//! largest coverage gaps are taken. Strata are k-means clusters of the pool in the
+//! acquisition space (`Context::strata`), never labels.
 
 use anyhow::Result;
 
@@ -53,10 +53,10 @@ impl Strategy for CoverageStratified {
 
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
         let gaps = super::coverage_gap::gaps(ctx, self.k);
-        let num_classes = ctx.net.num_classes;
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
+        let count = ctx.strata.iter().max().map_or(1, |&s| s + 1);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); count];
         for (pos, &item) in ctx.candidates.iter().enumerate() {
-            members[ctx.predicted[item].min(num_classes - 1)].push(pos);
+            members[ctx.strata[item]].push(pos);
         }
         let sizes: Vec<usize> = members.iter().map(|m| m.len()).collect();
         let quotas = proportional_quotas(&sizes, k);

@@ -2,6 +2,8 @@
 //! covers worst (GOLD, Mo et al. 2019; Self-Diagnosing GAN, Lee et al. 2021). Score = minus
 //! the realness logit, averaged over the discriminator snapshots of the last round
 //! (1/3, 2/3 and the end of its training) to damp the discriminator's oscillation.
+//! A conditional discriminator scores a pool image under the class it finds most real: the
+//! pool's labels are never read.
 
 use anyhow::{bail, Result};
 
@@ -27,19 +29,23 @@ pub fn realness(ctx: &Context) -> Result<Vec<f64>> {
     for chunk_start in (0..ctx.candidates.len()).step_by(256) {
         let chunk = &ctx.candidates[chunk_start..(chunk_start + 256).min(ctx.candidates.len())];
         let x = train::upload_batch(g, &ctx.pool.data, chunk)?;
-        let onehot = if classes > 0 {
-            let l: Vec<usize> = chunk
-                .iter()
-                .map(|&i| ctx.pool.data.label(i).unwrap_or(0))
-                .collect();
-            Some(train::one_hot(g, &l, classes)?)
+        let labels: Vec<Option<crate::tensor::Tensor>> = if classes > 0 {
+            (0..classes)
+                .map(|c| train::one_hot(g, &vec![c; chunk.len()], classes).map(Some))
+                .collect::<Result<_>>()?
         } else {
-            None
+            vec![None]
         };
         for d in &discs {
-            let logits =
-                tape::no_grad(g, || d.forward(g, &x, onehot.as_ref(), false, true))?.to_vec(g);
-            for (j, v) in logits.iter().enumerate() {
+            let mut best = vec![f32::NEG_INFINITY; chunk.len()];
+            for onehot in &labels {
+                let logits =
+                    tape::no_grad(g, || d.forward(g, &x, onehot.as_ref(), false, true))?.to_vec(g);
+                for (b, v) in best.iter_mut().zip(logits) {
+                    *b = b.max(v);
+                }
+            }
+            for (j, v) in best.iter().enumerate() {
                 scores[chunk_start + j] += *v as f64 / discs.len() as f64;
             }
         }
@@ -55,5 +61,9 @@ impl Strategy for GanDisc {
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
         let misfit: Vec<f64> = realness(ctx)?.into_iter().map(|r| -r).collect();
         Ok(top_k(ctx.candidates, &misfit, k))
+    }
+
+    fn uses_features(&self) -> bool {
+        false
     }
 }

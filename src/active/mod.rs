@@ -1,13 +1,22 @@
 //! Active learning for generation. From an initial acquired set and a pool of unseen
 //! images (see `pool`), each round
-//! 1. trains the model on the acquired set (warm-started from the last round, or anew),
-//! 2. scores the pool with the query strategy and acquires a batch (the oracle reveals
-//!    the images, and their labels for conditional models),
-//! 3. measures quality on the held-out split with every metric of `eval`,
+//! 1. scores the pool with the query strategy and acquires a batch (the oracle reveals
+//!    the images, and their labels for conditional models), in the acquisition space
+//!    (`space`: a self-supervised encoder trained on the pool, without labels, by default);
+//! 2. trains the acquisition model on the acquired set, warm-started from the last round;
+//! 3. measures quality at the evaluated budgets on the judge (`eval::judge_with`: the
+//!    supervised classifier on labelled data, an encoder trained on the held-out split
+//!    otherwise), which no strategy chooses with.
 //!
-//! until the budget is spent, a target FID is reached, or FID stops improving.
-//! Round 0 trains on the initial set only. Each finished round is written atomically, so
-//! `--resume` continues after the last one and ends exactly where an uninterrupted run ends.
+//! Two protocols. `warm`: the acquisition model is also the one measured, so a bigger
+//! budget also means more training. `retrain` (the default): at each evaluated budget a
+//! fresh model is trained from scratch for `eval_steps` on the acquired set, with the same
+//! seed for every strategy, so every strategy gets the same compute at every budget and
+//! only the data differs.
+//!
+//! The run stops when the budget is spent, a target FID is reached, or FID stops
+//! improving. Each finished round is written atomically, so `--resume` continues after the
+//! last one and ends exactly where an uninterrupted run ends.
 
 pub mod coreset;
 pub mod coverage_gap;
@@ -17,6 +26,7 @@ pub mod gan_disc;
 pub mod hybrid;
 pub mod pool;
 pub mod random;
+pub mod space;
 pub mod strategy;
 pub mod vaal;
 pub mod vae_elbo;
@@ -27,16 +37,38 @@ use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::data::{self, Split};
+use crate::data::{self, Dataset, Split};
 use crate::eval::{self, FeatureNet};
 use crate::gpu::Gpu;
 use crate::metrics::Features;
 use crate::models::dcgan::Discriminator;
 use crate::nn;
+use crate::ssl::SslSpec;
 use crate::train::{self, Model, ModelKind, Sampler, TrainConfig};
 use crate::util::HostRng;
 
 pub use pool::{Pool, Scenario};
+pub use space::{AcqFeatures, Space, ACQUISITION_SEED};
+
+/// How quality at a budget is measured (see the module comment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Warm,
+    #[default]
+    Retrain,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "warm" => Ok(Protocol::Warm),
+            "retrain" => Ok(Protocol::Retrain),
+            other => bail!("--protocol {other}: expected warm or retrain"),
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -46,22 +78,37 @@ pub struct ActiveConfig {
     /// Images acquired from the pool in all, after the initial set.
     pub budget: usize,
     pub per_round: usize,
+    /// Training steps of the acquisition model per round.
     pub steps_per_round: usize,
     pub seed: u64,
     /// Continue training from the last round's weights (else re-initialise each round).
     pub warm_start: bool,
+    pub protocol: Protocol,
+    /// retrain: training steps of the fresh model measured at each evaluated budget.
+    pub eval_steps: usize,
+    /// Budgets (images acquired beyond the initial set) at which quality is measured, each
+    /// a round boundary; empty: after every round.
+    pub eval_budgets: Vec<usize>,
+    /// The space the feature-space strategies choose in.
+    pub acq_features: AcqFeatures,
+    /// The self-supervised encoders (acquisition space; judge of unlabeled data).
+    pub ssl: SslSpec,
     /// Score a random subsample of this many pool images per round (0: all of them).
     pub pool_subsample: usize,
     pub target_fid: Option<f64>,
-    /// Stop after this many rounds without a better FID.
+    /// Stop after this many evaluations without a better FID.
     pub patience: Option<usize>,
     /// Generated (and held-out real) images per evaluation.
     pub eval_n: usize,
     /// hybrid: misfit pre-selection of beta * per_round before the diversity step.
     pub hybrid_beta: f64,
     pub train: TrainConfig,
-    /// The feature network of the metrics and of the feature-space strategies.
+    /// The supervised classifier that judges labelled data.
     pub feature_net: eval::FeatureNetSpec,
+    /// Where retrain points are kept and found again (compare shares one between the
+    /// strategies of a seed: the initial set's point is the same for all of them).
+    #[serde(skip)]
+    pub retrain_cache: Option<PathBuf>,
 }
 
 impl Default for ActiveConfig {
@@ -83,6 +130,11 @@ impl Default for ActiveConfig {
             steps_per_round: 150,
             seed: 0,
             warm_start: true,
+            protocol: Protocol::Retrain,
+            eval_steps: 1000,
+            eval_budgets: vec![],
+            acq_features: AcqFeatures::Ssl,
+            ssl: SslSpec::default(),
             pool_subsample: 0,
             target_fid: None,
             patience: None,
@@ -90,6 +142,7 @@ impl Default for ActiveConfig {
             hybrid_beta: 4.0,
             train,
             feature_net: eval::FeatureNetSpec::default(),
+            retrain_cache: None,
         }
     }
 }
@@ -103,11 +156,33 @@ impl ActiveConfig {
         if self.steps_per_round == 0 {
             bail!("--steps-per-round must be at least 1");
         }
+        if self.protocol == Protocol::Retrain && self.eval_steps == 0 {
+            bail!("--eval-steps must be at least 1");
+        }
+        if self.scenario.initial < 2 {
+            bail!(
+                "--initial must be at least 2 (a batch of one cannot be batch-normalised), got {}",
+                self.scenario.initial
+            );
+        }
         if self.eval_n < 10 {
             bail!("--eval-n must be at least 10");
         }
         if self.hybrid_beta.is_nan() || self.hybrid_beta < 1.0 {
             bail!("--hybrid-beta must be at least 1, got {}", self.hybrid_beta);
+        }
+        let points = self.budget_points();
+        if let Some(b) = self.eval_budgets.iter().find(|b| !points.contains(b)) {
+            bail!(
+                "--eval-budgets: {b} is not a round boundary; with --budget {} and --per-round {} they are {}",
+                self.budget,
+                self.per_round,
+                points
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         let needs = match self.strategy.as_str() {
             "gan-disc" => Some(ModelKind::Gan),
@@ -119,6 +194,9 @@ impl ActiveConfig {
                 bail!("strategy {} needs --model {:?}", self.strategy, m);
             }
         }
+        if self.acq_features == AcqFeatures::Discriminator && self.train.model != ModelKind::Gan {
+            bail!("--acq-features discriminator needs --model gan");
+        }
         let mut t = self.train.clone();
         t.steps = self.steps_per_round;
         t.validate()
@@ -127,29 +205,83 @@ impl ActiveConfig {
     pub fn rounds(&self) -> usize {
         1 + self.budget.div_ceil(self.per_round)
     }
+
+    /// The budget spent after each round: 0, per_round, 2 per_round, ..., budget.
+    pub fn budget_points(&self) -> Vec<usize> {
+        (0..self.rounds())
+            .map(|r| (r * self.per_round).min(self.budget))
+            .collect()
+    }
+
+    /// Whether quality is measured once `spent` images have been bought.
+    pub fn evaluates(&self, spent: usize) -> bool {
+        self.eval_budgets.is_empty() || self.eval_budgets.contains(&spent)
+    }
 }
 
-/// One finished round, as a line of rounds.jsonl.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RoundRecord {
-    pub round: usize,
-    /// Size of the acquired set the model was trained on this round.
-    pub acquired: usize,
-    /// Pool images bought this round.
-    pub new: usize,
+/// Quality of the measured model on the judge's features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
     pub fid: f64,
     pub kid: f64,
     pub precision: f64,
     pub recall: f64,
     pub density: f64,
     pub coverage: f64,
-    pub class_coverage: f64,
-    pub class_kl: f64,
-    /// Classes of the acquired set.
+    /// None without labels.
+    pub class_coverage: Option<f64>,
+    pub class_kl: Option<f64>,
+}
+
+impl Quality {
+    fn of(r: &eval::Report) -> Quality {
+        Quality {
+            fid: r.fid,
+            kid: r.kid,
+            precision: r.precision,
+            recall: r.recall,
+            density: r.density,
+            coverage: r.coverage,
+            class_coverage: r.class_coverage,
+            class_kl: r.class_kl,
+        }
+    }
+
+    /// A metric by name (as `compare::METRICS` lists them); None where not measured.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "fid" => Some(self.fid),
+            "kid" => Some(self.kid),
+            "precision" => Some(self.precision),
+            "recall" => Some(self.recall),
+            "density" => Some(self.density),
+            "coverage" => Some(self.coverage),
+            "class_coverage" => self.class_coverage,
+            "class_kl" => self.class_kl,
+            _ => None,
+        }
+    }
+}
+
+/// One finished round, as a line of rounds.jsonl.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: usize,
+    /// Size of the acquired set after this round's acquisition.
+    pub acquired: usize,
+    /// Pool images bought this round.
+    pub new: usize,
+    /// Quality at this budget: the warm model's, or under `retrain` a fresh model's; None
+    /// where this budget is not evaluated.
+    pub quality: Option<Quality>,
+    /// Classes of the acquired set (the oracle's labels, for the record; empty without).
     pub acquired_histogram: Vec<usize>,
     /// Distinct training images among the acquired (near-duplicates count once).
     pub distinct_sources: usize,
+    /// Last losses of the acquisition model's training this round (empty where none ran).
     pub losses: Vec<(String, f32)>,
+    /// Last losses of the measured fresh model (`retrain`).
+    pub eval_losses: Vec<(String, f32)>,
     pub seconds: f64,
 }
 
@@ -162,7 +294,7 @@ struct ActiveState {
     rng_seed: u64,
     rng_offset: u64,
     best_fid: f64,
-    rounds_since_best: usize,
+    evals_since_best: usize,
 }
 
 /// A discriminator kept from a point in the round, for the gan-disc average.
@@ -170,36 +302,207 @@ pub struct DiscSnapshot {
     pub disc: Discriminator,
 }
 
-/// Classifier features of every pool item and its predicted class, cached on disk per
-/// (classifier, pool).
-fn pool_features(g: &Gpu, net: &FeatureNet, pool: &Pool) -> Result<(Features, Vec<usize>)> {
-    let digest = eval::dataset_digest(&pool.data);
-    let dir = crate::util::cache_dir().join("features");
-    let path = dir.join(format!("{}-pool-{digest:016x}.npy", net.key));
-    let classes_path = dir.join(format!("{}-pool-{digest:016x}-classes.npy", net.key));
-    let n = pool.items.len();
-    if let (Ok((shape, data)), Ok((cshape, cdata))) = (
-        crate::npy::read_npy_f32(&path),
-        crate::npy::read_npy_f32(&classes_path),
-    ) {
-        if shape == [n, net.net.cfg.features] && cshape == [n] {
-            let preds = cdata.iter().map(|&c| c as usize).collect();
-            return Ok((Features::new(shape[0], shape[1], data)?, preds));
-        }
-    }
-    let idx: Vec<usize> = (0..n).collect();
-    let (f, preds) = eval::features_of_dataset(g, &net.net, &pool.data, &idx, 256)?;
-    std::fs::create_dir_all(&dir)?;
-    crate::npy::write_npy_f32(&path, &[f.n, f.d], &f.data)?;
-    let as_f32: Vec<f32> = preds.iter().map(|&c| c as f32).collect();
-    crate::npy::write_npy_f32(&classes_path, &[n], &as_f32)?;
-    Ok((f, preds))
-}
-
 /// The outcome of a run: its per-round records.
 pub struct ActiveOutcome {
     pub records: Vec<RoundRecord>,
     pub out: PathBuf,
+    /// The judge's and the acquisition space's descriptions.
+    pub judge: String,
+    pub acquisition: String,
+}
+
+/// What every run of a configuration builds before its first round.
+struct Setup {
+    pool: Pool,
+    judge: FeatureNet,
+    /// Judge features of the first `eval_n` held-out images.
+    real: Features,
+    classes: usize,
+    /// The training settings of every model of the run (seed = the run's seed).
+    tcfg: TrainConfig,
+}
+
+impl Setup {
+    fn new(g: &Gpu, cfg: &ActiveConfig, progress: bool) -> Result<Setup> {
+        let opts = cfg.train.load_options();
+        let train_set = data::load(&cfg.train.data, Split::Train, &opts)?;
+        let pool = Pool::build(&train_set, &cfg.scenario, cfg.seed)?;
+        if cfg.train.model == ModelKind::Gan && cfg.train.gan.num_classes > 0 && train_set.num_classes == 0 {
+            bail!("--conditional needs a labelled dataset; {} has no labels", cfg.train.data);
+        }
+        let judge = eval::judge_with(
+            g,
+            &cfg.train.data,
+            &opts,
+            &cfg.feature_net,
+            &cfg.ssl,
+            progress,
+        )?;
+        let (real, _) = eval::real_features(g, &judge, &cfg.train.data, Split::Test, &opts, cfg.eval_n)?;
+        let mut tcfg = cfg.train.clone();
+        tcfg.seed = cfg.seed;
+        Ok(Setup {
+            pool,
+            judge,
+            real,
+            classes: train_set.num_classes,
+            tcfg,
+        })
+    }
+
+    /// Measures a model on the judge: quality and the first grid's images. The device's
+    /// random stream is left as it was.
+    fn measure(&self, g: &Gpu, cfg: &ActiveConfig, model: &Model) -> Result<(Quality, Vec<f32>)> {
+        let saved = g.rng_state();
+        let out = eval::features_of_model(g, &self.judge, model, cfg.eval_n, cfg.seed ^ 0xe7, 250);
+        g.set_rng_state(saved);
+        let (fake, preds, images) = out?;
+        let rep = eval::report(&self.real, &fake, preds.as_deref(), &self.judge, cfg.seed);
+        Ok((Quality::of(&rep), images))
+    }
+
+    /// The retrain protocol's measurement: a fresh model, initialised and fed from seeds
+    /// that depend on the run's seed only (the same for every strategy), trained
+    /// `eval_steps` on `items`, then measured. Kept in `cfg.retrain_cache` by a digest of
+    /// everything it depends on, so a point two strategies share is trained once.
+    fn retrain(
+        &self,
+        g: &Gpu,
+        cfg: &ActiveConfig,
+        items: &[usize],
+        grid: &Path,
+        progress: bool,
+    ) -> Result<(Quality, Vec<(String, f32)>)> {
+        let key = retrain_key(cfg, &self.judge, items)?;
+        let cached = cfg.retrain_cache.as_ref().map(|d| {
+            (
+                d.join(format!("{key:016x}.json")),
+                d.join(format!("{key:016x}.png")),
+            )
+        });
+        if let Some((json, png)) = &cached {
+            if let Ok((q, losses)) = checkpoint::read_json::<(Quality, Vec<(String, f32)>)>(json) {
+                if let Ok(bytes) = std::fs::read(png) {
+                    crate::util::write_atomic(grid, &bytes)?;
+                    return Ok((q, losses));
+                }
+            }
+        }
+        let saved = g.rng_state();
+        let result = (|| -> Result<(Quality, Vec<(String, f32)>)> {
+            g.set_seed(cfg.seed ^ 0x7e7a_1000);
+            let mut model = Model::new(g, &self.tcfg, self.classes)?;
+            let ds = self.pool.data.subset(items);
+            let bar = train::progress_bar(progress, cfg.eval_steps as u64, 0);
+            bar.set_message(format!("retraining a fresh model on {} images", ds.n));
+            let losses = train_on(
+                g,
+                &self.tcfg,
+                self.classes,
+                &mut model,
+                &ds,
+                cfg.eval_steps,
+                cfg.seed ^ 0x7e7a_2000,
+                |step, _| {
+                    bar.set_position(step as u64 + 1);
+                    Ok(())
+                },
+            )?;
+            bar.finish_and_clear();
+            let (q, images) = self.measure(g, cfg, &model)?;
+            save_grid(grid, &images, &self.tcfg)?;
+            Ok((q, losses))
+        })();
+        g.set_rng_state(saved);
+        let (q, losses) = result?;
+        if let Some((json, png)) = &cached {
+            checkpoint::write_json(json, &(&q, &losses))?;
+            crate::util::write_atomic(png, &std::fs::read(grid)?)?;
+        }
+        Ok((q, losses))
+    }
+}
+
+/// FNV-1a of what a retrain point depends on: the acquired items in order, the pool
+/// (data, scenario, seed), the training settings, the measurement and the judge.
+fn retrain_key(cfg: &ActiveConfig, judge: &FeatureNet, items: &[usize]) -> Result<u64> {
+    let what = serde_json::json!({
+        "version": 1,
+        "items": items,
+        "data": cfg.train.data,
+        "scenario": cfg.scenario,
+        "seed": cfg.seed,
+        "train": cfg.train,
+        "eval_steps": cfg.eval_steps,
+        "eval_n": cfg.eval_n,
+        "judge": judge.key,
+    });
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in serde_json::to_vec(&what)? {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    Ok(h)
+}
+
+/// `steps` optimisation steps of `model` on `ds` (batches of `cfg.batch`, or the whole set
+/// where it is smaller), from a sampler of `sampler_seed`; `after_step(step, model)` runs
+/// after each. The step's kernels are compiled first. Losses are read back once, after
+/// the last step, and checked for divergence.
+#[allow(clippy::too_many_arguments)]
+pub fn train_on(
+    g: &Gpu,
+    cfg: &TrainConfig,
+    classes: usize,
+    model: &mut Model,
+    ds: &Dataset,
+    steps: usize,
+    sampler_seed: u64,
+    mut after_step: impl FnMut(usize, &Model) -> Result<()>,
+) -> Result<Vec<(String, f32)>> {
+    let batch = cfg.batch.min(ds.n);
+    train::compile_step_kernels(
+        g,
+        &TrainConfig {
+            batch,
+            ..cfg.clone()
+        },
+        classes,
+    )?;
+    let mut sampler = Sampler::new(sampler_seed, ds.n);
+    let mut last = vec![];
+    for step in 0..steps {
+        let idx = sampler.next_batch(batch);
+        let (x, onehot) = train::labelled_batch(g, ds, &idx, model)?;
+        let losses = model.train_step(g, &x, onehot.as_ref())?;
+        after_step(step, model)?;
+        if step + 1 == steps {
+            let values: Vec<f32> = losses.values.iter().map(|v| v.item(g)).collect();
+            train::check_losses(step + 1, losses.names, &values)?;
+            last = losses.names.iter().map(|s| s.to_string()).zip(values).collect();
+        }
+        g.flush();
+    }
+    Ok(last)
+}
+
+/// The retrain protocol's reference: a fresh model trained `eval_steps` on the whole pool
+/// (the initial set and every unseen image), measured like every budget point.
+/// Deficiency against random is computed from it.
+pub fn full_pool_quality(g: &Gpu, cfg: &ActiveConfig, out: &Path, progress: bool) -> Result<Quality> {
+    cfg.validate()?;
+    let setup = Setup::new(g, cfg, progress)?;
+    let all: Vec<usize> = (0..setup.pool.items.len()).collect();
+    std::fs::create_dir_all(out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
+    if progress {
+        eprintln!(
+            "activegen: the full pool's reference: a fresh model trained {} steps on all {} pool images",
+            cfg.eval_steps,
+            all.len()
+        );
+    }
+    let (q, _) = setup.retrain(g, cfg, &all, &out.join("full_pool.png"), progress)?;
+    Ok(q)
 }
 
 /// `activegen active`: runs (or resumes) one strategy into `out`.
@@ -222,15 +525,15 @@ pub fn run_active(
         );
     }
     let text = toml::to_string_pretty(cfg)?;
+    if resume && state_path.exists() {
+        check_same_settings(&cfg_path, &text)?;
+    }
     crate::util::write_atomic(&cfg_path, text.as_bytes())?;
-    let opts = cfg.train.load_options();
-    let train_set = data::load(&cfg.train.data, Split::Train, &opts)?;
-    let pool = Pool::build(&train_set, &cfg.scenario, cfg.seed)?;
-    let net = eval::feature_net_with(g, &cfg.train.data, &opts, &cfg.feature_net, progress)?;
-    let (real, _) = eval::real_features(g, &net, &cfg.train.data, Split::Test, &opts, cfg.eval_n)?;
-    let (feats, predicted) = pool_features(g, &net, &pool)?;
-    let classes = train_set.num_classes;
+    let setup = Setup::new(g, cfg, progress)?;
+    let pool = &setup.pool;
     let mut strat = strategy::by_name(&cfg.strategy)?;
+    // The acquisition model is trained between rounds only where something looks at it.
+    let trains = cfg.protocol == Protocol::Warm || strat.uses_model();
 
     let mut st = ActiveState {
         next_round: 0,
@@ -239,12 +542,11 @@ pub fn run_active(
         rng_seed: cfg.seed,
         rng_offset: 0,
         best_fid: f64::INFINITY,
-        rounds_since_best: 0,
+        evals_since_best: 0,
     };
-    let mut tcfg = cfg.train.clone();
-    tcfg.seed = cfg.seed;
+    let tcfg = &setup.tcfg;
     g.set_seed(cfg.seed);
-    let mut model = Model::new(g, &tcfg, classes)?;
+    let mut model = Model::new(g, tcfg, setup.classes)?;
     // Discriminator snapshots at 1/3, 2/3 and the end of each round's training (GAN).
     let snapshots = new_snapshots(g, &model)?;
     if resume && state_path.exists() {
@@ -258,29 +560,54 @@ pub fn run_active(
             )?;
         }
     }
+    let mut space = if strat.uses_features() {
+        let saved = g.rng_state();
+        let s = Space::build(g, cfg, pool, &model, progress);
+        g.set_rng_state(saved);
+        Some(s?)
+    } else {
+        None
+    };
+    let acquisition = match &space {
+        Some(s) => s.description.clone(),
+        None => format!("none: {} reads no features", cfg.strategy),
+    };
+    checkpoint::write_json(
+        &out.join("networks.json"),
+        &serde_json::json!({
+            "judge": setup.judge.description,
+            "acquisition": acquisition,
+            "acquisition_uses_labels": space.as_ref().is_some_and(|s| s.kind.uses_labels()),
+            "pool_unseen": pool.unseen.len(),
+            "pool_class_histogram": pool.histogram(&pool.unseen),
+            "class_names": pool.data.class_names,
+        }),
+    )?;
     g.set_rng_state((st.rng_seed, st.rng_offset));
     let rounds = cfg.rounds();
     if progress {
         eprintln!(
-            "activegen: active learning with {} on {}: {} initial + {} budget in rounds of {}, {} steps each; pool of {} images",
+            "activegen: active learning with {} on {}: {} initial + {} budget in rounds of {}; pool of {} images; {} protocol",
             cfg.strategy,
             cfg.train.data,
             pool.initial.len(),
             cfg.budget,
             cfg.per_round,
-            cfg.steps_per_round,
-            pool.unseen.len()
+            pool.unseen.len(),
+            match cfg.protocol {
+                Protocol::Warm => format!("warm ({} steps per round, measured as it goes)", cfg.steps_per_round),
+                Protocol::Retrain => format!("retrain (a fresh model, {} steps, at each evaluated budget)", cfg.eval_steps),
+            }
         );
     }
     let bar = train::progress_bar(progress, rounds as u64, st.next_round as u64);
-    // Generated features of the last round's model, for the coverage-based strategies.
-    let mut generated: Option<Features> = None;
+    let empty = Features::new(0, 0, vec![])?;
     while st.next_round < rounds {
         let round = st.next_round;
         let t = std::time::Instant::now();
         let mut rng = HostRng::new(cfg.seed, 0xac71 + round as u64);
-        let spent = st.acquired.len() - pool.initial.len();
-        let mut new = 0;
+        let spent_before = st.acquired.len() - pool.initial.len();
+        let mut new_items = vec![];
         if round > 0 {
             let in_set: std::collections::HashSet<usize> = st.acquired.iter().copied().collect();
             let mut candidates: Vec<usize> = pool
@@ -294,138 +621,128 @@ pub fn run_active(
                 candidates.truncate(cfg.pool_subsample);
                 candidates.sort_unstable();
             }
-            let k = cfg.per_round.min(cfg.budget - spent).min(candidates.len());
+            let k = cfg.per_round.min(cfg.budget - spent_before).min(candidates.len());
             if k == 0 {
                 break;
             }
-            let gen_feats = match &generated {
-                Some(f) => f.clone(),
-                None => {
-                    eval::features_of_model(g, &net.net, &model, cfg.eval_n, cfg.seed ^ 0x6e, 250)?
-                        .0
-                }
-            };
-            let mut ctx = strategy::Context {
-                g,
-                model: &model,
-                net: &net,
-                pool: &pool,
-                acquired: &st.acquired,
-                candidates: &candidates,
-                features: &feats,
-                predicted: &predicted,
-                generated: &gen_feats,
-                disc_snapshots: &snapshots,
-                rng: &mut rng,
-                round,
-                hybrid_beta: cfg.hybrid_beta,
-            };
             let saved = g.rng_state();
-            let chosen = strat.select(&mut ctx, k)?;
+            let chosen = (|| -> Result<Vec<usize>> {
+                let generated = match space.as_mut() {
+                    Some(sp) => {
+                        sp.refresh(g, &model, pool)?;
+                        sp.generated(g, &model, cfg.eval_n, cfg.seed ^ 0x6e)?
+                    }
+                    None => empty.clone(),
+                };
+                let (features, strata) = match &space {
+                    Some(sp) => (&sp.pool, &sp.strata[..]),
+                    None => (&empty, &[][..]),
+                };
+                let mut ctx = strategy::Context {
+                    g,
+                    model: &model,
+                    pool,
+                    acquired: &st.acquired,
+                    candidates: &candidates,
+                    features,
+                    strata,
+                    generated: &generated,
+                    disc_snapshots: &snapshots,
+                    rng: &mut rng,
+                    round,
+                    hybrid_beta: cfg.hybrid_beta,
+                };
+                strat.select(&mut ctx, k)
+            })();
             g.set_rng_state(saved);
             let mut seen = in_set;
-            for c in chosen {
+            for c in chosen? {
                 if !seen.contains(&c) && candidates.binary_search(&c).is_ok() {
                     seen.insert(c);
                     st.acquired.push(c);
-                    new += 1;
+                    new_items.push(c);
                 }
             }
         }
-        // Train on the acquired set.
-        if !cfg.warm_start && round > 0 {
-            model = Model::new(g, &tcfg, classes)?;
-        }
-        let acquired_ds = pool.data.subset(&st.acquired);
-        let batch = tcfg.batch.min(acquired_ds.n);
-        train::compile_step_kernels(
-            g,
-            &TrainConfig {
-                batch,
-                ..tcfg.clone()
-            },
-            classes,
-        )?;
-        let mut sampler = Sampler::new(
-            cfg.seed ^ (round as u64).wrapping_mul(0x9e37),
-            acquired_ds.n,
-        );
-        let mut last = vec![];
-        for step in 0..cfg.steps_per_round {
-            let idx = sampler.next_batch(batch);
-            let x = train::upload_batch(g, &acquired_ds, &idx)?;
-            let onehot = if model.conditional() {
-                let l: Vec<usize> = idx
-                    .iter()
-                    .map(|&i| acquired_ds.label(i).unwrap_or(0))
-                    .collect();
-                Some(train::one_hot(g, &l, model.num_classes())?)
-            } else {
-                None
-            };
-            let losses = model.train_step(g, &x, onehot.as_ref())?;
-            if let Model::Gan(m) = &model {
-                for (j, snap) in snapshots.iter().enumerate() {
-                    if step + 1 == cfg.steps_per_round * (j + 1) / snapshots.len() {
-                        nn::copy_state(g, &snap.disc, &m.disc)?;
+        let spent = st.acquired.len() - pool.initial.len();
+        // Train the acquisition model on the acquired set.
+        let mut losses = vec![];
+        if trains {
+            if !cfg.warm_start && round > 0 {
+                model = Model::new(g, tcfg, setup.classes)?;
+            }
+            let acquired_ds = pool.data.subset(&st.acquired);
+            let steps = cfg.steps_per_round;
+            losses = train_on(
+                g,
+                tcfg,
+                setup.classes,
+                &mut model,
+                &acquired_ds,
+                steps,
+                cfg.seed ^ (round as u64).wrapping_mul(0x9e37),
+                |step, model| {
+                    if let Model::Gan(m) = model {
+                        for (j, snap) in snapshots.iter().enumerate() {
+                            if step + 1 == steps * (j + 1) / snapshots.len() {
+                                nn::copy_state(g, &snap.disc, &m.disc)?;
+                            }
+                        }
                     }
+                    Ok(())
+                },
+            )
+            .map_err(|e| anyhow!("round {round}: {e}"))?;
+        }
+        // Measure, at the evaluated budgets.
+        let grid = out.join(format!("rounds/round_{round:02}.png"));
+        let (quality, eval_losses) = if !cfg.evaluates(spent) {
+            (None, vec![])
+        } else {
+            match cfg.protocol {
+                Protocol::Warm => {
+                    let (q, images) = setup.measure(g, cfg, &model)?;
+                    save_grid(&grid, &images, tcfg)?;
+                    (Some(q), vec![])
+                }
+                Protocol::Retrain => {
+                    let (q, l) = setup
+                        .retrain(g, cfg, &st.acquired, &grid, progress)
+                        .map_err(|e| anyhow!("round {round}, retrain: {e}"))?;
+                    (Some(q), l)
                 }
             }
-            if step + 1 == cfg.steps_per_round {
-                last = losses
-                    .names
-                    .iter()
-                    .map(|s| s.to_string())
-                    .zip(losses.values.iter().map(|v| v.item(g)))
-                    .collect();
-                let vals: Vec<f32> = last.iter().map(|(_, v)| *v).collect();
-                let names: Vec<&str> = losses.names.to_vec();
-                train::check_losses(step + 1, &names, &vals)
-                    .map_err(|e| anyhow!("round {round}: {e}"))?;
-            }
-            g.flush();
-        }
-        // Evaluate on the held-out split.
-        let saved = g.rng_state();
-        let (fake, preds, images) =
-            eval::features_of_model(g, &net.net, &model, cfg.eval_n, cfg.seed ^ 0xe7, 250)?;
-        g.set_rng_state(saved);
-        let rep = eval::report(&real, &fake, &preds, &net, cfg.seed);
-        generated = Some(fake);
+        };
         let distinct: std::collections::HashSet<usize> =
             st.acquired.iter().map(|&i| pool.items[i].source).collect();
         let rec = RoundRecord {
             round,
             acquired: st.acquired.len(),
-            new,
-            fid: rep.fid,
-            kid: rep.kid,
-            precision: rep.precision,
-            recall: rep.recall,
-            density: rep.density,
-            coverage: rep.coverage,
-            class_coverage: rep.class_coverage,
-            class_kl: rep.class_kl,
+            new: new_items.len(),
+            quality,
             acquired_histogram: pool.histogram(&st.acquired),
             distinct_sources: distinct.len(),
-            losses: last,
+            losses,
+            eval_losses,
             seconds: t.elapsed().as_secs_f64(),
         };
         // Round outputs, then the checkpoint, then the state that makes them count.
-        let shape = model_image_shape(&tcfg);
-        let n_img = images.len() / shape.iter().product::<usize>();
-        crate::imageio::save_grid_png(
-            out.join(format!("rounds/round_{round:02}.png")),
-            &images,
-            n_img,
-            shape[0],
-            shape[1],
-            shape[2],
-            8,
-        )?;
+        let bought: &[usize] = if round == 0 { &pool.initial } else { &new_items };
+        let shown: Vec<usize> = bought.iter().copied().take(64).collect();
+        let shown_ds = pool.data.subset(&shown);
+        let mut pixels = vec![0.0f32; shown.len() * shown_ds.image_len()];
+        shown_ds.fill_batch(&(0..shown.len()).collect::<Vec<_>>(), &mut pixels);
+        save_grid(&out.join(format!("rounds/acquired_{round:02}.png")), &pixels, tcfg)?;
         checkpoint::write_json(
             &out.join(format!("rounds/round_{round:02}.json")),
-            &serde_json::json!({"round": round, "acquired": &st.acquired, "sources": st.acquired.iter().map(|&i| pool.items[i].source).collect::<Vec<_>>(), "class_histogram": &rec.acquired_histogram}),
+            &serde_json::json!({
+                "round": round,
+                "acquired": &st.acquired,
+                "new": bought,
+                "new_class_histogram": pool.histogram(bought),
+                "sources": st.acquired.iter().map(|&i| pool.items[i].source).collect::<Vec<_>>(),
+                "class_histogram": &rec.acquired_histogram,
+            }),
         )?;
         let ckpt = out.join("checkpoint");
         std::fs::create_dir_all(&ckpt)?;
@@ -438,12 +755,14 @@ pub fn run_active(
                 None,
             )?;
         }
-        train::save_config(&tcfg, &ckpt.join("config.toml"))?;
-        if rec.fid < st.best_fid {
-            st.best_fid = rec.fid;
-            st.rounds_since_best = 0;
-        } else {
-            st.rounds_since_best += 1;
+        train::save_config(tcfg, &ckpt.join("config.toml"))?;
+        if let Some(q) = &rec.quality {
+            if q.fid < st.best_fid {
+                st.best_fid = q.fid;
+                st.evals_since_best = 0;
+            } else {
+                st.evals_since_best += 1;
+            }
         }
         st.records.push(rec.clone());
         st.next_round = round + 1;
@@ -453,29 +772,31 @@ pub fn run_active(
         checkpoint::write_json(&state_path, &st)?;
         write_rounds(out, &st.records)?;
         bar.set_position(st.next_round as u64);
-        bar.set_message(format!(
-            "round {round}: {} images, FID {:.2}, coverage {:.3}",
-            rec.acquired, rec.fid, rec.coverage
-        ));
-        if cfg.target_fid.is_some_and(|t| rec.fid <= t) {
+        if let Some(q) = &rec.quality {
+            bar.set_message(format!(
+                "round {round}: {} images, FID {:.2}, coverage {:.3}",
+                rec.acquired, q.fid, q.coverage
+            ));
+        }
+        let fid = rec.quality.as_ref().map(|q| q.fid);
+        if let (Some(t), Some(f)) = (cfg.target_fid, fid) {
+            if f <= t {
+                if progress {
+                    eprintln!("activegen: target FID reached at round {round} ({f:.3})");
+                }
+                break;
+            }
+        }
+        if cfg.patience.is_some_and(|p| st.evals_since_best >= p) {
             if progress {
                 eprintln!(
-                    "activegen: target FID reached at round {round} ({:.3})",
-                    rec.fid
+                    "activegen: FID has not improved for {} evaluations; stopping",
+                    st.evals_since_best
                 );
             }
             break;
         }
-        if cfg.patience.is_some_and(|p| st.rounds_since_best >= p) {
-            if progress {
-                eprintln!(
-                    "activegen: FID has not improved for {} rounds; stopping",
-                    st.rounds_since_best
-                );
-            }
-            break;
-        }
-        if round > 0 && new == 0 {
+        if round > 0 && new_items.is_empty() {
             break;
         }
     }
@@ -483,7 +804,57 @@ pub fn run_active(
     Ok(ActiveOutcome {
         records: st.records,
         out: out.to_path_buf(),
+        judge: setup.judge.description.clone(),
+        acquisition,
     })
+}
+
+/// Refuses to resume a run with settings other than its own, naming the first that differs.
+fn check_same_settings(path: &Path, new_text: &str) -> Result<()> {
+    let Ok(old_text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    if old_text == new_text {
+        return Ok(());
+    }
+    let old: toml::Value = toml::from_str(&old_text)
+        .map_err(|e| anyhow!("{}: invalid settings: {}", path.display(), e.message()))?;
+    let new: toml::Value = toml::from_str(new_text)?;
+    let differs = first_difference(&old, &new, "").unwrap_or_default();
+    bail!(
+        "--resume: {} was started with other settings ({differs}); resume it with the same flags, or choose another --out",
+        path.display()
+    )
+}
+
+fn first_difference(a: &toml::Value, b: &toml::Value, at: &str) -> Option<String> {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => first_difference(u, v, &path),
+                    (u, v) => Some(format!("{path}: {} then, {} now", show(u), show(v))),
+                }
+            })
+        }
+        _ if a == b => None,
+        _ => Some(format!("{at}: {a} then, {b} now")),
+    }
+}
+
+fn show(v: Option<&toml::Value>) -> String {
+    v.map_or("unset".into(), |v| v.to_string())
+}
+
+/// An 8-column grid of images in [-1, 1] shaped like the model's.
+fn save_grid(path: &Path, images: &[f32], cfg: &TrainConfig) -> Result<()> {
+    let shape = model_image_shape(cfg);
+    let n = images.len() / shape.iter().product::<usize>();
+    crate::imageio::save_grid_png(path, images, n, shape[0], shape[1], shape[2], 8)
 }
 
 fn model_image_shape(cfg: &TrainConfig) -> [usize; 3] {
@@ -494,25 +865,32 @@ fn model_image_shape(cfg: &TrainConfig) -> [usize; 3] {
 }
 
 /// rounds.jsonl (one line per round) and rounds.csv, rewritten whole and atomically.
+/// Unmeasured budgets and metrics that need labels are empty cells.
 fn write_rounds(out: &Path, records: &[RoundRecord]) -> Result<()> {
     let mut jsonl = String::new();
     let mut csv = String::from("round,acquired,new,fid,kid,precision,recall,density,coverage,class_coverage,class_kl,distinct_sources,seconds\n");
     for r in records {
         jsonl += &serde_json::to_string(r)?;
         jsonl.push('\n');
+        let cell = |m: &str| {
+            r.quality
+                .as_ref()
+                .and_then(|q| q.get(m))
+                .map_or(String::new(), |v| format!("{v:.6}"))
+        };
         csv += &format!(
-            "{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.2}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.2}\n",
             r.round,
             r.acquired,
             r.new,
-            r.fid,
-            r.kid,
-            r.precision,
-            r.recall,
-            r.density,
-            r.coverage,
-            r.class_coverage,
-            r.class_kl,
+            cell("fid"),
+            cell("kid"),
+            cell("precision"),
+            cell("recall"),
+            cell("density"),
+            cell("coverage"),
+            cell("class_coverage"),
+            cell("class_kl"),
             r.distinct_sources,
             r.seconds
         );

@@ -236,8 +236,23 @@ impl Pool {
         })
     }
 
-    /// Class histogram of some items.
+    /// Class histogram of some items (empty without labels).
     pub fn histogram(&self, items: &[usize]) -> Vec<usize> {
         self.data.class_histogram(items)
+    }
+
+    /// Every image the pool holds (the initial set included) without labels, in a
+    /// canonical order (by source image, then copy): what the acquisition encoder trains
+    /// on. The same set of images gives the same dataset, whatever order a seed put it in,
+    /// so the encoder's cache serves every seed of a scenario that keeps the same images.
+    pub fn unlabeled_images(&self) -> Dataset {
+        let mut order: Vec<usize> = (0..self.items.len()).collect();
+        order.sort_by_key(|&i| (self.items[i].source, self.items[i].copy));
+        let mut ds = self.data.subset(&order);
+        ds.labels = None;
+        ds.num_classes = 0;
+        ds.class_names.clear();
+        ds.name = format!("{} (pool images, unlabeled)", self.data.name);
+        ds
     }
 }

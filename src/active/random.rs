@@ -18,4 +18,12 @@ impl Strategy for Random {
         c.truncate(k);
         Ok(c)
     }
+
+    fn uses_model(&self) -> bool {
+        false
+    }
+
+    fn uses_features(&self) -> bool {
+        false
+    }
 }

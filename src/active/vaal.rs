@@ -2,7 +2,7 @@
 //! selection rule. A small discriminator learns to tell acquired images from pool images
 //! in a latent space; the pool images it is surest are "unacquired-looking" are the ones
 //! least like anything acquired. The latent space is the VAE encoder's mean for a VAE and
-//! the classifier's features for a GAN (which has no encoder). The discriminator is an MLP
+//! the acquisition-space features for a GAN (which has no encoder). The discriminator is an MLP
 //! trained here with the engine (Adam, BCE with logits) for a fixed number of steps.
 
 use anyhow::Result;

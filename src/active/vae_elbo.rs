@@ -60,4 +60,8 @@ impl Strategy for VaeElbo {
         let scores = neg_elbo(ctx)?;
         Ok(top_k(ctx.candidates, &scores, k))
     }
+
+    fn uses_features(&self) -> bool {
+        false
+    }
 }

@@ -36,6 +36,9 @@ pub struct GanConfig {
     pub num_classes: usize,
     pub loss: GanLoss,
     pub leaky_slope: f32,
+    /// DiffAugment on D's inputs (set by the DiffAugment change).
+    #[serde(default)]
+    pub diffaug: bool,
 }
 
 impl Default for GanConfig {
@@ -49,6 +52,7 @@ impl Default for GanConfig {
             num_classes: 0,
             loss: GanLoss::Bce,
             leaky_slope: 0.2,
+            diffaug: false,
         }
     }
 }
@@ -259,6 +263,29 @@ impl Discriminator {
         let ey = matmul::matmul(g, y, &view(g, embed, frozen))?;
         let proj = reduce::sum_axis(g, &elementwise::mul(g, &ey, &h)?, 1)?;
         elementwise::add(g, &out, &proj)
+    }
+}
+
+impl Discriminator {
+    /// The last convolution's activations averaged over space, [N, C]: the discriminator's
+    /// own view of an image (eval-mode batch norm, no tape), for `--acq-features
+    /// discriminator`.
+    pub fn pooled_features(&self, g: &Gpu, x: &Tensor) -> Result<Tensor> {
+        crate::tape::no_grad(g, || {
+            let n = x.dim(0);
+            let leaky = Act::LeakyRelu(self.cfg.leaky_slope);
+            let x = elementwise::swap_leading_axes(g, x)?;
+            let mut h = self.convs[0].forward_cm(g, &x, leaky, true)?;
+            for (conv, bn) in self.convs[1..].iter().zip(&self.bns) {
+                let z = conv.forward_cm(g, &h, Act::Identity, true)?;
+                h = bn.forward_cm(g, &z, false, leaky, true)?;
+            }
+            // h is channel-major [C, N, S, S]: mean over the S·S pixels, then [N, C].
+            let c = h.dim(0);
+            let pixels = h.numel() / (c * n);
+            let pooled = reduce::mean_axis(g, &h.reshape(g, &[c, n, pixels])?, 2)?;
+            elementwise::transpose2d(g, &pooled, c, n)
+        })
     }
 }
 
