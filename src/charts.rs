@@ -117,8 +117,10 @@ where
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
     for (i, (s, levels)) in sum.levels.iter().enumerate() {
-        let levels: Vec<&crate::compare::Level> =
-            levels.iter().filter(|l| l.mean.contains_key(metric)).collect();
+        let levels: Vec<&crate::compare::Level> = levels
+            .iter()
+            .filter(|l| l.mean.contains_key(metric))
+            .collect();
         let c = if s == "random" {
             COLORS[0]
         } else {

@@ -377,7 +377,10 @@ pub fn run_compare(g: &Gpu, cfg: &CompareConfig, progress: bool) -> Result<Summa
     let total = cfg.strategies.len() * cfg.seeds;
     let mut done = 0;
     for seed in 0..cfg.seeds {
-        let cache = cfg.out.join("retrain_cache").join(format!("seed{}", cfg.base.seed + seed as u64));
+        let cache = cfg
+            .out
+            .join("retrain_cache")
+            .join(format!("seed{}", cfg.base.seed + seed as u64));
         for (arm, a) in cfg.strategies.iter().zip(&arms) {
             done += 1;
             let mut a = a.clone();
@@ -423,7 +426,8 @@ fn write_outputs(
     for (s, seeds) in runs {
         for (k, recs) in seeds.iter().enumerate() {
             for r in recs.iter().filter(|r| r.quality.is_some()) {
-                let cell = |m: &str| quality_metric(r, m).map_or(String::new(), |v| format!("{v:.6}"));
+                let cell =
+                    |m: &str| quality_metric(r, m).map_or(String::new(), |v| format!("{v:.6}"));
                 csv += &format!(
                     "{s},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                     cfg.base.seed + k as u64,
@@ -504,7 +508,9 @@ fn base64(data: &[u8]) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn png_tag(path: &Path, caption: &str) -> Option<String> {
@@ -671,20 +677,33 @@ fn write_report(
                 html += &tag;
             }
             let rj: Option<serde_json::Value> =
-                crate::checkpoint::read_json(&dir.join(format!("rounds/round_{round:02}.json"))).ok();
+                crate::checkpoint::read_json(&dir.join(format!("rounds/round_{round:02}.json")))
+                    .ok();
             let nj: Option<serde_json::Value> =
                 crate::checkpoint::read_json(&dir.join("networks.json")).ok();
             let hist = |v: &serde_json::Value, k: &str| -> Vec<usize> {
                 v[k].as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_u64())
+                            .map(|x| x as usize)
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             if let (Some(r), Some(n)) = (rj, nj) {
-                let (bought, pool) = (hist(&r, "new_class_histogram"), hist(&n, "pool_class_histogram"));
+                let (bought, pool) = (
+                    hist(&r, "new_class_histogram"),
+                    hist(&n, "pool_class_histogram"),
+                );
                 if !pool.is_empty() && bought.len() == pool.len() {
                     let names: Vec<String> = n["class_names"]
                         .as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     html += &class_mix_svg(&bought, &pool, &names);
                 }
@@ -745,11 +764,17 @@ mod tests {
         let mut runs = BTreeMap::new();
         runs.insert(
             "random".to_string(),
-            vec![curve([90.0, 70.0, 60.0, 50.0]), curve([90.0, 74.0, 62.0, 54.0])],
+            vec![
+                curve([90.0, 70.0, 60.0, 50.0]),
+                curve([90.0, 74.0, 62.0, 54.0]),
+            ],
         );
         runs.insert(
             "smart".to_string(),
-            vec![curve([90.0, 55.0, 45.0, 40.0]), curve([90.0, 57.0, 47.0, 44.0])],
+            vec![
+                curve([90.0, 55.0, 45.0, 40.0]),
+                curve([90.0, 57.0, 47.0, 44.0]),
+            ],
         );
         let fulls = [full(30.0), full(34.0)];
         let s = summarise(&runs, &fulls, 100);
@@ -769,7 +794,9 @@ mod tests {
         assert!(s.budget_note.is_none());
         assert!((s.full_pool["fid"].mean - 32.0).abs() < 1e-12);
         // Class metrics were not measured (no labels), so no level claims them.
-        assert!(s.levels["smart"].iter().all(|l| !l.mean.contains_key("class_coverage")));
+        assert!(s.levels["smart"]
+            .iter()
+            .all(|l| !l.mean.contains_key("class_coverage")));
     }
 
     #[test]
@@ -778,15 +805,27 @@ mod tests {
         let mut runs = BTreeMap::new();
         runs.insert(
             "random".to_string(),
-            vec![vec![rec(100, 64.9, 0.1), rec(200, 67.0, 0.1), rec(300, 70.0, 0.1)]],
+            vec![vec![
+                rec(100, 64.9, 0.1),
+                rec(200, 67.0, 0.1),
+                rec(300, 70.0, 0.1),
+            ]],
         );
         runs.insert(
             "smart".to_string(),
-            vec![vec![rec(100, 64.9, 0.1), rec(200, 60.0, 0.1), rec(300, 58.0, 0.1)]],
+            vec![vec![
+                rec(100, 64.9, 0.1),
+                rec(200, 60.0, 0.1),
+                rec(300, 58.0, 0.1),
+            ]],
         );
         let s = summarise(&runs, &[full(40.0)], 100);
         assert!(s.budget_to_random_final_fid.is_empty());
-        assert!(s.budget_note.as_ref().unwrap().contains("no better than its initial set"));
+        assert!(s
+            .budget_note
+            .as_ref()
+            .unwrap()
+            .contains("no better than its initial set"));
         assert!(s.deficiency["smart"].mean < 1.0);
         let t = table(&s);
         assert!(t.contains("note:") && !t.contains(" 0%"), "{t}");

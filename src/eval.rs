@@ -324,7 +324,9 @@ pub fn classifier_net(
 ) -> Result<FeatureNet> {
     let train_set = data::load(spec, Split::Train, opts)?;
     if train_set.labels.is_none() || train_set.num_classes < 2 {
-        bail!("{spec}: the feature classifier needs a labelled dataset (it is trained on the labels)");
+        bail!(
+            "{spec}: the feature classifier needs a labelled dataset (it is trained on the labels)"
+        );
     }
     let cfg = spec_config(&train_set, net_spec);
     let default_epochs = if train_set.n <= 20_000 { 15 } else { 4 };

@@ -231,6 +231,10 @@ struct ActiveArgs {
     /// classifier (the judge's supervised classifier: it uses labels, an ablation only).
     #[arg(long)]
     acq_features: Option<String>,
+    /// Training steps of the self-supervised encoders (the acquisition space; the judge of
+    /// unlabeled data). Default: the measured default of `activegen encoder`.
+    #[arg(long, allow_negative_numbers = true)]
+    ssl_steps: Option<i64>,
     /// Generated and held-out images per evaluation.
     #[arg(long)]
     eval_n: Option<usize>,
@@ -308,6 +312,9 @@ impl ActiveArgs {
         }
         if let Some(a) = &self.acq_features {
             cfg.acq_features = a.parse()?;
+        }
+        if let Some(s) = positive("--ssl-steps", self.ssl_steps)? {
+            cfg.ssl.steps = s;
         }
         if let Some(n) = self.eval_n {
             cfg.eval_n = n;
@@ -399,6 +406,10 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Unlabeled data: training steps of the encoder that judges (trained on the
+        /// held-out split). Default: the measured default of `activegen encoder`.
+        #[arg(long, allow_negative_numbers = true)]
+        ssl_steps: Option<i64>,
     },
     /// Write samples from a checkpoint as a grid, individual PNGs, or both.
     Sample {
@@ -635,8 +646,29 @@ fn eval_cmd(
     data: Option<String>,
     data_dir: Option<PathBuf>,
     seed: u64,
+    ssl_steps: Option<i64>,
 ) -> Result<()> {
     use activegen::{data::Split, eval};
+    // A checkpoint of an `active` run is judged by the networks that run used.
+    let active_cfg: Option<activegen::active::ActiveConfig> = checkpoint
+        .as_ref()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("active.toml"))
+        .filter(|p| p.exists())
+        .map(|p| -> Result<_> {
+            let text =
+                std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: invalid settings: {}", p.display(), e.message()))
+        })
+        .transpose()?;
+    let (net_spec, mut ssl) = match &active_cfg {
+        Some(a) => (a.feature_net.clone(), a.ssl.clone()),
+        None => Default::default(),
+    };
+    if let Some(s) = positive("--ssl-steps", ssl_steps)? {
+        ssl.steps = s;
+    }
     if !(10..=1_000_000).contains(&n) {
         anyhow::bail!("--n must be between 10 and 1000000, got {n}");
     }
@@ -653,7 +685,7 @@ fn eval_cmd(
     }
     let g = Gpu::new(device)?;
     let t = std::time::Instant::now();
-    let net = eval::judge(&g, &spec, &opts, !json)?;
+    let net = eval::judge_with(&g, &spec, &opts, &net_spec, &ssl, !json)?;
     let t_net = t.elapsed().as_secs_f64();
     let (real, _) = eval::real_features(&g, &net, &spec, Split::Test, &opts, n)?;
     let n = real.n;
@@ -720,10 +752,16 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = args.resolve(Some(&strategy))?;
             let g = Gpu::new(device)?;
             let o = activegen::active::run_active(&g, &cfg, &out, resume, !quiet)?;
-            println!("judge: {}\nacquisition features: {}", o.judge, o.acquisition);
+            println!(
+                "judge: {}\nacquisition features: {}",
+                o.judge, o.acquisition
+            );
             for r in &o.records {
                 let Some(q) = &r.quality else {
-                    println!("round {:>2}  images {:>6}  (not measured)", r.round, r.acquired);
+                    println!(
+                        "round {:>2}  images {:>6}  (not measured)",
+                        r.round, r.acquired
+                    );
                     continue;
                 };
                 println!(
@@ -772,6 +810,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             data_dir,
             seed,
+            ssl_steps,
         } => eval_cmd(
             device,
             checkpoint,
@@ -782,6 +821,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             data_dir,
             seed,
+            ssl_steps,
         ),
         Command::Sample {
             checkpoint,

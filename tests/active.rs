@@ -143,7 +143,10 @@ fn fid(r: &active::RoundRecord) -> f64 {
 /// Interrupted after round 1, then resumed in a fresh device: the same acquisitions and
 /// the same numbers, bit for bit, as an uninterrupted run.
 fn resumes_exactly(c: &ActiveConfig, name: &str) {
-    let (straight, split) = (scratch(&format!("{name}-straight")), scratch(&format!("{name}-split")));
+    let (straight, split) = (
+        scratch(&format!("{name}-straight")),
+        scratch(&format!("{name}-split")),
+    );
     let g = gpu();
     let full = active::run_active(&g, c, &straight, false, false).unwrap();
     drop(g);
@@ -157,14 +160,21 @@ fn resumes_exactly(c: &ActiveConfig, name: &str) {
     let text = std::fs::read_to_string(split.join("active.toml")).unwrap();
     std::fs::write(
         split.join("active.toml"),
-        text.replace(&format!("budget = {}", c.per_round), &format!("budget = {}", c.budget)),
+        text.replace(
+            &format!("budget = {}", c.per_round),
+            &format!("budget = {}", c.budget),
+        ),
     )
     .unwrap();
     let g3 = gpu();
     let resumed = active::run_active(&g3, c, &split, true, false).unwrap();
     assert_eq!(full.records.len(), resumed.records.len());
     for (a, b) in full.records.iter().zip(&resumed.records) {
-        assert_eq!(a.acquired_histogram, b.acquired_histogram, "{name}: round {}", a.round);
+        assert_eq!(
+            a.acquired_histogram, b.acquired_histogram,
+            "{name}: round {}",
+            a.round
+        );
         assert_eq!(
             fid(a).to_bits(),
             fid(b).to_bits(),
@@ -176,7 +186,11 @@ fn resumes_exactly(c: &ActiveConfig, name: &str) {
     }
     let read =
         |d: &std::path::Path| std::fs::read_to_string(d.join("rounds/round_02.json")).unwrap();
-    assert_eq!(read(&straight), read(&split), "{name}: the acquired sets differ");
+    assert_eq!(
+        read(&straight),
+        read(&split),
+        "{name}: the acquired sets differ"
+    );
     let _ = std::fs::remove_dir_all(&straight);
     let _ = std::fs::remove_dir_all(&split);
 }
@@ -203,7 +217,10 @@ fn a_resume_with_other_settings_is_refused_naming_the_setting() {
         .err()
         .expect("resumed with another --per-round")
         .to_string();
-    assert!(e.contains("per_round") && e.contains("20") && e.contains("10"), "{e}");
+    assert!(
+        e.contains("per_round") && e.contains("20") && e.contains("10"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -217,7 +234,10 @@ fn under_retrain_every_budget_is_a_fresh_model_that_depends_on_the_data_only() {
     let mut other = tiny("coverage-gap");
     other.steps_per_round = 9;
     let cov = active::run_active(&g, &other, &scratch("rt-cov"), false, false).unwrap();
-    assert_eq!(fid(&random.records[0]).to_bits(), fid(&cov.records[0]).to_bits());
+    assert_eq!(
+        fid(&random.records[0]).to_bits(),
+        fid(&cov.records[0]).to_bits()
+    );
     // Random looks at no model, so none is trained between rounds; coverage-gap's is.
     assert!(random.records.iter().all(|r| r.losses.is_empty()));
     assert!(cov.records.iter().all(|r| !r.losses.is_empty()));
@@ -226,12 +246,18 @@ fn under_retrain_every_budget_is_a_fresh_model_that_depends_on_the_data_only() {
     let mut longer = tiny("random");
     longer.eval_steps = 12;
     let l = active::run_active(&g, &longer, &scratch("rt-longer"), false, false).unwrap();
-    assert_ne!(fid(&random.records[0]).to_bits(), fid(&l.records[0]).to_bits());
+    assert_ne!(
+        fid(&random.records[0]).to_bits(),
+        fid(&l.records[0]).to_bits()
+    );
     // Under warm, the warm model is measured and random trains it.
     let mut warm = tiny("random");
     warm.protocol = Protocol::Warm;
     let w = active::run_active(&g, &warm, &scratch("rt-warm"), false, false).unwrap();
-    assert!(w.records.iter().all(|r| !r.losses.is_empty() && r.eval_losses.is_empty()));
+    assert!(w
+        .records
+        .iter()
+        .all(|r| !r.losses.is_empty() && r.eval_losses.is_empty()));
     for d in ["rt-random", "rt-cov", "rt-longer", "rt-warm"] {
         let _ = std::fs::remove_dir_all(scratch(d));
     }
@@ -246,10 +272,16 @@ fn only_the_listed_budgets_are_measured() {
     let measured: Vec<bool> = o.records.iter().map(|r| r.quality.is_some()).collect();
     assert_eq!(measured, vec![true, false, true]);
     let csv = std::fs::read_to_string(scratch_keep("budgets").join("rounds.csv")).unwrap();
-    assert!(csv.lines().nth(2).unwrap().starts_with("1,60,20,,"), "{csv}");
+    assert!(
+        csv.lines().nth(2).unwrap().starts_with("1,60,20,,"),
+        "{csv}"
+    );
     c.eval_budgets = vec![0, 30];
     let e = c.validate().unwrap_err().to_string();
-    assert!(e.contains("--eval-budgets") && e.contains("30") && e.contains("0, 20, 40"), "{e}");
+    assert!(
+        e.contains("--eval-budgets") && e.contains("30") && e.contains("0, 20, 40"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(scratch_keep("budgets"));
 }
 
@@ -346,7 +378,11 @@ fn compare_writes_tables_results_charts_and_a_report() {
     // (Deficiency needs random above the full pool's FID, which these untrained nets
     // need not be; `compare`'s unit tests check the arithmetic.)
     if let Some(d) = sum.deficiency.get("random") {
-        assert!((d.mean - 1.0).abs() < 1e-12, "random's deficiency {}", d.mean);
+        assert!(
+            (d.mean - 1.0).abs() < 1e-12,
+            "random's deficiency {}",
+            d.mean
+        );
     }
     if sum.budget_note.is_none() {
         assert_eq!(sum.budget_to_random_final_fid["random"], Some(1.0));
@@ -383,7 +419,11 @@ fn compare_writes_tables_results_charts_and_a_report() {
                 .is_some_and(|x| x == "json")
         })
         .count();
-    assert_eq!(cached, 1 + 2 + 1, "initial + one point per arm + the full pool");
+    assert_eq!(
+        cached,
+        1 + 2 + 1,
+        "initial + one point per arm + the full pool"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<svg") && html.contains("data:image/png;base64,"),
@@ -391,7 +431,10 @@ fn compare_writes_tables_results_charts_and_a_report() {
     );
     // It names the judge and each arm's acquisition space, and shows per round what each
     // arm bought with its class mix next to the pool's.
-    assert!(html.contains("supervised classifier trained on the labels"), "no judge");
+    assert!(
+        html.contains("supervised classifier trained on the labels"),
+        "no judge"
+    );
     assert!(html.contains("self-supervised encoder trained without labels on the pool"));
     assert!(html.contains("random, round 1") && html.contains("coverage-gap, round 1"));
     assert!(html.contains("class mix: bought"), "no class mix");
@@ -413,7 +456,10 @@ fn compare_writes_tables_results_charts_and_a_report() {
         strategies: vec!["random+mixup".into()],
         ..cfg
     };
-    let e = activegen::compare::run_compare(&g, &bad, false).err().unwrap().to_string();
+    let e = activegen::compare::run_compare(&g, &bad, false)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("random+mixup") && e.contains("+diffaug"), "{e}");
     let _ = std::fs::remove_dir_all(&out);
 }

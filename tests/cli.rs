@@ -271,3 +271,158 @@ fn devices_lists_at_least_one_adapter() {
         "{out}"
     );
 }
+
+/// A flat folder of PNGs (no class subfolders): the first `n` builtin training digits.
+fn flat_folder(dir: &std::path::Path, n: usize) {
+    let train = activegen::data::load(
+        "builtin",
+        activegen::data::Split::Train,
+        &activegen::data::LoadOptions::default(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let mut px = vec![0.0f32; 784];
+    for i in 0..n {
+        train.fill_batch(&[i], &mut px);
+        activegen::imageio::save_image_png(dir.join(format!("img{i:04}.png")), &px, 1, 28, 28)
+            .unwrap();
+    }
+}
+
+#[test]
+fn train_active_compare_and_eval_run_on_a_flat_folder_of_unlabeled_images() {
+    let d = scratch("flat");
+    let images = d.join("images");
+    flat_folder(&images, 150);
+    let data = format!("folder:{}", images.display());
+    let cache = d.join("cache");
+    let env = [("ACTIVEGEN_CACHE", cache.to_str().unwrap())];
+    let tiny: Vec<&str> = vec![
+        "--data",
+        &data,
+        "--resolution",
+        "28",
+        "--initial",
+        "30",
+        "--budget",
+        "20",
+        "--per-round",
+        "10",
+        "--steps-per-round",
+        "3",
+        "--eval-steps",
+        "4",
+        "--eval-n",
+        "12",
+        "--g-width",
+        "8",
+        "--d-width",
+        "8",
+        "--z-dim",
+        "8",
+        "--batch",
+        "8",
+        "--ssl-steps",
+        "3",
+    ];
+    let run = d.join("active");
+    let mut args = vec![
+        "active",
+        "--strategy",
+        "coverage-stratified",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(&tiny);
+    let (ok, out, err) = activegen_with(&args, &env);
+    assert!(ok, "active on a flat folder failed: {err}");
+    assert!(out.contains("n/a (needs labels)"), "{out}");
+    assert!(
+        out.contains("self-supervised encoder trained without labels on the pool"),
+        "{out}"
+    );
+    assert!(
+        out.contains("held-out"),
+        "the judge is the held-out split's encoder: {out}"
+    );
+    assert_eq!(
+        out.matches("FID").count(),
+        3,
+        "three measured rounds: {out}"
+    );
+
+    let ckpt = run.join("checkpoint");
+    let (ok, out, err) = activegen_with(
+        &["eval", "--checkpoint", ckpt.to_str().unwrap(), "--n", "12"],
+        &env,
+    );
+    assert!(ok, "eval on a flat folder failed: {err}");
+    assert!(
+        out.contains("class coverage") && out.contains("n/a (needs labels)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("self-supervised encoder") && out.contains("held-out"),
+        "{out}"
+    );
+
+    let cmp = d.join("compare");
+    let mut args = vec![
+        "compare",
+        "--strategies",
+        "random,coreset",
+        "--seeds",
+        "1",
+        "--quiet",
+        "--out",
+        cmp.to_str().unwrap(),
+    ];
+    args.extend(&tiny);
+    let (ok, out, err) = activegen_with(&args, &env);
+    assert!(ok, "compare on a flat folder failed: {err}");
+    assert!(out.contains("coreset") && out.contains("n/a"), "{out}");
+    let html = std::fs::read_to_string(cmp.join("report.html")).unwrap();
+    assert!(!html.contains("class mix"), "no labels, no class mix");
+
+    let trained = d.join("train");
+    let (ok, _, err) = activegen_with(
+        &[
+            "train",
+            "--data",
+            &data,
+            "--resolution",
+            "28",
+            "--steps",
+            "2",
+            "--batch",
+            "8",
+            "--g-width",
+            "8",
+            "--d-width",
+            "8",
+            "--quiet",
+            "--out",
+            trained.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(ok, "train on a flat folder failed: {err}");
+
+    // What needs labels says so, in one line.
+    let o = d.join("refused");
+    for (flags, needle) in [
+        (vec!["--scenario", "long-tail"], "labelled dataset"),
+        (
+            vec!["--acq-features", "classifier"],
+            "needs a labelled dataset",
+        ),
+        (vec!["--conditional"], "needs a labelled dataset"),
+    ] {
+        let mut args = vec!["active", "--out", o.to_str().unwrap()];
+        args.extend(&tiny);
+        args.extend(flags.iter().copied());
+        refused_with(&args, &env, &[needle]);
+        let _ = std::fs::remove_dir_all(&o);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

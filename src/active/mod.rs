@@ -327,8 +327,20 @@ impl Setup {
         let opts = cfg.train.load_options();
         let train_set = data::load(&cfg.train.data, Split::Train, &opts)?;
         let pool = Pool::build(&train_set, &cfg.scenario, cfg.seed)?;
-        if cfg.train.model == ModelKind::Gan && cfg.train.gan.num_classes > 0 && train_set.num_classes == 0 {
-            bail!("--conditional needs a labelled dataset; {} has no labels", cfg.train.data);
+        if cfg.train.model == ModelKind::Gan
+            && cfg.train.gan.num_classes > 0
+            && train_set.num_classes == 0
+        {
+            bail!(
+                "--conditional needs a labelled dataset; {} has no labels",
+                cfg.train.data
+            );
+        }
+        if cfg.acq_features == AcqFeatures::Classifier && train_set.num_classes < 2 {
+            bail!(
+                "--acq-features classifier needs a labelled dataset (it is the supervised classifier); {} has no labels",
+                cfg.train.data
+            );
         }
         let judge = eval::judge_with(
             g,
@@ -338,7 +350,8 @@ impl Setup {
             &cfg.ssl,
             progress,
         )?;
-        let (real, _) = eval::real_features(g, &judge, &cfg.train.data, Split::Test, &opts, cfg.eval_n)?;
+        let (real, _) =
+            eval::real_features(g, &judge, &cfg.train.data, Split::Test, &opts, cfg.eval_n)?;
         let mut tcfg = cfg.train.clone();
         tcfg.seed = cfg.seed;
         Ok(Setup {
@@ -479,7 +492,12 @@ pub fn train_on(
         if step + 1 == steps {
             let values: Vec<f32> = losses.values.iter().map(|v| v.item(g)).collect();
             train::check_losses(step + 1, losses.names, &values)?;
-            last = losses.names.iter().map(|s| s.to_string()).zip(values).collect();
+            last = losses
+                .names
+                .iter()
+                .map(|s| s.to_string())
+                .zip(values)
+                .collect();
         }
         g.flush();
     }
@@ -489,7 +507,12 @@ pub fn train_on(
 /// The retrain protocol's reference: a fresh model trained `eval_steps` on the whole pool
 /// (the initial set and every unseen image), measured like every budget point.
 /// Deficiency against random is computed from it.
-pub fn full_pool_quality(g: &Gpu, cfg: &ActiveConfig, out: &Path, progress: bool) -> Result<Quality> {
+pub fn full_pool_quality(
+    g: &Gpu,
+    cfg: &ActiveConfig,
+    out: &Path,
+    progress: bool,
+) -> Result<Quality> {
     cfg.validate()?;
     let setup = Setup::new(g, cfg, progress)?;
     let all: Vec<usize> = (0..setup.pool.items.len()).collect();
@@ -621,7 +644,10 @@ pub fn run_active(
                 candidates.truncate(cfg.pool_subsample);
                 candidates.sort_unstable();
             }
-            let k = cfg.per_round.min(cfg.budget - spent_before).min(candidates.len());
+            let k = cfg
+                .per_round
+                .min(cfg.budget - spent_before)
+                .min(candidates.len());
             if k == 0 {
                 break;
             }
@@ -727,12 +753,20 @@ pub fn run_active(
             seconds: t.elapsed().as_secs_f64(),
         };
         // Round outputs, then the checkpoint, then the state that makes them count.
-        let bought: &[usize] = if round == 0 { &pool.initial } else { &new_items };
+        let bought: &[usize] = if round == 0 {
+            &pool.initial
+        } else {
+            &new_items
+        };
         let shown: Vec<usize> = bought.iter().copied().take(64).collect();
         let shown_ds = pool.data.subset(&shown);
         let mut pixels = vec![0.0f32; shown.len() * shown_ds.image_len()];
         shown_ds.fill_batch(&(0..shown.len()).collect::<Vec<_>>(), &mut pixels);
-        save_grid(&out.join(format!("rounds/acquired_{round:02}.png")), &pixels, tcfg)?;
+        save_grid(
+            &out.join(format!("rounds/acquired_{round:02}.png")),
+            &pixels,
+            tcfg,
+        )?;
         checkpoint::write_json(
             &out.join(format!("rounds/round_{round:02}.json")),
             &serde_json::json!({
@@ -834,7 +868,11 @@ fn first_difference(a: &toml::Value, b: &toml::Value, at: &str) -> Option<String
             keys.sort();
             keys.dedup();
             keys.into_iter().find_map(|k| {
-                let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
                 match (x.get(k), y.get(k)) {
                     (Some(u), Some(v)) => first_difference(u, v, &path),
                     (u, v) => Some(format!("{path}: {} then, {} now", show(u), show(v))),

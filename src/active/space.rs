@@ -118,10 +118,7 @@ impl Space {
                 let opts = cfg.train.load_options();
                 let net =
                     eval::classifier_net(g, &cfg.train.data, &opts, &cfg.feature_net, progress)?;
-                let description = format!(
-                    "ABLATION, uses labels: the judge's {}",
-                    net.description
-                );
+                let description = format!("ABLATION, uses labels: the judge's {}", net.description);
                 (Some(net), description)
             }
             AcqFeatures::Discriminator => {
@@ -188,7 +185,12 @@ fn pool_features(g: &Gpu, net: &FeatureNet, pool: &Pool) -> Result<Features> {
     Ok(f)
 }
 
-fn discriminator_features(g: &Gpu, model: &Model, ds: &crate::data::Dataset, idx: &[usize]) -> Result<Features> {
+fn discriminator_features(
+    g: &Gpu,
+    model: &Model,
+    ds: &crate::data::Dataset,
+    idx: &[usize],
+) -> Result<Features> {
     let Model::Gan(m) = model else {
         bail!("--acq-features discriminator needs --model gan");
     };
@@ -203,7 +205,12 @@ fn discriminator_features(g: &Gpu, model: &Model, ds: &crate::data::Dataset, idx
     Features::new(idx.len(), d, data)
 }
 
-fn generated_discriminator_features(g: &Gpu, model: &Model, n: usize, seed: u64) -> Result<Features> {
+fn generated_discriminator_features(
+    g: &Gpu,
+    model: &Model,
+    n: usize,
+    seed: u64,
+) -> Result<Features> {
     let Model::Gan(m) = model else {
         bail!("--acq-features discriminator needs --model gan");
     };
@@ -228,10 +235,7 @@ pub fn kmeans(f: &Features, k: usize, seed: u64) -> Vec<usize> {
     let k = k.min(n).max(1);
     let mut rng = HostRng::new(seed, 0x6b6d);
     let dist = |a: &[f32], b: &[f32]| -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| ((x - y) as f64).powi(2))
-            .sum()
+        a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
     };
     let mut centers: Vec<Vec<f32>> = vec![f.row(rng.below(n)).to_vec()];
     let mut nearest: Vec<f64> = (0..n).map(|i| dist(f.row(i), &centers[0])).collect();
@@ -280,7 +284,10 @@ pub fn kmeans(f: &Features, k: usize, seed: u64) -> Vec<usize> {
         }
         for c in 0..k {
             if counts[c] > 0 {
-                centers[c] = sums[c].iter().map(|s| (s / counts[c] as f64) as f32).collect();
+                centers[c] = sums[c]
+                    .iter()
+                    .map(|s| (s / counts[c] as f64) as f32)
+                    .collect();
             }
         }
         if !changed {
