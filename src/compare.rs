@@ -562,6 +562,48 @@ fn class_mix_svg(bought: &[usize], pool: &[usize], names: &[String]) -> String {
     s + "</svg>"
 }
 
+/// The per-arm verdict over the whole budget curve, as an HTML table.
+fn headline(sum: &Summary) -> String {
+    let mut h = String::from(
+        "<h2>Summary (mean ± std over seeds)</h2><table class=\"head\"><tr><th>strategy</th><th>FID area (mean FID over budgets)</th><th>deficiency vs random</th><th>budget to reach random's final FID</th><th>final FID</th><th>final recall</th><th>final coverage</th></tr>",
+    );
+    for (s, levels) in &sum.levels {
+        let last = levels.last();
+        let fin = |m: &str, p: usize| {
+            last.and_then(|l| Some(format!("{:.p$} ± {:.p$}", l.mean.get(m)?, l.std.get(m)?)))
+                .unwrap_or_else(|| "-".into())
+        };
+        let budget = match sum.budget_to_random_final_fid.get(s) {
+            Some(Some(f)) => format!("{:.0}%", f * 100.0),
+            Some(None) => "not reached".into(),
+            None => "-".into(),
+        };
+        h += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{budget}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(s),
+            pm(sum.fid_auc.get(s), 1.0, 2).replace('±', " ± "),
+            pm(sum.deficiency.get(s), 1.0, 3).replace('±', " ± "),
+            fin("fid", 2),
+            fin("recall", 3),
+            fin("coverage", 3)
+        );
+    }
+    if let Some(f) = sum.full_pool.get("fid") {
+        h += &format!(
+            "<tr><td><i>full pool (reference)</i></td><td></td><td>0</td><td></td><td>{:.2} ± {:.2}</td><td>{}</td><td>{}</td></tr>",
+            f.mean,
+            f.std,
+            pm(sum.full_pool.get("recall"), 1.0, 3).replace('±', " ± "),
+            pm(sum.full_pool.get("coverage"), 1.0, 3).replace('±', " ± ")
+        );
+    }
+    h += "</table><p>FID area: the mean FID over the evaluated budgets beyond the initial set. Deficiency: Σ(FID − FID<sub>full</sub>) / Σ(FID<sub>random</sub> − FID<sub>full</sub>) over those budgets, per seed; below 1 is closer to the model trained on the whole pool. Budget: where the mean FID curve first reaches random's final mean FID (interpolated), as a share of the budget random needs for it.</p>";
+    if let Some(n) = &sum.budget_note {
+        h += &format!("<p><b>Note:</b> {}</p>", escape(n));
+    }
+    h
+}
+
 fn write_report(
     cfg: &CompareConfig,
     sum: &Summary,
@@ -573,7 +615,7 @@ fn write_report(
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>activegen compare</title>",
     );
-    html += "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}pre{background:#f4f4f4;padding:1em;overflow-x:auto}figure{display:inline-block;margin:0.4em;text-align:center;vertical-align:top}img{image-rendering:pixelated;width:224px}table.rounds td{vertical-align:top;padding:0.3em;border-top:1px solid #ddd}.labels{color:#b00}</style></head><body>";
+    html += "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}pre{background:#f4f4f4;padding:1em;overflow-x:auto}figure{display:inline-block;margin:0.4em;text-align:center;vertical-align:top}img{image-rendering:pixelated;width:224px}table.rounds td{vertical-align:top;padding:0.3em;border-top:1px solid #ddd}table.head{border-collapse:collapse}table.head td,table.head th{padding:0.25em 0.8em;border-bottom:1px solid #ddd;text-align:right}table.head td:first-child,table.head th:first-child{text-align:left}.labels{color:#b00}.charts svg{width:49%;height:auto}</style></head><body>";
     html += &format!(
         "<h1>Active acquisition against random</h1><p>{} on <code>{}</code>, model {:?}; initial {} images, then a budget of {} in rounds of {}; {} seed(s); metrics on {} generated vs {} held-out images.</p>",
         escape(&cfg.strategies.join(", ")),
@@ -613,14 +655,16 @@ fn write_report(
         );
     }
     html += "</ul>";
+    html += &headline(sum);
+    html += "<div class=\"charts\">";
+    for (_, path) in charts {
+        html += &std::fs::read_to_string(path).unwrap_or_default();
+    }
+    html += "</div>";
     html += &format!(
-        "<h2>Summary (mean ± std over seeds)</h2><pre>{}</pre>",
+        "<h2>Every evaluated budget (mean ± std over seeds)</h2><pre>{}</pre>",
         escape(&table(sum))
     );
-    for (_, path) in charts {
-        let svg = std::fs::read_to_string(path).unwrap_or_default();
-        html += &format!("<div>{svg}</div>");
-    }
     let seed_dir = |arm: &str| cfg.out.join(arm).join(format!("seed{}", b.seed));
     html += &format!(
         "<h2>Samples at the largest evaluated budget (seed {})</h2>",
@@ -712,7 +756,9 @@ fn write_report(
         }
         html += "</tr>";
     }
-    html += "</table></body></html>\n";
+    // Marks the page once loaded with the number of images that failed to decode, so a
+    // headless browser's DOM dump can check the report (tests/report_browser.rs).
+    html += "</table><script>window.addEventListener('load',()=>{document.body.dataset.images=document.images.length;document.body.dataset.broken=[...document.images].filter(i=>!i.naturalWidth).length;});</script></body></html>\n";
     crate::util::write_atomic(&cfg.out.join("report.html"), html.as_bytes())
 }
 
