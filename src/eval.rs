@@ -506,8 +506,11 @@ pub fn features_of_model(
     let mut images = Vec::new();
     generate(g, model, n, seed, batch, |imgs| {
         let (f, p) = extract(g, net, imgs)?;
-        if images.len() < 64 * imgs.numel() / imgs.dim(0) {
-            images.extend(imgs.to_vec(g));
+        let per = imgs.numel() / imgs.dim(0);
+        if images.len() < 64 * per {
+            let v = imgs.to_vec(g);
+            let take = (64 * per - images.len()).min(v.len());
+            images.extend_from_slice(&v[..take]);
         }
         data.extend(f);
         if let (Some(all), Some(p)) = (preds.as_mut(), p) {
