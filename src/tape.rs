@@ -266,12 +266,47 @@ pub fn backward(g: &Gpu, loss: &Tensor) -> Result<Grads> {
 pub fn backward_with(g: &Gpu, out: &Tensor, seed: Tensor) -> Result<Grads> {
     let nodes = std::mem::take(&mut g.tape.borrow_mut().nodes);
     g.tape.borrow_mut().no_grad += 1;
-    let result = run_backward(g, out, seed, nodes);
+    let result = run_backward(g, out, seed, nodes, None);
     g.tape.borrow_mut().no_grad -= 1;
     result
 }
 
-fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Result<Grads> {
+/// The gradients of the scalar `loss` with respect to `wrt` alone: tensors that are not
+/// parameters, such as a batch of latents, marked with `into_param` before the forward
+/// pass so that it was recorded. Only the ops between `wrt` and `loss` run backward, and
+/// in them only the inputs that depend on `wrt`, so no parameter gradient is computed and
+/// no optimiser state is touched. Clears the tape, as `backward` does.
+pub fn grad(g: &Gpu, loss: &Tensor, wrt: &[&Tensor]) -> Result<Vec<Option<Tensor>>> {
+    assert_eq!(
+        loss.numel(),
+        1,
+        "grad needs a scalar loss, got {:?}",
+        loss.shape()
+    );
+    let seed = elementwise::fill(g, loss.shape(), 1.0)?;
+    let nodes = std::mem::take(&mut g.tape.borrow_mut().nodes);
+    // Every tensor computed from `wrt`: recording order is a topological order.
+    let mut depends: HashSet<u64> = wrt.iter().map(|t| t.id).collect();
+    for node in &nodes {
+        if node.op.inputs().iter().any(|t| depends.contains(&t.id)) {
+            depends.insert(node.out);
+        }
+    }
+    g.tape.borrow_mut().no_grad += 1;
+    let result = run_backward(g, loss, seed, nodes, Some(&depends));
+    g.tape.borrow_mut().no_grad -= 1;
+    let grads = result?;
+    Ok(wrt.iter().map(|t| grads.get(t).cloned()).collect())
+}
+
+/// `only`: where given, gradients flow only into tensors of this set (`grad`).
+fn run_backward(
+    g: &Gpu,
+    out: &Tensor,
+    seed: Tensor,
+    mut nodes: Vec<Node>,
+    only: Option<&HashSet<u64>>,
+) -> Result<Grads> {
     let mut grads = Grads::default();
     grads.map.insert(out.id, seed);
     let fusion = ActFusion::plan(g, &nodes, out.id);
@@ -283,9 +318,18 @@ fn run_backward(g: &Gpu, out: &Tensor, seed: Tensor, mut nodes: Vec<Node>) -> Re
             .op
             .inputs()
             .iter()
-            .map(|t| (t.id, t.requires_grad))
+            .map(|t| {
+                (
+                    t.id,
+                    t.requires_grad && only.is_none_or(|s| s.contains(&t.id)),
+                )
+            })
             .collect();
         let needs: Vec<bool> = inputs.iter().map(|i| i.1).collect();
+        if !needs.contains(&true) {
+            // Recorded for a parameter that `grad` leaves out: nothing to compute.
+            continue;
+        }
         let acts = fusion.acts_for(&node);
         let in_grads = backward_rule(g, &node.op, &dy, &needs, acts)?;
         // Intermediate gradients are dropped once used, which returns their buffers to the pool.

@@ -466,3 +466,86 @@ fn a_tensor_used_twice_accumulates_both_gradients() {
         elementwise::add(g, &sq, &x[0])
     });
 }
+
+/// `tape::grad`: the gradient of a scalar with respect to latents z through the generator
+/// and the discriminator (eval mode, as a query is synthesised), against central
+/// differences of the same forward pass; bitwise the full backward pass's dz; and no
+/// parameter gradient is computed on the way.
+#[test]
+fn latent_gradients_through_generator_then_discriminator() {
+    use activegen::models::dcgan::{Discriminator, GanConfig, Generator};
+    use activegen::nn;
+    let g = gpu();
+    g.set_seed(11);
+    let cfg = GanConfig {
+        z_dim: 6,
+        g_width: 4,
+        d_width: 4,
+        ..GanConfig::default()
+    };
+    let gen = Generator::new(&g, &cfg).unwrap();
+    let disc = Discriminator::new(&g, &cfg).unwrap();
+    let mut r = Rng(5);
+    let z0 = r.vec(3 * 6);
+    let weights = r.vec(3);
+    let forward = |z: &Tensor| -> Tensor {
+        let x = gen.forward(&g, z, None, false).unwrap();
+        disc.forward(&g, &x, None, false, true).unwrap()
+    };
+    let objective = |y: &Tensor| -> Tensor {
+        let w = Tensor::from_slice(&g, &[3, 1], &weights).unwrap();
+        reduce::sum_all(&g, &elementwise::mul(&g, y, &w).unwrap()).unwrap()
+    };
+    let calls = |stats: Vec<(String, activegen::gpu::KernelStat)>| -> u64 {
+        stats.iter().map(|s| s.1.calls).sum()
+    };
+    let z = Tensor::from_slice(&g, &[3, 6], &z0).unwrap().into_param();
+    let loss = objective(&forward(&z));
+    g.start_profiling();
+    let dz = tape::grad(&g, &loss, &[&z]).unwrap().remove(0).unwrap();
+    let grad_calls = calls(g.stop_profiling());
+    assert_eq!(dz.shape(), &[3, 6]);
+    let dz = dz.to_vec(&g);
+    // The full backward pass of the same graph: the same dz, and every parameter's
+    // gradient too, which takes more kernels than the latents' alone.
+    let z_full = Tensor::from_slice(&g, &[3, 6], &z0).unwrap().into_param();
+    let loss = objective(&forward(&z_full));
+    g.start_profiling();
+    let full = tape::backward(&g, &loss).unwrap();
+    let full_calls = calls(g.stop_profiling());
+    assert_eq!(
+        dz,
+        full.get(&z_full).unwrap().to_vec(&g),
+        "grad and backward differ"
+    );
+    assert!(nn::param_tensors(&gen)
+        .iter()
+        .all(|p| full.get(p).is_some()));
+    assert!(
+        grad_calls < full_calls,
+        "grad ran {grad_calls} kernels, the full backward {full_calls}: parameter gradients were computed"
+    );
+    let eval = |zv: &[f32]| -> f64 {
+        tape::no_grad(&g, || {
+            let y = forward(&Tensor::from_slice(&g, &[3, 6], zv).unwrap()).to_vec(&g);
+            y.iter()
+                .zip(&weights)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum()
+        })
+    };
+    let eps = 4e-3f32;
+    for j in 0..z0.len() {
+        let mut plus = z0.clone();
+        plus[j] += eps;
+        let mut minus = z0.clone();
+        minus[j] -= eps;
+        let num = (eval(&plus) - eval(&minus)) / (2.0 * eps as f64);
+        let a = dz[j] as f64;
+        let tol = 1e-2 + 2e-2 * a.abs().max(num.abs());
+        assert!(
+            (num - a).abs() <= tol,
+            "dD(G(z))/dz[{j}]: analytic {a:.6}, numeric {num:.6}"
+        );
+    }
+}
