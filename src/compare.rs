@@ -720,6 +720,15 @@ fn write_report(
             ) {
                 html += &tag;
             }
+            // Synthesis: the generator's queries beside the pool images they retrieved.
+            for (file, what) in [("queries", "asked for"), ("retrieved", "found in the pool")] {
+                if let Some(tag) = png_tag(
+                    &dir.join(format!("rounds/{file}_{round:02}.png")),
+                    &format!("{arm}, round {round}: {what}"),
+                ) {
+                    html += &tag;
+                }
+            }
             let rj: Option<serde_json::Value> =
                 crate::checkpoint::read_json(&dir.join(format!("rounds/round_{round:02}.json")))
                     .ok();

@@ -238,9 +238,18 @@ struct ActiveArgs {
     /// Generated and held-out images per evaluation.
     #[arg(long)]
     eval_n: Option<usize>,
-    /// hybrid: misfit pre-selection of beta times the round's batch.
+    /// hybrid, synthesis: a shortlist of beta times the round's batch, then k-center greedy.
     #[arg(long)]
     hybrid_beta: Option<f64>,
+    /// synthesis: gradient-ascent steps on the latents.
+    #[arg(long)]
+    synthesis_steps: Option<usize>,
+    /// synthesis: latents synthesised per round.
+    #[arg(long)]
+    synthesis_candidates: Option<usize>,
+    /// synthesis: the length of each step in latent space.
+    #[arg(long, allow_negative_numbers = true)]
+    synthesis_step_size: Option<f32>,
 }
 
 fn positive(flag: &str, v: Option<i64>) -> Result<Option<usize>> {
@@ -321,6 +330,15 @@ impl ActiveArgs {
         }
         if let Some(b) = self.hybrid_beta {
             cfg.hybrid_beta = b;
+        }
+        if let Some(v) = self.synthesis_steps {
+            cfg.synthesis.steps = v;
+        }
+        if let Some(v) = self.synthesis_candidates {
+            cfg.synthesis.candidates = v;
+        }
+        if let Some(v) = self.synthesis_step_size {
+            cfg.synthesis.step_size = v;
         }
         cfg.validate()?;
         Ok(cfg)

@@ -107,6 +107,10 @@ fn every_strategy_acquires_the_budget_once_each() {
         if s == "vae-elbo" {
             c.train.model = activegen::train::ModelKind::Vae;
         }
+        if s == "synthesis" {
+            c.synthesis.candidates = 24;
+            c.synthesis.steps = 2;
+        }
         let out = scratch(s);
         let o =
             active::run_active(&g, &c, &out, false, false).unwrap_or_else(|e| panic!("{s}: {e:#}"));
@@ -132,8 +136,22 @@ fn every_strategy_acquires_the_budget_once_each() {
         acq.dedup();
         assert_eq!(acq.len(), 80, "{s}: an image was acquired twice");
         assert!(out.join("rounds.csv").exists() && out.join("rounds/round_02.png").exists());
+        assert_eq!(
+            out.join("rounds/queries_02.png").exists(),
+            s == "synthesis",
+            "{s}: only synthesis shows queries"
+        );
         let _ = std::fs::remove_dir_all(&out);
     }
+    // The VAE's form of synthesis: prior latents where the acquired set is thin.
+    let mut c = tiny("synthesis");
+    c.train.model = activegen::train::ModelKind::Vae;
+    c.synthesis.candidates = 24;
+    let out = scratch("synthesis-vae");
+    let o = active::run_active(&g, &c, &out, false, false).unwrap();
+    assert_eq!(o.records.last().unwrap().acquired, 80);
+    assert!(out.join("rounds/retrieved_02.png").exists());
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 fn fid(r: &active::RoundRecord) -> f64 {

@@ -28,6 +28,7 @@ pub mod pool;
 pub mod random;
 pub mod space;
 pub mod strategy;
+pub mod synthesis;
 pub mod vaal;
 pub mod vae_elbo;
 
@@ -100,8 +101,10 @@ pub struct ActiveConfig {
     pub patience: Option<usize>,
     /// Generated (and held-out real) images per evaluation.
     pub eval_n: usize,
-    /// hybrid: misfit pre-selection of beta * per_round before the diversity step.
+    /// hybrid, synthesis: a shortlist of beta * per_round before the diversity step.
     pub hybrid_beta: f64,
+    /// synthesis: how the queries are made.
+    pub synthesis: synthesis::SynthesisConfig,
     pub train: TrainConfig,
     /// The supervised classifier that judges labelled data.
     pub feature_net: eval::FeatureNetSpec,
@@ -140,6 +143,7 @@ impl Default for ActiveConfig {
             patience: None,
             eval_n: 500,
             hybrid_beta: 4.0,
+            synthesis: synthesis::SynthesisConfig::default(),
             train,
             feature_net: eval::FeatureNetSpec::default(),
             retrain_cache: None,
@@ -171,6 +175,7 @@ impl ActiveConfig {
         if self.hybrid_beta.is_nan() || self.hybrid_beta < 1.0 {
             bail!("--hybrid-beta must be at least 1, got {}", self.hybrid_beta);
         }
+        self.synthesis.validate()?;
         let points = self.budget_points();
         if let Some(b) = self.eval_budgets.iter().find(|b| !points.contains(b)) {
             bail!(
@@ -677,6 +682,8 @@ pub fn run_active(
                     rng: &mut rng,
                     round,
                     hybrid_beta: cfg.hybrid_beta,
+                    space: space.as_ref(),
+                    synthesis: &cfg.synthesis,
                 };
                 strat.select(&mut ctx, k)
             })();
@@ -767,6 +774,24 @@ pub fn run_active(
             &pixels,
             tcfg,
         )?;
+        // Synthesis: what the generator asked for and the pool images that answered.
+        let mut retrieved = vec![];
+        if let Some(q) = strat.last_queries().filter(|_| round > 0) {
+            save_grid(
+                &out.join(format!("rounds/queries_{round:02}.png")),
+                &q.images,
+                tcfg,
+            )?;
+            let ds = pool.data.subset(&q.retrieved);
+            let mut px = vec![0.0f32; q.retrieved.len() * ds.image_len()];
+            ds.fill_batch(&(0..q.retrieved.len()).collect::<Vec<_>>(), &mut px);
+            save_grid(
+                &out.join(format!("rounds/retrieved_{round:02}.png")),
+                &px,
+                tcfg,
+            )?;
+            retrieved = q.retrieved.clone();
+        }
         checkpoint::write_json(
             &out.join(format!("rounds/round_{round:02}.json")),
             &serde_json::json!({
@@ -776,6 +801,7 @@ pub fn run_active(
                 "new_class_histogram": pool.histogram(bought),
                 "sources": st.acquired.iter().map(|&i| pool.items[i].source).collect::<Vec<_>>(),
                 "class_histogram": &rec.acquired_histogram,
+                "queries_retrieved": retrieved,
             }),
         )?;
         let ckpt = out.join("checkpoint");

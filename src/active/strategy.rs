@@ -35,6 +35,10 @@ pub struct Context<'a> {
     pub round: usize,
     /// The hybrid strategy's over-selection factor (top beta*b by misfit).
     pub hybrid_beta: f64,
+    /// The acquisition space (None for strategies that read no features): synthesis
+    /// embeds its queries in it.
+    pub space: Option<&'a super::Space>,
+    pub synthesis: &'a super::synthesis::SynthesisConfig,
 }
 
 pub trait Strategy {
@@ -49,6 +53,10 @@ pub trait Strategy {
     /// Whether the strategy reads acquisition-space features (else none are computed).
     fn uses_features(&self) -> bool {
         true
+    }
+    /// The queries the last `select` synthesised, for the report (synthesis only).
+    fn last_queries(&self) -> Option<&super::synthesis::Queries> {
+        None
     }
 }
 
@@ -72,6 +80,9 @@ pub const REGISTRY: &[(&str, MakeStrategy)] = &[
         Box::new(super::coverage_stratified::CoverageStratified { k: 5 })
     }),
     ("vaal", || Box::new(super::vaal::Vaal)),
+    ("synthesis", || {
+        Box::new(super::synthesis::Synthesis::default())
+    }),
 ];
 
 pub fn names() -> Vec<&'static str> {
