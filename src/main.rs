@@ -54,6 +54,9 @@ struct TrainArgs {
     /// GAN loss: bce | hinge.
     #[arg(long)]
     loss: Option<String>,
+    /// DiffAugment (color, translation, cutout) on D's inputs, real and generated (GAN).
+    #[arg(long)]
+    diffaug: bool,
     #[arg(long)]
     z_dim: Option<usize>,
     #[arg(long)]
@@ -123,6 +126,9 @@ impl TrainArgs {
         }
         if self.conditional {
             cfg.gan.num_classes = 1; // the dataset's class count is filled in at build time
+        }
+        if self.diffaug {
+            cfg.gan.diffaug = true;
         }
         if let Some(l) = &self.loss {
             cfg.gan.loss = match l.as_str() {

@@ -85,6 +85,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("../shaders/concat.wgsl")),
     ("loss", include_str!("../shaders/loss.wgsl")),
     ("latent", include_str!("../shaders/latent.wgsl")),
+    ("diffaug", include_str!("../shaders/diffaug.wgsl")),
     ("optim", include_str!("../shaders/optim.wgsl")),
     ("rng", include_str!("../shaders/rng.wgsl")),
     ("philox", include_str!("../shaders/philox.wgsl")),

@@ -13,7 +13,7 @@ use anyhow::Result;
 use crate::gpu::Gpu;
 use crate::ops::activation::Act;
 use crate::ops::{
-    activation, batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, latent,
+    activation, batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent,
     linear_cm, loss, matmul, reduce,
 };
 use crate::tensor::Tensor;
@@ -115,6 +115,11 @@ pub enum Op {
         stats: Tensor,
         eps: Tensor,
     },
+    /// `draws` are the augmentation's random parameters, never differentiated.
+    DiffAug {
+        x: Tensor,
+        draws: Tensor,
+    },
     LinearCm {
         x: Tensor,
         w: Tensor,
@@ -169,6 +174,7 @@ impl Op {
             Op::SoftmaxXent { x, .. } => vec![x],
             Op::GaussianKl { stats } => vec![stats],
             Op::Reparameterize { stats, eps } => vec![stats, eps],
+            Op::DiffAug { x, .. } => vec![x],
         }
     }
 }
@@ -533,5 +539,6 @@ fn backward_rule(
                 None,
             ]
         }
+        Op::DiffAug { x, draws } => vec![Some(diffaug::diffaug_backward(g, x, draws, dy)?)],
     })
 }

@@ -19,7 +19,7 @@ use crate::models::vae::{Vae, VaeConfig};
 use crate::nn::{self, Module};
 use crate::ops::activation::{self};
 use crate::ops::optim::{self, Optimizer};
-use crate::ops::{elementwise, loss, reduce, rng};
+use crate::ops::{diffaug, elementwise, loss, reduce, rng};
 use crate::tape;
 use crate::tensor::Tensor;
 use crate::util::HostRng;
@@ -147,6 +147,9 @@ impl TrainConfig {
             bail!("--log-every, --sample-every and --checkpoint-every must be at least 1");
         }
         crate::models::stages(self.gan.resolution)?;
+        if self.gan.diffaug && self.model != ModelKind::Gan {
+            bail!("--diffaug augments a discriminator's inputs: it needs --model gan");
+        }
         Ok(())
     }
 
@@ -497,11 +500,22 @@ impl GanModel {
         let n = real.dim(0);
         let z_dim = self.gen.cfg.z_dim;
         let hinge = self.gen.cfg.loss == GanLoss::Hinge;
+        // DiffAugment: D sees every image augmented, with fresh draws each time; G's
+        // gradient flows back through the augmentation of its images.
+        let augment = |x: &Tensor| -> Result<Tensor> {
+            if self.gen.cfg.diffaug {
+                diffaug::diffaug(g, x)
+            } else {
+                Ok(x.clone())
+            }
+        };
         // D step: fake images carry no graph.
         let z = rng::normal(g, &[n, z_dim], 0.0, 1.0)?;
         let fake = tape::no_grad(g, || self.gen.forward(g, &z, onehot, true))?;
-        let d_real = self.disc.forward(g, real, onehot, true, false)?;
-        let d_fake = self.disc.forward(g, &fake, onehot, true, false)?;
+        let d_real = self.disc.forward(g, &augment(real)?, onehot, true, false)?;
+        let d_fake = self
+            .disc
+            .forward(g, &augment(&fake)?, onehot, true, false)?;
         let loss_d = if hinge {
             let r = reduce::mean_all(
                 g,
@@ -523,7 +537,7 @@ impl GanModel {
         // G step: D is frozen, so only G's weights get gradients.
         let z = rng::normal(g, &[n, z_dim], 0.0, 1.0)?;
         let fake = self.gen.forward(g, &z, onehot, true)?;
-        let d_out = self.disc.forward(g, &fake, onehot, true, true)?;
+        let d_out = self.disc.forward(g, &augment(&fake)?, onehot, true, true)?;
         let loss_g = if hinge {
             elementwise::scale(g, &reduce::mean_all(g, &d_out)?, -1.0)?
         } else {

@@ -6,8 +6,8 @@ mod common;
 
 use activegen::ops::activation::{self, Act};
 use activegen::ops::{
-    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, latent, linear_cm, loss,
-    matmul, reduce,
+    batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent, linear_cm,
+    loss, matmul, reduce,
 };
 use activegen::tape;
 use activegen::{Gpu, Tensor};
@@ -546,6 +546,26 @@ fn latent_gradients_through_generator_then_discriminator() {
         assert!(
             (num - a).abs() <= tol,
             "dD(G(z))/dz[{j}]: analytic {a:.6}, numeric {num:.6}"
+        );
+    }
+}
+
+#[test]
+fn diffaug_gradients() {
+    // Fixed draws (a captured constant, not an input): the op is affine in x.
+    let mut r = Rng(31);
+    for shape in [[3usize, 1, 9, 9], [2, 3, 5, 7]] {
+        let n = shape[0];
+        let draws: Vec<f32> = (0..n * diffaug::DRAWS)
+            .map(|_| ((r.uniform() + 1.0) / 2.0).clamp(1e-6, 1.0))
+            .collect();
+        gradcheck(
+            &format!("diffaug {shape:?}"),
+            &[rand(&mut r, &shape)],
+            &move |g, x| {
+                let d = Tensor::from_slice(g, &[n, diffaug::DRAWS], &draws)?;
+                diffaug::diffaug_with(g, &x[0], &d)
+            },
         );
     }
 }

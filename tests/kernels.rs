@@ -6,8 +6,8 @@ mod common;
 
 use activegen::ops::activation::{self, Act};
 use activegen::ops::{
-    batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, latent, loss, matmul, optim,
-    reduce, rng,
+    batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent, loss,
+    matmul, optim, reduce, rng,
 };
 use activegen::tape;
 use activegen::Tensor;
@@ -1371,4 +1371,109 @@ fn linear_cm_matches_cpu_and_the_nchw_linear() {
             );
         }
     }
+}
+
+/// Draws in (0, 1] with the edges included: exactly 1 must stay inside every range.
+fn augment_draws(r: &mut Rng, n: usize) -> Vec<f32> {
+    let mut d: Vec<f32> = (0..n * diffaug::DRAWS)
+        .map(|_| (r.uniform() + 1.0) / 2.0)
+        .map(|v| v.clamp(1e-6, 1.0))
+        .collect();
+    for (i, v) in d.iter_mut().enumerate().take(3 * diffaug::DRAWS) {
+        *v = if i < diffaug::DRAWS {
+            1.0
+        } else if i < 2 * diffaug::DRAWS {
+            1e-6
+        } else {
+            *v
+        };
+    }
+    d
+}
+
+#[test]
+fn diffaug_forward_and_backward_match_cpu_on_ragged_shapes() {
+    let g = gpu();
+    let mut r = Rng(23);
+    let mut shapes = vec![];
+    for &n in &ODD {
+        shapes.push([n, 1, 28, 28]);
+    }
+    shapes.extend([
+        [3, 3, 17, 17],
+        [17, 3, 32, 32],
+        [2, 1, 1, 1],
+        [3, 1, 3, 3],
+        [5, 3, 9, 5],
+        [4, 1, 65, 17],
+    ]);
+    for shape in shapes {
+        let [n, c, h, w] = shape;
+        let x = r.vec(n * c * h * w);
+        let dy = r.vec(n * c * h * w);
+        let draws = augment_draws(&mut r, n);
+        let (xt, dt) = (t(&g, &shape, &x), t(&g, &[n, diffaug::DRAWS], &draws));
+        let y = tape::no_grad(&g, || diffaug::diffaug_with(&g, &xt, &dt)).unwrap();
+        assert_close(
+            &format!("diffaug forward {shape:?}"),
+            &y.to_vec(&g),
+            &diffaug::diffaug_cpu(&x, &draws, shape),
+            1e-5,
+            1e-5,
+        );
+        let dx = diffaug::diffaug_backward(&g, &xt, &dt, &t(&g, &shape, &dy)).unwrap();
+        assert_close(
+            &format!("diffaug backward {shape:?}"),
+            &dx.to_vec(&g),
+            &diffaug::diffaug_backward_cpu(&dy, &draws, shape),
+            1e-5,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn diffaug_shifts_cuts_and_jitters_like_the_official_policy() {
+    // One 28 px image, brightness and contrast at their neutral draws (r0 = r2 = 1/2),
+    // saturation a no-op on one channel: a shift of ty = tx = +4 at r = 1, and the cutout
+    // square of 14 at its largest offset (rows and columns 21..27 zeroed, clamped).
+    let g = gpu();
+    let x: Vec<f32> = (0..784).map(|i| (i % 28) as f32 / 28.0 - 0.5).collect();
+    let mean = x.iter().sum::<f32>() / 784.0;
+    let draws = [0.5, 0.3, 0.5, 1.0, 1.0, 1.0, 1.0, 0.0];
+    let y = tape::no_grad(&g, || {
+        diffaug::diffaug_with(&g, &t(&g, &[1, 1, 28, 28], &x), &t(&g, &[1, 8], &draws))
+    })
+    .unwrap()
+    .to_vec(&g);
+    for i in 0..28 {
+        for j in 0..28 {
+            let want = if i + 4 >= 28 || j + 4 >= 28 || (i >= 21 && j >= 21) {
+                0.0
+            } else {
+                (x[(i + 4) * 28 + j + 4] - mean) * 1.0 + mean
+            };
+            assert!(
+                (y[i * 28 + j] - want).abs() < 1e-5,
+                "({i}, {j}): {} vs {want}",
+                y[i * 28 + j]
+            );
+        }
+    }
+    // Fresh draws move the device stream and differ per call; a seed repeats them.
+    g.set_seed(4);
+    let img = t(&g, &[2, 1, 28, 28], &[x.clone(), x.clone()].concat());
+    let a = tape::no_grad(&g, || diffaug::diffaug(&g, &img))
+        .unwrap()
+        .to_vec(&g);
+    let b = tape::no_grad(&g, || diffaug::diffaug(&g, &img))
+        .unwrap()
+        .to_vec(&g);
+    assert_ne!(a, b);
+    assert_ne!(a[..784], a[784..], "two samples, two draws");
+    g.set_seed(4);
+    let again = tape::no_grad(&g, || diffaug::diffaug(&g, &img))
+        .unwrap()
+        .to_vec(&g);
+    assert_eq!(a, again);
 }

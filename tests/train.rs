@@ -108,9 +108,14 @@ fn a_resumed_vae_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
 /// without it.
 #[test]
 fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_changes_no_number() {
-    for model in [ModelKind::Gan, ModelKind::Vae] {
+    for (model, diffaug) in [
+        (ModelKind::Gan, false),
+        (ModelKind::Gan, true),
+        (ModelKind::Vae, false),
+    ] {
         let mut cfg = tiny(model, 1);
         cfg.gan.num_classes = (model == ModelKind::Gan) as usize;
+        cfg.gan.diffaug = diffaug;
         let first_step = |warm_up: bool| {
             let g = gpu();
             g.set_seed(cfg.seed);
@@ -346,4 +351,34 @@ fn parameter_gradients_are_reachable_by_name() {
         assert_eq!(gr.shape(), p.tensor.shape(), "{}", p.name);
     }
     assert!(grad_by_name(&d, &grads, "no.such.weight").is_none());
+}
+
+#[test]
+fn diffaug_trains_and_draws_from_the_stream_only_when_on() {
+    // Off: the model is the one without the setting, step for step. On: the same first
+    // draw of z, then augmentation draws, so other losses; finite and reproducible.
+    let run = |diffaug: bool| -> (Vec<u32>, (u64, u64)) {
+        let mut cfg = tiny(ModelKind::Gan, 1);
+        cfg.gan.diffaug = diffaug;
+        let g = gpu();
+        g.set_seed(cfg.seed);
+        let mut m = train::Model::new(&g, &cfg, 0).unwrap();
+        let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
+        let mut bits = vec![];
+        for _ in 0..3 {
+            let l = m.train_step(&g, &real, None).unwrap();
+            for v in &l.values {
+                let x = v.item(&g);
+                assert!(x.is_finite(), "diffaug {diffaug}: loss {x}");
+                bits.push(x.to_bits());
+            }
+        }
+        (bits, g.rng_state())
+    };
+    let (off, off_rng) = run(false);
+    let (on, on_rng) = run(true);
+    assert_ne!(off, on, "DiffAugment changed nothing");
+    // Per step: 2 z draws of [16, z] and, when on, 3 augmentations of 16 x 8 draws.
+    assert_eq!(on_rng.1 - off_rng.1, 3 * 3 * 16 * 8);
+    assert_eq!(run(true).0, on, "the same seed, other losses");
 }

@@ -36,7 +36,9 @@ pub struct GanConfig {
     pub num_classes: usize,
     pub loss: GanLoss,
     pub leaky_slope: f32,
-    /// DiffAugment on D's inputs (set by the DiffAugment change).
+    /// DiffAugment (color, translation, cutout) on everything D sees, real and generated,
+    /// in both steps (`ops::diffaug`). A training setting, not a layer: sampling never
+    /// augments.
     #[serde(default)]
     pub diffaug: bool,
 }

@@ -10,6 +10,7 @@ pub mod conv2d;
 pub mod conv_implicit;
 pub mod conv_subpixel;
 pub mod conv_transpose2d;
+pub mod diffaug;
 pub mod dropout;
 pub mod elementwise;
 pub mod latent;
