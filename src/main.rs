@@ -452,6 +452,36 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Train (or load from the cache) the self-supervised encoder of a dataset's training
+    /// split, without its labels, and measure it: kNN accuracy (k = 20) on the test split
+    /// against raw pixels, where the data has labels.
+    Encoder {
+        /// builtin | fashion-mnist | idx:IMAGES[,LABELS] | folder:PATH
+        #[arg(long, default_value = "builtin")]
+        data: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Image size for folders: 28, 32 or 64.
+        #[arg(long)]
+        resolution: Option<usize>,
+        #[arg(long, default_value_t = activegen::active::ACQUISITION_SEED)]
+        seed: u64,
+        /// Optimiser steps (default: the measured default).
+        #[arg(long, allow_negative_numbers = true)]
+        steps: Option<i64>,
+        /// Images per step (two views each).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Channel width of the trunk.
+        #[arg(long)]
+        width: Option<usize>,
+        /// NT-Xent temperature.
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Neighbours of the kNN measurement.
+        #[arg(long, default_value_t = 20)]
+        k: usize,
+    },
     /// List the GPU adapters with their backend, type and key limits.
     Devices,
     /// Benchmark kernels (matmul, conv2d, conv_transpose2d, all) or a training step (step).
@@ -754,10 +784,125 @@ fn eval_cmd(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn encoder_cmd(
+    device: Option<&str>,
+    data: String,
+    data_dir: Option<PathBuf>,
+    resolution: Option<usize>,
+    seed: u64,
+    steps: Option<i64>,
+    batch: Option<usize>,
+    width: Option<usize>,
+    temperature: Option<f32>,
+    k: usize,
+) -> Result<()> {
+    use activegen::data::{self, LoadOptions, Split};
+    use activegen::ssl::{self, Similarity, SslSpec};
+    let mut spec = SslSpec::default();
+    if let Some(s) = positive("--steps", steps)? {
+        spec.steps = s;
+    }
+    if let Some(b) = batch {
+        spec.batch = b;
+    }
+    if let Some(w) = width {
+        spec.width = w;
+    }
+    if let Some(t) = temperature {
+        spec.temperature = t;
+    }
+    spec.validate()?;
+    if k == 0 {
+        anyhow::bail!("--k must be at least 1");
+    }
+    let opts = LoadOptions {
+        data_dir,
+        resolution,
+        channels: None,
+    };
+    let train_set = data::load(&data, Split::Train, &opts)?;
+    let test_set = data::load(&data, Split::Test, &opts)?;
+    let mut images = train_set.clone();
+    images.labels = None;
+    images.num_classes = 0;
+    images.class_names.clear();
+    let g = Gpu::new(device)?;
+    let t = std::time::Instant::now();
+    let (enc, key) = ssl::encoder_for(&g, &images, &spec, seed, true)?;
+    let seconds = t.elapsed().as_secs_f64();
+    println!("encoder {key}");
+    println!(
+        "trained on the {} training images without labels; {:.1} s here (a cache hit loads it)",
+        images.n, seconds
+    );
+    let (Some(tr_l), Some(te_l)) = (&train_set.labels, &test_set.labels) else {
+        println!("{data} has no labels: kNN accuracy needs them");
+        return Ok(());
+    };
+    let labels = |l: &Vec<u8>| l.iter().map(|&v| v as usize).collect::<Vec<_>>();
+    let (tr_l, te_l) = (labels(tr_l), labels(te_l));
+    let all = |n: usize| (0..n).collect::<Vec<_>>();
+    let tr = ssl::embed_dataset(&g, &enc, &train_set, &all(train_set.n), 256)?;
+    let te = ssl::embed_dataset(&g, &enc, &test_set, &all(test_set.n), 256)?;
+    let pixels = |ds: &activegen::data::Dataset| -> Result<activegen::metrics::Features> {
+        let mut v = vec![0.0f32; ds.n * ds.image_len()];
+        ds.fill_batch(&all(ds.n), &mut v);
+        activegen::metrics::Features::new(ds.n, ds.image_len(), v)
+    };
+    let (ptr, pte) = (pixels(&train_set)?, pixels(&test_set)?);
+    println!(
+        "kNN accuracy (k = {k}) on the {} test images, the {} training images as memory:",
+        test_set.n, train_set.n
+    );
+    for (what, a, b, sim) in [
+        (
+            "self-supervised features, cosine",
+            &tr,
+            &te,
+            Similarity::Cosine,
+        ),
+        (
+            "self-supervised features, Euclidean",
+            &tr,
+            &te,
+            Similarity::Euclidean,
+        ),
+        ("raw pixels, Euclidean", &ptr, &pte, Similarity::Euclidean),
+        ("raw pixels, cosine", &ptr, &pte, Similarity::Cosine),
+    ] {
+        let acc = ssl::knn_accuracy(&g, a, &tr_l, b, &te_l, k, sim)?;
+        println!("  {what:<40} {:.2}%", acc * 100.0);
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let device = cli.device.as_deref();
     match cli.command {
         Command::Devices => devices(),
+        Command::Encoder {
+            data,
+            data_dir,
+            resolution,
+            seed,
+            steps,
+            batch,
+            width,
+            temperature,
+            k,
+        } => encoder_cmd(
+            device,
+            data,
+            data_dir,
+            resolution,
+            seed,
+            steps,
+            batch,
+            width,
+            temperature,
+            k,
+        ),
         Command::Train {
             args,
             config,

@@ -86,6 +86,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("loss", include_str!("../shaders/loss.wgsl")),
     ("latent", include_str!("../shaders/latent.wgsl")),
     ("diffaug", include_str!("../shaders/diffaug.wgsl")),
+    ("normalize", include_str!("../shaders/normalize.wgsl")),
     ("optim", include_str!("../shaders/optim.wgsl")),
     ("rng", include_str!("../shaders/rng.wgsl")),
     ("philox", include_str!("../shaders/philox.wgsl")),

@@ -14,7 +14,7 @@ use crate::gpu::Gpu;
 use crate::ops::activation::Act;
 use crate::ops::{
     activation, batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent,
-    linear_cm, loss, matmul, reduce,
+    linear_cm, loss, matmul, normalize, reduce,
 };
 use crate::tensor::Tensor;
 
@@ -115,6 +115,9 @@ pub enum Op {
         stats: Tensor,
         eps: Tensor,
     },
+    L2Normalize {
+        x: Tensor,
+    },
     /// `draws` are the augmentation's random parameters, never differentiated.
     DiffAug {
         x: Tensor,
@@ -174,7 +177,7 @@ impl Op {
             Op::SoftmaxXent { x, .. } => vec![x],
             Op::GaussianKl { stats } => vec![stats],
             Op::Reparameterize { stats, eps } => vec![stats, eps],
-            Op::DiffAug { x, .. } => vec![x],
+            Op::DiffAug { x, .. } | Op::L2Normalize { x } => vec![x],
         }
     }
 }
@@ -540,5 +543,6 @@ fn backward_rule(
             ]
         }
         Op::DiffAug { x, draws } => vec![Some(diffaug::diffaug_backward(g, x, draws, dy)?)],
+        Op::L2Normalize { x } => vec![Some(normalize::l2_normalize_backward(g, x, dy)?)],
     })
 }

@@ -7,7 +7,7 @@ mod common;
 use activegen::ops::activation::{self, Act};
 use activegen::ops::{
     batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent, linear_cm,
-    loss, matmul, reduce,
+    loss, matmul, normalize, reduce,
 };
 use activegen::tape;
 use activegen::{Gpu, Tensor};
@@ -566,6 +566,21 @@ fn diffaug_gradients() {
                 let d = Tensor::from_slice(g, &[n, diffaug::DRAWS], &draws)?;
                 diffaug::diffaug_with(g, &x[0], &d)
             },
+        );
+    }
+}
+
+#[test]
+fn normalize_and_nt_xent_gradients() {
+    let mut r = Rng(41);
+    gradcheck("l2_normalize", &[rand(&mut r, &[4, 7])], &|g, x| {
+        normalize::l2_normalize(g, &x[0])
+    });
+    for (rows, tau) in [(4usize, 0.5f32), (6, 0.2)] {
+        gradcheck(
+            &format!("nt_xent {rows} rows, tau {tau}"),
+            &[rand(&mut r, &[rows, 5])],
+            &move |g, x| activegen::ssl::nt_xent(g, &x[0], tau),
         );
     }
 }

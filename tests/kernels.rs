@@ -7,7 +7,7 @@ mod common;
 use activegen::ops::activation::{self, Act};
 use activegen::ops::{
     batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent, loss,
-    matmul, optim, reduce, rng,
+    matmul, normalize, optim, reduce, rng,
 };
 use activegen::tape;
 use activegen::Tensor;
@@ -1476,4 +1476,72 @@ fn diffaug_shifts_cuts_and_jitters_like_the_official_policy() {
         .unwrap()
         .to_vec(&g);
     assert_eq!(a, again);
+}
+
+#[test]
+fn l2_normalize_forward_and_backward_match_cpu_on_ragged_shapes() {
+    let g = gpu();
+    let mut r = Rng(29);
+    for &rows in &ODD {
+        for d in [1usize, 3, 17, 128, 130] {
+            let mut x = r.vec(rows * d);
+            if rows > 1 {
+                // A zero row: divided by eps, its gradient finite.
+                x[..d].iter_mut().for_each(|v| *v = 0.0);
+            }
+            let dy = r.vec(rows * d);
+            let xt = t(&g, &[rows, d], &x);
+            let y = tape::no_grad(&g, || normalize::l2_normalize(&g, &xt)).unwrap();
+            assert_close(
+                &format!("l2_normalize {rows}x{d}"),
+                &y.to_vec(&g),
+                &normalize::l2_normalize_cpu(&x, d),
+                1e-6,
+                1e-5,
+            );
+            let dx = normalize::l2_normalize_backward(&g, &xt, &t(&g, &[rows, d], &dy)).unwrap();
+            let want = normalize::l2_normalize_backward_cpu(&x, &dy, d);
+            assert!(want.iter().all(|v| v.is_finite()));
+            // The zero row's gradient is dy / eps: large, so compare relatively.
+            assert_close(
+                &format!("l2_normalize backward {rows}x{d}"),
+                &dx.to_vec(&g),
+                &want,
+                1e-5,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn nt_xent_matches_cpu() {
+    let g = gpu();
+    let mut r = Rng(37);
+    for (rows, p, tau) in [
+        (2usize, 3usize, 0.5f32),
+        (6, 5, 0.2),
+        (34, 17, 0.1),
+        (130, 64, 0.2),
+    ] {
+        let z = r.vec(rows * p);
+        let loss = tape::no_grad(&g, || {
+            activegen::ssl::nt_xent(&g, &t(&g, &[rows, p], &z), tau)
+        })
+        .unwrap()
+        .item(&g);
+        let want = activegen::ssl::nt_xent_cpu(&z, rows, tau);
+        assert!(
+            (loss as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "nt_xent {rows}x{p} tau {tau}: {loss} vs {want}"
+        );
+    }
+    // Two identical views per image and well-separated images: the loss is near its floor.
+    let z: Vec<f32> = (0..8)
+        .flat_map(|i| (0..8).map(move |j| if i % 4 == j { 1.0 } else { 0.0 }))
+        .collect();
+    let low = tape::no_grad(&g, || activegen::ssl::nt_xent(&g, &t(&g, &[8, 8], &z), 0.1))
+        .unwrap()
+        .item(&g);
+    assert!(low < 1e-3, "matched views: loss {low}");
 }

@@ -23,20 +23,27 @@ pub struct ClassifierConfig {
     pub features: usize,
 }
 
-pub struct Classifier {
-    pub cfg: ClassifierConfig,
+/// The convolutional trunk shared by the classifier and the self-supervised encoder
+/// (`models::encoder`): three convolutions with batch norm, then Linear -> ReLU to the
+/// feature vector. PyTorch names conv1, bn1, conv2, bn2, conv3, bn3, fc1.
+pub struct Trunk {
     pub convs: Vec<Conv2d>,
     pub bns: Vec<BatchNorm>,
     pub fc1: Linear,
-    pub fc2: Linear,
     flat: usize,
 }
 
-impl Classifier {
-    pub fn new(g: &Gpu, cfg: &ClassifierConfig) -> Result<Classifier> {
-        let w = cfg.width;
+impl Trunk {
+    pub fn new(
+        g: &Gpu,
+        resolution: usize,
+        channels: usize,
+        width: usize,
+        features: usize,
+    ) -> Result<Trunk> {
+        let w = width;
         let convs = vec![
-            Conv2d::new(g, cfg.channels, w, 4, 2, 1, false, Init::TorchDefault)?,
+            Conv2d::new(g, channels, w, 4, 2, 1, false, Init::TorchDefault)?,
             Conv2d::new(g, w, 2 * w, 4, 2, 1, false, Init::TorchDefault)?,
             Conv2d::new(g, 2 * w, 4 * w, 3, 1, 1, false, Init::TorchDefault)?,
         ];
@@ -45,20 +52,18 @@ impl Classifier {
             BatchNorm::new(g, 2 * w, Init::TorchDefault)?,
             BatchNorm::new(g, 4 * w, Init::TorchDefault)?,
         ];
-        let side = cfg.resolution / 4;
+        let side = resolution / 4;
         let flat = 4 * w * side * side;
-        Ok(Classifier {
-            cfg: cfg.clone(),
+        Ok(Trunk {
             convs,
             bns,
-            fc1: Linear::new(g, flat, cfg.features, true, Init::TorchDefault)?,
-            fc2: Linear::new(g, cfg.features, cfg.num_classes, true, Init::TorchDefault)?,
+            fc1: Linear::new(g, flat, features, true, Init::TorchDefault)?,
             flat,
         })
     }
 
-    /// (features [N, F] after the ReLU, logits [N, classes]).
-    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+    /// Features [N, F] after the ReLU.
+    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<Tensor> {
         let n = x.dim(0);
         let mut h = x.clone();
         for (conv, bn) in self.convs.iter().zip(&self.bns) {
@@ -66,7 +71,51 @@ impl Classifier {
             h = bn.forward(g, &z, train, Act::Relu, false)?;
         }
         let h = h.reshape(g, &[n, self.flat])?;
-        let feats = activation::relu(g, &self.fc1.forward(g, &h, false)?)?;
+        activation::relu(g, &self.fc1.forward(g, &h, false)?)
+    }
+
+    pub fn params(&self, v: &mut Vec<Named>) {
+        for (i, (c, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
+            c.params(&format!("conv{}", i + 1), v);
+            bn.params(&format!("bn{}", i + 1), v);
+        }
+        self.fc1.params("fc1", v);
+    }
+
+    pub fn buffers(&self, v: &mut Vec<Named>) {
+        for (i, bn) in self.bns.iter().enumerate() {
+            bn.buffers(&format!("bn{}", i + 1), v);
+        }
+    }
+
+    pub fn batchnorms(&self) -> Vec<(String, &BatchNorm)> {
+        self.bns
+            .iter()
+            .enumerate()
+            .map(|(i, bn)| (format!("bn{}", i + 1), bn))
+            .collect()
+    }
+}
+
+pub struct Classifier {
+    pub cfg: ClassifierConfig,
+    pub trunk: Trunk,
+    pub fc2: Linear,
+}
+
+impl Classifier {
+    pub fn new(g: &Gpu, cfg: &ClassifierConfig) -> Result<Classifier> {
+        let trunk = Trunk::new(g, cfg.resolution, cfg.channels, cfg.width, cfg.features)?;
+        Ok(Classifier {
+            cfg: cfg.clone(),
+            trunk,
+            fc2: Linear::new(g, cfg.features, cfg.num_classes, true, Init::TorchDefault)?,
+        })
+    }
+
+    /// (features [N, F] after the ReLU, logits [N, classes]).
+    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let feats = self.trunk.forward(g, x, train)?;
         let d = dropout::dropout(g, &feats, 0.3, train)?;
         let logits = self.fc2.forward(g, &d, false)?;
         Ok((feats, logits))
@@ -76,28 +125,18 @@ impl Classifier {
 impl Module for Classifier {
     fn params(&self) -> Vec<Named> {
         let mut v = vec![];
-        for (i, (c, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
-            c.params(&format!("conv{}", i + 1), &mut v);
-            bn.params(&format!("bn{}", i + 1), &mut v);
-        }
-        self.fc1.params("fc1", &mut v);
+        self.trunk.params(&mut v);
         self.fc2.params("fc2", &mut v);
         v
     }
 
     fn buffers(&self) -> Vec<Named> {
         let mut v = vec![];
-        for (i, bn) in self.bns.iter().enumerate() {
-            bn.buffers(&format!("bn{}", i + 1), &mut v);
-        }
+        self.trunk.buffers(&mut v);
         v
     }
 
     fn batchnorms(&self) -> Vec<(String, &BatchNorm)> {
-        self.bns
-            .iter()
-            .enumerate()
-            .map(|(i, bn)| (format!("bn{}", i + 1), bn))
-            .collect()
+        self.trunk.batchnorms()
     }
 }

@@ -1,9 +1,11 @@
-//! The models: a DCGAN (optionally class-conditional), a convolutional VAE, and the small
-//! classifier whose features the quality metrics use. Each names its tensors as the
+//! The models: a DCGAN (optionally class-conditional), a convolutional VAE, the small
+//! classifier whose features the quality metrics use on labelled data, and the
+//! self-supervised encoder built on the same trunk. Each names its tensors as the
 //! equivalent PyTorch module would (see README for the PyTorch classes).
 
 pub mod classifier;
 pub mod dcgan;
+pub mod encoder;
 pub mod vae;
 
 use anyhow::{bail, Result};

@@ -17,6 +17,7 @@ pub mod latent;
 pub mod linear_cm;
 pub mod loss;
 pub mod matmul;
+pub mod normalize;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
