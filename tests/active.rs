@@ -41,8 +41,11 @@ fn tiny(strategy: &str) -> ActiveConfig {
 /// A narrow encoder trained a few steps: enough for the plumbing, not for quality.
 fn tiny_ssl() -> SslSpec {
     SslSpec {
+        width: 8,
         features: 16,
+        proj_dim: 8,
         steps: 4,
+        batch: 32,
         ..SslSpec::default()
     }
 }

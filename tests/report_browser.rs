@@ -45,8 +45,11 @@ fn tiny() -> ActiveConfig {
         epochs: 1,
     };
     c.ssl = SslSpec {
+        width: 8,
         features: 16,
+        proj_dim: 8,
         steps: 4,
+        batch: 32,
         ..SslSpec::default()
     };
     c

@@ -874,11 +874,14 @@ fn check_same_settings(path: &Path, new_text: &str) -> Result<()> {
     let Ok(old_text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
+    // Settings added since the run started take their defaults, as the run did.
+    let old_cfg: ActiveConfig = toml::from_str(&old_text)
+        .map_err(|e| anyhow!("{}: invalid settings: {}", path.display(), e.message()))?;
+    let old_text = toml::to_string_pretty(&old_cfg)?;
     if old_text == new_text {
         return Ok(());
     }
-    let old: toml::Value = toml::from_str(&old_text)
-        .map_err(|e| anyhow!("{}: invalid settings: {}", path.display(), e.message()))?;
+    let old: toml::Value = toml::from_str(&old_text)?;
     let new: toml::Value = toml::from_str(new_text)?;
     let differs = first_difference(&old, &new, "").unwrap_or_default();
     bail!(
