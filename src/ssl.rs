@@ -55,7 +55,7 @@ impl Default for SslSpec {
             width: 32,
             features: 128,
             proj_dim: 64,
-            steps: 600,
+            steps: 400,
             batch: 128,
             temperature: 0.2,
             lr: 1e-3,
