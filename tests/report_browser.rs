@@ -99,7 +99,7 @@ fn the_report_renders_in_headless_chromium_with_every_image_decoded() {
         rest[..rest.find('"').unwrap()].parse().unwrap()
     };
     // Per arm: 3 acquired grids and the last sample grid; the full pool's grid.
-    assert!(count("images") >= 2 * 4 + 1, "{} images", count("images"));
+    assert!(count("images") > 2 * 4, "{} images", count("images"));
     assert_eq!(count("broken"), 0, "images that did not decode");
     assert!(dom.contains("What each strategy bought") && dom.contains("<svg"));
 
