@@ -57,6 +57,9 @@ struct TrainArgs {
     /// DiffAugment (color, translation, cutout) on D's inputs, real and generated (GAN).
     #[arg(long)]
     diffaug: bool,
+    /// Spectral normalisation of the discriminator's layers (GAN).
+    #[arg(long)]
+    spectral_norm: bool,
     #[arg(long)]
     z_dim: Option<usize>,
     #[arg(long)]
@@ -129,6 +132,9 @@ impl TrainArgs {
         }
         if self.diffaug {
             cfg.gan.diffaug = true;
+        }
+        if self.spectral_norm {
+            cfg.gan.spectral_norm = true;
         }
         if let Some(l) = &self.loss {
             cfg.gan.loss = match l.as_str() {

@@ -10,7 +10,9 @@ use anyhow::{bail, Result};
 
 use crate::gpu::Gpu;
 use crate::ops::activation::Act;
-use crate::ops::{batchnorm, conv2d, conv_transpose2d, linear_cm, matmul, rng};
+use crate::ops::{
+    batchnorm, conv2d, conv_transpose2d, elementwise, linear_cm, matmul, normalize, reduce, rng,
+};
 use crate::tensor::Tensor;
 
 /// How a layer's weights start.
@@ -60,9 +62,52 @@ pub struct Named {
     pub tensor: Tensor,
 }
 
+/// Spectral normalisation (Miyato et al. 2018): a layer's weight W, viewed as
+/// [out, rest], divided by an estimate of its largest singular value σ from one power
+/// iteration per training pass with a persistent unit vector u, as PyTorch's
+/// `spectral_norm` does (its `weight_orig` is our `weight`, its `weight_u` our `u`):
+///   v = normalize(Wᵀ u),  u' = normalize(W v),  σ = u'ᵀ W v,  W_sn = W / σ.
+/// u' and v are constants of the backward pass; σ is differentiated through W.
+pub struct SpectralNorm {
+    pub u: Tensor,
+}
+
+impl SpectralNorm {
+    pub fn new(g: &Gpu, out: usize) -> Result<SpectralNorm> {
+        let u = rng::normal(g, &[1, out], 0.0, 1.0)?;
+        let u = crate::tape::no_grad(g, || normalize::l2_normalize(g, &u))?;
+        Ok(SpectralNorm {
+            u: u.reshape(g, &[out])?,
+        })
+    }
+
+    /// W / σ(W) for the weight view `w` [out, ...]; `update` stores the new u (a training
+    /// pass of the layer's own optimisation step).
+    pub fn apply(&self, g: &Gpu, w: &Tensor, update: bool) -> Result<Tensor> {
+        let out = w.dim(0);
+        let rest = w.numel() / out;
+        let w2 = w.reshape(g, &[out, rest])?;
+        let (u_new, v) = crate::tape::no_grad(g, || -> Result<(Tensor, Tensor)> {
+            let wd = w2.detach(g);
+            let u = self.u.reshape(g, &[1, out])?;
+            let v = normalize::l2_normalize(g, &matmul::matmul_t(g, &u, &wd, false, false)?)?;
+            let u_new = normalize::l2_normalize(g, &matmul::matmul_t(g, &v, &wd, false, true)?)?;
+            Ok((u_new, v))
+        })?;
+        if update {
+            self.u.copy_from(g, &u_new);
+        }
+        let wv = matmul::matmul_t(g, &w2, &v, false, true)?;
+        let sigma = reduce::sum_all(g, &elementwise::mul(g, &wv, &u_new.reshape(g, &[out, 1])?)?)?;
+        elementwise::div(g, w, &sigma)
+    }
+}
+
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// Spectral normalisation of the weight (the discriminator's `--spectral-norm`).
+    pub sn: Option<SpectralNorm>,
 }
 
 impl Linear {
@@ -74,19 +119,37 @@ impl Linear {
             } else {
                 None
             },
+            sn: None,
         })
+    }
+
+    /// Turns on spectral normalisation of the weight (its u drawn from the device stream).
+    pub fn with_spectral_norm(mut self, g: &Gpu) -> Result<Linear> {
+        self.sn = Some(SpectralNorm::new(g, self.weight.dim(0))?);
+        Ok(self)
+    }
+
+    /// The weight a forward pass reads: the parameter (or its frozen view), spectrally
+    /// normalised where that is on (an unfrozen pass, the layer's own optimisation step,
+    /// updates u; scoring and the other net's step read the layer frozen).
+    fn weight_for(&self, g: &Gpu, frozen: bool) -> Result<Tensor> {
+        let w = view(g, &self.weight, frozen);
+        match &self.sn {
+            Some(sn) => sn.apply(g, &w, !frozen),
+            None => Ok(w),
+        }
     }
 
     pub fn forward(&self, g: &Gpu, x: &Tensor, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        matmul::linear(g, x, &view(g, &self.weight, frozen), b.as_ref())
+        matmul::linear(g, x, &self.weight_for(g, frozen)?, b.as_ref())
     }
 
     /// The layer applied to a channel-major image [C, N, H, W] as if it were its NCHW
     /// flattening [N, C*H*W] (ops::linear_cm: no layout copy).
     pub fn forward_cm(&self, g: &Gpu, x: &Tensor, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
-        linear_cm::linear_cm(g, x, &view(g, &self.weight, frozen), b.as_ref())
+        linear_cm::linear_cm(g, x, &self.weight_for(g, frozen)?, b.as_ref())
     }
 
     /// The layer with its output features read as a channel-major image `shape`
@@ -108,6 +171,13 @@ impl Linear {
             push(out, prefix, "bias", b);
         }
     }
+
+    /// The spectral normalisation's u, where it is on.
+    pub fn buffers(&self, prefix: &str, out: &mut Vec<Named>) {
+        if let Some(sn) = &self.sn {
+            push(out, prefix, "weight_u", &sn.u);
+        }
+    }
 }
 
 /// A convolution op in NCHW or channel-major form: (x, w, b, stride, pad, act).
@@ -121,6 +191,8 @@ pub struct Conv2d {
     pub bias: Option<Tensor>,
     pub stride: usize,
     pub pad: usize,
+    /// Spectral normalisation of the weight (the discriminator's `--spectral-norm`).
+    pub sn: Option<SpectralNorm>,
 }
 
 impl Conv2d {
@@ -145,7 +217,14 @@ impl Conv2d {
             },
             stride,
             pad,
+            sn: None,
         })
+    }
+
+    /// Turns on spectral normalisation of the weight (its u drawn from the device stream).
+    pub fn with_spectral_norm(mut self, g: &Gpu) -> Result<Conv2d> {
+        self.sn = Some(SpectralNorm::new(g, self.weight.dim(0))?);
+        Ok(self)
     }
 
     /// act(conv(x) + b), the activation fused into the output pass.
@@ -161,6 +240,11 @@ impl Conv2d {
     fn apply(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool, op: ConvOp) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
         let w = view(g, &self.weight, frozen);
+        // As Linear::weight_for: an unfrozen pass updates the spectral norm's u.
+        let w = match &self.sn {
+            Some(sn) => sn.apply(g, &w, !frozen)?,
+            None => w,
+        };
         op(g, x, &w, b.as_ref(), self.stride, self.pad, act)
     }
 
@@ -168,6 +252,13 @@ impl Conv2d {
         push(out, prefix, "weight", &self.weight);
         if let Some(b) = &self.bias {
             push(out, prefix, "bias", b);
+        }
+    }
+
+    /// The spectral normalisation's u, where it is on.
+    pub fn buffers(&self, prefix: &str, out: &mut Vec<Named>) {
+        if let Some(sn) = &self.sn {
+            push(out, prefix, "weight_u", &sn.u);
         }
     }
 }

@@ -150,6 +150,9 @@ impl TrainConfig {
         if self.gan.diffaug && self.model != ModelKind::Gan {
             bail!("--diffaug augments a discriminator's inputs: it needs --model gan");
         }
+        if self.gan.spectral_norm && self.model != ModelKind::Gan {
+            bail!("--spectral-norm normalises a discriminator: it needs --model gan");
+        }
         Ok(())
     }
 

@@ -584,3 +584,25 @@ fn normalize_and_nt_xent_gradients() {
         );
     }
 }
+
+/// Spectral normalisation, W / σ(W) with σ from one power iteration of a fixed u: the
+/// gradient flows through σ as well as W.
+#[test]
+fn spectral_norm_gradients() {
+    let mut r = Rng(43);
+    let u: Vec<f32> = {
+        let v = r.vec(4);
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    };
+    gradcheck(
+        "spectral norm",
+        &[rand(&mut r, &[4, 3, 2, 2])],
+        &move |g, x| {
+            let sn = activegen::nn::SpectralNorm {
+                u: Tensor::from_slice(g, &[4], &u)?,
+            };
+            sn.apply(g, &x[0], false)
+        },
+    );
+}

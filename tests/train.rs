@@ -382,3 +382,53 @@ fn diffaug_trains_and_draws_from_the_stream_only_when_on() {
     assert_eq!(on_rng.1 - off_rng.1, 3 * 3 * 16 * 8);
     assert_eq!(run(true).0, on, "the same seed, other losses");
 }
+
+#[test]
+fn spectral_norm_brings_the_largest_singular_value_to_one_and_persists_u() {
+    // Repeated training passes refine u: W / σ then has spectral norm 1, as a long power
+    // iteration on the host finds.
+    let g = gpu();
+    g.set_seed(9);
+    let w = activegen::ops::rng::normal(&g, &[6, 3, 2, 2], 0.0, 1.0).unwrap();
+    let sn = activegen::nn::SpectralNorm::new(&g, 6).unwrap();
+    let mut ws = vec![];
+    for _ in 0..30 {
+        ws = activegen::tape::no_grad(&g, || sn.apply(&g, &w, true))
+            .unwrap()
+            .to_vec(&g);
+    }
+    let (rows, cols) = (6, 12);
+    let mut v = vec![1.0f64; cols];
+    let mut s = 0.0;
+    for _ in 0..500 {
+        let mut u = vec![0.0f64; rows];
+        for i in 0..rows {
+            u[i] = (0..cols).map(|j| ws[i * cols + j] as f64 * v[j]).sum();
+        }
+        let nu = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+        u.iter_mut().for_each(|x| *x /= nu);
+        for j in 0..cols {
+            v[j] = (0..rows).map(|i| ws[i * cols + j] as f64 * u[i]).sum();
+        }
+        s = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter_mut().for_each(|x| *x /= s);
+    }
+    assert!((s - 1.0).abs() < 1e-3, "largest singular value {s}");
+    // Frozen passes (scoring, the generator's step) leave u alone.
+    let before = sn.u.to_vec(&g);
+    activegen::tape::no_grad(&g, || sn.apply(&g, &w.detach(&g), false)).unwrap();
+    assert_eq!(before, sn.u.to_vec(&g));
+    // A discriminator's u vectors are part of its state (checkpoints, snapshots).
+    let mut cfg = tiny(ModelKind::Gan, 1);
+    cfg.gan.spectral_norm = true;
+    let m = train::Model::new(&g, &cfg, 0).unwrap();
+    let train::Model::Gan(m) = m else {
+        unreachable!()
+    };
+    use activegen::nn::Module;
+    let names: Vec<String> = m.disc.buffers().iter().map(|b| b.name.clone()).collect();
+    assert!(
+        names.contains(&"conv1.weight_u".to_string()) && names.contains(&"fc.weight_u".to_string()),
+        "{names:?}"
+    );
+}

@@ -41,6 +41,9 @@ pub struct GanConfig {
     /// augments.
     #[serde(default)]
     pub diffaug: bool,
+    /// Spectral normalisation of D's convolutions and linear layer (`nn::SpectralNorm`).
+    #[serde(default)]
+    pub spectral_norm: bool,
 }
 
 impl Default for GanConfig {
@@ -55,6 +58,7 @@ impl Default for GanConfig {
             loss: GanLoss::Bce,
             leaky_slope: 0.2,
             diffaug: false,
+            spectral_norm: false,
         }
     }
 }
@@ -211,13 +215,23 @@ impl Discriminator {
                 cfg.d_width << (i - 2)
             };
             let cout = cfg.d_width << (i - 1);
-            convs.push(Conv2d::new(g, cin, cout, 4, 2, 1, i == 1, Init::Dcgan)?);
+            let conv = Conv2d::new(g, cin, cout, 4, 2, 1, i == 1, Init::Dcgan)?;
+            convs.push(if cfg.spectral_norm {
+                conv.with_spectral_norm(g)?
+            } else {
+                conv
+            });
             if i > 1 {
                 bns.push(BatchNorm::new(g, cout, Init::Dcgan)?);
             }
         }
         let features = (cfg.d_width << (levels - 1)) * start * start;
         let fc = Linear::new(g, features, 1, true, Init::Dcgan)?;
+        let fc = if cfg.spectral_norm {
+            fc.with_spectral_norm(g)?
+        } else {
+            fc
+        };
         let embed = if cfg.num_classes > 0 {
             Some(rng::normal(g, &[cfg.num_classes, features], 0.0, 0.02)?.into_param())
         } else {
@@ -315,6 +329,10 @@ impl Module for Discriminator {
         for (i, bn) in self.bns.iter().enumerate() {
             bn.buffers(&format!("bn{}", i + 2), &mut v);
         }
+        for (i, c) in self.convs.iter().enumerate() {
+            c.buffers(&format!("conv{}", i + 1), &mut v);
+        }
+        self.fc.buffers("fc", &mut v);
         v
     }
 
