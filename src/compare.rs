@@ -23,6 +23,9 @@ pub struct CompareConfig {
     pub seeds: usize,
     pub base: ActiveConfig,
     pub out: PathBuf,
+    /// Under `retrain`, also train the reference on the whole pool per seed (what the
+    /// deficiency is measured against).
+    pub full_pool: bool,
 }
 
 /// The metrics summarised, with whether lower is better.
@@ -400,7 +403,7 @@ pub fn run_compare(g: &Gpu, cfg: &CompareConfig, progress: bool) -> Result<Summa
             judge = outcome.judge.clone();
             runs.entry(arm.clone()).or_default().push(outcome.records);
         }
-        if cfg.base.protocol == Protocol::Retrain {
+        if cfg.base.protocol == Protocol::Retrain && cfg.full_pool {
             let mut a = cfg.base.clone();
             a.strategy = "random".into();
             a.seed = cfg.base.seed + seed as u64;

@@ -408,6 +408,9 @@ enum Command {
         seeds: usize,
         #[arg(long, default_value = "runs/compare")]
         out: PathBuf,
+        /// Skip the reference trained on the whole pool (then no deficiency is reported).
+        #[arg(long)]
+        no_full_pool: bool,
         #[arg(long)]
         quiet: bool,
     },
@@ -958,6 +961,7 @@ fn run(cli: Cli) -> Result<()> {
             strategies,
             seeds,
             out,
+            no_full_pool,
             quiet,
         } => {
             let base = args.resolve(None)?;
@@ -967,6 +971,7 @@ fn run(cli: Cli) -> Result<()> {
                 seeds,
                 base,
                 out: out.clone(),
+                full_pool: !no_full_pool,
             };
             let sum = activegen::compare::run_compare(&g, &cfg, !quiet)?;
             print!("{}", activegen::compare::table(&sum));

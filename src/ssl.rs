@@ -389,6 +389,21 @@ pub fn knn_accuracy(
     k: usize,
     sim: Similarity,
 ) -> Result<f64> {
+    knn_accuracy_chunked(g, train, train_labels, test, test_labels, k, sim, 32 << 20)
+}
+
+/// `knn_accuracy` with the memory side uploaded in chunks of at most `chunk_bytes`.
+#[allow(clippy::too_many_arguments)]
+pub fn knn_accuracy_chunked(
+    g: &Gpu,
+    train: &Features,
+    train_labels: &[usize],
+    test: &Features,
+    test_labels: &[usize],
+    k: usize,
+    sim: Similarity,
+    chunk_bytes: usize,
+) -> Result<f64> {
     if train.d != test.d || train.n != train_labels.len() || test.n != test_labels.len() {
         bail!("knn_accuracy: mismatched features or labels");
     }
@@ -409,14 +424,34 @@ pub fn knn_accuracy(
         .map(|r| r.iter().map(|v| v * v).sum())
         .collect();
     let classes = train_labels.iter().chain(test_labels).max().unwrap() + 1;
-    let trt = Tensor::from_slice(g, &[train.n, train.d], &tr)?;
+    // The memory side in chunks (60,000 raw Fashion-MNIST images are 188 MB, more than
+    // one storage binding holds on lavapipe).
+    let chunk_rows = (chunk_bytes / (4 * train.d)).max(1);
+    let memory: Vec<(usize, Tensor)> = tr
+        .chunks(chunk_rows * train.d)
+        .map(|c| {
+            Ok((
+                c.len() / train.d,
+                Tensor::from_slice(g, &[c.len() / train.d, train.d], c)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
     // Blocks of test rows whose similarity matrix fits a storage binding comfortably.
     let block = ((16usize << 20) / train.n).clamp(1, 1024);
     let mut correct = 0usize;
     for (bi, rows) in te.chunks(block * test.d).enumerate() {
         let m = rows.len() / test.d;
         let q = Tensor::from_slice(g, &[m, test.d], rows)?;
-        let dots = tape::no_grad(g, || matmul::matmul_t(g, &q, &trt, false, true))?.to_vec(g);
+        let mut dots = vec![0f32; m * train.n];
+        let mut col = 0;
+        for (n, chunk) in &memory {
+            let part = tape::no_grad(g, || matmul::matmul_t(g, &q, chunk, false, true))?.to_vec(g);
+            for r in 0..m {
+                dots[r * train.n + col..r * train.n + col + n]
+                    .copy_from_slice(&part[r * n..(r + 1) * n]);
+            }
+            col += n;
+        }
         for r in 0..m {
             let row = &dots[r * train.n..(r + 1) * train.n];
             let mut score: Vec<(f32, usize)> = row

@@ -387,6 +387,7 @@ fn compare_writes_tables_results_charts_and_a_report() {
         seeds: 2,
         base,
         out: out.clone(),
+        full_pool: true,
     };
     let g = gpu();
     let sum = activegen::compare::run_compare(&g, &cfg, false).unwrap();

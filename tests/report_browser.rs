@@ -65,6 +65,7 @@ fn the_report_renders_in_headless_chromium_with_every_image_decoded() {
         seeds: 1,
         base: tiny(),
         out: out.clone(),
+        full_pool: true,
     };
     {
         let g = common::gpu();

@@ -143,6 +143,20 @@ fn training_lowers_the_loss_and_features_beat_raw_pixels_at_knn() {
         Similarity::Euclidean,
     )
     .unwrap();
+    // The memory side in chunks (as for Fashion-MNIST's 188 MB of pixels) gives the same
+    // answer as in one piece: here chunks of 37 rows, ragged at the end.
+    let chunked = ssl::knn_accuracy_chunked(
+        &g,
+        &pixels(&train),
+        &labels(&train),
+        &pixels(&test),
+        &labels(&test),
+        20,
+        Similarity::Euclidean,
+        37 * 784 * 4,
+    )
+    .unwrap();
+    assert_eq!(chunked.to_bits(), raw.to_bits());
     let (ours, random) = (knn(&enc), knn(&untrained));
     assert!(
         ours > raw + 0.01,
