@@ -5,6 +5,7 @@
 # Usage: scripts/experiments.sh [CELL ...] [--out DIR]
 #   CELL: fashion-mnist/long-tail (the goal cell), builtin/long-tail, fashion-mnist/balanced,
 #         or all (the default, in that order).
+# ARMS=a,b,... and SEEDS=N narrow a cell (EXPERIMENTS.md says which cells ran narrowed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="runs/experiments"
@@ -28,7 +29,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # for a two-core machine in about an hour per cell: three evaluated budget points.
 common=(--model gan --g-width 24 --d-width 24 --batch 32 --lr 5e-4 --ema-decay 0.999
         --initial 100 --budget 400 --per-round 100 --steps-per-round 200
-        --eval-budgets 0,200,400 --eval-steps 1500 --eval-n 1000 --seeds 3 --quiet)
+        --eval-budgets 0,200,400 --eval-steps 1500 --eval-n 1000 --seeds "${SEEDS:-3}" --quiet)
 arms="${ARMS:-random,random+diffaug,coverage-gap,coverage-stratified,coreset,gan-disc,synthesis}"
 
 for cell in "${cells[@]}"; do

@@ -88,3 +88,45 @@ def print_cell(data, scenario, d):
 
 for data, scenario, d in cells():
     print_cell(data, scenario, d)
+
+
+def acquisition_table(root):
+    """What each arm bought beyond the initial set, from the per-seed runs (root/<data>/<scenario>/<arm>/seedK)."""
+    rows = []
+    for data in DATASETS:
+        for scenario in SCENARIOS:
+            cell = os.path.join(root, data, scenario)
+            if not os.path.isdir(cell):
+                continue
+            for arm in sorted(os.listdir(cell)):
+                seeds = [os.path.join(cell, arm, s) for s in sorted(os.listdir(os.path.join(cell, arm)))
+                         if s.startswith("seed")] if os.path.isdir(os.path.join(cell, arm)) else []
+                shares, lows, highs = [], [], []
+                for sd in seeds:
+                    rounds = sorted(f for f in os.listdir(os.path.join(sd, "rounds"))
+                                    if f.startswith("round_") and f.endswith(".json")) if os.path.isdir(os.path.join(sd, "rounds")) else []
+                    hist = None
+                    for f in rounds:
+                        r = json.load(open(os.path.join(sd, "rounds", f)))
+                        h = r.get("new_class_histogram") or []
+                        if r.get("round", 0) == 0 or not h:
+                            continue
+                        hist = h if hist is None else [a + b for a, b in zip(hist, h)]
+                    if hist and sum(hist) > 0:
+                        shares.append(sum(hist[:5]) / sum(hist))
+                        lows.append(min(hist))
+                        highs.append(max(hist))
+                if shares:
+                    n = len(shares)
+                    rows.append(f"| {data} | {scenario} | {arm} | {100 * sum(shares) / n:.1f}% | "
+                                f"{sum(lows) / n:.0f} / {sum(highs) / n:.0f} | {n} |")
+    if rows:
+        print("What each arm bought beyond the initial set (mean over seeds):\n")
+        print("| dataset | pool | arm | classes 0–4 among the bought | fewest / most bought in one class | seeds |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(rows))
+        print()
+
+
+for root in roots:
+    acquisition_table(root)

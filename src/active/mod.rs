@@ -116,32 +116,38 @@ pub struct ActiveConfig {
 
 impl Default for ActiveConfig {
     fn default() -> Self {
+        // The measured model of EXPERIMENTS.md: the DCGAN at 24 channels, batch 32, Adam
+        // at 5e-4 (FID 20.6 against 32.6 at 2e-4 after 1500 steps on builtin), and 1500
+        // steps from scratch at every evaluated budget, the shortest length whose digits
+        // are legible.
         let mut train = TrainConfig::default();
-        train.gan.g_width = 16;
-        train.gan.d_width = 16;
+        train.gan.g_width = 24;
+        train.gan.d_width = 24;
         train.vae.width = 16;
         train.batch = 32;
-        train.ema_decay = 0.99;
+        train.lr_g = 5e-4;
+        train.lr_d = 5e-4;
+        train.ema_decay = 0.999;
         ActiveConfig {
             strategy: "coverage-gap".into(),
             scenario: Scenario {
-                initial: 200,
+                initial: 100,
                 ..Default::default()
             },
-            budget: 800,
-            per_round: 200,
-            steps_per_round: 150,
+            budget: 400,
+            per_round: 100,
+            steps_per_round: 200,
             seed: 0,
             warm_start: true,
             protocol: Protocol::Retrain,
-            eval_steps: 1000,
+            eval_steps: 1500,
             eval_budgets: vec![],
             acq_features: AcqFeatures::Ssl,
             ssl: SslSpec::default(),
             pool_subsample: 0,
             target_fid: None,
             patience: None,
-            eval_n: 500,
+            eval_n: 1000,
             hybrid_beta: 4.0,
             synthesis: synthesis::SynthesisConfig::default(),
             train,
