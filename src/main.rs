@@ -1097,8 +1097,15 @@ const MAIN_JOB: &[&str] = &[
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = if args.len() == 2 && args[1] == "compare" {
-        eprintln!("activegen: the main job: activegen compare {}", MAIN_JOB.join(" "));
-        Cli::parse_from(args.iter().cloned().chain(MAIN_JOB.iter().map(|a| a.into())))
+        eprintln!(
+            "activegen: the main job: activegen compare {}",
+            MAIN_JOB.join(" ")
+        );
+        Cli::parse_from(
+            args.iter()
+                .cloned()
+                .chain(MAIN_JOB.iter().map(|a| a.into())),
+        )
     } else {
         Cli::parse()
     };

@@ -132,12 +132,26 @@ fn sample_draws(r: &[f32], h: usize, w: usize) -> SampleDraws {
     }
 }
 
+impl SampleDraws {
+    /// The pixel (row, column) that output (i, j) reads after translation and cutout,
+    /// or None where it is zero (shifted in from outside, or cut out).
+    fn source(&self, i: isize, j: isize, [h, w]: [usize; 2]) -> Option<(usize, usize)> {
+        let (_, _, ch, cw) = sizes(h, w);
+        let (si, sj) = (i + self.ty, j + self.tx);
+        let inside = si >= 0 && sj >= 0 && si < h as isize && sj < w as isize;
+        let cut = i >= self.cy0
+            && i < self.cy0 + ch as isize
+            && j >= self.cx0
+            && j < self.cx0 + cw as isize;
+        (inside && !cut).then_some((si as usize, sj as usize))
+    }
+}
+
 /// Plain-Rust reference of `diffaug_with`, stage by stage as the official PyTorch code
 /// applies them, in f64. x [N, C, H, W] flattened, draws [N, 8].
 pub fn diffaug_cpu(x: &[f32], draws: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let [n, c, h, w] = shape;
     let (plane, per) = (h * w, c * h * w);
-    let (_, _, ch, cw) = sizes(h, w);
     let mut out = vec![0.0f32; x.len()];
     for s in 0..n {
         let d = sample_draws(&draws[s * DRAWS..(s + 1) * DRAWS], h, w);
@@ -157,16 +171,9 @@ pub fn diffaug_cpu(x: &[f32], draws: &[f32], shape: [usize; 4]) -> Vec<f32> {
         for k in 0..c {
             for i in 0..h as isize {
                 for j in 0..w as isize {
-                    let (si, sj) = (i + d.ty, j + d.tx);
-                    let inside = si >= 0 && sj >= 0 && si < h as isize && sj < w as isize;
-                    let cut = i >= d.cy0
-                        && i < d.cy0 + ch as isize
-                        && j >= d.cx0
-                        && j < d.cx0 + cw as isize;
-                    let val = if inside && !cut {
-                        wv[k * plane + si as usize * w + sj as usize]
-                    } else {
-                        0.0
+                    let val = match d.source(i, j, [h, w]) {
+                        Some((si, sj)) => wv[k * plane + si * w + sj],
+                        None => 0.0,
                     };
                     out[s * per + k * plane + i as usize * w + j as usize] = val as f32;
                 }
@@ -181,7 +188,6 @@ pub fn diffaug_cpu(x: &[f32], draws: &[f32], shape: [usize; 4]) -> Vec<f32> {
 pub fn diffaug_backward_cpu(dy: &[f32], draws: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let [n, c, h, w] = shape;
     let (plane, per) = (h * w, c * h * w);
-    let (_, _, ch, cw) = sizes(h, w);
     let mut dx = vec![0.0f32; dy.len()];
     for s in 0..n {
         let d = sample_draws(&draws[s * DRAWS..(s + 1) * DRAWS], h, w);
@@ -190,14 +196,8 @@ pub fn diffaug_backward_cpu(dy: &[f32], draws: &[f32], shape: [usize; 4]) -> Vec
         for k in 0..c {
             for i in 0..h as isize {
                 for j in 0..w as isize {
-                    let (si, sj) = (i + d.ty, j + d.tx);
-                    let inside = si >= 0 && sj >= 0 && si < h as isize && sj < w as isize;
-                    let cut = i >= d.cy0
-                        && i < d.cy0 + ch as isize
-                        && j >= d.cx0
-                        && j < d.cx0 + cw as isize;
-                    if inside && !cut {
-                        dw[k * plane + si as usize * w + sj as usize] +=
+                    if let Some((si, sj)) = d.source(i, j, [h, w]) {
+                        dw[k * plane + si * w + sj] +=
                             dy[s * per + k * plane + i as usize * w + j as usize] as f64;
                     }
                 }
