@@ -1,6 +1,6 @@
 //! `activegen compare`: every arm (a strategy, optionally `+diffaug`) at every seed on the
 //! same scenario, then mean ± std of each metric at each evaluated budget, the area under
-//! the FID curve, the deficiency against random, the budget needed to reach random's final
+//! the FID curve, the deficiency against random, the budget needed to reach random's best
 //! FID, results.csv/json, charts (SVG and PNG) and one report.html. Matched seeds: arm a at
 //! seed k starts from the same initial set, pool and model initialisation as random at
 //! seed k, and under the retrain protocol every budget point of every arm is a fresh model
@@ -113,14 +113,14 @@ pub struct Summary {
     /// evaluated budgets beyond the initial set, per seed, then over seeds. Below 1: the
     /// arm is closer to the full pool's model than random is (retrain protocol only).
     pub deficiency: BTreeMap<String, MeanStd>,
-    /// arm -> budget at which the arm's mean FID curve first reaches random's final mean
+    /// arm -> budget at which the arm's mean FID curve first reaches random's best mean
     /// FID (linearly interpolated between evaluated budgets), as a fraction of the budget
     /// at which random's own curve first reaches it. None: not reached.
-    pub budget_to_random_final_fid: BTreeMap<String, Option<f64>>,
+    pub budget_to_random_best_fid: BTreeMap<String, Option<f64>>,
     /// Why the budget fractions are missing, where they are.
     pub budget_note: Option<String>,
-    /// Random's final mean FID, the target of the budget fractions.
-    pub random_final_fid: Option<f64>,
+    /// Random's best mean FID beyond its initial set, the target of the budget fractions.
+    pub random_best_fid: Option<f64>,
     /// The full pool's fresh model (retrain protocol): metric -> over seeds.
     pub full_pool: BTreeMap<String, MeanStd>,
     pub initial: usize,
@@ -241,29 +241,42 @@ pub fn summarise(
             }
         }
     }
-    let mut budget_to_random_final_fid = BTreeMap::new();
+    let mut budget_to_random_best_fid = BTreeMap::new();
     let mut budget_note = None;
-    let mut random_final_fid = None;
+    let mut random_best_fid = None;
     let mean_curve = |v: &[Level]| -> Vec<(usize, f64)> {
         v.iter()
             .filter_map(|l| l.mean.get("fid").map(|f| (l.spent, *f)))
             .collect()
     };
+    // The target is the best mean FID random reaches beyond its initial set: its final FID
+    // when its curve falls all the way, and still defined when it does not (on a long-tail
+    // pool random's FID rises again as majority-class images pour in).
     if let Some(random) = levels.get("random") {
         let rc = mean_curve(random);
-        if let Some(&(_, target)) = rc.last() {
-            random_final_fid = Some(target);
-            match first_reach(&rc, target) {
-                Some(r) if r > 0.0 => {
-                    for (s, v) in &levels {
-                        let hit = first_reach(&mean_curve(v), target).map(|b| b / r);
-                        budget_to_random_final_fid.insert(s.clone(), hit);
-                    }
-                }
-                _ => {
-                    budget_note = Some(format!(
-                        "random's final mean FID ({target:.2}) is no better than its initial set's, so the budget needed to reach it is not defined; see the FID area and deficiency instead"
-                    ))
+        let best = rc
+            .iter()
+            .skip(1)
+            .copied()
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        match (rc.first(), best) {
+            (_, None) => {
+                budget_note = Some(
+                    "fewer than two evaluated budgets: the budget needed to reach random's FID is not measured (--eval-budgets)".into(),
+                )
+            }
+            (Some(&(_, initial)), Some((_, target))) if target >= initial => {
+                random_best_fid = Some(target);
+                budget_note = Some(format!(
+                    "random's best mean FID beyond its initial set ({target:.2}) is no better than the initial set's ({initial:.2}), so the budget needed to reach it is not defined; see the FID area and deficiency instead"
+                ))
+            }
+            (_, Some((_, target))) => {
+                random_best_fid = Some(target);
+                let r = first_reach(&rc, target).expect("random reaches its own best");
+                for (s, v) in &levels {
+                    let hit = first_reach(&mean_curve(v), target).map(|b| b / r);
+                    budget_to_random_best_fid.insert(s.clone(), hit);
                 }
             }
         }
@@ -281,9 +294,9 @@ pub fn summarise(
         levels,
         fid_auc,
         deficiency,
-        budget_to_random_final_fid,
+        budget_to_random_best_fid,
         budget_note,
-        random_final_fid,
+        random_best_fid,
         full_pool,
         initial,
     }
@@ -332,10 +345,10 @@ pub fn table(sum: &Summary) -> String {
     }
     out += &format!(
         "\n{:<22} {:>22} {:>22} {:>30}\n",
-        "strategy", "FID area (mean FID)", "deficiency vs random", "budget to random's final FID"
+        "strategy", "FID area (mean FID)", "deficiency vs random", "budget to random's best FID"
     );
     for s in sum.levels.keys() {
-        let budget = match sum.budget_to_random_final_fid.get(s) {
+        let budget = match sum.budget_to_random_best_fid.get(s) {
             Some(Some(f)) => format!("{:.0}%", f * 100.0),
             Some(None) => "not reached".into(),
             None => "-".into(),
@@ -348,9 +361,9 @@ pub fn table(sum: &Summary) -> String {
             budget
         );
     }
-    if let Some(t) = sum.random_final_fid {
+    if let Some(t) = sum.random_best_fid {
         out += &format!(
-            "(budget: where the mean FID curve first reaches random's final mean FID {t:.2}, interpolated, over the budget random needs; deficiency: below 1 is closer to the full pool than random)\n"
+            "(budget: where the mean FID curve first reaches random's best mean FID beyond the initial set, {t:.2}, interpolated, over the budget random needs; deficiency: below 1 is closer to the full pool than random)\n"
         );
     }
     if let Some(n) = &sum.budget_note {
@@ -568,7 +581,7 @@ fn class_mix_svg(bought: &[usize], pool: &[usize], names: &[String]) -> String {
 /// The per-arm verdict over the whole budget curve, as an HTML table.
 fn headline(sum: &Summary) -> String {
     let mut h = String::from(
-        "<h2>Summary (mean ± std over seeds)</h2><table class=\"head\"><tr><th>strategy</th><th>FID area (mean FID over budgets)</th><th>deficiency vs random</th><th>budget to reach random's final FID</th><th>final FID</th><th>final recall</th><th>final coverage</th></tr>",
+        "<h2>Summary (mean ± std over seeds)</h2><table class=\"head\"><tr><th>strategy</th><th>FID area (mean FID over budgets)</th><th>deficiency vs random</th><th>budget to reach random's best FID</th><th>final FID</th><th>final recall</th><th>final coverage</th></tr>",
     );
     for (s, levels) in &sum.levels {
         let last = levels.last();
@@ -576,7 +589,7 @@ fn headline(sum: &Summary) -> String {
             last.and_then(|l| Some(format!("{:.p$} ± {:.p$}", l.mean.get(m)?, l.std.get(m)?)))
                 .unwrap_or_else(|| "-".into())
         };
-        let budget = match sum.budget_to_random_final_fid.get(s) {
+        let budget = match sum.budget_to_random_best_fid.get(s) {
             Some(Some(f)) => format!("{:.0}%", f * 100.0),
             Some(None) => "not reached".into(),
             None => "-".into(),
@@ -600,7 +613,7 @@ fn headline(sum: &Summary) -> String {
             pm(sum.full_pool.get("coverage"), 1.0, 3).replace('±', " ± ")
         );
     }
-    h += "</table><p>FID area: the mean FID over the evaluated budgets beyond the initial set. Deficiency: Σ(FID − FID<sub>full</sub>) / Σ(FID<sub>random</sub> − FID<sub>full</sub>) over those budgets, per seed; below 1 is closer to the model trained on the whole pool. Budget: where the mean FID curve first reaches random's final mean FID (interpolated), as a share of the budget random needs for it.</p>";
+    h += "</table><p>FID area: the mean FID over the evaluated budgets beyond the initial set. Deficiency: Σ(FID − FID<sub>full</sub>) / Σ(FID<sub>random</sub> − FID<sub>full</sub>) over those budgets, per seed; below 1 is closer to the model trained on the whole pool. Budget: where the mean FID curve first reaches random's best mean FID beyond the initial set (its final FID when its curve keeps falling), interpolated, as a share of the budget random needs for it.</p>";
     if let Some(n) = &sum.budget_note {
         h += &format!("<p><b>Note:</b> {}</p>", escape(n));
     }
@@ -845,9 +858,9 @@ mod tests {
         assert!((s.deficiency["random"].mean - 1.0).abs() < 1e-12);
         // Random's final mean FID is 52, first reached at budget 400; smart's mean curve
         // (90, 56, 46, 42) crosses 52 between 100 and 200: 100 + 100 * 4/10 = 140.
-        assert_eq!(s.random_final_fid, Some(52.0));
-        assert_eq!(s.budget_to_random_final_fid["random"], Some(1.0));
-        let f = s.budget_to_random_final_fid["smart"].unwrap();
+        assert_eq!(s.random_best_fid, Some(52.0));
+        assert_eq!(s.budget_to_random_best_fid["random"], Some(1.0));
+        let f = s.budget_to_random_best_fid["smart"].unwrap();
         assert!((f - 140.0 / 400.0).abs() < 1e-12, "{f}");
         assert!(s.budget_note.is_none());
         assert!((s.full_pool["fid"].mean - 32.0).abs() < 1e-12);
@@ -878,15 +891,46 @@ mod tests {
             ]],
         );
         let s = summarise(&runs, &[full(40.0)], 100);
-        assert!(s.budget_to_random_final_fid.is_empty());
+        assert!(s.budget_to_random_best_fid.is_empty());
         assert!(s
             .budget_note
             .as_ref()
             .unwrap()
-            .contains("no better than its initial set"));
+            .contains("no better than the initial set"));
         assert!(s.deficiency["smart"].mean < 1.0);
         let t = table(&s);
         assert!(t.contains("note:") && !t.contains(" 0%"), "{t}");
+    }
+
+    #[test]
+    fn a_random_curve_that_rises_again_is_measured_at_its_best() {
+        // Random is best at 100 bought (60) and worse at 200 (70): the target is 60, which
+        // random needs 100 for and smart reaches at 150 (70 -> 50 between 100 and 200).
+        let mut runs = BTreeMap::new();
+        let curve = |fids: [f64; 3]| -> Vec<RoundRecord> {
+            [100, 200, 300]
+                .iter()
+                .zip(fids)
+                .map(|(&a, f)| rec(a, f, 0.1))
+                .collect()
+        };
+        runs.insert("random".to_string(), vec![curve([90.0, 60.0, 70.0])]);
+        runs.insert("smart".to_string(), vec![curve([90.0, 70.0, 50.0])]);
+        let s = summarise(&runs, &[full(40.0)], 100);
+        assert_eq!(s.random_best_fid, Some(60.0));
+        assert_eq!(s.budget_to_random_best_fid["random"], Some(1.0));
+        assert_eq!(s.budget_to_random_best_fid["smart"], Some(1.5));
+        assert!(s.budget_note.is_none());
+        // One evaluated budget measures no budget share, and says so.
+        let mut one = BTreeMap::new();
+        one.insert("random".to_string(), vec![vec![rec(300, 70.0, 0.1)]]);
+        one.insert("smart".to_string(), vec![vec![rec(300, 50.0, 0.1)]]);
+        let s = summarise(&one, &[], 100);
+        assert!(s.budget_to_random_best_fid.is_empty());
+        assert!(s
+            .budget_note
+            .unwrap()
+            .contains("fewer than two evaluated budgets"));
     }
 
     #[test]

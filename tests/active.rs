@@ -407,7 +407,7 @@ fn compare_writes_tables_results_charts_and_a_report() {
         );
     }
     if sum.budget_note.is_none() {
-        assert_eq!(sum.budget_to_random_final_fid["random"], Some(1.0));
+        assert_eq!(sum.budget_to_random_best_fid["random"], Some(1.0));
     }
     let table = activegen::compare::table(&sum);
     assert!(

@@ -53,8 +53,8 @@ def print_cell(data, scenario, d):
         arms.remove("random")
         arms.insert(0, "random")
     print(f"### {data}, {scenario} pool ({r['seeds']} seeds)\n")
-    budget = s.get("budget_to_random_final_fid", {})
-    print("| arm | FID area (mean FID over budgets) | deficiency vs random | budget to random's final FID | final FID | final recall | final coverage | final class coverage |")
+    budget = s.get("budget_to_random_best_fid", {})
+    print("| arm | FID area (mean FID over budgets) | deficiency vs random | budget to random's best FID | final FID | final recall | final coverage | final class coverage |")
     print("|---|---|---|---|---|---|---|---|")
     for a in arms:
         last = levels[a][-1]
