@@ -424,9 +424,13 @@ pub fn knn_accuracy_chunked(
         .map(|r| r.iter().map(|v| v * v).sum())
         .collect();
     let classes = train_labels.iter().chain(test_labels).max().unwrap() + 1;
+    // Blocks of up to 1024 test rows (a GEMM shape the engine runs well); the host keeps
+    // block × train.n similarities.
+    let block = ((64usize << 20) / train.n).clamp(1, 1024);
     // The memory side in chunks (60,000 raw Fashion-MNIST images are 188 MB, more than
-    // one storage binding holds on lavapipe).
-    let chunk_rows = (chunk_bytes / (4 * train.d)).max(1);
+    // one storage binding holds on lavapipe), each small enough that its block × chunk
+    // product (at most 64 MiB) fits one too.
+    let chunk_rows = (chunk_bytes / (4 * train.d)).min((16usize << 20) / block).max(1);
     let memory: Vec<(usize, Tensor)> = tr
         .chunks(chunk_rows * train.d)
         .map(|c| {
@@ -436,8 +440,6 @@ pub fn knn_accuracy_chunked(
             ))
         })
         .collect::<Result<_>>()?;
-    // Blocks of test rows whose similarity matrix fits a storage binding comfortably.
-    let block = ((16usize << 20) / train.n).clamp(1, 1024);
     let mut correct = 0usize;
     for (bi, rows) in te.chunks(block * test.d).enumerate() {
         let m = rows.len() / test.d;
