@@ -220,7 +220,7 @@ pub fn summarise(
     let mut deficiency = BTreeMap::new();
     if let Some(random) = runs.get("random") {
         for (s, seeds) in runs {
-            let per_seed: Vec<f64> = seeds
+            let per_seed: Vec<(f64, f64)> = seeds
                 .iter()
                 .zip(random)
                 .zip(full)
@@ -233,11 +233,20 @@ pub fn summarise(
                         num += q.fid - f.fid;
                         den += r.1.fid - f.fid;
                     }
-                    (den > 0.0).then_some(num / den)
+                    Some((num, den))
                 })
                 .collect();
-            if let Some(m) = MeanStd::of(&per_seed) {
-                deficiency.insert(s.clone(), m);
+            // Defined only where random is worse than the full pool's model in every seed
+            // (by at least one FID point per budget): otherwise the ratio divides by
+            // about nothing, or by a negative number, and means nothing.
+            let budgets = curve(&random[0], initial).iter().filter(|p| p.0 > 0).count();
+            if per_seed.len() == seeds.len()
+                && per_seed.iter().all(|&(_, den)| den >= budgets.max(1) as f64)
+            {
+                let ratios: Vec<f64> = per_seed.iter().map(|&(num, den)| num / den).collect();
+                if let Some(m) = MeanStd::of(&ratios) {
+                    deficiency.insert(s.clone(), m);
+                }
             }
         }
     }
@@ -921,6 +930,9 @@ mod tests {
         assert_eq!(s.budget_to_random_best_fid["random"], Some(1.0));
         assert_eq!(s.budget_to_random_best_fid["smart"], Some(1.5));
         assert!(s.budget_note.is_none());
+        // A full-pool model no better than random leaves the deficiency undefined rather
+        // than a ratio over about nothing.
+        assert!(summarise(&runs, &[full(65.0)], 100).deficiency.is_empty());
         // One evaluated budget measures no budget share, and says so.
         let mut one = BTreeMap::new();
         one.insert("random".to_string(), vec![vec![rec(300, 70.0, 0.1)]]);
