@@ -239,9 +239,14 @@ pub fn summarise(
             // Defined only where random is worse than the full pool's model in every seed
             // (by at least one FID point per budget): otherwise the ratio divides by
             // about nothing, or by a negative number, and means nothing.
-            let budgets = curve(&random[0], initial).iter().filter(|p| p.0 > 0).count();
+            let budgets = curve(&random[0], initial)
+                .iter()
+                .filter(|p| p.0 > 0)
+                .count();
             if per_seed.len() == seeds.len()
-                && per_seed.iter().all(|&(_, den)| den >= budgets.max(1) as f64)
+                && per_seed
+                    .iter()
+                    .all(|&(_, den)| den >= budgets.max(1) as f64)
             {
                 let ratios: Vec<f64> = per_seed.iter().map(|&(num, den)| num / den).collect();
                 if let Some(m) = MeanStd::of(&ratios) {

@@ -430,7 +430,9 @@ pub fn knn_accuracy_chunked(
     // The memory side in chunks (60,000 raw Fashion-MNIST images are 188 MB, more than
     // one storage binding holds on lavapipe), each small enough that its block × chunk
     // product (at most 64 MiB) fits one too.
-    let chunk_rows = (chunk_bytes / (4 * train.d)).min((16usize << 20) / block).max(1);
+    let chunk_rows = (chunk_bytes / (4 * train.d))
+        .min((16usize << 20) / block)
+        .max(1);
     let memory: Vec<(usize, Tensor)> = tr
         .chunks(chunk_rows * train.d)
         .map(|c| {
