@@ -397,6 +397,8 @@ enum Command {
         quiet: bool,
     },
     /// Every strategy at matched seeds on one scenario: tables, CSV/JSON, charts, report.html.
+    /// With no flags at all it runs the main job (builtin long-tail, random against
+    /// coverage-gap, one seed; it prints the equivalent command).
     Compare {
         #[command(flatten)]
         args: ActiveArgs,
