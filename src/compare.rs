@@ -219,6 +219,10 @@ pub fn summarise(
     }
     let mut deficiency = BTreeMap::new();
     if let Some(random) = runs.get("random") {
+        let budgets = curve(&random[0], initial)
+            .iter()
+            .filter(|p| p.0 > 0)
+            .count();
         for (s, seeds) in runs {
             let per_seed: Vec<(f64, f64)> = seeds
                 .iter()
@@ -239,10 +243,6 @@ pub fn summarise(
             // Defined only where random is worse than the full pool's model in every seed
             // (by at least one FID point per budget): otherwise the ratio divides by
             // about nothing, or by a negative number, and means nothing.
-            let budgets = curve(&random[0], initial)
-                .iter()
-                .filter(|p| p.0 > 0)
-                .count();
             if per_seed.len() == seeds.len()
                 && per_seed
                     .iter()
@@ -377,7 +377,7 @@ pub fn table(sum: &Summary) -> String {
     }
     if let Some(t) = sum.random_best_fid {
         out += &format!(
-            "(budget: where the mean FID curve first reaches random's best mean FID beyond the initial set, {t:.2}, interpolated, over the budget random needs; deficiency: below 1 is closer to the full pool than random)\n"
+            "(budget: where the mean FID curve first reaches random's best mean FID beyond the initial set, {t:.2}, interpolated, over the budget random needs; deficiency: below 1 is closer to the full pool than random, '-' where random is not worse than the full pool's model in every seed)\n"
         );
     }
     if let Some(n) = &sum.budget_note {
@@ -627,7 +627,7 @@ fn headline(sum: &Summary) -> String {
             pm(sum.full_pool.get("coverage"), 1.0, 3).replace('±', " ± ")
         );
     }
-    h += "</table><p>FID area: the mean FID over the evaluated budgets beyond the initial set. Deficiency: Σ(FID − FID<sub>full</sub>) / Σ(FID<sub>random</sub> − FID<sub>full</sub>) over those budgets, per seed; below 1 is closer to the model trained on the whole pool. Budget: where the mean FID curve first reaches random's best mean FID beyond the initial set (its final FID when its curve keeps falling), interpolated, as a share of the budget random needs for it.</p>";
+    h += "</table><p>FID area: the mean FID over the evaluated budgets beyond the initial set. Deficiency: Σ(FID − FID<sub>full</sub>) / Σ(FID<sub>random</sub> − FID<sub>full</sub>) over those budgets, per seed; below 1 is closer to the model trained on the whole pool; '-' where random is not worse than that model in every seed, so the ratio means nothing. Budget: where the mean FID curve first reaches random's best mean FID beyond the initial set (its final FID when its curve keeps falling), interpolated, as a share of the budget random needs for it.</p>";
     if let Some(n) = &sum.budget_note {
         h += &format!("<p><b>Note:</b> {}</p>", escape(n));
     }
