@@ -433,14 +433,9 @@ pub fn knn_accuracy_chunked(
     let chunk_rows = (chunk_bytes / (4 * train.d))
         .min((16usize << 20) / block)
         .max(1);
-    let memory: Vec<(usize, Tensor)> = tr
+    let memory: Vec<Tensor> = tr
         .chunks(chunk_rows * train.d)
-        .map(|c| {
-            Ok((
-                c.len() / train.d,
-                Tensor::from_slice(g, &[c.len() / train.d, train.d], c)?,
-            ))
-        })
+        .map(|c| Tensor::from_slice(g, &[c.len() / train.d, train.d], c))
         .collect::<Result<_>>()?;
     let mut correct = 0usize;
     for (bi, rows) in te.chunks(block * test.d).enumerate() {
@@ -448,7 +443,8 @@ pub fn knn_accuracy_chunked(
         let q = Tensor::from_slice(g, &[m, test.d], rows)?;
         let mut dots = vec![0f32; m * train.n];
         let mut col = 0;
-        for (n, chunk) in &memory {
+        for chunk in &memory {
+            let n = chunk.shape()[0];
             let part = tape::no_grad(g, || matmul::matmul_t(g, &q, chunk, false, true))?.to_vec(g);
             for r in 0..m {
                 dots[r * train.n + col..r * train.n + col + n]
