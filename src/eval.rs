@@ -601,12 +601,13 @@ fn scaled(f: &Features, c: f32) -> Features {
 
 /// All metrics of `fake` against `real`, on features scaled by `feature_scale(real)`.
 pub fn report(
+    g: &Gpu,
     real: &Features,
     fake: &Features,
     fake_preds: Option<&[usize]>,
     net: &FeatureNet,
     seed: u64,
-) -> Report {
+) -> Result<Report> {
     let c = feature_scale(real);
     let (real, fake) = (&scaled(real, c), &scaled(fake, c));
     let real_stats = GaussianStats::from_features(real);
@@ -618,11 +619,11 @@ pub fn report(
         seed,
     };
     let (kid, kid_std) = metrics::kid(real, fake, kid_opts);
-    let p = metrics::prdc(real, fake, 3, 5);
+    let p = metrics::prdc(g, real, fake, 3, 5)?;
     let cc = fake_preds
         .filter(|_| !net.class_freq.is_empty())
         .map(|p| metrics::class_coverage(p, &net.class_freq, 0.1));
-    Report {
+    Ok(Report {
         fid,
         kid,
         kid_std,
@@ -637,7 +638,7 @@ pub fn report(
         n_generated: fake.n,
         judge: net.description.clone(),
         classifier_accuracy: net.accuracy,
-    }
+    })
 }
 
 /// Real features of the first `n` images of a split, cached next to the classifier.

@@ -772,7 +772,7 @@ fn eval_cmd(
         let (f, p, _) = eval::features_of_model(&g, &net, &model, n, seed, 250)?;
         (f, p)
     };
-    let report = eval::report(&real, &fake, preds.as_deref(), &net, seed);
+    let report = eval::report(&g, &real, &fake, preds.as_deref(), &net, seed)?;
     if let Some(dir) = &export {
         eval::export_features(dir, &real, &fake)?;
     }

@@ -87,6 +87,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("latent", include_str!("../shaders/latent.wgsl")),
     ("diffaug", include_str!("../shaders/diffaug.wgsl")),
     ("normalize", include_str!("../shaders/normalize.wgsl")),
+    ("knn", include_str!("../shaders/knn.wgsl")),
     ("optim", include_str!("../shaders/optim.wgsl")),
     ("rng", include_str!("../shaders/rng.wgsl")),
     ("philox", include_str!("../shaders/philox.wgsl")),

@@ -21,6 +21,7 @@ use crate::gpu::Gpu;
 use crate::metrics::Features;
 pub use crate::models::encoder::{Encoder, EncoderConfig};
 use crate::nn;
+use crate::ops::knn::{self, Chunking, Rows, Score};
 use crate::ops::optim::{self, Optimizer};
 use crate::ops::{elementwise, loss, matmul, normalize};
 use crate::tape;
@@ -378,8 +379,9 @@ pub enum Similarity {
 }
 
 /// kNN classification accuracy: each test row takes the majority label of its `k` most
-/// similar training rows (ties to the label of the most similar among them). The
-/// similarities are one engine GEMM per block of test rows.
+/// similar training rows (ties to the label of the most similar among them). The search is
+/// the engine's pool search (ops/knn.rs); cosine similarity ranks as the Euclidean distance
+/// between unit rows, |a - b|² = 2 - 2 cos(a, b).
 pub fn knn_accuracy(
     g: &Gpu,
     train: &Features,
@@ -389,10 +391,19 @@ pub fn knn_accuracy(
     k: usize,
     sim: Similarity,
 ) -> Result<f64> {
-    knn_accuracy_chunked(g, train, train_labels, test, test_labels, k, sim, 32 << 20)
+    knn_accuracy_chunked(
+        g,
+        train,
+        train_labels,
+        test,
+        test_labels,
+        k,
+        sim,
+        Chunking::for_device(g),
+    )
 }
 
-/// `knn_accuracy` with the memory side uploaded in chunks of at most `chunk_bytes`.
+/// `knn_accuracy` with the search's chunk sizes given.
 #[allow(clippy::too_many_arguments)]
 pub fn knn_accuracy_chunked(
     g: &Gpu,
@@ -402,7 +413,7 @@ pub fn knn_accuracy_chunked(
     test_labels: &[usize],
     k: usize,
     sim: Similarity,
-    chunk_bytes: usize,
+    chunking: Chunking,
 ) -> Result<f64> {
     if train.d != test.d || train.n != train_labels.len() || test.n != test_labels.len() {
         bail!("knn_accuracy: mismatched features or labels");
@@ -410,76 +421,38 @@ pub fn knn_accuracy_chunked(
     if train.n == 0 || test.n == 0 {
         bail!("knn_accuracy: no rows");
     }
-    let prepare = |f: &Features| -> Vec<f32> {
+    let prepare = |f: &Features| -> Result<Features> {
         match sim {
-            Similarity::Cosine => normalize::l2_normalize_cpu(&f.data, f.d),
-            Similarity::Euclidean => f.data.clone(),
+            Similarity::Cosine => {
+                Features::new(f.n, f.d, normalize::l2_normalize_cpu(&f.data, f.d))
+            }
+            Similarity::Euclidean => Ok(f.clone()),
         }
     };
-    let (tr, te) = (prepare(train), prepare(test));
-    // Euclidean ranking: |a - b|² = |a|² + |b|² - 2 a·b, and |a|² (the test row's) is
-    // the same for every candidate.
-    let tr_sq: Vec<f32> = tr
-        .chunks(train.d)
-        .map(|r| r.iter().map(|v| v * v).sum())
-        .collect();
+    let (tr, te) = (prepare(train)?, prepare(test)?);
+    let nb = knn::nearest_chunked(
+        g,
+        Rows::all(&te),
+        Rows::all(&tr),
+        k,
+        Score::SqDist,
+        chunking,
+    )?;
     let classes = train_labels.iter().chain(test_labels).max().unwrap() + 1;
-    // Blocks of up to 1024 test rows (a GEMM shape the engine runs well); the host keeps
-    // block × train.n similarities.
-    let block = ((64usize << 20) / train.n).clamp(1, 1024);
-    // The memory side in chunks (60,000 raw Fashion-MNIST images are 188 MB, more than
-    // one storage binding holds on lavapipe), each small enough that its block × chunk
-    // product (at most 64 MiB) fits one too.
-    let chunk_rows = (chunk_bytes / (4 * train.d))
-        .min((16usize << 20) / block)
-        .max(1);
-    let memory: Vec<Tensor> = tr
-        .chunks(chunk_rows * train.d)
-        .map(|c| Tensor::from_slice(g, &[c.len() / train.d, train.d], c))
-        .collect::<Result<_>>()?;
     let mut correct = 0usize;
-    for (bi, rows) in te.chunks(block * test.d).enumerate() {
-        let m = rows.len() / test.d;
-        let q = Tensor::from_slice(g, &[m, test.d], rows)?;
-        let mut dots = vec![0f32; m * train.n];
-        let mut col = 0;
-        for chunk in &memory {
-            let n = chunk.shape()[0];
-            let part = tape::no_grad(g, || matmul::matmul_t(g, &q, chunk, false, true))?.to_vec(g);
-            for r in 0..m {
-                dots[r * train.n + col..r * train.n + col + n]
-                    .copy_from_slice(&part[r * n..(r + 1) * n]);
-            }
-            col += n;
+    for (i, &truth) in test_labels.iter().enumerate() {
+        let mut votes = vec![0usize; classes];
+        for &j in nb.indices(i) {
+            votes[train_labels[j]] += 1;
         }
-        for r in 0..m {
-            let row = &dots[r * train.n..(r + 1) * train.n];
-            let mut score: Vec<(f32, usize)> = row
-                .iter()
-                .enumerate()
-                .map(|(j, &d)| match sim {
-                    Similarity::Cosine => (d, j),
-                    Similarity::Euclidean => (2.0 * d - tr_sq[j], j),
-                })
-                .collect();
-            let kk = k.min(score.len());
-            score.select_nth_unstable_by(kk - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            score.truncate(kk);
-            score.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut votes = vec![0usize; classes];
-            for &(_, j) in &score {
-                votes[train_labels[j]] += 1;
-            }
-            let best = *votes.iter().max().unwrap();
-            let label = score
-                .iter()
-                .map(|&(_, j)| train_labels[j])
-                .find(|&l| votes[l] == best)
-                .unwrap();
-            if label == test_labels[bi * block + r] {
-                correct += 1;
-            }
-        }
+        let best = *votes.iter().max().unwrap();
+        let label = nb
+            .indices(i)
+            .iter()
+            .map(|&j| train_labels[j])
+            .find(|&l| votes[l] == best)
+            .unwrap();
+        correct += usize::from(label == truth);
     }
     Ok(correct as f64 / test.n as f64)
 }

@@ -94,13 +94,13 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
     let n = 500;
     let (real, _) = features_with(&g, &net, &test, 0, n, &|_| {});
     let (other_real, preds) = features_with(&g, &net, &train, 0, n, &|_| {});
-    let base = eval::report(&real, &other_real, Some(&preds), &net, 0);
+    let base = eval::report(&g, &real, &other_real, Some(&preds), &net, 0).unwrap();
     let (pure_noise, npreds) = features_with(&g, &net, &train, 0, n, &|img: &mut [f32]| {
         let mut r = activegen::util::HostRng::new(9, img[100].to_bits() as u64);
         img.iter_mut()
             .for_each(|v| *v = (r.normal() as f32).clamp(-1.0, 1.0));
     });
-    let bad = eval::report(&real, &pure_noise, Some(&npreds), &net, 0);
+    let bad = eval::report(&g, &real, &pure_noise, Some(&npreds), &net, 0).unwrap();
     assert!(
         bad.fid > 10.0 * base.fid,
         "FID real-vs-real {} vs real-vs-noise {}",
@@ -127,7 +127,7 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
     let mut last = base.fid;
     for sigma in [0.15f32, 0.4, 0.8] {
         let (f, p) = features_with(&g, &net, &train, 0, n, &noise(sigma, 5));
-        let fid = eval::report(&real, &f, Some(&p), &net, 0).fid;
+        let fid = eval::report(&g, &real, &f, Some(&p), &net, 0).unwrap().fid;
         assert!(
             fid > last,
             "FID did not rise with noise sigma {sigma}: {fid} after {last}"
@@ -137,7 +137,7 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
     let mut last = base.fid;
     for radius in [1usize, 2, 3] {
         let (f, p) = features_with(&g, &net, &train, 0, n, &blur(radius));
-        let fid = eval::report(&real, &f, Some(&p), &net, 0).fid;
+        let fid = eval::report(&g, &real, &f, Some(&p), &net, 0).unwrap().fid;
         assert!(
             fid > last,
             "FID did not rise with blur radius {radius}: {fid} after {last}"

@@ -2,6 +2,8 @@
 //! tests/golden/metrics_reference.py (regenerate the fixture with
 //! `python3 tests/golden/metrics_reference.py`).
 
+mod common;
+
 use activegen::metrics::*;
 use serde_json::Value;
 
@@ -61,9 +63,9 @@ fn mmd2_matches_numpy() {
 #[test]
 fn precision_recall_density_coverage_match_numpy() {
     let g = load();
-    let (p, r) = precision_recall(&g.real, &g.fake, 3);
-    let (dn, cv) = density_coverage(&g.real, &g.fake, 5);
-    let all = prdc(&g.real, &g.fake, 3, 5);
+    let (p, r) = precision_recall_cpu(&g.real, &g.fake, 3);
+    let (dn, cv) = density_coverage_cpu(&g.real, &g.fake, 5);
+    let all = prdc_cpu(&g.real, &g.fake, 3, 5);
     for (name, got, key) in [
         ("precision", p, "precision_k3"),
         ("recall", r, "recall_k3"),
@@ -83,6 +85,9 @@ fn precision_recall_density_coverage_match_numpy() {
             coverage: cv
         }
     );
+    // The engine's pool search gives the same ball decisions.
+    let gpu = common::gpu();
+    assert_eq!(prdc(&gpu, &g.real, &g.fake, 3, 5).unwrap(), all);
 }
 
 #[test]

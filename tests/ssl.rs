@@ -153,7 +153,10 @@ fn training_lowers_the_loss_and_features_beat_raw_pixels_at_knn() {
         &labels(&test),
         20,
         Similarity::Euclidean,
-        37 * 784 * 4,
+        activegen::ops::knn::Chunking {
+            memory_bytes: 37 * 784 * 4,
+            distance_bytes: 64 << 20,
+        },
     )
     .unwrap();
     assert_eq!(chunked.to_bits(), raw.to_bits());

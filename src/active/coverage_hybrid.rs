@@ -18,7 +18,7 @@ impl Strategy for CoverageHybrid {
     }
 
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
-        let gaps = super::coverage_gap::gaps(ctx, self.k);
-        Ok(shortlist_then_k_center(ctx, &gaps, k))
+        let gaps = super::coverage_gap::gaps(ctx, self.k)?;
+        shortlist_then_k_center(ctx, &gaps, k)
     }
 }

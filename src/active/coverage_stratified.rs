@@ -52,7 +52,7 @@ impl Strategy for CoverageStratified {
     }
 
     fn select(&mut self, ctx: &mut Context, k: usize) -> Result<Vec<usize>> {
-        let gaps = super::coverage_gap::gaps(ctx, self.k);
+        let gaps = super::coverage_gap::gaps(ctx, self.k)?;
         let count = ctx.strata.iter().max().map_or(1, |&s| s + 1);
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); count];
         for (pos, &item) in ctx.candidates.iter().enumerate() {

@@ -23,6 +23,6 @@ impl Strategy for Hybrid {
                 .collect(),
             Model::Vae(_) => super::vae_elbo::neg_elbo(ctx)?,
         };
-        Ok(shortlist_then_k_center(ctx, &misfit, k))
+        shortlist_then_k_center(ctx, &misfit, k)
     }
 }

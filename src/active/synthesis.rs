@@ -18,8 +18,9 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::strategy::{k_center_greedy, sq_dist, Context, Strategy};
+use super::strategy::{k_center_greedy, Context, Strategy};
 use crate::metrics::Features;
+use crate::ops::knn::{self, Rows, Score};
 use crate::ops::{elementwise, reduce};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -173,14 +174,14 @@ fn vae_queries(ctx: &mut Context) -> Result<(Vec<f32>, Vec<f64>)> {
     let count = ctx.synthesis.candidates;
     let drawn = 4 * count;
     let z: Vec<f32> = (0..drawn * zd).map(|_| ctx.rng.normal() as f32).collect();
-    let thinness: Vec<f64> = z
-        .chunks(zd)
-        .map(|row| {
-            (0..means.n)
-                .map(|j| sq_dist(row, means.row(j)))
-                .fold(f32::INFINITY, f32::min) as f64
-        })
-        .collect();
+    // Thinness: the squared distance to the nearest posterior mean.
+    let drawn_z = Features::new(drawn, zd, z.clone())?;
+    let thinness: Vec<f64> = if means.n == 0 {
+        vec![f64::INFINITY; drawn]
+    } else {
+        let nb = knn::nearest(g, Rows::all(&drawn_z), Rows::all(&means), 1, Score::SqDist)?;
+        nb.score.iter().map(|&s| s as f64).collect()
+    };
     let mut order: Vec<usize> = (0..drawn).collect();
     order.sort_by(|&a, &b| thinness[b].total_cmp(&thinness[a]).then(a.cmp(&b)));
     order.truncate(count);
@@ -198,24 +199,16 @@ fn vae_queries(ctx: &mut Context) -> Result<(Vec<f32>, Vec<f64>)> {
 }
 
 /// For each query, the candidates by distance (nearest first), `r` of them.
-fn nearest(queries: &Features, ctx: &Context, r: usize) -> Vec<Vec<usize>> {
-    (0..queries.n)
-        .map(|q| {
-            let mut d: Vec<(f32, usize)> = ctx
-                .candidates
-                .iter()
-                .map(|&c| (sq_dist(queries.row(q), ctx.features.row(c)), c))
-                .collect();
-            let r = r.min(d.len());
-            if r == 0 {
-                return vec![];
-            }
-            d.select_nth_unstable_by(r - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            d.truncate(r);
-            d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            d.into_iter().map(|(_, c)| c).collect()
-        })
-        .collect()
+fn nearest(queries: &Features, ctx: &Context, r: usize) -> Result<Vec<Vec<usize>>> {
+    if ctx.candidates.is_empty() {
+        return Ok(vec![vec![]; queries.n]);
+    }
+    let memory = Rows::subset(ctx.features, ctx.candidates);
+    let near = knn::nearest_paged(ctx.g, Rows::all(queries), memory, r)?;
+    Ok(near
+        .into_iter()
+        .map(|row| row.into_iter().map(|j| ctx.candidates[j]).collect())
+        .collect())
 }
 
 impl Strategy for Synthesis {
@@ -265,7 +258,7 @@ impl Strategy for Synthesis {
         // Each query ranks up to `want` candidates, so the shortlist fills even when the
         // queries share their nearest images.
         let r = want;
-        let near = nearest(&queries, ctx, r);
+        let near = nearest(&queries, ctx, r)?;
         let mut order: Vec<usize> = (0..count).collect();
         order.sort_by(|&a, &b| weakness[b].total_cmp(&weakness[a]).then(a.cmp(&b)));
         let mut short = vec![];
@@ -293,8 +286,8 @@ impl Strategy for Synthesis {
                 .filter_map(|&q| near[q].first().copied())
                 .collect(),
         });
-        let centers: Vec<&[f32]> = ctx.acquired.iter().map(|&i| ctx.features.row(i)).collect();
-        Ok(k_center_greedy(&short, ctx.features, &centers, k))
+        let centers = [Rows::subset(ctx.features, ctx.acquired)];
+        k_center_greedy(ctx.g, &short, ctx.features, &centers, k)
     }
 
     fn last_queries(&self) -> Option<&Queries> {

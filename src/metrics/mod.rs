@@ -8,7 +8,7 @@
 //! - [`class_coverage`]: which classes the generator actually produces.
 //!
 //! This module also holds the shared, threaded dot-product kernel used by KID
-//! and PRDC (both need all pairwise `x·y` between two feature sets).
+//! and the plain-Rust reference of PRDC (PRDC itself runs on the engine's pool search).
 
 pub mod class_coverage;
 pub mod fid;
@@ -18,7 +18,7 @@ pub mod prdc;
 pub use class_coverage::{class_coverage, ClassCoverage};
 pub use fid::{fid, GaussianStats};
 pub use kid::{kid, mmd2_unbiased, KidOptions};
-pub use prdc::{density_coverage, prdc, precision_recall, Prdc};
+pub use prdc::{density_coverage_cpu, prdc, prdc_cpu, precision_recall_cpu, Prdc};
 
 /// A set of `n` feature vectors of dimension `d`, stored row-major (`n x d`).
 #[derive(Debug, Clone, PartialEq)]

@@ -11,12 +11,18 @@
 //! ≤ as in the papers (the `prdc` package uses <; they differ only on exact ties).
 //!
 //! Everything works on squared Euclidean distances (sqrt is monotone, so all
-//! comparisons are unchanged): ‖x − y‖² = ‖x‖² + ‖y‖² − 2 x·y, with the dot
-//! products in f32 from the shared blocked kernel and the rest in f64.
-//! Distance rows are streamed and reduced on the fly: each pairwise distance
-//! is computed once and no N x M matrix is stored.
+//! comparisons are unchanged). `prdc` runs on the engine's pool search
+//! (ops/knn.rs): the radii are k-NN searches, precision, recall and density are
+//! ball counts, coverage is a 1-NN search. `prdc_cpu` is its plain-Rust
+//! reference: ‖x − y‖² = ‖x‖² + ‖y‖² − 2 x·y with the dot products in f32 from
+//! the shared blocked kernel and the rest in f64, each distance row streamed and
+//! reduced on the fly, so no N x M matrix is stored.
+
+use anyhow::{ensure, Result};
 
 use super::{par_dot_rows, Features};
+use crate::gpu::Gpu;
+use crate::ops::knn::{self, Rows, Score};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prdc {
@@ -28,26 +34,56 @@ pub struct Prdc {
 
 /// precision = (1/M) Σ_j 1[∃ i: ‖y_j − x_i‖ ≤ r_k(x_i)]  (fake inside the real manifold)
 /// recall    = (1/N) Σ_i 1[∃ j: ‖x_i − y_j‖ ≤ r_k(y_j)]  (real inside the fake manifold)
-///
-/// Needs N, M > k. The paper uses k = 3.
-pub fn precision_recall(real: &Features, fake: &Features, k: usize) -> (f64, f64) {
+/// density   = 1/(kM) Σ_j Σ_i 1[‖y_j − x_i‖ ≤ r_k(x_i)]
+/// coverage  = (1/N) Σ_i 1[min_j ‖y_j − x_i‖ ≤ r_k(x_i)]
+/// with k = k_pr for precision/recall and k_dc for density/coverage (the papers use 3
+/// and 5). Needs N, M > k. A pair exactly on a ball's edge (a fake that copies the real
+/// point that sets the radius) may fall either way under f32 rounding here; `prdc_cpu`
+/// decides such ties consistently.
+pub fn prdc(g: &Gpu, real: &Features, fake: &Features, k_pr: usize, k_dc: usize) -> Result<Prdc> {
+    ensure!(real.d == fake.d, "PRDC: feature dimensions differ");
+    ensure!(k_pr >= 1 && k_dc >= 1, "PRDC: k must be >= 1");
+    let (x, y) = (Rows::all(real), Rows::all(fake));
+    let real_r_pr = knn::knn_sq_radii(g, real, k_pr)?;
+    let real_r_dc = if k_dc == k_pr {
+        real_r_pr.clone()
+    } else {
+        knn::knn_sq_radii(g, real, k_dc)?
+    };
+    let fake_r_pr = knn::knn_sq_radii(g, fake, k_pr)?;
+    let hits = |counts: &[u32]| counts.iter().filter(|&&c| c > 0).count() as f64;
+    let (n, m) = (real.n as f64, fake.n as f64);
+    let precision = hits(&knn::ball_counts(g, y, x, &real_r_pr)?) / m;
+    let in_real_balls = knn::ball_counts(g, y, x, &real_r_dc)?;
+    let density = in_real_balls.iter().map(|&c| c as f64).sum::<f64>() / (k_dc as f64 * m);
+    let recall = hits(&knn::ball_counts(g, x, y, &fake_r_pr)?) / n;
+    let nearest_fake = knn::nearest(g, x, y, 1, Score::SqDist)?;
+    let covered = (0..real.n)
+        .filter(|&i| nearest_fake.score[i] <= real_r_dc[i])
+        .count();
+    Ok(Prdc {
+        precision,
+        recall,
+        density,
+        coverage: covered as f64 / n,
+    })
+}
+
+/// Plain-Rust reference of `prdc`'s precision and recall.
+pub fn precision_recall_cpu(real: &Features, fake: &Features, k: usize) -> (f64, f64) {
     let p = compute(real, fake, k, k, true);
     (p.precision, p.recall)
 }
 
-/// density  = 1/(kM) Σ_j Σ_i 1[‖y_j − x_i‖ ≤ r_k(x_i)]
-/// coverage = (1/N) Σ_i 1[min_j ‖y_j − x_i‖ ≤ r_k(x_i)]
-///
-/// Only real radii are needed, so this skips the fake–fake pass. Needs N > k.
-/// The paper uses k = 5.
-pub fn density_coverage(real: &Features, fake: &Features, k: usize) -> (f64, f64) {
+/// Plain-Rust reference of `prdc`'s density and coverage; only real radii are needed, so
+/// this skips the fake–fake pass.
+pub fn density_coverage_cpu(real: &Features, fake: &Features, k: usize) -> (f64, f64) {
     let p = compute(real, fake, k, k, false);
     (p.density, p.coverage)
 }
 
-/// All four metrics from one real–real, one fake–fake and one real–fake pass
-/// (k_pr for precision/recall, k_dc for density/coverage).
-pub fn prdc(real: &Features, fake: &Features, k_pr: usize, k_dc: usize) -> Prdc {
+/// Plain-Rust reference of `prdc`: one real–real, one fake–fake and one real–fake pass.
+pub fn prdc_cpu(real: &Features, fake: &Features, k_pr: usize, k_dc: usize) -> Prdc {
     compute(real, fake, k_pr, k_dc, true)
 }
 
@@ -216,7 +252,7 @@ mod tests {
         let real = Features::new(4, 1, vec![0.0, 1.0, 2.0, 3.0]).unwrap();
         // Fake: 0.5 (inside), 10 and 11 (outside real balls; radius 1 each).
         let fake = Features::new(3, 1, vec![0.5, 10.0, 11.0]).unwrap();
-        let p = prdc(&real, &fake, 1, 1);
+        let p = prdc_cpu(&real, &fake, 1, 1);
         assert_eq!(p.precision, 1.0 / 3.0);
         // Fake radii (k=1): 9.5, 1, 1. Ball around 0.5 with radius 9.5 holds all real.
         assert_eq!(p.recall, 1.0);
@@ -224,8 +260,14 @@ mod tests {
         assert!((p.density - 2.0 / 3.0).abs() < 1e-12);
         // Coverage: real 0 and 1 have a fake within radius 1; 2 and 3 do not.
         assert_eq!(p.coverage, 0.5);
-        assert_eq!(precision_recall(&real, &fake, 1), (p.precision, p.recall));
-        assert_eq!(density_coverage(&real, &fake, 1), (p.density, p.coverage));
+        assert_eq!(
+            precision_recall_cpu(&real, &fake, 1),
+            (p.precision, p.recall)
+        );
+        assert_eq!(
+            density_coverage_cpu(&real, &fake, 1),
+            (p.density, p.coverage)
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod conv_transpose2d;
 pub mod diffaug;
 pub mod dropout;
 pub mod elementwise;
+pub mod knn;
 pub mod latent;
 pub mod linear_cm;
 pub mod loss;
