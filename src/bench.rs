@@ -277,7 +277,7 @@ pub fn run_kernels(g: &Gpu, which: &str, json: bool, sizes: &[usize]) -> Result<
     };
     let known = ["matmul", "conv2d", "conv_transpose2d", "all"];
     if !known.contains(&which) {
-        bail!("bench: unknown case '{which}'; expected one of matmul, conv2d, conv_transpose2d, all, step");
+        bail!("bench: unknown case '{which}'; expected one of matmul, conv2d, conv_transpose2d, all, step, pool-search");
     }
     if which == "matmul" || which == "all" {
         for &n in sizes {
@@ -295,6 +295,92 @@ pub fn run_kernels(g: &Gpu, which: &str, json: bool, sizes: &[usize]) -> Result<
         }
     }
     Ok(results)
+}
+
+/// The pool search of one coverage-gap round: `rows` cached pool features of dimension `d`
+/// scored against `generated` generated rows (k-NN radii of the samples, then each row's
+/// distance to the nearest ball), on the engine and with the scalar CPU loop it replaced,
+/// in the same run. Wall time, uploads and readback included: what a round waits for.
+pub struct PoolSearchResult {
+    pub rows: usize,
+    pub d: usize,
+    pub generated: usize,
+    pub engine_ms: f64,
+    pub cpu_ms: Option<f64>,
+    /// Largest |engine - CPU| gap over the rows (when the CPU loop ran).
+    pub max_abs_diff: Option<f64>,
+}
+
+impl PoolSearchResult {
+    pub fn line(&self, device: &str) -> String {
+        let cpu = match (self.cpu_ms, self.max_abs_diff) {
+            (Some(c), Some(diff)) => format!(
+                "  CPU loop {:>9.1} ms  engine is {:>6.1}x faster (max |diff| {diff:.1e})",
+                c,
+                c / self.engine_ms
+            ),
+            _ => "  CPU loop not run (above --cpu-max-rows)".to_string(),
+        };
+        format!(
+            "{:<14} {:>8} x {} vs {} generated  {}  engine {:>9.1} ms{}",
+            "pool-search", self.rows, self.d, self.generated, device, self.engine_ms, cpu
+        )
+    }
+
+    pub fn json(&self, device: &str) -> String {
+        serde_json::json!({
+            "op": "pool_search", "rows": self.rows, "d": self.d, "generated": self.generated,
+            "device": device, "engine_ms": self.engine_ms, "cpu_loop_ms": self.cpu_ms,
+            "max_abs_diff": self.max_abs_diff,
+        })
+        .to_string()
+    }
+}
+
+pub fn pool_search_case(
+    g: &Gpu,
+    rows: usize,
+    d: usize,
+    generated: usize,
+    run_cpu: bool,
+) -> Result<PoolSearchResult> {
+    use crate::active::coverage_gap::{gaps_cpu, gaps_of};
+    use crate::metrics::Features;
+    let mut rng = crate::util::HostRng::new(rows as u64, 0x9001);
+    let mut normals = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    let pool = Features::new(rows, d, normals(rows * d))?;
+    let gen = Features::new(generated, d, normals(generated * d))?;
+    let candidates: Vec<usize> = (0..rows).collect();
+    let k = 5;
+    let mut engine = gaps_of(g, &pool, &candidates, &gen, k)?;
+    let mut times = vec![];
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        engine = gaps_of(g, &pool, &candidates, &gen, k)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let (cpu_ms, max_abs_diff) = if run_cpu {
+        let t = std::time::Instant::now();
+        let cpu = gaps_cpu(&pool, &candidates, &gen, k);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let diff = engine
+            .iter()
+            .zip(&cpu)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        (Some(ms), Some(diff))
+    } else {
+        (None, None)
+    };
+    Ok(PoolSearchResult {
+        rows,
+        d,
+        generated,
+        engine_ms: times[1],
+        cpu_ms,
+        max_abs_diff,
+    })
 }
 
 /// numpy's matmul (OpenBLAS) timed in a child python3, as the CPU reference point.

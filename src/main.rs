@@ -495,9 +495,10 @@ enum Command {
     },
     /// List the GPU adapters with their backend, type and key limits.
     Devices,
-    /// Benchmark kernels (matmul, conv2d, conv_transpose2d, all) or a training step (step).
+    /// Benchmark kernels (matmul, conv2d, conv_transpose2d, all), a training step (step) or
+    /// a round's pool search against the CPU loop it replaced (pool-search).
     Bench {
-        /// matmul | conv2d | conv_transpose2d | all | step
+        /// matmul | conv2d | conv_transpose2d | all | step | pool-search
         #[arg(default_value = "all")]
         case: String,
         /// For `step`: gan | vae.
@@ -521,6 +522,14 @@ enum Command {
         /// Matmul sizes (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = bench::MATMUL_SIZES)]
         sizes: Vec<usize>,
+        /// For `pool-search`: pool rows (comma-separated), 128 features each, against 1,000
+        /// generated rows.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000, 1_000_000])]
+        rows: Vec<usize>,
+        /// For `pool-search`: run the CPU loop only up to this many rows (it takes minutes
+        /// at 10^6 on two cores).
+        #[arg(long, default_value_t = 1_000_000)]
+        cpu_max_rows: usize,
     },
 }
 
@@ -1022,8 +1031,27 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             steps,
             profile,
+            rows,
+            cpu_max_rows,
         } => {
             let g = Gpu::new(device)?;
+            if case == "pool-search" {
+                for &n in &rows {
+                    if !(1..=20_000_000).contains(&n) {
+                        anyhow::bail!("--rows {n}: expected 1 to 20,000,000 pool rows");
+                    }
+                    let r = bench::pool_search_case(&g, n, 128, 1000, n <= cpu_max_rows)?;
+                    println!(
+                        "{}",
+                        if json {
+                            r.json(g.name())
+                        } else {
+                            r.line(g.name())
+                        }
+                    );
+                }
+                return Ok(());
+            }
             if case == "step" {
                 if !(2..=4096).contains(&batch) {
                     anyhow::bail!("--batch must be between 2 and 4096, got {batch}");

@@ -299,10 +299,10 @@ fn paged_search_returns_the_r_nearest_in_order() {
     for (page, chunking) in [(7, tiny(3)), (32, Chunking::for_device(&g))] {
         let got = knn::nearest_paged_chunked(&g, Rows::all(&q), Rows::all(&x), 40, page, chunking)
             .unwrap();
+        assert_eq!(got.k, 40);
         for i in 0..q.n {
-            assert_eq!(got[i].len(), 40);
             let mut seen = std::collections::HashSet::new();
-            for (rank, &j) in got[i].iter().enumerate() {
+            for (rank, &j) in got.indices(i).iter().enumerate() {
                 assert!(seen.insert(j), "row {i}: {j} twice (page {page})");
                 let d = knn::sq_dist_f64(q.row(i), x.row(j));
                 assert!(
@@ -313,8 +313,21 @@ fn paged_search_returns_the_r_nearest_in_order() {
         }
     }
     let all = knn::nearest_paged(&g, Rows::all(&q), Rows::all(&x), 1000).unwrap();
-    assert!(
-        all.iter().all(|r| r.len() == 65),
-        "r is cut to the memory's rows"
-    );
+    assert_eq!(all.k, 65, "r is cut to the memory's rows");
+}
+
+#[test]
+fn coverage_gaps_match_the_scalar_loop() {
+    use activegen::active::coverage_gap::{gaps_cpu, gaps_of};
+    let g = common::gpu();
+    let pool = random_features(300, 17, 31);
+    let gen = random_features(65, 17, 32);
+    let candidates: Vec<usize> = (0..300).step_by(3).collect();
+    for k in [1, 5, 80] {
+        let got = gaps_of(&g, &pool, &candidates, &gen, k).unwrap();
+        let want = gaps_cpu(&pool, &candidates, &gen, k);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "k {k} candidate {i}: {a} vs {b}");
+        }
+    }
 }

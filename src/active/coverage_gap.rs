@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::strategy::{top_k, Context, Strategy};
+use super::strategy::{sq_dist, top_k, Context, Strategy};
 use crate::gpu::Gpu;
 use crate::metrics::Features;
 use crate::ops::knn::{self, Rows, Score};
@@ -24,18 +24,58 @@ pub fn knn_radii(g: &Gpu, gen: &Features, k: usize) -> Result<Vec<f32>> {
     Ok(radii.into_iter().map(f32::sqrt).collect())
 }
 
-/// The gap of each candidate (positive: outside every ball): one pool search over the
-/// candidates, scored by distance minus the sample's radius.
+/// The gap of each candidate (positive: outside every ball).
 pub fn gaps(ctx: &Context, k: usize) -> Result<Vec<f64>> {
-    let radii = knn_radii(ctx.g, ctx.generated, k)?;
+    gaps_of(ctx.g, ctx.features, ctx.candidates, ctx.generated, k)
+}
+
+/// The gaps of rows `candidates` of `features` to the balls of `generated`: one pool search
+/// over the candidates, scored by distance minus the sample's radius.
+pub fn gaps_of(
+    g: &Gpu,
+    features: &Features,
+    candidates: &[usize],
+    generated: &Features,
+    k: usize,
+) -> Result<Vec<f64>> {
+    let radii = knn_radii(g, generated, k)?;
     let nb = knn::nearest(
-        ctx.g,
-        Rows::subset(ctx.features, ctx.candidates),
-        Rows::all(ctx.generated),
+        g,
+        Rows::subset(features, candidates),
+        Rows::all(generated),
         1,
         Score::DistMinusRadius(&radii),
     )?;
     Ok(nb.score.iter().map(|&s| s as f64).collect())
+}
+
+/// Plain-Rust reference of `gaps_of`: the scalar loop over every (candidate, sample) pair
+/// that the pool search replaced (`activegen bench pool-search` times the two).
+pub fn gaps_cpu(features: &Features, candidates: &[usize], generated: &Features, k: usize) -> Vec<f64> {
+    let n = generated.n;
+    let radii: Vec<f32> = (0..n)
+        .map(|i| {
+            let mut d: Vec<f32> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| sq_dist(generated.row(i), generated.row(j)))
+                .collect();
+            if d.is_empty() {
+                return 0.0;
+            }
+            let kk = k.min(d.len()) - 1;
+            d.select_nth_unstable_by(kk, f32::total_cmp);
+            d[kk].sqrt()
+        })
+        .collect();
+    candidates
+        .iter()
+        .map(|&c| {
+            let x = features.row(c);
+            (0..n)
+                .map(|j| sq_dist(x, generated.row(j)).sqrt() - radii[j])
+                .fold(f32::INFINITY, f32::min) as f64
+        })
+        .collect()
 }
 
 impl Strategy for CoverageGap {

@@ -205,9 +205,8 @@ fn nearest(queries: &Features, ctx: &Context, r: usize) -> Result<Vec<Vec<usize>
     }
     let memory = Rows::subset(ctx.features, ctx.candidates);
     let near = knn::nearest_paged(ctx.g, Rows::all(queries), memory, r)?;
-    Ok(near
-        .into_iter()
-        .map(|row| row.into_iter().map(|j| ctx.candidates[j]).collect())
+    Ok((0..queries.n)
+        .map(|q| near.indices(q).iter().map(|&j| ctx.candidates[j]).collect())
         .collect())
 }
 

@@ -128,12 +128,11 @@ impl Chunking {
 struct Params {
     rows: u32,
     cols: u32,
-    k: u32,
     col0: u32,
     merge: u32,
     mode: u32,
     after: u32,
-    _pad: u32,
+    _pad: [u32; 2],
 }
 
 /// The memory side on the device: centred chunks with their squared norms and per-row values.
@@ -235,9 +234,10 @@ pub fn nearest_chunked(
     search(g, queries, memory, k, score, chunking, None)
 }
 
-/// The `r` nearest memory rows of every query row (any r), nearest first: pages of
-/// KMAX, each page the neighbours strictly after the last one of the page before.
-pub fn nearest_paged(g: &Gpu, queries: Rows, memory: Rows, r: usize) -> Result<Vec<Vec<usize>>> {
+/// The `r` nearest memory rows of every query row (any r; fewer when the memory has
+/// fewer rows), nearest first, by squared distance: pages of KMAX, each page the
+/// neighbours strictly after the last one of the page before.
+pub fn nearest_paged(g: &Gpu, queries: Rows, memory: Rows, r: usize) -> Result<Neighbours> {
     nearest_paged_chunked(g, queries, memory, r, KMAX, Chunking::for_device(g))
 }
 
@@ -249,31 +249,29 @@ pub fn nearest_paged_chunked(
     r: usize,
     page: usize,
     chunking: Chunking,
-) -> Result<Vec<Vec<usize>>> {
+) -> Result<Neighbours> {
     check(&queries, &memory, "nearest")?;
+    ensure!((1..=KMAX).contains(&page), "nearest: page = {page}, expected 1..={KMAX}");
     let r = r.min(memory.len());
-    let mut out: Vec<Vec<usize>> = vec![Vec::with_capacity(r); queries.len()];
+    let m = queries.len();
+    let mut score = vec![0f32; m * r];
+    let mut index = vec![0usize; m * r];
     let mut cursor: Option<Vec<f32>> = None;
-    while out.first().is_some_and(|o| o.len() < r) {
-        let k = page.min(r - out[0].len());
-        let nb = search(
-            g,
-            queries,
-            memory,
-            k,
-            Score::SqDist,
-            chunking,
-            cursor.as_deref(),
-        )?;
-        let mut next = Vec::with_capacity(2 * queries.len());
-        for (i, o) in out.iter_mut().enumerate() {
-            o.extend_from_slice(nb.indices(i));
+    let mut done = 0;
+    while done < r {
+        let k = page.min(r - done);
+        let nb = search(g, queries, memory, k, Score::SqDist, chunking, cursor.as_deref())?;
+        let mut next = Vec::with_capacity(2 * m);
+        for i in 0..m {
+            score[i * r + done..i * r + done + k].copy_from_slice(nb.scores(i));
+            index[i * r + done..i * r + done + k].copy_from_slice(nb.indices(i));
             next.push(nb.scores(i)[k - 1]);
             next.push(f32::from_bits(nb.indices(i)[k - 1] as u32));
         }
         cursor = Some(next);
+        done += k;
     }
-    Ok(out)
+    Ok(Neighbours { k: r, score, index })
 }
 
 /// One top-k search; `cursor` ([M, 2]: score, index bits) keeps only pairs after it.
@@ -332,18 +330,18 @@ fn search(
             let params = Params {
                 rows: u(b),
                 cols: u(x.dim(0)),
-                k: u(k),
                 col0: u(*col0),
                 merge: u32::from(ci > 0),
                 mode,
                 after: u32::from(after.is_some()),
-                _pad: 0,
+                _pad: [0; 2],
             };
+
             launch(
                 g,
                 "knn",
                 "knn_topk",
-                &[],
+                &[("KEEP", k as u64)],
                 &params,
                 &[
                     dots.buffer(),
@@ -354,7 +352,7 @@ fn search(
                     best_index.buffer(),
                     after.as_ref().unwrap_or(&qn).buffer(),
                 ],
-                grid_1d(b, 1),
+                grid_1d(b, 64),
                 Cost::bytes(4.0 * (b * x.dim(0)) as f64),
             )?;
         }
@@ -409,12 +407,11 @@ pub fn ball_counts_chunked(
             let params = Params {
                 rows: u(b),
                 cols: u(x.dim(0)),
-                k: 0,
                 col0: 0,
                 merge: u32::from(ci > 0),
                 mode: 0,
                 after: 0,
-                _pad: 0,
+                _pad: [0; 2],
             };
             launch(
                 g,
@@ -429,7 +426,7 @@ pub fn ball_counts_chunked(
                     radii.buffer(),
                     count.buffer(),
                 ],
-                grid_1d(b, 1),
+                grid_1d(b, 64),
                 Cost::bytes(4.0 * (b * x.dim(0)) as f64),
             )?;
         }
@@ -447,7 +444,7 @@ pub fn knn_sq_radii(g: &Gpu, f: &Features, k: usize) -> Result<Vec<f32>> {
         "k-NN radii: need more than k = {k} rows, got {}",
         f.n
     );
-    let nb = nearest(g, Rows::all(f), Rows::all(f), k + 1, Score::SqDist)?;
+    let nb = nearest_paged(g, Rows::all(f), Rows::all(f), k + 1)?;
     Ok((0..f.n)
         .map(|i| {
             // Drop self (wherever ties placed it); without it in the list, the k-th is k-1.
