@@ -9,11 +9,11 @@
 // the list starts from the chunks before (best_score / best_index [R, KEEP], ascending;
 // col0 is the chunk's first memory row, so indices are global), so the insertion is the
 // merge. The score is
-//   mode 0:  d²(r, j)                                     (nearest neighbours)
-//   mode 1:  sqrt(d²(r, j)) - col_value[j]                (distance minus a per-row radius:
+//   MODE 0:  d²(r, j)                                     (nearest neighbours)
+//   MODE 1:  sqrt(d²(r, j)) - col_value[j]                (distance minus a per-row radius:
 //                                                          coverage-gap's ball gap)
 // Ties go to the lower memory index, so the result does not depend on the chunking.
-// Slots past the memory's size hold (FAR, NONE). With after = 1 only pairs strictly after
+// Slots past the memory's size hold (FAR, NONE). With AFTER only pairs strictly after
 // cursor [R] (score, index bits) count: the next page of a row's neighbours, for searches
 // that need more than KMAX of them.
 //
@@ -25,18 +25,21 @@ const KMAX: u32 = 32u;
 const NONE: u32 = 0xffffffffu;
 // Above every real score (f32::MAX; a literal infinity is not a valid WGSL constant).
 const FAR: f32 = 3.40282347e38;
-// The list length k (1..=KMAX), a pipeline constant so the list loops have a fixed bound.
+// The list length k (1..=KMAX), the score and paging: pipeline constants, so the list
+// loops have a fixed bound and the hot loop carries no branch it does not need.
 override KEEP: u32 = 1u;
+override MODE: u32 = 0u;
+override AFTER: bool = false;
 
 struct Params {
     rows: u32,
     cols: u32,
     col0: u32,
     merge: u32,
-    mode: u32,
-    after: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -77,23 +80,26 @@ fn knn_topk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
     var cs = 0.0;
     var ci = 0u;
-    if (p.after == 1u) {
+    if (AFTER) {
         cs = bitcast<f32>(cursor[2u * r]);
         ci = cursor[2u * r + 1u];
     }
     let qr = qn[r];
     let base = r * p.cols;
+    // The list's last entry in registers: the hot loop then never touches the arrays.
+    var worst_s = s[KEEP - 1u];
+    var worst_i = ix[KEEP - 1u];
     for (var j = 0u; j < p.cols; j++) {
         let d2 = max(qr + xn[j] - 2.0 * dots[base + j], 0.0);
         var v = d2;
-        if (p.mode == 1u) {
+        if (MODE == 1u) {
             v = sqrt(d2) - col_value[j];
         }
         let gj = p.col0 + j;
-        if (!before(v, gj, s[KEEP - 1u], ix[KEEP - 1u])) {
+        if (!before(v, gj, worst_s, worst_i)) {
             continue;
         }
-        if (p.after == 1u && !before(cs, ci, v, gj)) {
+        if (AFTER && !before(cs, ci, v, gj)) {
             continue;
         }
         var pos = KEEP - 1u;
@@ -104,6 +110,8 @@ fn knn_topk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         }
         s[pos] = v;
         ix[pos] = gj;
+        worst_s = s[KEEP - 1u];
+        worst_i = ix[KEEP - 1u];
     }
     for (var q = 0u; q < KEEP; q++) {
         best_score[o + q] = s[q];

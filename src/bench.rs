@@ -309,6 +309,8 @@ pub struct PoolSearchResult {
     pub cpu_ms: Option<f64>,
     /// Largest |engine - CPU| gap over the rows (when the CPU loop ran).
     pub max_abs_diff: Option<f64>,
+    /// Per-kernel times of one engine search.
+    pub profile: Vec<(String, crate::gpu::KernelStat)>,
 }
 
 impl PoolSearchResult {
@@ -360,6 +362,9 @@ pub fn pool_search_case(
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
+    g.start_profiling();
+    gaps_of(g, &pool, &candidates, &gen, k)?;
+    let profile = g.stop_profiling();
     let (cpu_ms, max_abs_diff) = if run_cpu {
         let t = std::time::Instant::now();
         let cpu = gaps_cpu(&pool, &candidates, &gen, k);
@@ -380,6 +385,7 @@ pub fn pool_search_case(
         engine_ms: times[1],
         cpu_ms,
         max_abs_diff,
+        profile,
     })
 }
 

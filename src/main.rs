@@ -510,7 +510,7 @@ enum Command {
         /// For `step`: timed steps.
         #[arg(long, default_value_t = 10)]
         steps: usize,
-        /// For `step`: print the per-kernel GPU table.
+        /// For `step` and `pool-search`: print the per-kernel GPU table.
         #[arg(long)]
         profile: bool,
         /// One JSON object per line.
@@ -1049,6 +1049,14 @@ fn run(cli: Cli) -> Result<()> {
                             r.line(g.name())
                         }
                     );
+                    if profile && !json {
+                        let timer = if g.has_timestamps() {
+                            "gpu timestamps"
+                        } else {
+                            "wall brackets"
+                        };
+                        print!("{}", bench::profile_table(&r.profile, 1, timer));
+                    }
                 }
                 return Ok(());
             }

@@ -130,9 +130,7 @@ struct Params {
     cols: u32,
     col0: u32,
     merge: u32,
-    mode: u32,
-    after: u32,
-    _pad: [u32; 2],
+    _pad: [u32; 4],
 }
 
 /// The memory side on the device: centred chunks with their squared norms and per-row values.
@@ -291,7 +289,7 @@ fn search(
     );
     let k = k.min(memory.len());
     let (mode, values) = match score {
-        Score::SqDist => (0, None),
+        Score::SqDist => (0u64, None),
         Score::DistMinusRadius(r) => {
             ensure!(
                 r.len() == memory.len(),
@@ -332,16 +330,18 @@ fn search(
                 cols: u(x.dim(0)),
                 col0: u(*col0),
                 merge: u32::from(ci > 0),
-                mode,
-                after: u32::from(after.is_some()),
-                _pad: [0; 2],
+                _pad: [0; 4],
             };
 
             launch(
                 g,
                 "knn",
                 "knn_topk",
-                &[("KEEP", k as u64)],
+                &[
+                    ("KEEP", k as u64),
+                    ("MODE", mode),
+                    ("AFTER", u64::from(after.is_some())),
+                ],
                 &params,
                 &[
                     dots.buffer(),
@@ -409,9 +409,7 @@ pub fn ball_counts_chunked(
                 cols: u(x.dim(0)),
                 col0: 0,
                 merge: u32::from(ci > 0),
-                mode: 0,
-                after: 0,
-                _pad: [0; 2],
+                _pad: [0; 4],
             };
             launch(
                 g,
