@@ -9,9 +9,9 @@
 # device README's recipe). The run then carries .dev and .gl:
 #   run(command="bash scripts/device_bench.sh", carry=[".gl", ".dev"])
 # Results land in $OUT: step.jsonl, pytorch.jsonl, kernels.jsonl, profile.txt, tests.log,
-# run.log, tiles.txt, split.txt. Arguments pick sections, run in this order (default: all
+# run.log, tiles.txt, split.txt, poolsearch.jsonl. Arguments pick sections, run in this order (default: all
 # but tiles and split):
-# tiles split step pytorch compile tests profile kernels. `tiles` times every tile form of the
+# tiles split step pytorch compile tests profile kernels poolsearch. `tiles` times every tile form of the
 # tiled GEMM (ACTIVEGEN_GEMM_TILE) on square products, the DCGAN's GEMM shapes and the step;
 # `split` the weight gradients cut into 1 to 64 K slices (examples/gemm_shapes.rs split).
 set -u
@@ -27,7 +27,7 @@ if [ "${1:-}" = "--bundle" ]; then
     exit 0
 fi
 
-sections=${*:-step pytorch compile profile kernels tests}
+sections=${*:-step pytorch compile profile kernels poolsearch tests}
 skip="--skip subgroup_" # the subgroup GEMM needs 8- or 16-wide subgroups (CPU drivers)
 want() { [[ " $sections " == *" $1 "* ]]; }
 OUT=${OUT:-/tmp/activegen-device}
@@ -128,6 +128,13 @@ stamp "kernels"
 timeout 90 $A bench all --json --sizes 256,512,1024,2048,4096 | tee -a "$OUT/kernels.jsonl"
 timeout 60 python3 benches/pytorch_matmul.py --device cuda --sizes 256,512,1024,2048,4096 | tee -a "$OUT/kernels.jsonl"
 timeout 60 python3 benches/pytorch_matmul.py --device cuda --sizes 1024,4096 --tf32 | tee -a "$OUT/kernels.jsonl"
+fi
+
+if want poolsearch; then
+stamp "pool search"
+# 10^4..10^6 pool rows against 1,000 generated; the CPU loop only up to 10^5 (it is the
+# same host loop as on lavapipe's machine, not the GPU's).
+timeout 240 $A bench pool-search --json --cpu-max-rows 100000 | tee -a "$OUT/poolsearch.jsonl"
 fi
 
 stamp done

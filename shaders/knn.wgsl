@@ -96,23 +96,26 @@ fn knn_topk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
             v = sqrt(d2) - col_value[j];
         }
         let gj = p.col0 + j;
-        if (!before(v, gj, worst_s, worst_i)) {
-            continue;
+        if (before(v, gj, worst_s, worst_i) && (!AFTER || before(cs, ci, v, gj))) {
+            if (KEEP == 1u) {
+                worst_s = v;
+                worst_i = gj;
+            } else {
+                var pos = KEEP - 1u;
+                while (pos > 0u && before(v, gj, s[pos - 1u], ix[pos - 1u])) {
+                    s[pos] = s[pos - 1u];
+                    ix[pos] = ix[pos - 1u];
+                    pos -= 1u;
+                }
+                s[pos] = v;
+                ix[pos] = gj;
+                worst_s = s[KEEP - 1u];
+                worst_i = ix[KEEP - 1u];
+            }
         }
-        if (AFTER && !before(cs, ci, v, gj)) {
-            continue;
-        }
-        var pos = KEEP - 1u;
-        while (pos > 0u && before(v, gj, s[pos - 1u], ix[pos - 1u])) {
-            s[pos] = s[pos - 1u];
-            ix[pos] = ix[pos - 1u];
-            pos -= 1u;
-        }
-        s[pos] = v;
-        ix[pos] = gj;
-        worst_s = s[KEEP - 1u];
-        worst_i = ix[KEEP - 1u];
     }
+    s[KEEP - 1u] = worst_s;
+    ix[KEEP - 1u] = worst_i;
     for (var q = 0u; q < KEEP; q++) {
         best_score[o + q] = s[q];
         best_index[o + q] = ix[q];
