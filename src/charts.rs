@@ -38,8 +38,12 @@ where
     if pts.is_empty() {
         bail!("no rounds to chart");
     }
-    let x0 = pts.iter().map(|p| p.0).min().unwrap() as f64;
-    let x1 = (pts.iter().map(|p| p.0).max().unwrap() as f64).max(x0 + 1.0);
+    // A margin on both sides so the end points' markers show; one budget point (the main
+    // job evaluates only its final budget) gets a window around it.
+    let lo_x = pts.iter().map(|p| p.0).min().unwrap() as f64;
+    let hi_x = pts.iter().map(|p| p.0).max().unwrap() as f64;
+    let margin = ((hi_x - lo_x) * 0.04).max(if hi_x > lo_x { 1.0 } else { 50.0 });
+    let (x0, x1) = (lo_x - margin, hi_x + margin);
     let y0 = pts.iter().map(|p| p.1 - p.2).fold(f64::INFINITY, f64::min);
     let y1 = pts
         .iter()
@@ -64,7 +68,8 @@ where
             (10f64.powf((lo * 0.9).log10().floor())..y1 * 1.1).log_scale(),
         )
     } else {
-        let pad = ((y1 - y0) * 0.08).max(1e-6);
+        // A flat series (every arm at class coverage 1.0) still gets a readable axis.
+        let pad = ((y1 - y0) * 0.08).max(0.05 * y0.abs().max(y1.abs()).max(1e-3));
         draw_on(
             root,
             sum,
@@ -158,6 +163,21 @@ where
             .map_err(|e| anyhow!("{e:?}"))?
             .label(s.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        // Markers and ± std bars at each evaluated budget: visible with a single point too.
+        chart
+            .draw_series(levels.iter().map(|l| {
+                let (x, m, sd) = (l.acquired as f64, l.mean[metric], l.std[metric]);
+                let low = if log { (m - sd).max(m * 0.5) } else { m - sd };
+                PathElement::new(vec![(x, low), (x, m + sd)], c.stroke_width(1))
+            }))
+            .map_err(|e| anyhow!("{e:?}"))?;
+        chart
+            .draw_series(
+                levels
+                    .iter()
+                    .map(|l| Circle::new((l.acquired as f64, l.mean[metric]), 4, c.filled())),
+            )
+            .map_err(|e| anyhow!("{e:?}"))?;
     }
     chart
         .configure_series_labels()

@@ -327,7 +327,10 @@ fn coverage_gaps_match_the_scalar_loop() {
         let got = gaps_of(&g, &pool, &candidates, &gen, k).unwrap();
         let want = gaps_cpu(&pool, &candidates, &gen, k);
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "k {k} candidate {i}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                "k {k} candidate {i}: {a} vs {b}"
+            );
         }
     }
 }

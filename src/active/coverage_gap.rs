@@ -51,7 +51,12 @@ pub fn gaps_of(
 
 /// Plain-Rust reference of `gaps_of`: the scalar loop over every (candidate, sample) pair
 /// that the pool search replaced (`activegen bench pool-search` times the two).
-pub fn gaps_cpu(features: &Features, candidates: &[usize], generated: &Features, k: usize) -> Vec<f64> {
+pub fn gaps_cpu(
+    features: &Features,
+    candidates: &[usize],
+    generated: &Features,
+    k: usize,
+) -> Vec<f64> {
     let n = generated.n;
     let radii: Vec<f32> = (0..n)
         .map(|i| {

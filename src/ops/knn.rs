@@ -249,7 +249,10 @@ pub fn nearest_paged_chunked(
     chunking: Chunking,
 ) -> Result<Neighbours> {
     check(&queries, &memory, "nearest")?;
-    ensure!((1..=KMAX).contains(&page), "nearest: page = {page}, expected 1..={KMAX}");
+    ensure!(
+        (1..=KMAX).contains(&page),
+        "nearest: page = {page}, expected 1..={KMAX}"
+    );
     let r = r.min(memory.len());
     let m = queries.len();
     let mut score = vec![0f32; m * r];
@@ -258,7 +261,15 @@ pub fn nearest_paged_chunked(
     let mut done = 0;
     while done < r {
         let k = page.min(r - done);
-        let nb = search(g, queries, memory, k, Score::SqDist, chunking, cursor.as_deref())?;
+        let nb = search(
+            g,
+            queries,
+            memory,
+            k,
+            Score::SqDist,
+            chunking,
+            cursor.as_deref(),
+        )?;
         let mut next = Vec::with_capacity(2 * m);
         for i in 0..m {
             score[i * r + done..i * r + done + k].copy_from_slice(nb.scores(i));
