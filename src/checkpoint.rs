@@ -57,7 +57,52 @@ impl HostTensors {
         }
         let data = safetensors::tensor::serialize(views, metadata)
             .map_err(|e| anyhow!("{}: cannot serialise: {e}", path.display()))?;
-        crate::util::write_atomic(path, &data)
+        crate::util::write_atomic(path, &sorted_header(data))
+    }
+
+    /// The name of the first tensor holding a NaN or an infinity.
+    pub fn first_non_finite(&self) -> Option<&str> {
+        self.f32s
+            .iter()
+            .find(|(_, _, d)| d.iter().any(|v| !v.is_finite()))
+            .map(|(n, _, _)| n.as_str())
+    }
+}
+
+/// The safetensors header with its keys (and the metadata's) in sorted order, padded to
+/// its old length: the library writes the metadata map in hash order, so two identical
+/// checkpoints would differ byte for byte.
+fn sorted_header(mut data: Vec<u8>) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let Some(n) = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    else {
+        return data;
+    };
+    let Some(Ok(serde_json::Value::Object(map))) = data
+        .get(8..8 + n)
+        .map(serde_json::from_slice::<serde_json::Value>)
+    else {
+        return data;
+    };
+    let sorted: BTreeMap<String, serde_json::Value> = map
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(m) => {
+                let inner: BTreeMap<String, serde_json::Value> = m.into_iter().collect();
+                (k, serde_json::to_value(inner).unwrap_or_default())
+            }
+            other => (k, other),
+        })
+        .collect();
+    match serde_json::to_vec(&sorted) {
+        Ok(mut h) if h.len() <= n => {
+            h.resize(n, b' ');
+            data[8..8 + n].copy_from_slice(&h);
+            data
+        }
+        _ => data,
     }
 }
 
@@ -217,4 +262,83 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     crate::util::write_atomic(path, text.as_bytes())
+}
+
+/// The files of one checkpoint with their sizes and content hashes. Files are renamed
+/// into place one by one, so a crash part-way leaves some from the new step beside some
+/// from the old; the run's state file, written last and atomically, records this manifest
+/// and is the checkpoint's commit. `verify` then tells a whole checkpoint from a mixed one.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub files: std::collections::BTreeMap<String, FileDigest>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileDigest {
+    pub bytes: u64,
+    /// FNV-1a 64 of the contents, hex.
+    pub fnv1a: String,
+}
+
+fn digest(path: &Path) -> Result<FileDigest> {
+    let data = std::fs::read(path).map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
+    Ok(FileDigest {
+        bytes: data.len() as u64,
+        fnv1a: format!("{:016x}", fnv1a64(&data)),
+    })
+}
+
+pub fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl Manifest {
+    /// The manifest of files `names` in `dir`, as they are now.
+    pub fn of(dir: &Path, names: &[String]) -> Result<Manifest> {
+        let mut files = std::collections::BTreeMap::new();
+        for n in names {
+            files.insert(n.clone(), digest(&dir.join(n))?);
+        }
+        Ok(Manifest { files })
+    }
+
+    /// Checks that every file in `dir` is the one this manifest recorded for the checkpoint
+    /// of `what` (e.g. "step 500"); names the first that is not. An empty manifest (a run
+    /// written before manifests existed) passes.
+    pub fn verify(&self, dir: &Path, what: &str) -> Result<()> {
+        for (name, want) in &self.files {
+            let path = dir.join(name);
+            if !path.exists() {
+                bail!(
+                    "{}: missing; the checkpoint of {what} is incomplete and cannot be resumed",
+                    path.display()
+                );
+            }
+            if &digest(&path)? != want {
+                bail!(
+                    "{}: not the file the checkpoint of {what} recorded (the run was interrupted while a later checkpoint was written, or the file was changed); resuming would mix two checkpoints, so it is refused",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes temporary files (`*.tmpPID-N`) that an interrupted atomic write left in `dir`.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let stale = name.rsplit_once(".tmp").is_some_and(|(_, tail)| {
+            !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit() || c == '-')
+        });
+        if stale && e.path().is_file() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

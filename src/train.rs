@@ -440,10 +440,16 @@ impl Model {
         }
     }
 
-    /// Writes the weights (PyTorch state_dict layout) and the optimizer state into `dir`.
-    pub fn save(&self, g: &Gpu, dir: &Path) -> Result<()> {
+    /// Writes the weights (PyTorch state_dict layout) and the optimizer state into `dir`
+    /// and returns the files' names. Refuses, writing nothing, when any value is not finite.
+    pub fn save(&self, g: &Gpu, dir: &Path) -> Result<Vec<String>> {
+        let mut files = vec![];
         for (m, stem) in self.modules() {
-            checkpoint::save_module(g, m, &dir.join(format!("{stem}.safetensors")), None)?;
+            files.push((
+                format!("{stem}.safetensors"),
+                checkpoint::state_dict(g, m),
+                None,
+            ));
         }
         let mut opt = HostTensors::new();
         let mut meta = HashMap::new();
@@ -454,7 +460,18 @@ impl Model {
             }
             meta.insert(format!("{stem}.step"), o.step.to_string());
         }
-        opt.save(&dir.join("optimizer.safetensors"), Some(meta))
+        files.push(("optimizer.safetensors".to_string(), opt, Some(meta)));
+        for (name, tensors, _) in &files {
+            if let Some(bad) = tensors.first_non_finite() {
+                bail!("{name}: {bad} holds NaN or infinite values; the checkpoint was not written");
+            }
+        }
+        let mut names = vec![];
+        for (name, tensors, meta) in files {
+            tensors.save(&dir.join(&name), meta)?;
+            names.push(name);
+        }
+        Ok(names)
     }
 
     /// Restores weights and optimizer state written by `save`; checks everything first.
@@ -611,6 +628,9 @@ pub struct RunState {
     pub rng_offset: u64,
     pub sampler: Sampler,
     pub elapsed_s: f64,
+    /// The checkpoint's files as written at `step` (this file is their commit).
+    #[serde(default)]
+    pub checkpoint: checkpoint::Manifest,
 }
 
 pub struct RunDir {
@@ -747,7 +767,9 @@ pub fn run_train(
         rng_offset: 0,
         sampler: Sampler::new(cfg.seed, train_set.n),
         elapsed_s: 0.0,
+        checkpoint: Default::default(),
     };
+    checkpoint::remove_stale_temporaries(&dir.root);
     let state_path = dir.root.join("state.json");
     if resume {
         if !state_path.exists() {
@@ -758,6 +780,9 @@ pub fn run_train(
         }
         state = checkpoint::read_json(&state_path)?;
         state.sampler.restore();
+        state
+            .checkpoint
+            .verify(&dir.root, &format!("step {}", state.step))?;
         model.load(g, &dir.root)?;
         if state.step >= cfg.steps {
             eprintln!(
@@ -786,6 +811,7 @@ pub fn run_train(
     let t0 = std::time::Instant::now();
     let elapsed0 = state.elapsed_s;
     let mut window_start = (std::time::Instant::now(), state.step);
+    let mut saved_step = resume.then_some(state.step);
     let mut last = vec![];
     let mut names: &[&str] = &[];
     let mut rate = 0.0;
@@ -854,9 +880,20 @@ pub fn run_train(
             state.rng_seed = seed;
             state.rng_offset = offset;
             state.elapsed_s = elapsed0 + t0.elapsed().as_secs_f64();
-            model.save(g, &dir.root)?;
-            // state.json last: a checkpoint counts only once its weights are in place.
+            let files = model.save(g, &dir.root).map_err(|e| {
+                let resume = match saved_step {
+                    Some(s) => format!(
+                        "the last good checkpoint (step {s}) in {} is untouched; --resume from it with a lower learning rate",
+                        dir.root.display()
+                    ),
+                    None => "no checkpoint was written before it".to_string(),
+                };
+                anyhow!("training diverged before the checkpoint of step {step}: {e:#}; {resume}")
+            })?;
+            // state.json last, with the files' digests: the checkpoint's commit.
+            state.checkpoint = checkpoint::Manifest::of(&dir.root, &files)?;
             checkpoint::write_json(&state_path, &state)?;
+            saved_step = Some(step);
         }
     }
     bar.finish();

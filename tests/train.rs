@@ -432,3 +432,112 @@ fn spectral_norm_brings_the_largest_singular_value_to_one_and_persists_u() {
         "{names:?}"
     );
 }
+
+/// Each file's bytes, by name.
+fn file_bytes(dir: &Path, files: &[&str]) -> Vec<Vec<u8>> {
+    files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect()
+}
+
+const GAN_FILES: [&str; 4] = [
+    "generator.safetensors",
+    "discriminator.safetensors",
+    "generator_ema.safetensors",
+    "optimizer.safetensors",
+];
+
+#[test]
+fn identical_runs_write_byte_identical_checkpoints() {
+    let root = std::env::temp_dir().join(format!("activegen-bytes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let g = gpu();
+    train::run_train(&g, &tiny(ModelKind::Gan, 3), &root.join("a"), false, false).unwrap();
+    let g2 = gpu();
+    train::run_train(&g2, &tiny(ModelKind::Gan, 3), &root.join("b"), false, false).unwrap();
+    // The optimizer file's metadata (two step counters) is a map: its order must be fixed.
+    assert!(
+        file_bytes(&root.join("a"), &GAN_FILES) == file_bytes(&root.join("b"), &GAN_FILES),
+        "the same run wrote different bytes"
+    );
+    // The metadata keys are written sorted (the map's own order varies from run to run).
+    let opt = std::fs::read(root.join("a/optimizer.safetensors")).unwrap();
+    let n = u64::from_le_bytes(opt[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(opt[8..8 + n].to_vec()).unwrap();
+    let (d, gen) = (
+        header.find("\"discriminator.step\"").unwrap(),
+        header.find("\"generator.step\"").unwrap(),
+    );
+    assert!(d < gen, "metadata keys out of order: {header}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_checkpoint_mixed_from_two_steps_is_refused_and_stale_temporaries_are_removed() {
+    let root = std::env::temp_dir().join(format!("activegen-mixed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (early, late) = (root.join("early"), root.join("late"));
+    let g = gpu();
+    train::run_train(&g, &tiny(ModelKind::Gan, 3), &early, false, false).unwrap();
+    train::run_train(&g, &tiny(ModelKind::Gan, 6), &late, false, false).unwrap();
+    // A crash while step 6's checkpoint was renamed into place: the generator is new, the
+    // rest and state.json are step 3's.
+    std::fs::copy(
+        late.join("generator.safetensors"),
+        early.join("generator.safetensors"),
+    )
+    .unwrap();
+    let stale = early.join("optimizer.safetensors.tmp4242-7");
+    std::fs::write(&stale, b"half a file").unwrap();
+    let e = train::run_train(&g, &tiny(ModelKind::Gan, 6), &early, true, false)
+        .err()
+        .expect("a mixed checkpoint must be refused")
+        .to_string();
+    assert!(
+        e.contains("generator.safetensors") && e.contains("step 3") && e.contains("refused"),
+        "{e}"
+    );
+    assert!(!stale.exists(), "a stale temporary file was left in place");
+    // Put step 3's generator back (from an identical run): the resume then goes through.
+    let again = root.join("again");
+    train::run_train(&g, &tiny(ModelKind::Gan, 3), &again, false, false).unwrap();
+    std::fs::copy(
+        again.join("generator.safetensors"),
+        early.join("generator.safetensors"),
+    )
+    .unwrap();
+    train::run_train(&g, &tiny(ModelKind::Gan, 6), &early, true, false).unwrap();
+    assert_same_checkpoint(&early, &late, &GAN_FILES);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn non_finite_weights_are_never_written_as_a_checkpoint() {
+    let dir = std::env::temp_dir().join(format!("activegen-nanckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let g = gpu();
+    let model = train::Model::new(&g, &tiny(ModelKind::Gan, 3), 0).unwrap();
+    let files = model.save(&g, &dir).unwrap();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let before = file_bytes(&dir, &GAN_FILES);
+    let train::Model::Gan(m) = &model else {
+        unreachable!()
+    };
+    use activegen::nn::Module;
+    let p = &m.disc.params()[0];
+    let mut v = p.tensor.to_vec(&g);
+    v[0] = f32::NAN;
+    p.tensor.write(&g, &v);
+    let e = model.save(&g, &dir).unwrap_err().to_string();
+    assert!(
+        e.contains("discriminator.safetensors") && e.contains(&p.name) && e.contains("not written"),
+        "{e}"
+    );
+    assert!(
+        file_bytes(&dir, &GAN_FILES) == before,
+        "a refused checkpoint changed files"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -306,6 +306,10 @@ struct ActiveState {
     rng_offset: u64,
     best_fid: f64,
     evals_since_best: usize,
+    /// The files of the checkpoint/ directory as written after `next_round - 1` (this
+    /// state file is their commit).
+    #[serde(default)]
+    checkpoint: checkpoint::Manifest,
 }
 
 /// A discriminator kept from a point in the round, for the gan-disc average.
@@ -557,6 +561,7 @@ pub fn run_active(
     cfg.validate()?;
     std::fs::create_dir_all(out.join("rounds"))
         .map_err(|e| anyhow!("{}: cannot create run directory: {e}", out.display()))?;
+    checkpoint::remove_stale_temporaries(out);
     let state_path = out.join("active_state.json");
     let cfg_path = out.join("active.toml");
     if !resume && state_path.exists() {
@@ -584,6 +589,7 @@ pub fn run_active(
         rng_offset: 0,
         best_fid: f64::INFINITY,
         evals_since_best: 0,
+        checkpoint: Default::default(),
     };
     let tcfg = &setup.tcfg;
     g.set_seed(cfg.seed);
@@ -592,6 +598,8 @@ pub fn run_active(
     let snapshots = new_snapshots(g, &model)?;
     if resume && state_path.exists() {
         st = checkpoint::read_json(&state_path)?;
+        let what = format!("round {}", st.next_round.max(1) - 1);
+        st.checkpoint.verify(&out.join("checkpoint"), &what)?;
         model.load(g, &out.join("checkpoint"))?;
         for (j, s) in snapshots.iter().enumerate() {
             checkpoint::load_module(
@@ -819,16 +827,21 @@ pub fn run_active(
         )?;
         let ckpt = out.join("checkpoint");
         std::fs::create_dir_all(&ckpt)?;
-        model.save(g, &ckpt)?;
+        checkpoint::remove_stale_temporaries(&ckpt);
+        let mut files = model.save(g, &ckpt).map_err(|e| {
+            anyhow!(
+                "round {round}: {e:#}; the previous round's checkpoint in {} is untouched",
+                ckpt.display()
+            )
+        })?;
         for (j, snap) in snapshots.iter().enumerate() {
-            checkpoint::save_module(
-                g,
-                &snap.disc,
-                &ckpt.join(format!("disc_snapshot_{j}.safetensors")),
-                None,
-            )?;
+            let name = format!("disc_snapshot_{j}.safetensors");
+            checkpoint::save_module(g, &snap.disc, &ckpt.join(&name), None)?;
+            files.push(name);
         }
         train::save_config(tcfg, &ckpt.join("config.toml"))?;
+        files.push("config.toml".to_string());
+        st.checkpoint = checkpoint::Manifest::of(&ckpt, &files)?;
         if let Some(q) = &rec.quality {
             if q.fid < st.best_fid {
                 st.best_fid = q.fid;
