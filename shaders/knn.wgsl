@@ -1,4 +1,4 @@
-// knn: pool search. The GEMM has computed dots [R, C] = Q · Xᵀ for one block of R query
+// knn: pool search. The GEMM has computed dots [R, C] = Q · Xᵀ (rows `stride` apart) for one block of R query
 // rows against one chunk of C memory rows; with qn [R] = |q|² and xn [C] = |x|²,
 //   d²(r, j) = max(qn[r] + xn[j] - 2 dots[r, j], 0)      (the clamp drops round-off negatives)
 // One invocation per query row, scanning its row of the chunk: no workgroup memory and no
@@ -34,12 +34,13 @@ override AFTER: bool = false;
 struct Params {
     rows: u32,
     cols: u32,
+    // dots' row length: cols rounded up to a multiple of 4 (the rows past cols are padding).
+    stride: u32,
     col0: u32,
     merge: u32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
-    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -85,7 +86,7 @@ fn knn_topk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         ci = cursor[2u * r + 1u];
     }
     let qr = qn[r];
-    let base = r * p.cols;
+    let base = r * p.stride;
     // The list's last entry in registers: the hot loop then never touches the arrays.
     var worst_s = s[KEEP - 1u];
     var worst_i = ix[KEEP - 1u];
@@ -129,7 +130,7 @@ fn knn_ball_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         return;
     }
     let qr = qn[r];
-    let base = r * p.cols;
+    let base = r * p.stride;
     var hits = 0u;
     for (var j = 0u; j < p.cols; j++) {
         hits += select(0u, 1u, max(qr + xn[j] - 2.0 * dots[base + j], 0.0) <= col_value[j]);

@@ -45,7 +45,7 @@ fn views_are_seeded_in_range_and_differ() {
     ds.fill_batch(&[0], &mut x);
     let view = |seed: u64| {
         let mut out = vec![0.0f32; 784];
-        ssl::augment_view(&x, 1, 28, 28, &mut HostRng::new(seed, 1), &mut out);
+        ssl::augment_view(&x, 1, 28, 28, false, &mut HostRng::new(seed, 1), &mut out);
         out
     };
     let (a, b) = (view(1), view(2));
@@ -78,7 +78,7 @@ fn training_lowers_the_loss_and_features_beat_raw_pixels_at_knn() {
     let mut img = vec![0.0f32; 784];
     for i in 0..128 {
         train.fill_batch(&[i], &mut img);
-        ssl::augment_view(&img, 1, 28, 28, &mut r, &mut views[i * 784..(i + 1) * 784]);
+        ssl::augment_view(&img, 1, 28, 28, false, &mut r, &mut views[i * 784..(i + 1) * 784]);
         ssl::augment_view(
             &img,
             1,

@@ -112,8 +112,9 @@ impl Chunking {
         }
     }
 
+    /// A multiple of 4 (see `upload_memory`).
     fn chunk_rows(&self, d: usize) -> usize {
-        (self.memory_bytes / (4 * d.max(1))).max(1)
+        (self.memory_bytes / (4 * padded(d))).max(4) / 4 * 4
     }
 
     fn block_rows(&self, d: usize, chunk_rows: usize) -> usize {
@@ -128,9 +129,11 @@ impl Chunking {
 struct Params {
     rows: u32,
     cols: u32,
+    /// The row length of dots (cols rounded up to a multiple of 4).
+    stride: u32,
     col0: u32,
     merge: u32,
-    _pad: [u32; 4],
+    _pad: [u32; 3],
 }
 
 /// The memory side on the device: centred chunks with their squared norms and per-row values.
@@ -152,6 +155,8 @@ fn check(queries: &Rows, memory: &Rows, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Appends the row minus `mean`, zero-padded to a multiple of 4 features (the distances
+/// do not change, and the GEMM's fast forms need K % 4 == 0); returns its squared norm.
 fn centred_row(row: &[f32], mean: &[f64], out: &mut Vec<f32>) -> f32 {
     let mut norm = 0f64;
     for (&v, &m) in row.iter().zip(mean) {
@@ -159,7 +164,12 @@ fn centred_row(row: &[f32], mean: &[f64], out: &mut Vec<f32>) -> f32 {
         norm += c as f64 * c as f64;
         out.push(c);
     }
+    out.extend(std::iter::repeat_n(0.0, padded(row.len()) - row.len()));
     norm as f32
+}
+
+fn padded(n: usize) -> usize {
+    n.next_multiple_of(4)
 }
 
 fn upload_memory(
@@ -180,13 +190,17 @@ fn upload_memory(
     let mut chunks = vec![];
     for start in (0..n).step_by(chunk_rows) {
         let c = chunk_rows.min(n - start);
-        let mut rows = Vec::with_capacity(c * d);
+        // Zero rows up to a multiple of 4 as well: the GEMM's output rows are then aligned
+        // for its fast forms (a ragged row length sent it to the naive kernel, ~100x
+        // slower); the kernels read only the first c columns.
+        let mut rows = Vec::with_capacity(padded(c) * padded(d));
         let norms: Vec<f32> = (start..start + c)
             .map(|i| centred_row(memory.row(i), &mean, &mut rows))
             .collect();
+        rows.resize(padded(c) * padded(d), 0.0);
         let value = values.map_or(vec![0.0; c], |v| v[start..start + c].to_vec());
         chunks.push((
-            Tensor::from_slice(g, &[c, d], &rows)?,
+            Tensor::from_slice(g, &[padded(c), padded(d)], &rows)?,
             Tensor::from_slice(g, &[c], &norms)?,
             Tensor::from_slice(g, &[c], &value)?,
             start,
@@ -203,7 +217,7 @@ fn upload_block(
     start: usize,
     b: usize,
 ) -> Result<(Tensor, Tensor)> {
-    let d = queries.features.d;
+    let d = padded(queries.features.d);
     let mut rows = Vec::with_capacity(b * d);
     let norms: Vec<f32> = (start..start + b)
         .map(|i| centred_row(queries.row(i), mean, &mut rows))
@@ -338,10 +352,11 @@ fn search(
             let dots = matmul_raw(g, &q, x, false, true, None)?;
             let params = Params {
                 rows: u(b),
-                cols: u(x.dim(0)),
+                cols: u(xn.numel()),
+                stride: u(x.dim(0)),
                 col0: u(*col0),
                 merge: u32::from(ci > 0),
-                _pad: [0; 4],
+                _pad: [0; 3],
             };
 
             launch(
@@ -417,10 +432,11 @@ pub fn ball_counts_chunked(
             let dots = matmul_raw(g, &q, x, false, true, None)?;
             let params = Params {
                 rows: u(b),
-                cols: u(x.dim(0)),
+                cols: u(xn.numel()),
+                stride: u(x.dim(0)),
                 col0: 0,
                 merge: u32::from(ci > 0),
-                _pad: [0; 4],
+                _pad: [0; 3],
             };
             launch(
                 g,
