@@ -265,7 +265,15 @@ fn train_with_seed(
         ds.fill_batch(&idx, &mut images);
         // Views 0..B, then their partners B..2B.
         for (i, img) in images.chunks(len).enumerate() {
-            augment_view(img, c, h, w, spec.flip, &mut rng, &mut views[i * len..(i + 1) * len]);
+            augment_view(
+                img,
+                c,
+                h,
+                w,
+                spec.flip,
+                &mut rng,
+                &mut views[i * len..(i + 1) * len],
+            );
             augment_view(
                 img,
                 c,
