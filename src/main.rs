@@ -492,9 +492,6 @@ enum Command {
         /// Neighbours of the kNN measurement.
         #[arg(long, default_value_t = 20)]
         k: usize,
-        /// Mirror views left-right half the time (clothes, objects; not digits).
-        #[arg(long)]
-        flip: bool,
     },
     /// List the GPU adapters with their backend, type and key limits.
     Devices,
@@ -819,12 +816,10 @@ fn encoder_cmd(
     width: Option<usize>,
     temperature: Option<f32>,
     k: usize,
-    flip: bool,
 ) -> Result<()> {
     use activegen::data::{self, LoadOptions, Split};
     use activegen::ssl::{self, Similarity, SslSpec};
     let mut spec = SslSpec::default();
-    spec.flip = flip;
     if let Some(s) = positive("--steps", steps)? {
         spec.steps = s;
     }
@@ -916,7 +911,6 @@ fn run(cli: Cli) -> Result<()> {
             width,
             temperature,
             k,
-            flip,
         } => encoder_cmd(
             device,
             data,
@@ -928,7 +922,6 @@ fn run(cli: Cli) -> Result<()> {
             width,
             temperature,
             k,
-            flip,
         ),
         Command::Train {
             args,

@@ -48,10 +48,6 @@ pub struct SslSpec {
     /// NT-Xent's temperature τ.
     pub temperature: f32,
     pub lr: f32,
-    /// Mirror each view left-right with probability 1/2: for images whose mirror image is
-    /// the same kind of thing (clothes, objects), not for digits and letters.
-    #[serde(default)]
-    pub flip: bool,
 }
 
 impl Default for SslSpec {
@@ -64,7 +60,6 @@ impl Default for SslSpec {
             batch: 128,
             temperature: 0.2,
             lr: 1e-3,
-            flip: false,
         }
     }
 }
@@ -166,19 +161,9 @@ pub fn nt_xent_cpu(z: &[f32], rows: usize, temperature: f32) -> f64 {
 
 /// One random view of an image in [-1, 1] (CHW): a random resized crop (40–100% of the
 /// area, aspect 3/4–4/3) resampled bilinearly to full size, a contrast and brightness
-/// jitter, Gaussian pixel noise, and with `flip` a left-right mirror half the time (off by
-/// default: a flipped digit is another digit).
-#[allow(clippy::too_many_arguments)]
-pub fn augment_view(
-    src: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    flip: bool,
-    rng: &mut HostRng,
-    out: &mut [f32],
-) {
-    let mirror = flip && rng.uniform() < 0.5;
+/// jitter, and Gaussian pixel noise. No flips: a flipped digit is another digit, and on
+/// Fashion-MNIST, where a mirror is the same garment, flips measured worse (BENCHMARKS.md).
+pub fn augment_view(src: &[f32], c: usize, h: usize, w: usize, rng: &mut HostRng, out: &mut [f32]) {
     let area = (h * w) as f64 * (0.4 + 0.6 * rng.uniform());
     let aspect = ((3.0f64 / 4.0).ln() + rng.uniform() * (4.0f64 / 3.0 / (3.0 / 4.0)).ln()).exp();
     let ch = (area / aspect).sqrt().min(h as f64);
@@ -193,8 +178,7 @@ pub fn augment_view(
         for i in 0..h {
             for j in 0..w {
                 let sy = (y0 + (i as f64 + 0.5) * ch / h as f64 - 0.5).clamp(0.0, (h - 1) as f64);
-                let jj = if mirror { w - 1 - j } else { j };
-                let sx = (x0 + (jj as f64 + 0.5) * cw / w as f64 - 0.5).clamp(0.0, (w - 1) as f64);
+                let sx = (x0 + (j as f64 + 0.5) * cw / w as f64 - 0.5).clamp(0.0, (w - 1) as f64);
                 let (iy, ix) = (sy.floor() as usize, sx.floor() as usize);
                 let (fy, fx) = (sy - iy as f64, sx - ix as f64);
                 let (iy1, ix1) = ((iy + 1).min(h - 1), (ix + 1).min(w - 1));
@@ -265,21 +249,12 @@ fn train_with_seed(
         ds.fill_batch(&idx, &mut images);
         // Views 0..B, then their partners B..2B.
         for (i, img) in images.chunks(len).enumerate() {
+            augment_view(img, c, h, w, &mut rng, &mut views[i * len..(i + 1) * len]);
             augment_view(
                 img,
                 c,
                 h,
                 w,
-                spec.flip,
-                &mut rng,
-                &mut views[i * len..(i + 1) * len],
-            );
-            augment_view(
-                img,
-                c,
-                h,
-                w,
-                spec.flip,
                 &mut rng,
                 &mut views[(b + i) * len..(b + i + 1) * len],
             );
@@ -314,7 +289,7 @@ fn cache_key(ds: &Dataset, spec: &SslSpec, seed: u64) -> String {
         .take(40)
         .collect();
     format!(
-        "ssl-{name}-{:016x}-r{}c{}w{}f{}p{}-s{}b{}t{}lr{}{}-seed{seed:x}-v{VERSION}",
+        "ssl-{name}-{:016x}-r{}c{}w{}f{}p{}-s{}b{}t{}lr{}-seed{seed:x}-v{VERSION}",
         crate::eval::dataset_digest(ds),
         cfg.resolution,
         cfg.channels,
@@ -324,8 +299,7 @@ fn cache_key(ds: &Dataset, spec: &SslSpec, seed: u64) -> String {
         spec.steps,
         spec.batch,
         spec.temperature,
-        spec.lr,
-        if spec.flip { "-flip" } else { "" }
+        spec.lr
     )
 }
 

@@ -45,7 +45,7 @@ fn views_are_seeded_in_range_and_differ() {
     ds.fill_batch(&[0], &mut x);
     let view = |seed: u64| {
         let mut out = vec![0.0f32; 784];
-        ssl::augment_view(&x, 1, 28, 28, false, &mut HostRng::new(seed, 1), &mut out);
+        ssl::augment_view(&x, 1, 28, 28, &mut HostRng::new(seed, 1), &mut out);
         out
     };
     let (a, b) = (view(1), view(2));
@@ -56,29 +56,6 @@ fn views_are_seeded_in_range_and_differ() {
     // Still the same digit: most of the ink stays near where it was.
     let ink = |v: &[f32]| v.iter().map(|p| (p + 1.0) as f64).sum::<f64>();
     assert!(ink(&a) > 0.3 * ink(&x) && ink(&a) < 3.0 * ink(&x));
-}
-
-#[test]
-fn flipped_views_mirror_about_half_the_time_and_only_when_asked() {
-    // Ink in the left third only: a mirrored view has its ink on the right.
-    let x: Vec<f32> = (0..784)
-        .map(|i| if i % 28 < 9 { 1.0 } else { -1.0 })
-        .collect();
-    let right_heavy = |flip: bool, seed: u64| {
-        let mut out = vec![0.0f32; 784];
-        ssl::augment_view(&x, 1, 28, 28, flip, &mut HostRng::new(seed, 3), &mut out);
-        let side = |lo: usize, hi: usize| -> f32 {
-            (0..784)
-                .filter(|i| (lo..hi).contains(&(i % 28)))
-                .map(|i| out[i])
-                .sum()
-        };
-        side(14, 28) > side(0, 14) + 20.0
-    };
-    let mirrored = |flip: bool| (0..200).filter(|&s| right_heavy(flip, s)).count();
-    assert_eq!(mirrored(false), 0, "no mirror without --flip");
-    let m = mirrored(true);
-    assert!((60..=140).contains(&m), "{m} of 200 views mirrored");
 }
 
 #[test]
@@ -101,21 +78,12 @@ fn training_lowers_the_loss_and_features_beat_raw_pixels_at_knn() {
     let mut img = vec![0.0f32; 784];
     for i in 0..128 {
         train.fill_batch(&[i], &mut img);
+        ssl::augment_view(&img, 1, 28, 28, &mut r, &mut views[i * 784..(i + 1) * 784]);
         ssl::augment_view(
             &img,
             1,
             28,
             28,
-            false,
-            &mut r,
-            &mut views[i * 784..(i + 1) * 784],
-        );
-        ssl::augment_view(
-            &img,
-            1,
-            28,
-            28,
-            false,
             &mut r,
             &mut views[(128 + i) * 784..(129 + i) * 784],
         );
