@@ -671,23 +671,47 @@ fn sample_cmd(
                     shape
                 );
             }
-            (activegen::Tensor::from_slice(&g, &shape, &data)?, shape[0])
+            if shape[0] == 0 {
+                anyhow::bail!("{}: holds no latents (shape {:?})", path.display(), shape);
+            }
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                anyhow::bail!(
+                    "{}: latent {} of row {} is {} (latents must be finite)",
+                    path.display(),
+                    i % z_dim,
+                    i / z_dim,
+                    data[i]
+                );
+            }
+            (data, shape[0])
         }
         None => {
             let mut r = activegen::util::HostRng::new(seed, 0x5a4e);
             let z: Vec<f32> = (0..n * z_dim).map(|_| r.normal() as f32).collect();
-            (activegen::Tensor::from_slice(&g, &[n, z_dim], &z)?, n)
+            (z, n)
         }
     };
-    let labels = if model.num_classes() > 0 {
-        let l: Vec<usize> = (0..n).map(|i| i % model.num_classes()).collect();
-        Some(train::one_hot(&g, &l, model.num_classes())?)
-    } else {
-        None
-    };
-    let imgs = model.sample(&g, &z, labels.as_ref())?;
-    let s = imgs.shape().to_vec();
-    let data = imgs.to_vec(&g);
+    // In chunks, so any --n up to the maximum fits the device's buffers.
+    const CHUNK: usize = 500;
+    let mut data = vec![];
+    let mut s = vec![];
+    for start in (0..n).step_by(CHUNK) {
+        let b = CHUNK.min(n - start);
+        let zt =
+            activegen::Tensor::from_slice(&g, &[b, z_dim], &z[start * z_dim..(start + b) * z_dim])?;
+        let labels = if model.num_classes() > 0 {
+            let l: Vec<usize> = (start..start + b)
+                .map(|i| i % model.num_classes())
+                .collect();
+            Some(train::one_hot(&g, &l, model.num_classes())?)
+        } else {
+            None
+        };
+        let imgs = model.sample(&g, &zt, labels.as_ref())?;
+        s = imgs.shape().to_vec();
+        data.extend(imgs.to_vec(&g));
+    }
+    s[0] = n;
     if let Some(path) = &grid {
         activegen::imageio::save_grid_png(path, &data, s[0], s[1], s[2], s[3], 8)?;
         eprintln!("activegen: wrote {}", path.display());

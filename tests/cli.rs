@@ -239,6 +239,90 @@ fn a_checkpoint_of_the_wrong_shape_is_refused_by_sample() {
     );
 }
 
+/// A .npy file of float32 rows (version 1 header).
+fn npy_f32(path: &std::path::Path, rows: usize, cols: usize, value: f32) {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for _ in 0..rows * cols {
+        bytes.extend(value.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn sample_refuses_empty_and_non_finite_latents_and_works_in_chunks() {
+    let d = scratch("latents");
+    let run = d.join("run");
+    let r = run.to_str().unwrap();
+    let (ok, _, err) = activegen(&[
+        "train",
+        "--steps",
+        "2",
+        "--batch",
+        "8",
+        "--g-width",
+        "8",
+        "--d-width",
+        "8",
+        "--z-dim",
+        "8",
+        "--quiet",
+        "--out",
+        r,
+    ]);
+    assert!(ok, "tiny training failed: {err}");
+    let grid = d.join("g.png");
+    let g = grid.to_str().unwrap();
+    let empty = d.join("empty.npy");
+    npy_f32(&empty, 0, 8, 0.0);
+    refused(
+        &[
+            "sample",
+            "--checkpoint",
+            r,
+            "--latents",
+            empty.to_str().unwrap(),
+            "--grid",
+            g,
+        ],
+        &["empty.npy", "no latents"],
+    );
+    let nan = d.join("nan.npy");
+    npy_f32(&nan, 3, 8, f32::NAN);
+    refused(
+        &[
+            "sample",
+            "--checkpoint",
+            r,
+            "--latents",
+            nan.to_str().unwrap(),
+            "--grid",
+            g,
+        ],
+        &["nan.npy", "NaN", "finite"],
+    );
+    // More images than one chunk (500), with a ragged last chunk.
+    let dir = d.join("pngs");
+    let (ok, _, err) = activegen(&[
+        "sample",
+        "--checkpoint",
+        r,
+        "--n",
+        "1203",
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1203);
+}
+
 #[test]
 fn an_unknown_device_is_refused_with_the_list() {
     refused(
