@@ -146,7 +146,34 @@ impl TrainConfig {
         if self.log_every == 0 || self.sample_every == 0 || self.checkpoint_every == 0 {
             bail!("--log-every, --sample-every and --checkpoint-every must be at least 1");
         }
+        // Sizes are range-checked before anything is allocated from them.
+        for (name, v, max) in [
+            ("--z-dim (gan.z_dim)", self.gan.z_dim, 4096),
+            ("--g-width (gan.g_width)", self.gan.g_width, 1024),
+            ("--d-width (gan.d_width)", self.gan.d_width, 1024),
+            ("--z-dim (vae.z_dim)", self.vae.z_dim, 4096),
+            ("--g-width (vae.width)", self.vae.width, 1024),
+            ("--channels (gan.channels)", self.gan.channels, 4),
+            ("--channels (vae.channels)", self.vae.channels, 4),
+        ] {
+            if !(1..=max).contains(&v) {
+                bail!("{name} must be between 1 and {max}, got {v}");
+            }
+        }
+        if !(self.gan.leaky_slope.is_finite() && (0.0..1.0).contains(&self.gan.leaky_slope)) {
+            bail!(
+                "gan.leaky_slope must be in [0, 1), got {}",
+                self.gan.leaky_slope
+            );
+        }
+        if !(self.vae.beta.is_finite() && self.vae.beta >= 0.0) {
+            bail!(
+                "--beta (vae.beta) must be a finite number >= 0, got {}",
+                self.vae.beta
+            );
+        }
         crate::models::stages(self.gan.resolution)?;
+        crate::models::stages(self.vae.resolution)?;
         if self.gan.diffaug && self.model != ModelKind::Gan {
             bail!("--diffaug augments a discriminator's inputs: it needs --model gan");
         }
@@ -659,8 +686,11 @@ pub fn save_config(cfg: &TrainConfig, path: &Path) -> Result<()> {
 pub fn load_config(path: &Path) -> Result<TrainConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow!("{}: {}", path.display(), checkpoint::io_reason(&e)))?;
-    toml::from_str(&text)
-        .map_err(|e| anyhow!("{}: invalid config: {}", path.display(), e.message()))
+    let cfg: TrainConfig = toml::from_str(&text)
+        .map_err(|e| anyhow!("{}: invalid config: {}", path.display(), e.message()))?;
+    cfg.validate()
+        .map_err(|e| anyhow!("{}: invalid config: {e}", path.display()))?;
+    Ok(cfg)
 }
 
 /// Fixed latents (and labels) for sample grids: from a host stream of the seed, so they do

@@ -321,6 +321,15 @@ fn sample_refuses_empty_and_non_finite_latents_and_works_in_chunks() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1203);
+    // An absurd width in the run's config is refused before anything is allocated.
+    let cfg = std::fs::read_to_string(run.join("config.toml"))
+        .unwrap()
+        .replace("g_width = 8", "g_width = 4611686018427387904");
+    std::fs::write(run.join("config.toml"), cfg).unwrap();
+    refused(
+        &["sample", "--checkpoint", r, "--grid", g],
+        &["config.toml", "g_width", "between 1 and 1024"],
+    );
 }
 
 #[test]
