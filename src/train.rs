@@ -809,6 +809,16 @@ pub fn run_train(
             );
         }
         state = checkpoint::read_json(&state_path)?;
+        if state.sampler.n != train_set.n || state.sampler.pos > state.sampler.n {
+            bail!(
+                "{}: its data order is over {} images (position {}), but {} has {}; resume with the data the run was started on",
+                state_path.display(),
+                state.sampler.n,
+                state.sampler.pos,
+                cfg.data,
+                train_set.n
+            );
+        }
         state.sampler.restore();
         state
             .checkpoint

@@ -333,6 +333,35 @@ fn sample_refuses_empty_and_non_finite_latents_and_works_in_chunks() {
 }
 
 #[test]
+fn a_state_file_whose_data_order_does_not_fit_the_data_is_refused() {
+    let d = scratch("sampler");
+    let run = d.join("run");
+    let r = run.to_str().unwrap();
+    let tiny = [
+        "--batch",
+        "8",
+        "--g-width",
+        "8",
+        "--d-width",
+        "8",
+        "--quiet",
+        "--out",
+        r,
+    ];
+    let (ok, _, err) = activegen(&[&["train", "--steps", "2"][..], &tiny[..]].concat());
+    assert!(ok, "{err}");
+    let path = run.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    state["sampler"]["n"] = serde_json::json!(5);
+    std::fs::write(&path, state.to_string()).unwrap();
+    refused(
+        &[&["train", "--steps", "4", "--resume"][..], &tiny[..]].concat(),
+        &["state.json", "over 5 images", "8000"],
+    );
+}
+
+#[test]
 fn an_unknown_device_is_refused_with_the_list() {
     refused(
         &["--device", "no-such-gpu", "bench", "matmul", "--sizes", "4"],
