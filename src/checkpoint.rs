@@ -187,10 +187,19 @@ impl Loaded {
                 shape
             );
         }
-        Ok(v.data()
+        let values: Vec<f32> = v
+            .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+            .collect();
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            bail!(
+                "{}: tensor '{name}' holds {} at element {i}; a checkpoint with non-finite values is refused",
+                self.path,
+                values[i]
+            );
+        }
+        Ok(values)
     }
 
     pub fn i64_scalar(&self, name: &str) -> Option<i64> {

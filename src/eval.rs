@@ -608,6 +608,15 @@ pub fn report(
     net: &FeatureNet,
     seed: u64,
 ) -> Result<Report> {
+    for (what, f) in [("real images'", real), ("generated images'", fake)] {
+        if let Some(i) = f.data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "the {what} features hold {} (row {}): no metric is computed on non-finite features",
+                f.data[i],
+                i / f.d.max(1)
+            );
+        }
+    }
     let c = feature_scale(real);
     let (real, fake) = (&scaled(real, c), &scaled(fake, c));
     let real_stats = GaussianStats::from_features(real);
@@ -654,8 +663,9 @@ pub fn real_features(
     let n = n.min(ds.n);
     let dir = crate::util::cache_dir().join("features");
     let fpath = dir.join(format!("{}-{split:?}-{n}.npy", net.key));
+    // A cached file is used only whole and finite; anything else is recomputed.
     if let Ok((shape, data)) = crate::npy::read_npy_f32(&fpath) {
-        if shape == [n, net.dim()] {
+        if shape == [n, net.dim()] && data.iter().all(|v| v.is_finite()) {
             return Ok((Features::new(n, shape[1], data)?, ds));
         }
     }

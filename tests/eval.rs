@@ -95,6 +95,13 @@ fn real_vs_real_is_far_below_real_vs_noise_and_fid_grows_with_corruption() {
     let (real, _) = features_with(&g, &net, &test, 0, n, &|_| {});
     let (other_real, preds) = features_with(&g, &net, &train, 0, n, &|_| {});
     let base = eval::report(&g, &real, &other_real, Some(&preds), &net, 0).unwrap();
+    // Non-finite features (a generator gone to NaN) are an error, not a number.
+    let mut broken = other_real.clone();
+    broken.data[5] = f32::NAN;
+    let e = eval::report(&g, &real, &broken, Some(&preds), &net, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("generated images'") && e.contains("NaN"), "{e}");
     let (pure_noise, npreds) = features_with(&g, &net, &train, 0, n, &|img: &mut [f32]| {
         let mut r = activegen::util::HostRng::new(9, img[100].to_bits() as u64);
         img.iter_mut()

@@ -539,5 +539,14 @@ fn non_finite_weights_are_never_written_as_a_checkpoint() {
         file_bytes(&dir, &GAN_FILES) == before,
         "a refused checkpoint changed files"
     );
+    // A file with a NaN written by other means is refused at load, file and tensor named.
+    activegen::checkpoint::save_module(&g, &m.disc, &dir.join("discriminator.safetensors"), None)
+        .unwrap();
+    let mut fresh = train::Model::new(&g, &tiny(ModelKind::Gan, 3), 0).unwrap();
+    let e = format!("{:#}", fresh.load(&g, &dir).unwrap_err());
+    assert!(
+        e.contains("discriminator.safetensors") && e.contains(&p.name) && e.contains("non-finite"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
