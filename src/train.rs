@@ -744,6 +744,28 @@ pub fn check_losses(step: usize, names: &[&str], values: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Consecutive logged windows that must look collapsed before a run is stopped.
+pub const COLLAPSE_WINDOWS: usize = 2;
+
+/// Whether a window of logged GAN losses (one row per step) looks collapsed: the
+/// discriminator's loss stays below 1e-3 while the generator's does not move, so D wins
+/// outright and G gets no signal. Such a run does not recover by training longer.
+pub fn collapsed_window(names: &[&str], rows: &[Vec<f32>]) -> bool {
+    let at = |n: &str| names.iter().position(|&m| m == n);
+    let (Some(d), Some(gi)) = (at("loss_d"), at("loss_g")) else {
+        return false;
+    };
+    if rows.len() < 2 || !rows.iter().all(|r| r[d].abs() < 1e-3) {
+        return false;
+    }
+    let (lo, hi) = rows
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r[gi]), hi.max(r[gi]))
+        });
+    hi - lo <= 1e-4 * hi.abs().max(1.0)
+}
+
 /// `activegen train`: trains from scratch into `out`, or continues the run there.
 pub fn run_train(
     g: &Gpu,
@@ -852,6 +874,7 @@ pub fn run_train(
     let elapsed0 = state.elapsed_s;
     let mut window_start = (std::time::Instant::now(), state.step);
     let mut saved_step = resume.then_some(state.step);
+    let mut collapsed_windows = 0;
     let mut last = vec![];
     let mut names: &[&str] = &[];
     let mut rate = 0.0;
@@ -873,6 +896,22 @@ pub fn run_train(
             let rows = log.read(g, filled);
             for (i, row) in rows.iter().enumerate() {
                 check_losses(step - rows.len() + i + 1, names, row)?;
+            }
+            collapsed_windows = if collapsed_window(names, &rows) {
+                collapsed_windows + 1
+            } else {
+                0
+            };
+            if collapsed_windows >= COLLAPSE_WINDOWS {
+                let lg = names
+                    .iter()
+                    .position(|&n| n == "loss_g")
+                    .map_or(f32::NAN, |i| rows[rows.len() - 1][i]);
+                bail!(
+                    "the GAN collapsed by step {step}: over the last {} logged steps the discriminator's loss stayed below 1e-3 and the generator's at {lg:.4}; start again with a lower learning rate{}",
+                    COLLAPSE_WINDOWS * rows.len(),
+                    saved_step.map_or(String::new(), |s| format!(" (the last checkpoint, step {s}, may already be collapsed)"))
+                );
             }
             let now = std::time::Instant::now();
             rate = (step - window_start.1) as f64

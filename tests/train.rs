@@ -550,3 +550,23 @@ fn non_finite_weights_are_never_written_as_a_checkpoint() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_collapsed_gan_window_is_recognised_and_a_working_one_is_not() {
+    let names = ["loss_d", "loss_g"];
+    let rows = |d: f32, g: &[f32]| -> Vec<Vec<f32>> { g.iter().map(|&x| vec![d, x]).collect() };
+    // The case: D at 0, G stuck at 8955.6.
+    assert!(train::collapsed_window(&names, &rows(0.0, &[8955.6; 50])));
+    // D near 0 but G still moving, G constant but D working, and too short a window.
+    assert!(!train::collapsed_window(
+        &names,
+        &rows(1e-4, &[3.0, 3.5, 2.9])
+    ));
+    assert!(!train::collapsed_window(&names, &rows(0.7, &[2.0; 50])));
+    assert!(!train::collapsed_window(&names, &rows(0.0, &[5.0])));
+    // A VAE's losses never count.
+    assert!(!train::collapsed_window(
+        &["loss", "recon", "kl"],
+        &vec![vec![0.0; 3]; 50]
+    ));
+}
