@@ -136,11 +136,40 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// The memory side on the device: centred chunks with their squared norms and per-row values.
+/// The memory side on the device: centred chunks, and the query block size that goes
+/// with them.
 struct Memory {
     mean: Vec<f64>,
-    /// (rows [C, D], |x|² [C], value [C], first row).
-    chunks: Vec<(Tensor, Tensor, Tensor, usize)>,
+    chunks: Vec<Chunk>,
+    block_rows: usize,
+}
+
+struct Chunk {
+    /// [C', D'] centred rows, zero-padded to multiples of 4 (see `upload_memory`).
+    rows: Tensor,
+    /// |x|² [C].
+    norms: Tensor,
+    /// Radius or offset per row [C] (zeros where the search has none).
+    values: Tensor,
+    /// Index of the chunk's first row among the memory's rows.
+    first: usize,
+}
+
+impl Chunk {
+    /// The dot products [B, C'] of a query block with this chunk, and the kernels'
+    /// parameters for them (`merge`: fold into the results of the chunks before).
+    fn dots(&self, g: &Gpu, q: &Tensor, merge: bool) -> Result<(Tensor, Params)> {
+        let dots = matmul_raw(g, q, &self.rows, false, true, None)?;
+        let params = Params {
+            rows: u(q.dim(0)),
+            cols: u(self.norms.numel()),
+            stride: u(self.rows.dim(0)),
+            col0: u(self.first),
+            merge: u32::from(merge),
+            _pad: [0; 3],
+        };
+        Ok((dots, params))
+    }
 }
 
 fn check(queries: &Rows, memory: &Rows, what: &str) -> Result<()> {
@@ -176,10 +205,11 @@ fn upload_memory(
     g: &Gpu,
     memory: &Rows,
     values: Option<&[f32]>,
-    chunk_rows: usize,
+    chunking: Chunking,
 ) -> Result<Memory> {
     let d = memory.features.d;
     let n = memory.len();
+    let chunk_rows = chunking.chunk_rows(d);
     let mut mean = vec![0f64; d];
     for i in 0..n {
         for (m, &v) in mean.iter_mut().zip(memory.row(i)) {
@@ -199,14 +229,18 @@ fn upload_memory(
             .collect();
         rows.resize(padded(c) * padded(d), 0.0);
         let value = values.map_or(vec![0.0; c], |v| v[start..start + c].to_vec());
-        chunks.push((
-            Tensor::from_slice(g, &[padded(c), padded(d)], &rows)?,
-            Tensor::from_slice(g, &[c], &norms)?,
-            Tensor::from_slice(g, &[c], &value)?,
-            start,
-        ));
+        chunks.push(Chunk {
+            rows: Tensor::from_slice(g, &[padded(c), padded(d)], &rows)?,
+            norms: Tensor::from_slice(g, &[c], &norms)?,
+            values: Tensor::from_slice(g, &[c], &value)?,
+            first: start,
+        });
     }
-    Ok(Memory { mean, chunks })
+    Ok(Memory {
+        mean,
+        chunks,
+        block_rows: chunking.block_rows(d, chunk_rows.min(n)),
+    })
 }
 
 /// Uploads query rows [start, start + b), centred on the memory's mean: (rows, |q|²).
@@ -325,18 +359,15 @@ fn search(
             (1, Some(r))
         }
     };
-    let d = queries.features.d;
-    let chunk_rows = chunking.chunk_rows(d);
-    let block_rows = chunking.block_rows(d, chunk_rows.min(memory.len()));
-    let mem = upload_memory(g, &memory, values, chunk_rows)?;
+    let mem = upload_memory(g, &memory, values, chunking)?;
     let m = queries.len();
     let mut out = Neighbours {
         k,
         score: Vec::with_capacity(m * k),
         index: Vec::with_capacity(m * k),
     };
-    for start in (0..m).step_by(block_rows) {
-        let b = block_rows.min(m - start);
+    for start in (0..m).step_by(mem.block_rows) {
+        let b = mem.block_rows.min(m - start);
         let (q, qn) = upload_block(g, &queries, &mem.mean, start, b)?;
         let best_score = Tensor::empty(g, &[b, k], "knn scores")?;
         let best_index = Tensor::empty(g, &[b, k], "knn indices")?;
@@ -348,17 +379,8 @@ fn search(
             )?),
             None => None,
         };
-        for (ci, (x, xn, value, col0)) in mem.chunks.iter().enumerate() {
-            let dots = matmul_raw(g, &q, x, false, true, None)?;
-            let params = Params {
-                rows: u(b),
-                cols: u(xn.numel()),
-                stride: u(x.dim(0)),
-                col0: u(*col0),
-                merge: u32::from(ci > 0),
-                _pad: [0; 3],
-            };
-
+        for (ci, chunk) in mem.chunks.iter().enumerate() {
+            let (dots, params) = chunk.dots(g, &q, ci > 0)?;
             launch(
                 g,
                 "knn",
@@ -372,14 +394,14 @@ fn search(
                 &[
                     dots.buffer(),
                     qn.buffer(),
-                    xn.buffer(),
-                    value.buffer(),
+                    chunk.norms.buffer(),
+                    chunk.values.buffer(),
                     best_score.buffer(),
                     best_index.buffer(),
                     after.as_ref().unwrap_or(&qn).buffer(),
                 ],
                 grid_1d(b, 64),
-                Cost::bytes(4.0 * (b * x.dim(0)) as f64),
+                Cost::bytes(4.0 * dots.numel() as f64),
             )?;
         }
         out.score.extend(best_score.to_vec(g));
@@ -418,26 +440,15 @@ pub fn ball_counts_chunked(
         memory.len() < 1 << 24,
         "ball_counts: f32 counts are exact only below 2^24 rows"
     );
-    let d = queries.features.d;
-    let chunk_rows = chunking.chunk_rows(d);
-    let block_rows = chunking.block_rows(d, chunk_rows.min(memory.len()));
-    let mem = upload_memory(g, &memory, Some(sq_radii), chunk_rows)?;
+    let mem = upload_memory(g, &memory, Some(sq_radii), chunking)?;
     let m = queries.len();
     let mut counts = Vec::with_capacity(m);
-    for start in (0..m).step_by(block_rows) {
-        let b = block_rows.min(m - start);
+    for start in (0..m).step_by(mem.block_rows) {
+        let b = mem.block_rows.min(m - start);
         let (q, qn) = upload_block(g, &queries, &mem.mean, start, b)?;
         let count = Tensor::empty(g, &[b], "ball counts")?;
-        for (ci, (x, xn, radii, _)) in mem.chunks.iter().enumerate() {
-            let dots = matmul_raw(g, &q, x, false, true, None)?;
-            let params = Params {
-                rows: u(b),
-                cols: u(xn.numel()),
-                stride: u(x.dim(0)),
-                col0: 0,
-                merge: u32::from(ci > 0),
-                _pad: [0; 3],
-            };
+        for (ci, chunk) in mem.chunks.iter().enumerate() {
+            let (dots, params) = chunk.dots(g, &q, ci > 0)?;
             launch(
                 g,
                 "knn",
@@ -447,12 +458,12 @@ pub fn ball_counts_chunked(
                 &[
                     dots.buffer(),
                     qn.buffer(),
-                    xn.buffer(),
-                    radii.buffer(),
+                    chunk.norms.buffer(),
+                    chunk.values.buffer(),
                     count.buffer(),
                 ],
                 grid_1d(b, 64),
-                Cost::bytes(4.0 * (b * x.dim(0)) as f64),
+                Cost::bytes(4.0 * dots.numel() as f64),
             )?;
         }
         counts.extend(count.to_vec(g).into_iter().map(|c| c as u32));
