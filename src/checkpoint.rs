@@ -147,10 +147,15 @@ impl Loaded {
     pub fn open(path: &Path) -> Result<Loaded> {
         let bytes =
             std::fs::read(path).map_err(|e| anyhow!("{}: {}", path.display(), io_reason(&e)))?;
+        Loaded::from_bytes(bytes, &path.display().to_string())
+    }
+
+    /// Like `open` for bytes already in memory; `name` is used in errors.
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<Loaded> {
         safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+            .map_err(|e| anyhow!("{name}: not a valid safetensors file ({e})"))?;
         Ok(Loaded {
-            path: path.display().to_string(),
+            path: name.to_string(),
             bytes,
         })
     }
@@ -209,6 +214,37 @@ impl Loaded {
             .then(|| i64::from_le_bytes(v.data().try_into().unwrap()))
     }
 
+    /// The values of a module's state dict, `expected` (name, shape) in order, checked
+    /// first: every tensor present, F32, of its shape and finite, and nothing else in the
+    /// file but the batch norms' `num_batches_tracked` counters. Host-side only, so the
+    /// fuzz target runs it as loading does.
+    pub fn state_dict_values(
+        &self,
+        expected: &[(String, Vec<usize>)],
+        batchnorms: &[String],
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut values = Vec::with_capacity(expected.len());
+        for (name, shape) in expected {
+            values.push(self.f32(name, shape)?);
+        }
+        let known: std::collections::HashSet<String> = expected
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(
+                batchnorms
+                    .iter()
+                    .map(|p| format!("{p}.num_batches_tracked")),
+            )
+            .collect();
+        if let Some(extra) = self.names().into_iter().find(|n| !known.contains(n)) {
+            bail!(
+                "{}: unexpected tensor '{extra}' (a checkpoint of another model?)",
+                self.path
+            );
+        }
+        Ok(values)
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.st()
             .names()
@@ -231,25 +267,12 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
 pub fn load_module(g: &Gpu, m: &dyn Module, path: &Path) -> Result<()> {
     let file = Loaded::open(path)?;
     let named: Vec<Named> = m.params().into_iter().chain(m.buffers()).collect();
-    let mut values = Vec::with_capacity(named.len());
-    for n in &named {
-        values.push(file.f32(&n.name, n.tensor.shape())?);
-    }
-    let expected: std::collections::HashSet<String> = named
+    let expected: Vec<(String, Vec<usize>)> = named
         .iter()
-        .map(|n| n.name.clone())
-        .chain(
-            m.batchnorms()
-                .iter()
-                .map(|(p, _)| format!("{p}.num_batches_tracked")),
-        )
+        .map(|n| (n.name.clone(), n.tensor.shape().to_vec()))
         .collect();
-    if let Some(extra) = file.names().into_iter().find(|n| !expected.contains(n)) {
-        bail!(
-            "{}: unexpected tensor '{extra}' (a checkpoint of another model?)",
-            path.display()
-        );
-    }
+    let batchnorms: Vec<String> = m.batchnorms().into_iter().map(|(p, _)| p).collect();
+    let values = file.state_dict_values(&expected, &batchnorms)?;
     for (n, v) in named.iter().zip(values) {
         n.tensor.write(g, &v);
     }
@@ -273,10 +296,23 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     crate::util::write_atomic(path, text.as_bytes())
 }
 
-/// The files of one checkpoint with their sizes and content hashes. Files are renamed
-/// into place one by one, so a crash part-way leaves some from the new step beside some
-/// from the old; the run's state file, written last and atomically, records this manifest
-/// and is the checkpoint's commit. `verify` then tells a whole checkpoint from a mixed one.
+/// Where a checkpoint file is written before its checkpoint is committed.
+pub fn staged(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".staged");
+    p.into()
+}
+
+/// The files of one checkpoint with their sizes and content hashes. A checkpoint is
+/// written in three steps, so a crash at any point leaves one whole checkpoint:
+/// 1. every file is written as `NAME.staged` beside the current checkpoint's files;
+/// 2. the run's state file, with this manifest, is written atomically: the commit;
+/// 3. `publish` renames the staged files over the old ones.
+///
+/// A crash before 2 leaves the previous checkpoint untouched (its staged successors are
+/// discarded on resume); a crash during 3 is finished on resume by `roll_forward`, which
+/// publishes the staged files whose digests the committed manifest records. `verify` then
+/// tells a whole checkpoint from a mixed one (files changed by hand, say).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     pub files: std::collections::BTreeMap<String, FileDigest>,
@@ -313,6 +349,64 @@ impl Manifest {
         Ok(Manifest { files })
     }
 
+    /// The manifest of staged files `names` in `dir` (step 1 above), under their final
+    /// names.
+    pub fn of_staged(dir: &Path, names: &[String]) -> Result<Manifest> {
+        let mut files = std::collections::BTreeMap::new();
+        for n in names {
+            files.insert(n.clone(), digest(&staged(&dir.join(n)))?);
+        }
+        Ok(Manifest { files })
+    }
+
+    /// Step 3: renames the committed checkpoint's staged files into place.
+    pub fn publish(&self, dir: &Path) -> Result<()> {
+        for name in self.files.keys() {
+            let (from, to) = (staged(&dir.join(name)), dir.join(name));
+            if from.exists() {
+                std::fs::rename(&from, &to).map_err(|e| {
+                    anyhow!(
+                        "{}: cannot publish the checkpoint: {}",
+                        to.display(),
+                        io_reason(&e)
+                    )
+                })?;
+                crate::util::fault_point("checkpoint-publish");
+            }
+        }
+        Ok(())
+    }
+
+    /// On resume: publishes the staged files that this (committed) manifest records, as
+    /// `publish` would have had the run not stopped, and removes other staged files (those
+    /// of a checkpoint that was never committed).
+    pub fn roll_forward(&self, dir: &Path) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().to_string();
+            let Some(name) = file.strip_suffix(".staged") else {
+                continue;
+            };
+            match self.files.get(name) {
+                Some(want) if &digest(&e.path())? == want => {
+                    std::fs::rename(e.path(), dir.join(name)).map_err(|err| {
+                        anyhow!(
+                            "{}: cannot publish the checkpoint: {}",
+                            dir.join(name).display(),
+                            io_reason(&err)
+                        )
+                    })?;
+                }
+                _ => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that every file in `dir` is the one this manifest recorded for the checkpoint
     /// of `what` (e.g. "step 500"); names the first that is not. An empty manifest (a run
     /// written before manifests existed) passes.
@@ -334,6 +428,25 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Before a checkpoint directory is read outside `--resume` (`sample`, `eval`): finishes
+/// an interrupted publish and verifies the files against the committed manifest, found in
+/// the directory's `state.json` (a `train` run) or its parent's `active_state.json` (the
+/// `checkpoint/` of an `active` run). A directory without either is read as it is.
+pub fn settle(dir: &Path) -> Result<()> {
+    let state = [dir.join("state.json")]
+        .into_iter()
+        .chain(dir.parent().map(|p| p.join("active_state.json")))
+        .find(|p| p.exists());
+    let Some(path) = state else {
+        return Ok(());
+    };
+    let v: serde_json::Value = read_json(&path)?;
+    let manifest: Manifest = serde_json::from_value(v["checkpoint"].clone())
+        .map_err(|e| anyhow!("{}: invalid checkpoint record ({e})", path.display()))?;
+    manifest.roll_forward(dir)?;
+    manifest.verify(dir, &format!("the commit in {}", path.display()))
 }
 
 /// Removes temporary files (`*.tmpPID-N`) that an interrupted atomic write left in `dir`.

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod eval;
+pub mod fuzz;
 pub mod gpu;
 pub mod imageio;
 pub mod metrics;

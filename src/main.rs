@@ -372,6 +372,11 @@ enum Command {
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// With --resume: continue with flags that change the run's settings (a lower
+        /// --lr after a divergence, say). Without it a changed setting is refused;
+        /// --steps and the logging intervals may always change.
+        #[arg(long, requires = "resume")]
+        allow_changed_settings: bool,
         /// Print a per-kernel GPU time table at the end (timestamp queries where available).
         #[arg(long)]
         profile: bool,
@@ -384,7 +389,7 @@ enum Command {
         #[command(flatten)]
         args: ActiveArgs,
         /// random | gan-disc | vae-elbo | coreset | coverage-gap | coverage-hybrid |
-        /// coverage-stratified | hybrid | vaal
+        /// coverage-stratified | hybrid | vaal | synthesis
         /// (the default is the best in EXPERIMENTS.md)
         #[arg(long, default_value = "coverage-gap")]
         strategy: String,
@@ -393,6 +398,10 @@ enum Command {
         /// Continue after the last finished round.
         #[arg(long)]
         resume: bool,
+        /// With --resume: continue with other settings (a larger --budget, say). Without
+        /// it a changed setting is refused, naming it.
+        #[arg(long, requires = "resume")]
+        allow_changed_settings: bool,
         #[arg(long)]
         quiet: bool,
     },
@@ -578,17 +587,31 @@ fn devices() -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_cmd(
     device: Option<&str>,
     args: TrainArgs,
     config: Option<PathBuf>,
     out: PathBuf,
     resume: bool,
+    allow_changed_settings: bool,
     profile: bool,
     quiet: bool,
 ) -> Result<()> {
+    if out.join("active.toml").exists() || out.join("active_state.json").exists() {
+        anyhow::bail!(
+            "{} holds an `activegen active` run; `train` writes its own run directory: choose another --out",
+            out.display()
+        );
+    }
     let base = if resume {
         let path = out.join("config.toml");
+        if !path.exists() {
+            anyhow::bail!(
+                "{}: no such file; --resume needs a run that got as far as writing its settings (start it again without --resume)",
+                path.display()
+            );
+        }
         Some(train::load_config(&path)?)
     } else {
         if out.join("state.json").exists() {
@@ -599,7 +622,20 @@ fn train_cmd(
         }
         None
     };
-    let cfg = args.resolve(config.as_ref(), base)?;
+    let cfg = args.resolve(config.as_ref(), base.clone())?;
+    if let (Some(old), false) = (&base, allow_changed_settings) {
+        if let Some(d) = train::changed_setting(old, &cfg)? {
+            anyhow::bail!(
+                "--resume: {} was started with other settings ({d}); resume with the same flags, or add --allow-changed-settings to continue with the new ones",
+                out.join("config.toml").display()
+            );
+        }
+    }
+    // The settings are saved before the device starts, so that a run stopped at any
+    // moment can be resumed (from step 0 when it had no checkpoint yet).
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create run directory: {e}", out.display()))?;
+    train::save_config(&cfg, &out.join("config.toml"))?;
     let g = Gpu::new(device)?;
     if profile {
         g.start_profiling();
@@ -646,6 +682,7 @@ fn sample_cmd(
         anyhow::bail!("nothing to write: pass --grid FILE.png and/or --out-dir DIR");
     }
     let cfg = train::load_config(&checkpoint.join("config.toml"))?;
+    activegen::checkpoint::settle(&checkpoint)?;
     let g = Gpu::new(device)?;
     g.set_seed(cfg.seed);
     let classes = if cfg.gan.num_classes > 0 {
@@ -771,7 +808,10 @@ fn eval_cmd(
         anyhow::bail!("--n must be between 10 and 1000000, got {n}");
     }
     let cfg = match (&checkpoint, real_vs_real) {
-        (Some(dir), _) => train::load_config(&dir.join("config.toml"))?,
+        (Some(dir), _) => {
+            activegen::checkpoint::settle(dir)?;
+            train::load_config(&dir.join("config.toml"))?
+        }
         (None, true) => TrainConfig::default(),
         (None, false) => anyhow::bail!("pass --checkpoint DIR, or --real-vs-real --data D"),
     };
@@ -783,7 +823,8 @@ fn eval_cmd(
     }
     let g = Gpu::new(device)?;
     let t = std::time::Instant::now();
-    let net = eval::judge_with(&g, &spec, &opts, &net_spec, &ssl, !json)?;
+    // Progress goes to stderr, so --json output stays clean while a feature net trains.
+    let net = eval::judge_with(&g, &spec, &opts, &net_spec, &ssl, true)?;
     let t_net = t.elapsed().as_secs_f64();
     let (real, _) = eval::real_features(&g, &net, &spec, Split::Test, &opts, n)?;
     let n = real.n;
@@ -952,17 +993,29 @@ fn run(cli: Cli) -> Result<()> {
             config,
             out,
             resume,
+            allow_changed_settings,
             profile,
             quiet,
-        } => train_cmd(device, args, config, out, resume, profile, quiet),
+        } => train_cmd(
+            device,
+            args,
+            config,
+            out,
+            resume,
+            allow_changed_settings,
+            profile,
+            quiet,
+        ),
         Command::Active {
             args,
             strategy,
             out,
             resume,
+            allow_changed_settings,
             quiet,
         } => {
-            let cfg = args.resolve(Some(&strategy))?;
+            let mut cfg = args.resolve(Some(&strategy))?;
+            cfg.allow_changed_settings = allow_changed_settings;
             let g = Gpu::new(device)?;
             let o = activegen::active::run_active(&g, &cfg, &out, resume, !quiet)?;
             println!(

@@ -60,6 +60,11 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>)> {
         std::io::ErrorKind::NotFound => anyhow!("{name}: no such file"),
         _ => anyhow!("{name}: cannot read: {e}"),
     })?;
+    parse_npy_f32(&bytes, &name.to_string())
+}
+
+/// Like [`read_npy_f32`] for bytes already in memory; `name` is used in errors.
+pub fn parse_npy_f32(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     if bytes.len() < 10 || !bytes.starts_with(MAGIC) {
         bail!("{name}: not a .npy file (bad magic)");
     }
@@ -84,7 +89,10 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>)> {
     let itemsize = match descr.trim_matches(|c| c == '\'' || c == '"') {
         "<f4" => 4,
         "<f8" => 8,
-        other => bail!("{name}: unsupported dtype {other} (only '<f4' and '<f8')"),
+        other => bail!(
+            "{name}: unsupported dtype {} (only '<f4' and '<f8')",
+            shown(other)
+        ),
     };
     match dict_value(header, "fortran_order") {
         Some("False") => {}
@@ -94,7 +102,7 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>)> {
     let shape_str =
         dict_value(header, "shape").ok_or_else(|| anyhow!("{name}: .npy header has no 'shape'"))?;
     let shape = parse_shape(shape_str)
-        .ok_or_else(|| anyhow!("{name}: bad shape {shape_str} in .npy header"))?;
+        .ok_or_else(|| anyhow!("{name}: bad shape {} in .npy header", shown(shape_str)))?;
 
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let expected = count.and_then(|c| c.checked_mul(itemsize));
@@ -117,6 +125,13 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>)> {
             .collect()
     };
     Ok((shape, values))
+}
+
+/// Text from a file, made safe for a one-line error: escaped and cut short.
+fn shown(s: &str) -> String {
+    let t: String = s.chars().take(40).collect();
+    let more = if s.chars().count() > 40 { "..." } else { "" };
+    format!("'{}{more}'", t.escape_debug())
 }
 
 /// The raw text of `'key': VALUE` in a Python dict literal: a quoted string,
@@ -243,14 +258,14 @@ mod tests {
                     "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
                     &four,
                 ),
-                "unsupported dtype <i8",
+                "unsupported dtype '<i8'",
             ),
             (
                 raw_npy(
                     "{'descr': '>f4', 'fortran_order': False, 'shape': (4,), }",
                     &four,
                 ),
-                "unsupported dtype >f4",
+                "unsupported dtype '>f4'",
             ),
             (
                 raw_npy(

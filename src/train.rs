@@ -117,34 +117,43 @@ impl TrainConfig {
     /// Refuses settings that cannot train, with the flag named.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 {
-            bail!("--steps must be at least 1");
+            bail!("--steps (steps) must be at least 1");
         }
         if self.batch < 2 {
             bail!(
-                "--batch must be at least 2 (batch normalisation needs two images), got {}",
+                "--batch (batch) must be at least 2 (batch normalisation needs two images), got {}",
                 self.batch
             );
         }
         if self.batch > 4096 {
             bail!(
-                "--batch {} is larger than this tool supports (4096)",
+                "--batch (batch) {} is larger than this tool supports (4096)",
                 self.batch
             );
         }
         for (name, v) in [
-            ("--lr", self.lr_g),
-            ("--lr", self.lr_d),
-            ("--lr", self.lr_vae),
+            ("--lr (lr_g)", self.lr_g),
+            ("--lr (lr_d)", self.lr_d),
+            ("--lr (lr_vae)", self.lr_vae),
         ] {
             if !(v > 0.0 && v < 1.0) {
                 bail!("{name} must be in (0, 1), got {v}");
             }
         }
+        // Adam's decay rates: 1 or more never forgets, and a negative one oscillates.
+        for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("{name} must be in [0, 1), got {v}");
+            }
+        }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            bail!("--ema-decay must be in [0, 1), got {}", self.ema_decay);
+            bail!(
+                "--ema-decay (ema_decay) must be in [0, 1), got {}",
+                self.ema_decay
+            );
         }
         if self.log_every == 0 || self.sample_every == 0 || self.checkpoint_every == 0 {
-            bail!("--log-every, --sample-every and --checkpoint-every must be at least 1");
+            bail!("--log-every, --sample-every and --checkpoint-every (log_every, sample_every, checkpoint_every) must be at least 1");
         }
         // Sizes are range-checked before anything is allocated from them.
         for (name, v, max) in [
@@ -468,7 +477,8 @@ impl Model {
     }
 
     /// Writes the weights (PyTorch state_dict layout) and the optimizer state into `dir`
-    /// and returns the files' names. Refuses, writing nothing, when any value is not finite.
+    /// as staged files (`checkpoint::Manifest`: the caller commits and publishes them) and
+    /// returns their names. Refuses, writing nothing, when any value is not finite.
     pub fn save(&self, g: &Gpu, dir: &Path) -> Result<Vec<String>> {
         let mut files = vec![];
         for (m, stem) in self.modules() {
@@ -495,7 +505,8 @@ impl Model {
         }
         let mut names = vec![];
         for (name, tensors, meta) in files {
-            tensors.save(&dir.join(&name), meta)?;
+            tensors.save(&checkpoint::staged(&dir.join(&name)), meta)?;
+            crate::util::fault_point("checkpoint-staging");
             names.push(name);
         }
         Ok(names)
@@ -660,6 +671,23 @@ pub struct RunState {
     pub checkpoint: checkpoint::Manifest,
 }
 
+/// A run's state.json, checked against the data it resumes on (`n` images of `data`),
+/// with its data order restored; `path` names it in errors.
+pub fn parse_state(text: &str, path: &Path, data: &str, n: usize) -> Result<RunState> {
+    let mut state: RunState = serde_json::from_str(text)
+        .map_err(|e| anyhow!("{}: not a valid run state ({e})", path.display()))?;
+    if state.sampler.n != n || state.sampler.pos > state.sampler.n {
+        bail!(
+            "{}: its data order is over {} images (position {}), but {data} has {n}; resume with the data the run was started on",
+            path.display(),
+            state.sampler.n,
+            state.sampler.pos,
+        );
+    }
+    state.sampler.restore();
+    Ok(state)
+}
+
 pub struct RunDir {
     pub root: PathBuf,
 }
@@ -678,6 +706,25 @@ impl RunDir {
     }
 }
 
+/// The first setting that differs between a run's config and the one a resume would
+/// continue with, ignoring the run's length and its logging and checkpoint intervals
+/// (changing those does not change the steps already taken or the ones to come).
+pub fn changed_setting(old: &TrainConfig, new: &TrainConfig) -> Result<Option<String>> {
+    let comparable = |c: &TrainConfig| -> Result<toml::Value> {
+        let mut c = c.clone();
+        c.steps = 0;
+        c.log_every = 0;
+        c.sample_every = 0;
+        c.checkpoint_every = 0;
+        Ok(toml::Value::try_from(c)?)
+    };
+    Ok(crate::util::first_difference(
+        &comparable(old)?,
+        &comparable(new)?,
+        "",
+    ))
+}
+
 pub fn save_config(cfg: &TrainConfig, path: &Path) -> Result<()> {
     let text = toml::to_string_pretty(cfg).context("serialising the config")?;
     crate::util::write_atomic(path, text.as_bytes())
@@ -686,8 +733,13 @@ pub fn save_config(cfg: &TrainConfig, path: &Path) -> Result<()> {
 pub fn load_config(path: &Path) -> Result<TrainConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow!("{}: {}", path.display(), checkpoint::io_reason(&e)))?;
-    let cfg: TrainConfig = toml::from_str(&text)
-        .map_err(|e| anyhow!("{}: invalid config: {}", path.display(), e.message()))?;
+    parse_config(&text, path)
+}
+
+/// A config file's text over the defaults, validated; `path` names it in errors.
+pub fn parse_config(text: &str, path: &Path) -> Result<TrainConfig> {
+    let cfg =
+        crate::util::settings_over_defaults(text, &TrainConfig::default(), &["data_dir"], path)?;
     cfg.validate()
         .map_err(|e| anyhow!("{}: invalid config: {e}", path.display()))?;
     Ok(cfg)
@@ -735,10 +787,10 @@ pub struct TrainOutcome {
 pub fn check_losses(step: usize, names: &[&str], values: &[f32]) -> Result<()> {
     for (n, v) in names.iter().zip(values) {
         if !v.is_finite() {
-            bail!("training diverged at step {step}: {n} = {v}; resume from the last checkpoint with a lower learning rate");
+            bail!("training diverged at step {step}: {n} = {v}; resume from the last checkpoint with a lower --lr (and --allow-changed-settings)");
         }
         if v.abs() > 1e6 {
-            bail!("training diverged at step {step}: {n} = {v:e}; resume from the last checkpoint with a lower learning rate");
+            bail!("training diverged at step {step}: {n} = {v:e}; resume from the last checkpoint with a lower --lr (and --allow-changed-settings)");
         }
     }
     Ok(())
@@ -823,25 +875,22 @@ pub fn run_train(
     };
     checkpoint::remove_stale_temporaries(&dir.root);
     let state_path = dir.root.join("state.json");
-    if resume {
-        if !state_path.exists() {
-            bail!(
-                "--resume: {} has no state.json (no checkpoint yet)",
+    // A run stopped before its first checkpoint is resumed from step 0: the same steps
+    // again, so the same result.
+    let resume = resume && {
+        if !state_path.exists() && progress {
+            eprintln!(
+                "activegen: {} has no checkpoint yet; starting the run again from step 0",
                 dir.root.display()
             );
         }
-        state = checkpoint::read_json(&state_path)?;
-        if state.sampler.n != train_set.n || state.sampler.pos > state.sampler.n {
-            bail!(
-                "{}: its data order is over {} images (position {}), but {} has {}; resume with the data the run was started on",
-                state_path.display(),
-                state.sampler.n,
-                state.sampler.pos,
-                cfg.data,
-                train_set.n
-            );
-        }
-        state.sampler.restore();
+        state_path.exists()
+    };
+    if resume {
+        let text = std::fs::read_to_string(&state_path)
+            .map_err(|e| anyhow!("{}: {}", state_path.display(), checkpoint::io_reason(&e)))?;
+        state = parse_state(&text, &state_path, &cfg.data, train_set.n)?;
+        state.checkpoint.roll_forward(&dir.root)?;
         state
             .checkpoint
             .verify(&dir.root, &format!("step {}", state.step))?;
@@ -865,6 +914,24 @@ pub fn run_train(
     };
     let log = LossLog::new(g, cfg.log_every, width)?;
     let bar = progress_bar(progress, cfg.steps as u64, state.step as u64);
+    {
+        // Lines logged after the checkpoint (all of them, starting from step 0) are
+        // logged again by the steps that follow.
+        let path = dir.root.join("metrics.jsonl");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let kept: String = text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s as usize <= state.step)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            crate::util::write_atomic(&path, kept.as_bytes())?;
+        }
+    }
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -969,9 +1036,10 @@ pub fn run_train(
                 };
                 anyhow!("training diverged before the checkpoint of step {step}: {e:#}; {resume}")
             })?;
-            // state.json last, with the files' digests: the checkpoint's commit.
-            state.checkpoint = checkpoint::Manifest::of(&dir.root, &files)?;
+            // state.json, with the staged files' digests, is the checkpoint's commit.
+            state.checkpoint = checkpoint::Manifest::of_staged(&dir.root, &files)?;
             checkpoint::write_json(&state_path, &state)?;
+            state.checkpoint.publish(&dir.root)?;
             saved_step = Some(step);
         }
     }

@@ -18,17 +18,21 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tmp.push(format!(".tmp{}-{n}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    {
+    let written = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)
             .with_context(|| format!("{}: cannot write", tmp.display()))?;
         f.write_all(data)
             .with_context(|| format!("{}: cannot write", tmp.display()))?;
         f.sync_all().ok();
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("{}: cannot rename into place", path.display()))
+    })();
+    if written.is_err() {
+        // A full disk, say: nothing half-written stays behind.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: cannot rename into place", path.display()))?;
-    Ok(())
+    written
 }
 
 /// `$ACTIVEGEN_CACHE`, else the platform cache directory, else `./.activegen-cache`.
@@ -84,6 +88,181 @@ impl HostRng {
     }
 }
 
+/// Reads a settings file over `defaults`: keys the file leaves out, whole sections or
+/// single fields, keep their default values, and a key that is not a setting is refused
+/// with the nearest valid one suggested (a misspelt `stepz = 5` would otherwise be
+/// ignored without a word). `optional` lists dotted keys that are valid although the
+/// defaults leave them out (an `Option` that is `None` is not serialised).
+pub fn settings_over_defaults<T>(
+    text: &str,
+    defaults: &T,
+    optional: &[&str],
+    path: &Path,
+) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let file: toml::Table = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!("{}: not valid TOML: {}", path.display(), e.message().trim())
+    })?;
+    let mut merged = toml::Table::try_from(defaults).context("serialising the defaults")?;
+    merge_settings(&mut merged, file, "", optional)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // Parsed back from text so that a type error has a span, and through it a key.
+    let text = toml::to_string(&merged).context("serialising the settings")?;
+    toml::from_str(&text).map_err(|e| {
+        let key = e.span().map(|s| key_at(&text, s.start)).unwrap_or_default();
+        anyhow::anyhow!("{}: {key}{}", path.display(), e.message().trim())
+    })
+}
+
+/// "section.key: " of the line of a TOML text that holds byte `at`, or "".
+fn key_at(text: &str, at: usize) -> String {
+    let before = &text[..at.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        return String::new();
+    };
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .map(|s| format!("{}.", s.trim()))
+        .unwrap_or_default();
+    format!("{section}{}: ", key.trim())
+}
+
+fn merge_settings(
+    into: &mut toml::Table,
+    from: toml::Table,
+    at: &str,
+    optional: &[&str],
+) -> Result<()> {
+    for (k, v) in from {
+        let key = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => {
+                merge_settings(dst, src, &key, optional)?
+            }
+            (Some(toml::Value::Table(_)), other) => {
+                anyhow::bail!(
+                    "{key} is a section ([{key}]), got the {} {other}",
+                    other.type_str()
+                )
+            }
+            (Some(slot), v) => {
+                // A section where a value belongs is refused here; other type errors are
+                // reported by the deserialiser with the key.
+                if let toml::Value::Table(_) = v {
+                    anyhow::bail!("{key} is a value, not a section");
+                }
+                *slot = v
+            }
+            (None, v) if optional.contains(&key.as_str()) => {
+                into.insert(k, v);
+            }
+            (None, _) => {
+                let prefix = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!("{at}.")
+                };
+                let valid = into.keys().map(|c| format!("{prefix}{c}")).chain(
+                    optional
+                        .iter()
+                        .filter(|o| o.strip_prefix(&prefix).is_some_and(|r| !r.contains('.')))
+                        .map(|o| o.to_string()),
+                );
+                let nearest = valid
+                    .map(|c| (edit_distance(&c, &key), c))
+                    .min()
+                    .filter(|(d, c)| *d <= 2.max(c.len() / 3));
+                match nearest {
+                    Some((_, c)) => anyhow::bail!("unknown setting '{key}' (did you mean '{c}'?)"),
+                    None => anyhow::bail!("unknown setting '{key}'"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != cb)).min(row[j] + 1).min(up + 1);
+            diag = up;
+        }
+    }
+    row[b.len()]
+}
+
+/// The first setting (dotted key, in key order) where two settings tables differ, as
+/// "key: OLD then, NEW now".
+pub fn first_difference(a: &toml::Value, b: &toml::Value, at: &str) -> Option<String> {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => first_difference(u, v, &path),
+                    (u, v) => Some(format!(
+                        "{path}: {} then, {} now",
+                        show_setting(u),
+                        show_setting(v)
+                    )),
+                }
+            })
+        }
+        _ if a == b => None,
+        _ => Some(format!("{at}: {a} then, {b} now")),
+    }
+}
+
+fn show_setting(v: Option<&toml::Value>) -> String {
+    v.map_or("unset".into(), |v| v.to_string())
+}
+
+/// A crash-test hook: `ACTIVEGEN_FAULT=NAME:N` aborts the process (as `kill -9` would
+/// stop it: no destructors, no flushing) the N-th time the point NAME is reached. The
+/// kill tests use it to stop a run at exact places inside a checkpoint write; without the
+/// variable it costs one comparison.
+pub fn fault_point(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static FAULT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let fault = FAULT.get_or_init(|| {
+        let v = std::env::var("ACTIVEGEN_FAULT").ok()?;
+        let (n, k) = v.rsplit_once(':').unwrap_or((&v, "1"));
+        Some((n.to_string(), k.parse().unwrap_or(1)))
+    });
+    if let Some((n, k)) = fault {
+        if n == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *k {
+            eprintln!("activegen: ACTIVEGEN_FAULT: aborting at {name} (hit {k})");
+            std::process::abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +292,28 @@ mod tests {
         let leftovers = std::fs::read_dir(&dir).unwrap().count();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(leftovers, 1, "temporary files were left behind");
+    }
+
+    #[test]
+    fn unknown_settings_are_refused_with_the_nearest_key_and_partial_sections_take_defaults() {
+        assert_eq!(super::edit_distance("stepz", "steps"), 1);
+        assert_eq!(super::edit_distance("", "abc"), 3);
+        let d = crate::train::TrainConfig::default();
+        let p = Path::new("x.toml");
+        let c: crate::train::TrainConfig =
+            super::settings_over_defaults("[gan]\nz_dim = 7\n", &d, &[], p).unwrap();
+        assert_eq!((c.gan.z_dim, c.gan.g_width), (7, d.gan.g_width));
+        let e = super::settings_over_defaults::<crate::train::TrainConfig>(
+            "[gan]\nz_dimm = 7\n",
+            &d,
+            &[],
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("did you mean 'gan.z_dim'"),
+            "{e}"
+        );
     }
 }

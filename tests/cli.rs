@@ -225,7 +225,7 @@ fn a_checkpoint_of_the_wrong_shape_is_refused_by_sample() {
         ],
         &["generator.safetensors", "shape"],
     );
-    // A garbled weights file.
+    // A garbled weights file: the run's commit record names it as changed.
     std::fs::write(run.join("generator.safetensors"), b"garbage").unwrap();
     refused(
         &[
@@ -235,7 +235,19 @@ fn a_checkpoint_of_the_wrong_shape_is_refused_by_sample() {
             "--grid",
             d.join("g.png").to_str().unwrap(),
         ],
-        &["generator.safetensors"],
+        &["generator.safetensors", "not the file", "recorded"],
+    );
+    // Without the record, the loader itself refuses it.
+    std::fs::remove_file(run.join("state.json")).unwrap();
+    refused(
+        &[
+            "sample",
+            "--checkpoint",
+            r,
+            "--grid",
+            d.join("g.png").to_str().unwrap(),
+        ],
+        &["generator.safetensors", "not a valid safetensors file"],
     );
 }
 

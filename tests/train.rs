@@ -521,6 +521,11 @@ fn non_finite_weights_are_never_written_as_a_checkpoint() {
     let model = train::Model::new(&g, &tiny(ModelKind::Gan, 3), 0).unwrap();
     let files = model.save(&g, &dir).unwrap();
     assert_eq!(files.len(), 4, "{files:?}");
+    // Saved as staged files, which a commit publishes.
+    activegen::checkpoint::Manifest::of_staged(&dir, &files)
+        .unwrap()
+        .publish(&dir)
+        .unwrap();
     let before = file_bytes(&dir, &GAN_FILES);
     let train::Model::Gan(m) = &model else {
         unreachable!()
@@ -538,6 +543,12 @@ fn non_finite_weights_are_never_written_as_a_checkpoint() {
     assert!(
         file_bytes(&dir, &GAN_FILES) == before,
         "a refused checkpoint changed files"
+    );
+    assert!(
+        GAN_FILES
+            .iter()
+            .all(|f| !activegen::checkpoint::staged(&dir.join(f)).exists()),
+        "a refused checkpoint staged files"
     );
     // A file with a NaN written by other means is refused at load, file and tensor named.
     activegen::checkpoint::save_module(&g, &m.disc, &dir.join("discriminator.safetensors"), None)

@@ -112,6 +112,9 @@ pub struct ActiveConfig {
     /// strategies of a seed: the initial set's point is the same for all of them).
     #[serde(skip)]
     pub retrain_cache: Option<PathBuf>,
+    /// `--allow-changed-settings`: resume with settings other than the run's own.
+    #[serde(skip)]
+    pub allow_changed_settings: bool,
 }
 
 impl Default for ActiveConfig {
@@ -153,6 +156,7 @@ impl Default for ActiveConfig {
             train,
             feature_net: eval::FeatureNetSpec::default(),
             retrain_cache: None,
+            allow_changed_settings: false,
         }
     }
 }
@@ -564,6 +568,12 @@ pub fn run_active(
     checkpoint::remove_stale_temporaries(out);
     let state_path = out.join("active_state.json");
     let cfg_path = out.join("active.toml");
+    if out.join("state.json").exists() || out.join("config.toml").exists() {
+        bail!(
+            "{} holds an `activegen train` run; `active` writes its own run directory: choose another --out",
+            out.display()
+        );
+    }
     if !resume && state_path.exists() {
         bail!(
             "{} already holds an active-learning run; pass --resume or choose another --out",
@@ -571,7 +581,7 @@ pub fn run_active(
         );
     }
     let text = toml::to_string_pretty(cfg)?;
-    if resume && state_path.exists() {
+    if resume && state_path.exists() && !cfg.allow_changed_settings {
         check_same_settings(&cfg_path, &text)?;
     }
     crate::util::write_atomic(&cfg_path, text.as_bytes())?;
@@ -598,7 +608,26 @@ pub fn run_active(
     let snapshots = new_snapshots(g, &model)?;
     if resume && state_path.exists() {
         st = checkpoint::read_json(&state_path)?;
+        // Checked against this pool before anything indexes it.
+        let n = pool.items.len();
+        let mut seen = std::collections::HashSet::new();
+        if let Some(&bad) = st.acquired.iter().find(|&&i| i >= n || !seen.insert(i)) {
+            bail!(
+                "{}: acquired image {bad} is {} of the pool's {n}; resume with the run's own data and scenario",
+                state_path.display(),
+                if bad >= n { "outside" } else { "listed twice in" }
+            );
+        }
+        if st.records.len() != st.next_round {
+            bail!(
+                "{}: {} round records for {} finished rounds; the file is damaged",
+                state_path.display(),
+                st.records.len(),
+                st.next_round
+            );
+        }
         let what = format!("round {}", st.next_round.max(1) - 1);
+        st.checkpoint.roll_forward(&out.join("checkpoint"))?;
         st.checkpoint.verify(&out.join("checkpoint"), &what)?;
         model.load(g, &out.join("checkpoint"))?;
         for (j, s) in snapshots.iter().enumerate() {
@@ -836,12 +865,12 @@ pub fn run_active(
         })?;
         for (j, snap) in snapshots.iter().enumerate() {
             let name = format!("disc_snapshot_{j}.safetensors");
-            checkpoint::save_module(g, &snap.disc, &ckpt.join(&name), None)?;
+            checkpoint::save_module(g, &snap.disc, &checkpoint::staged(&ckpt.join(&name)), None)?;
             files.push(name);
         }
-        train::save_config(tcfg, &ckpt.join("config.toml"))?;
+        train::save_config(tcfg, &checkpoint::staged(&ckpt.join("config.toml")))?;
         files.push("config.toml".to_string());
-        st.checkpoint = checkpoint::Manifest::of(&ckpt, &files)?;
+        st.checkpoint = checkpoint::Manifest::of_staged(&ckpt, &files)?;
         if let Some(q) = &rec.quality {
             if q.fid < st.best_fid {
                 st.best_fid = q.fid;
@@ -855,7 +884,10 @@ pub fn run_active(
         let (seed, offset) = g.rng_state();
         st.rng_seed = seed;
         st.rng_offset = offset;
+        // The state file is the round's commit (`checkpoint::Manifest`).
         checkpoint::write_json(&state_path, &st)?;
+        st.checkpoint.publish(&ckpt)?;
+        crate::util::fault_point("active-round-committed");
         write_rounds(out, &st.records)?;
         bar.set_position(st.next_round as u64);
         if let Some(q) = &rec.quality {
@@ -909,38 +941,11 @@ fn check_same_settings(path: &Path, new_text: &str) -> Result<()> {
     }
     let old: toml::Value = toml::from_str(&old_text)?;
     let new: toml::Value = toml::from_str(new_text)?;
-    let differs = first_difference(&old, &new, "").unwrap_or_default();
+    let differs = crate::util::first_difference(&old, &new, "").unwrap_or_default();
     bail!(
-        "--resume: {} was started with other settings ({differs}); resume it with the same flags, or choose another --out",
+        "{} holds a run started with other settings ({differs}); rerun with the same settings, add --allow-changed-settings to `active --resume` to continue with the new ones, or choose another --out",
         path.display()
     )
-}
-
-fn first_difference(a: &toml::Value, b: &toml::Value, at: &str) -> Option<String> {
-    match (a, b) {
-        (toml::Value::Table(x), toml::Value::Table(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter().find_map(|k| {
-                let path = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
-                match (x.get(k), y.get(k)) {
-                    (Some(u), Some(v)) => first_difference(u, v, &path),
-                    (u, v) => Some(format!("{path}: {} then, {} now", show(u), show(v))),
-                }
-            })
-        }
-        _ if a == b => None,
-        _ => Some(format!("{at}: {a} then, {b} now")),
-    }
-}
-
-fn show(v: Option<&toml::Value>) -> String {
-    v.map_or("unset".into(), |v| v.to_string())
 }
 
 /// An 8-column grid of images in [-1, 1] shaped like the model's.
