@@ -1,25 +1,16 @@
 //! The command line on bad input: every mistake gets one line naming the file or flag and
 //! the problem, a failing exit status, and no panic.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 fn activegen(args: &[&str]) -> (bool, String, String) {
     activegen_with(args, &[])
 }
 
 fn activegen_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_activegen"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .envs(env.iter().copied())
-        .output()
-        .expect("run activegen");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_activegen(args, env)
 }
 
 /// Runs a command that must fail with one line on stderr containing every `needle`.
@@ -371,6 +362,48 @@ fn a_state_file_whose_data_order_does_not_fit_the_data_is_refused() {
         &[&["train", "--steps", "4", "--resume"][..], &tiny[..]].concat(),
         &["state.json", "over 5 images", "8000"],
     );
+}
+
+#[test]
+fn a_run_directory_refuses_other_settings_and_the_other_command() {
+    let d = scratch("fingerprint");
+    let run = d.join("run");
+    let r = run.to_str().unwrap();
+    let tiny = ["--g-width", "8", "--d-width", "8", "--quiet", "--out", r];
+    let train =
+        |extra: &[&'static str]| -> Vec<&str> { [&["train"][..], &tiny[..], extra].concat() };
+    let (ok, _, err) = activegen(&train(&["--steps", "2", "--batch", "8"]));
+    assert!(ok, "{err}");
+    // A new run over it, a resume with another batch, and an active run into it: refused.
+    refused(
+        &train(&["--steps", "2", "--batch", "8"]),
+        &[r, "already holds a run", "--resume"],
+    );
+    refused(
+        &train(&["--steps", "4", "--batch", "16", "--resume"]),
+        &[r, "batch", "8", "16", "--allow-changed-settings"],
+    );
+    refused(
+        &["active", "--strategy", "random", "--quiet", "--out", r],
+        &[r, "holds an `activegen train` run"],
+    );
+    // More steps are not another setting; a new learning rate is, on purpose.
+    let (ok, _, err) = activegen(&train(&["--steps", "3", "--batch", "8", "--resume"]));
+    assert!(ok, "{err}");
+    let (ok, _, err) = activegen(&train(&[
+        "--steps",
+        "4",
+        "--batch",
+        "8",
+        "--lr",
+        "1e-4",
+        "--resume",
+        "--allow-changed-settings",
+    ]));
+    assert!(ok, "{err}");
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("0.0001"), "{cfg}");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]

@@ -4,23 +4,16 @@
 //! staged, state committed, files published) and the gap between active-learning rounds.
 //! `scripts/kill_test.sh` does the same with real `kill -9`s at random times.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn activegen(args: &[&str], cache: &Path, fault: Option<&str>) -> (bool, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_activegen"));
-    c.args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env("ACTIVEGEN_CACHE", cache)
-        .env_remove("ACTIVEGEN_FAULT");
-    if let Some(f) = fault {
-        c.env("ACTIVEGEN_FAULT", f);
-    }
-    let out = c.output().expect("run activegen");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let cache = cache.to_str().unwrap();
+    let mut env = vec![("ACTIVEGEN_CACHE", cache)];
+    env.extend(fault.map(|f| ("ACTIVEGEN_FAULT", f)));
+    let (ok, _, err) = common::run_activegen(args, &env);
+    (ok, err)
 }
 
 fn scratch(name: &str) -> PathBuf {

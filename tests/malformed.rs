@@ -4,25 +4,17 @@
 //! fuzz targets and a short fixed-seed fuzz run checks the loaders (long runs:
 //! `cargo run --release --example fuzz`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
 }
 
 fn activegen(args: &[&str], cache: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_activegen"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env("ACTIVEGEN_CACHE", cache)
-        .env_remove("ACTIVEGEN_FAULT")
-        .output()
-        .expect("run activegen");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, err) = common::run_activegen(args, &[("ACTIVEGEN_CACHE", cache.to_str().unwrap())]);
+    (ok, err)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -106,3 +106,20 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         }
     }
 }
+
+/// Runs the activegen binary with `args` and extra environment `env` (a crash-test fault
+/// only where `env` sets one); returns (success, stdout, stderr).
+pub fn run_activegen(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_activegen"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env_remove("ACTIVEGEN_FAULT")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run activegen");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
