@@ -13,7 +13,7 @@
 # but tiles and split):
 # tiles split step pytorch compile tests profile kernels poolsearch. `tiles` times every tile form of the
 # tiled GEMM (ACTIVEGEN_GEMM_TILE) on square products, the DCGAN's GEMM shapes and the step;
-# `split` the weight gradients cut into 1 to 64 K slices (examples/gemm_shapes.rs split).
+# `split` the weight gradients cut into 1 to 64 K slices (dev/gemm_shapes.rs split).
 set -u
 if [ "${1:-}" = "--bundle" ]; then
     set -e

@@ -18,7 +18,7 @@
 // textures: on
 // lavapipe such a load costs about a quarter of a storage-buffer vec4 load and a third of a
 // sampled-texture fetch, which goes through a generic mip-level routine
-// (examples/fetch_lab.rs); the copy into the texture runs at memcpy speed.
+// (dev/fetch_lab.rs); the copy into the texture runs at memcpy speed.
 @group(0) @binding(6) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var b_tex: texture_storage_2d<rgba32float, read>;
 

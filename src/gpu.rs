@@ -547,7 +547,7 @@ impl Gpu {
     /// Whether kernels on a CPU adapter read large inputs from texture copies (the subgroup
     /// GEMM's operands, im2col/col2im and batch-norm sources): on by default, since llvmpipe
     /// loads a texel 2.4-3.6x faster than the same bytes from a storage buffer
-    /// (examples/fetch_lab.rs, BENCHMARKS.md); `ACTIVEGEN_TEXTURE_READS=0` turns it off, for
+    /// (dev/fetch_lab.rs, BENCHMARKS.md); `ACTIVEGEN_TEXTURE_READS=0` turns it off, for
     /// benchmarking both. GPUs read their buffers directly.
     pub fn texture_reads(&self) -> bool {
         self.texture_reads_override
@@ -565,7 +565,7 @@ impl Gpu {
     /// (r32float: element i at texel (i % FLAT_WIDTH, i / FLAT_WIDTH); rgba32float:
     /// vec4 v at (v % (FLAT_WIDTH / 4), v / (FLAT_WIDTH / 4)), numel % 4 == 0) and returns a
     /// view of it. On CPU drivers kernels load from such a copy 2.4x (scalars) to 3.6x
-    /// (vec4s) faster than from the buffer (llvmpipe, examples/fetch_lab.rs), and the copy
+    /// (vec4s) faster than from the buffer (llvmpipe, dev/fetch_lab.rs), and the copy
     /// runs at memcpy speed. Check `flat_texture_fits` first.
     ///
     /// A texture already holding these floats of `src`, with no write to `src` recorded

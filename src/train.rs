@@ -289,7 +289,7 @@ pub fn labelled_batch(
 /// drivers such as lavapipe build a kernel's machine code at its first dispatch, not when
 /// wgpu creates the pipeline (and the engine creates its non-GEMM pipelines at first use):
 /// on a machine whose Mesa shader cache was cold that put 4-12 s inside the first step
-/// (BENCHMARKS.md, stop 15). One throw-away step of a scratch model with the same
+/// (docs/bench-log.md, stop 15). One throw-away step of a scratch model with the same
 /// configuration and batch (so the same kernels, GEMM forms and texture shapes) and one
 /// 64-image grid do it up front; the device's random stream is restored, so the run's
 /// numbers do not change. Once per process and configuration; Mesa keeps the machine code

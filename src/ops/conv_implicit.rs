@@ -13,7 +13,7 @@
 //!
 //! Why: the column form writes CI*16 floats per output pixel (4x x's size at stride 2),
 //! copies them into a texture and reads them back; on llvmpipe every stored float costs a
-//! per-lane loop iteration (BENCHMARKS.md). The sums run in the column form's order, so
+//! per-lane loop iteration (docs/bench-log.md). The sums run in the column form's order, so
 //! both give the same bits.
 
 use anyhow::Result;
@@ -32,7 +32,7 @@ const BLOCK_COLS: usize = 64;
 /// here: channel-major images whose y is the GEMM's matrix itself (pixels a multiple of
 /// 4), at least a row block of output channels, and at least two column blocks of weight
 /// gradient (CI >= 8). The one-channel image-side layers keep their columns: implicit,
-/// they measured slower than their small column matrices (BENCHMARKS.md, stop 16).
+/// they measured slower than their small column matrices (docs/bench-log.md, stop 16).
 pub fn applies(g: &Gpu, geo: &Geometry) -> bool {
     g.implicit_conv()
         && g.gemm_kernel() == GemmKernel::Subgroup

@@ -14,7 +14,7 @@
 //! Why: the column form (`conv2d::backward_data_gemm`) writes a [CI*16, P] column matrix,
 //! four times as many floats as dx, copies it into a texture and sums it with col2im. On
 //! llvmpipe every stored float costs a per-lane loop iteration, so that form spends most of
-//! its time storing (BENCHMARKS.md); this one stores each output once.
+//! its time storing (docs/bench-log.md, stop 13); this one stores each output once.
 
 use anyhow::{bail, Result};
 

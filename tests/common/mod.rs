@@ -9,7 +9,7 @@ use activegen::Gpu;
 /// The test device. With no adapter this fails with the install instructions, never skips.
 /// It comes with this thread's turn on the GPU: one test of a test process uses the GPU at
 /// a time. Several test threads opening, using and dropping devices at once hung NVIDIA's
-/// driver now and then (BENCHMARKS.md, "Tests on the GPU"); lavapipe spreads every
+/// driver now and then (docs/bench-log.md, "Tests on the GPU"); lavapipe spreads every
 /// dispatch over all cores anyway. A test may open several devices (its turn is counted).
 pub fn gpu() -> TestGpu {
     let turn = Turn::take();

@@ -1,4 +1,5 @@
-//! Scratch harness for timing candidate WGSL kernels (not part of the product).
+//! Times a candidate WGSL kernel from a file on the adapter (best of REPS), before it is
+//! written into the engine: how the GEMM tile forms were chosen.
 //! usage: kernel_lab FILE ENTRY M K N WGX WGY WGZ [REPS]
 //! Binds uniform params (m, k, n) at 0, A at 1, B at 2, C at 3.
 use activegen::Gpu;

@@ -1,4 +1,4 @@
-//! Scratch harness: the cost of one load or store per lane on the adapter, by kind of
+//! The cost of one load or store per lane on the adapter, by kind of
 //! binding: sampled texture, read-only storage texture (rgba32float, r32float), storage
 //! buffer (vec4, scalar), and stores to buffers and write-only storage textures. Loops of
 //! independent accesses in 8-lane workgroups; best of 5 per kernel, two passes.
