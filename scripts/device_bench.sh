@@ -56,7 +56,7 @@ $A devices || exit 1
 
 if want tiles; then
 stamp "tile forms"
-for form in 64x4 64x8 128x8 auto; do
+for form in 64x4 128x8 auto; do
     if [ $form = auto ]; then unset ACTIVEGEN_GEMM_TILE; else export ACTIVEGEN_GEMM_TILE=$form; fi
     echo "--- tile $form" | tee -a "$OUT/tiles.txt"
     timeout 60 $A bench matmul --sizes 256,512,1024,2048,4096 | tee -a "$OUT/tiles.txt"

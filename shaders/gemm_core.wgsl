@@ -88,8 +88,8 @@ fn gemm_main(wid: vec3<u32>, lid: vec3<u32>) {
 // ---------------------------------------------------------------------------------------
 // The wide core, for GPUs: each invocation owns 8x8 outputs, so every K step reads four
 // vec4s of workgroup memory for 64 FMAs (the core above reads eight scalars for 16), and
-// the tile is WIDE*8 square: WIDE = 16 gives 128x128 tiles of 256 invocations, WIDE = 8
-// gives 64x64 tiles of 64. An invocation's rows are two quads WIDE*4 apart (lid.y*4.. and
+// the tile is WIDE*8 square: WIDE = 16 gives 128x128 tiles of 256 invocations (WIDE = 8,
+// 64x64 tiles of 64, lost to the 4x4 core everywhere on an H100 and was removed). An invocation's rows are two quads WIDE*4 apart (lid.y*4.. and
 // WIDE*4 + lid.y*4..), likewise its columns, so a quad-row of the workgroup reads
 // consecutive vec4s. K advances in blocks of 8 through workgroup memory.
 override WIDE: u32 = 16u;

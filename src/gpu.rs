@@ -450,13 +450,13 @@ impl Gpu {
             Err(_) => GemmKernel::Tiled,
         };
         let texture_reads_default = std::env::var("ACTIVEGEN_TEXTURE_READS").as_deref() != Ok("0");
-        let gemm_tile_default =
-            match std::env::var("ACTIVEGEN_GEMM_TILE") {
-                Ok(v) => Some(TileForm::parse(&v).ok_or_else(|| {
-                    anyhow!("ACTIVEGEN_GEMM_TILE={v}: expected 64x4, 64x8 or 128x8")
-                })?),
-                Err(_) => None,
-            };
+        let gemm_tile_default = match std::env::var("ACTIVEGEN_GEMM_TILE") {
+            Ok(v) => Some(
+                TileForm::parse(&v)
+                    .ok_or_else(|| anyhow!("ACTIVEGEN_GEMM_TILE={v}: expected 64x4 or 128x8"))?,
+            ),
+            Err(_) => None,
+        };
         let trace = std::env::var_os("ACTIVEGEN_TRACE").is_some();
         Ok(Gpu {
             device,
@@ -1418,22 +1418,20 @@ pub enum GemmKernel {
 }
 
 /// The tiled GEMM's tile: `matmul_tiled` (64x64, 4x4 outputs per invocation) or
-/// `matmul_tiled_wide` (8x8 per invocation, 64x64 or 128x128 tiles).
+/// `matmul_tiled_wide` (128x128, 8x8 per invocation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TileForm {
     Tile64x4,
-    Tile64x8,
     Tile128x8,
 }
 
 impl TileForm {
-    pub const ALL: [TileForm; 3] = [TileForm::Tile64x4, TileForm::Tile64x8, TileForm::Tile128x8];
+    pub const ALL: [TileForm; 2] = [TileForm::Tile64x4, TileForm::Tile128x8];
 
-    /// `64x4`, `64x8` or `128x8` (tile edge x outputs per invocation and side).
+    /// `64x4` or `128x8` (tile edge x outputs per invocation and side).
     pub fn parse(s: &str) -> Option<TileForm> {
         match s {
             "64x4" => Some(TileForm::Tile64x4),
-            "64x8" => Some(TileForm::Tile64x8),
             "128x8" => Some(TileForm::Tile128x8),
             _ => None,
         }

@@ -147,7 +147,6 @@ fn expected_kernel(
             } else {
                 match form {
                     TileForm::Tile64x4 => format!("matmul_tiled[{consts}]"),
-                    TileForm::Tile64x8 => format!("matmul_tiled_wide[{consts},WIDE=8]"),
                     TileForm::Tile128x8 => format!("matmul_tiled_wide[{consts},WIDE=16]"),
                 }
             }

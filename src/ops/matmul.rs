@@ -167,8 +167,8 @@ impl<'a> Gemm<'a> {
 /// with 8x8 outputs per invocation only for large products (at least 256 such tiles), the
 /// 64x64 4x4 core otherwise. Measured on an H100 (BENCHMARKS.md): the wide tile is 1.2-1.4x
 /// faster from 2048^3 up, but slower on every DCGAN product at batch 64 and 256 (up to 2.7x
-/// on D.conv2 forward) and on 256^3-1024^3; the 64x64 wide form lost everywhere and is only
-/// kept for `ACTIVEGEN_GEMM_TILE=64x8`, for measuring other GPUs.
+/// on D.conv2 forward) and on 256^3-1024^3; a 64x64 tile with 8x8 per invocation lost
+/// everywhere there and was removed.
 fn tile_form(g: &Gpu, m: usize, n: usize, z: usize) -> TileForm {
     g.gemm_tile().unwrap_or_else(|| default_tile_form(m, n, z))
 }
@@ -538,10 +538,6 @@ pub fn gemm(g: &Gpu, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             let grid = [u(spec.n.div_ceil(edge)), u(spec.m.div_ceil(edge)), u(z)];
             match form {
                 TileForm::Tile64x4 => ("matmul_tiled", grid),
-                TileForm::Tile64x8 => {
-                    consts.push(("WIDE", 8));
-                    ("matmul_tiled_wide", grid)
-                }
                 TileForm::Tile128x8 => {
                     consts.push(("WIDE", 16));
                     ("matmul_tiled_wide", grid)
