@@ -372,18 +372,16 @@ pub struct Gpu {
     written: RefCell<HashMap<u64, u64>>,
     /// Source of write stamps and texture use times.
     clock: Cell<u64>,
-    /// Reuse of unchanged copies on or off (tests and benchmarks compare both;
-    /// `ACTIVEGEN_TEXTURE_CACHE=0` turns it off).
+    /// Reuse of unchanged copies; off only where a test compares both (`set_texture_cache`).
     texture_cache_on: Cell<bool>,
-    /// The sub-pixel data gradient (ops::conv_subpixel) on or off where it applies
-    /// (`ACTIVEGEN_SUBPIXEL=0` turns it off; tests and benchmarks compare both forms).
+    /// The sub-pixel data gradient (ops::conv_subpixel) where it applies. This and the two
+    /// switches below are on: they won, and they change no number. Tests and
+    /// `dev/step_ab.rs` turn them off through the setters to compare both forms.
     subpixel_on: Cell<bool>,
     /// Whether backward passes fuse an activation's gradient into the kernel that computes
-    /// the gradient flowing into it (`tape::ActFusion`; `ACTIVEGEN_FUSE_ACT_GRAD=0` turns it
-    /// off; tests and benchmarks compare both).
+    /// the gradient flowing into it (`tape::ActFusion`).
     fuse_act_grad_on: Cell<bool>,
-    /// Whether stride-2 4x4 convolutions run as implicit GEMMs (`ops::conv_implicit`;
-    /// `ACTIVEGEN_IMPLICIT_CONV=0` turns them off; tests and benchmarks compare both).
+    /// Whether stride-2 4x4 convolutions run as implicit GEMMs (`ops::conv_implicit`).
     implicit_conv_on: Cell<bool>,
     /// Copies recorded into flat textures (tests check what the cache skips).
     pub texture_copies: Cell<u64>,
@@ -487,16 +485,10 @@ impl Gpu {
             placeholders: RefCell::new(HashMap::new()),
             written: RefCell::new(HashMap::new()),
             clock: Cell::new(0),
-            texture_cache_on: Cell::new(
-                std::env::var("ACTIVEGEN_TEXTURE_CACHE").map_or(true, |v| v != "0"),
-            ),
-            subpixel_on: Cell::new(std::env::var("ACTIVEGEN_SUBPIXEL").map_or(true, |v| v != "0")),
-            fuse_act_grad_on: Cell::new(
-                std::env::var("ACTIVEGEN_FUSE_ACT_GRAD").map_or(true, |v| v != "0"),
-            ),
-            implicit_conv_on: Cell::new(
-                std::env::var("ACTIVEGEN_IMPLICIT_CONV").map_or(true, |v| v != "0"),
-            ),
+            texture_cache_on: Cell::new(true),
+            subpixel_on: Cell::new(true),
+            fuse_act_grad_on: Cell::new(true),
+            implicit_conv_on: Cell::new(true),
             texture_copies: Cell::new(0),
             trace,
             done_once: RefCell::new(Default::default()),
