@@ -353,15 +353,13 @@ pub fn classifier_net(
         crate::util::write_atomic(&path, BUNDLED.1)?;
     }
     let freq = class_freq(&train_set);
-    let saved_rng = g.rng_state();
     if path.exists() {
-        let net = Classifier::new(g, &cfg)?;
+        let net = g.keeping_rng(|| Classifier::new(g, &cfg))?;
         checkpoint::load_module(g, &net, &path)?;
         let accuracy = checkpoint::Loaded::open(&path)?
             .metadata()
             .get("accuracy")
             .and_then(|a| a.parse().ok());
-        g.set_rng_state(saved_rng);
         return Ok(FeatureNet {
             net: Backbone::Classifier(net),
             description: classifier_description(spec, &key, accuracy),
@@ -375,8 +373,11 @@ pub fn classifier_net(
     if progress {
         eprintln!("activegen: no cached feature classifier for {spec}; training one ({epochs} epochs), cached at {}", path.display());
     }
-    let net = train_classifier_with(g, &train_set, &cfg, epochs, 128, 1234, progress)?;
-    let acc = accuracy(g, &net, &test_set, 256)?;
+    let (net, acc) = g.keeping_rng(|| -> Result<_> {
+        let net = train_classifier_with(g, &train_set, &cfg, epochs, 128, 1234, progress)?;
+        let acc = accuracy(g, &net, &test_set, 256)?;
+        Ok((net, acc))
+    })?;
     if progress {
         eprintln!(
             "activegen: feature classifier accuracy on the held-out split: {:.2}%",
@@ -390,7 +391,6 @@ pub fn classifier_net(
         std::fs::create_dir_all(dir)?;
     }
     checkpoint::save_module(g, &net, &path, Some(meta))?;
-    g.set_rng_state(saved_rng);
     Ok(FeatureNet {
         net: Backbone::Classifier(net),
         description: classifier_description(spec, &key, Some(acc)),

@@ -837,6 +837,24 @@ impl Gpu {
         self.rng.set(state);
     }
 
+    /// Runs `f`, then puts the random stream back where it was, on success or error: work
+    /// off to the side (measuring, a scratch model, a cached network) never shifts the
+    /// stream that training and acquisition draw from.
+    pub fn keeping_rng<T>(&self, f: impl FnOnce() -> T) -> T {
+        let saved = self.rng.get();
+        let out = f();
+        self.rng.set(saved);
+        out
+    }
+
+    /// Runs `f` on its own stream restarted from `seed`, then puts the caller's back.
+    pub fn with_rng<T>(&self, seed: u64, f: impl FnOnce() -> T) -> T {
+        self.keeping_rng(|| {
+            self.set_seed(seed);
+            f()
+        })
+    }
+
     /// Reserves `n` counters of the random stream; returns (seed, first counter).
     pub fn take_random(&self, n: u64) -> (u64, u64) {
         let (seed, offset) = self.rng.get();

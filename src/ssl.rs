@@ -205,10 +205,7 @@ pub fn train_encoder(
     if ds.n < 2 {
         bail!("{}: an encoder needs at least two images", ds.name);
     }
-    let saved = g.rng_state();
-    let result = train_with_seed(g, ds, spec, seed, progress);
-    g.set_rng_state(saved);
-    result
+    g.keeping_rng(|| train_with_seed(g, ds, spec, seed, progress))
 }
 
 fn encoder_config(ds: &Dataset, spec: &SslSpec) -> EncoderConfig {
@@ -321,11 +318,9 @@ pub fn encoder_for(
     spec.validate()?;
     let key = cache_key(ds, spec, seed);
     let path = cache_path(&key);
-    let saved = g.rng_state();
     if path.exists() {
-        let enc = Encoder::new(g, &encoder_config(ds, spec));
-        g.set_rng_state(saved);
-        let enc = enc?;
+        // Its random initial weights are overwritten; drawing them must not shift the stream.
+        let enc = g.keeping_rng(|| Encoder::new(g, &encoder_config(ds, spec)))?;
         checkpoint::load_module(g, &enc, &path)?;
         return Ok((enc, key));
     }

@@ -311,8 +311,7 @@ pub fn compile_step_kernels(g: &Gpu, cfg: &TrainConfig, num_classes: usize) -> R
         ModelKind::Gan => (cfg.gan.channels, cfg.gan.resolution),
         ModelKind::Vae => (cfg.vae.channels, cfg.vae.resolution),
     };
-    let rng_state = g.rng_state();
-    let step = || -> Result<()> {
+    g.keeping_rng(|| -> Result<()> {
         let mut scratch = Model::new(g, cfg, num_classes)?;
         let real = rng::uniform(g, &[cfg.batch, channels, res, res], -1.0, 1.0)?;
         let onehot = if scratch.conditional() {
@@ -326,10 +325,7 @@ pub fn compile_step_kernels(g: &Gpu, cfg: &TrainConfig, num_classes: usize) -> R
         scratch.sample(g, &z, labels.as_ref())?;
         g.sync();
         Ok(())
-    };
-    let result = step();
-    g.set_rng_state(rng_state);
-    result
+    })
 }
 
 pub struct GanModel {
@@ -1068,22 +1064,22 @@ pub fn run_train(
 /// better): -(reconstruction + KL), one posterior sample per image, in eval mode. The
 /// device's random stream is restored afterwards so evaluating never changes training.
 pub fn heldout_elbo(g: &Gpu, vae: &Vae, ds: &Dataset, batch: usize) -> Result<(f64, f64, f64)> {
-    let saved = g.rng_state();
-    g.set_rng_state((saved.0 ^ 0xe1b0, 0));
-    let (mut recon, mut kl, mut seen) = (0.0f64, 0.0f64, 0usize);
-    let all: Vec<usize> = (0..ds.n).collect();
-    for chunk in all.chunks(batch.max(2)) {
-        if chunk.len() < 2 {
-            continue;
+    let (recon, kl, seen) = g.with_rng(g.rng_state().0 ^ 0xe1b0, || -> Result<_> {
+        let (mut recon, mut kl, mut seen) = (0.0f64, 0.0f64, 0usize);
+        let all: Vec<usize> = (0..ds.n).collect();
+        for chunk in all.chunks(batch.max(2)) {
+            if chunk.len() < 2 {
+                continue;
+            }
+            let x = upload_batch(g, ds, chunk)?;
+            let l = tape::no_grad(g, || vae.loss(g, &x, false))?;
+            let n = chunk.len() as f64;
+            recon += l.recon.item(g) as f64 * n;
+            kl += l.kl.item(g) as f64 * n;
+            seen += chunk.len();
         }
-        let x = upload_batch(g, ds, chunk)?;
-        let l = tape::no_grad(g, || vae.loss(g, &x, false))?;
-        let n = chunk.len() as f64;
-        recon += l.recon.item(g) as f64 * n;
-        kl += l.kl.item(g) as f64 * n;
-        seen += chunk.len();
-    }
-    g.set_rng_state(saved);
+        Ok((recon, kl, seen))
+    })?;
     let (recon, kl) = (recon / seen as f64, kl / seen as f64);
     Ok((-(recon + kl), recon, kl))
 }

@@ -385,10 +385,9 @@ impl Setup {
     /// Measures a model on the judge: quality and the first grid's images. The device's
     /// random stream is left as it was.
     fn measure(&self, g: &Gpu, cfg: &ActiveConfig, model: &Model) -> Result<(Quality, Vec<f32>)> {
-        let saved = g.rng_state();
-        let out = eval::features_of_model(g, &self.judge, model, cfg.eval_n, cfg.seed ^ 0xe7, 250);
-        g.set_rng_state(saved);
-        let (fake, preds, images) = out?;
+        let (fake, preds, images) = g.keeping_rng(|| {
+            eval::features_of_model(g, &self.judge, model, cfg.eval_n, cfg.seed ^ 0xe7, 250)
+        })?;
         let rep = eval::report(
             g,
             &self.real,
@@ -427,32 +426,32 @@ impl Setup {
                 }
             }
         }
-        let saved = g.rng_state();
-        let result = (|| -> Result<(Quality, Vec<(String, f32)>)> {
-            g.set_seed(cfg.seed ^ 0x7e7a_1000);
-            let mut model = Model::new(g, &self.tcfg, self.classes)?;
-            let ds = self.pool.data.subset(items);
-            let bar = train::progress_bar(progress, cfg.eval_steps as u64, 0);
-            bar.set_message(format!("retraining a fresh model on {} images", ds.n));
-            let losses = train_on(
-                g,
-                &self.tcfg,
-                self.classes,
-                &mut model,
-                &ds,
-                cfg.eval_steps,
-                cfg.seed ^ 0x7e7a_2000,
-                |step, _| {
-                    bar.set_position(step as u64 + 1);
-                    Ok(())
-                },
-            )?;
-            bar.finish_and_clear();
-            let (q, images) = self.measure(g, cfg, &model)?;
-            save_grid(grid, &images, &self.tcfg)?;
-            Ok((q, losses))
-        })();
-        g.set_rng_state(saved);
+        let result = g.with_rng(
+            cfg.seed ^ 0x7e7a_1000,
+            || -> Result<(Quality, Vec<(String, f32)>)> {
+                let mut model = Model::new(g, &self.tcfg, self.classes)?;
+                let ds = self.pool.data.subset(items);
+                let bar = train::progress_bar(progress, cfg.eval_steps as u64, 0);
+                bar.set_message(format!("retraining a fresh model on {} images", ds.n));
+                let losses = train_on(
+                    g,
+                    &self.tcfg,
+                    self.classes,
+                    &mut model,
+                    &ds,
+                    cfg.eval_steps,
+                    cfg.seed ^ 0x7e7a_2000,
+                    |step, _| {
+                        bar.set_position(step as u64 + 1);
+                        Ok(())
+                    },
+                )?;
+                bar.finish_and_clear();
+                let (q, images) = self.measure(g, cfg, &model)?;
+                save_grid(grid, &images, &self.tcfg)?;
+                Ok((q, losses))
+            },
+        );
         let (q, losses) = result?;
         if let Some((json, png)) = &cached {
             checkpoint::write_json(json, &(&q, &losses))?;
@@ -639,10 +638,7 @@ pub fn run_active(
         }
     }
     let mut space = if strat.uses_features() {
-        let saved = g.rng_state();
-        let s = Space::build(g, cfg, pool, &model, progress);
-        g.set_rng_state(saved);
-        Some(s?)
+        Some(g.keeping_rng(|| Space::build(g, cfg, pool, &model, progress))?)
     } else {
         None
     };
@@ -706,8 +702,7 @@ pub fn run_active(
             if k == 0 {
                 break;
             }
-            let saved = g.rng_state();
-            let chosen = (|| -> Result<Vec<usize>> {
+            let chosen = g.keeping_rng(|| -> Result<Vec<usize>> {
                 let generated = match space.as_mut() {
                     Some(sp) => {
                         sp.refresh(g, &model, pool)?;
@@ -736,8 +731,7 @@ pub fn run_active(
                     synthesis: &cfg.synthesis,
                 };
                 strat.select(&mut ctx, k)
-            })();
-            g.set_rng_state(saved);
+            });
             let mut seen = in_set;
             for c in chosen? {
                 if !seen.contains(&c) && candidates.binary_search(&c).is_ok() {
@@ -1003,13 +997,14 @@ fn new_snapshots(g: &Gpu, model: &Model) -> Result<Vec<DiscSnapshot>> {
     let Model::Gan(m) = model else {
         return Ok(vec![]);
     };
-    let saved = g.rng_state();
-    let mut v = vec![];
-    for _ in 0..3 {
-        let d = Discriminator::new(g, &m.disc.cfg)?;
-        nn::copy_state(g, &d, &m.disc)?;
-        v.push(DiscSnapshot { disc: d });
-    }
-    g.set_rng_state(saved);
-    Ok(v)
+    // Building a network draws its initial weights; the copies must not shift the stream.
+    g.keeping_rng(|| {
+        (0..3)
+            .map(|_| {
+                let d = Discriminator::new(g, &m.disc.cfg)?;
+                nn::copy_state(g, &d, &m.disc)?;
+                Ok(DiscSnapshot { disc: d })
+            })
+            .collect()
+    })
 }
