@@ -1,13 +1,17 @@
-//! Budget-vs-metric charts for `compare`: one line per strategy with a ±1 std band, as SVG
-//! and PNG. Text is laid out with a bundled subset of DejaVu Sans, so no system font is
-//! needed.
+//! Budget-vs-metric charts: one line per strategy with a ±1 std band, as SVG and PNG.
+//! Text is laid out with a bundled subset of DejaVu Sans, so no system font is needed.
+//! The charts know series of points, not `compare`'s summary, which builds them.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use plotters::prelude::*;
 
-use crate::compare::Summary;
+/// One strategy's line: (acquired images, mean, std over seeds) at each evaluated budget.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64, f64)>,
+}
 
 const COLORS: [RGBColor; 7] = [
     RGBColor(90, 90, 90),
@@ -21,27 +25,25 @@ const COLORS: [RGBColor; 7] = [
 
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
-    sum: &Summary,
-    metric: &str,
+    series: &[Series],
     label: &str,
+    log_y: bool,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let pts: Vec<(usize, f64, f64)> = sum
-        .levels
-        .values()
-        .flatten()
-        .filter_map(|l| Some((l.acquired, *l.mean.get(metric)?, *l.std.get(metric)?)))
+    let pts: Vec<(f64, f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
         .collect();
     if pts.is_empty() {
         bail!("no rounds to chart");
     }
     // A margin on both sides so the end points' markers show; one budget point (the main
     // job evaluates only its final budget) gets a window around it.
-    let lo_x = pts.iter().map(|p| p.0).min().unwrap() as f64;
-    let hi_x = pts.iter().map(|p| p.0).max().unwrap() as f64;
+    let lo_x = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let hi_x = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
     let margin = ((hi_x - lo_x) * 0.04).max(if hi_x > lo_x { 1.0 } else { 50.0 });
     let (x0, x1) = (lo_x - margin, hi_x + margin);
     let y0 = pts.iter().map(|p| p.1 - p.2).fold(f64::INFINITY, f64::min);
@@ -51,15 +53,14 @@ where
         .fold(f64::NEG_INFINITY, f64::max);
     // FID falls by orders of magnitude over the first rounds: a log axis keeps the late
     // rounds, where strategies differ, readable.
-    if metric == "fid" && y0 > 0.0 {
+    if log_y && y0 > 0.0 {
         let lo = pts
             .iter()
             .map(|p| (p.1 - p.2).max(p.1 * 0.5))
             .fold(f64::INFINITY, f64::min);
         draw_on(
             root,
-            sum,
-            metric,
+            series,
             label,
             true,
             x0..x1,
@@ -70,22 +71,13 @@ where
     } else {
         // A flat series (every arm at class coverage 1.0) still gets a readable axis.
         let pad = ((y1 - y0) * 0.08).max(0.05 * y0.abs().max(y1.abs()).max(1e-3));
-        draw_on(
-            root,
-            sum,
-            metric,
-            label,
-            false,
-            x0..x1,
-            (y0 - pad)..(y1 + pad),
-        )
+        draw_on(root, series, label, false, x0..x1, (y0 - pad)..(y1 + pad))
     }
 }
 
 fn draw_on<DB: DrawingBackend, Y>(
     root: DrawingArea<DB, plotters::coord::Shift>,
-    sum: &Summary,
-    metric: &str,
+    series: &[Series],
     label: &str,
     log: bool,
     xs: std::ops::Range<f64>,
@@ -121,61 +113,39 @@ where
         })
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
-    for (i, (s, levels)) in sum.levels.iter().enumerate() {
-        let levels: Vec<&crate::compare::Level> = levels
-            .iter()
-            .filter(|l| l.mean.contains_key(metric))
-            .collect();
-        let c = if s == "random" {
+    for (i, line) in series.iter().enumerate() {
+        let pts = &line.points;
+        let c = if line.name == "random" {
             COLORS[0]
         } else {
             COLORS[1 + i % (COLORS.len() - 1)]
         };
-        let upper: Vec<(f64, f64)> = levels
-            .iter()
-            .map(|l| (l.acquired as f64, l.mean[metric] + l.std[metric]))
-            .collect();
-        let lower: Vec<(f64, f64)> = levels
-            .iter()
-            .rev()
-            .map(|l| {
-                // On a log axis the band stops at half the mean instead of crossing zero.
-                let low = l.mean[metric] - l.std[metric];
-                (
-                    l.acquired as f64,
-                    if log {
-                        low.max(l.mean[metric] * 0.5)
-                    } else {
-                        low
-                    },
-                )
-            })
-            .collect();
-        let band: Vec<(f64, f64)> = upper.into_iter().chain(lower).collect();
+        // On a log axis the band and bars stop at half the mean instead of crossing zero.
+        let low = |m: f64, sd: f64| if log { (m - sd).max(m * 0.5) } else { m - sd };
+        let upper = pts.iter().map(|&(x, m, sd)| (x, m + sd));
+        let lower = pts.iter().rev().map(|&(x, m, sd)| (x, low(m, sd)));
+        let band: Vec<(f64, f64)> = upper.chain(lower).collect();
         chart
             .draw_series(std::iter::once(Polygon::new(band, c.mix(0.15))))
             .map_err(|e| anyhow!("{e:?}"))?;
         chart
             .draw_series(LineSeries::new(
-                levels.iter().map(|l| (l.acquired as f64, l.mean[metric])),
+                pts.iter().map(|&(x, m, _)| (x, m)),
                 c.stroke_width(2),
             ))
             .map_err(|e| anyhow!("{e:?}"))?
-            .label(s.as_str())
+            .label(line.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         // Markers and ± std bars at each evaluated budget: visible with a single point too.
         chart
-            .draw_series(levels.iter().map(|l| {
-                let (x, m, sd) = (l.acquired as f64, l.mean[metric], l.std[metric]);
-                let low = if log { (m - sd).max(m * 0.5) } else { m - sd };
-                PathElement::new(vec![(x, low), (x, m + sd)], c.stroke_width(1))
+            .draw_series(pts.iter().map(|&(x, m, sd)| {
+                PathElement::new(vec![(x, low(m, sd)), (x, m + sd)], c.stroke_width(1))
             }))
             .map_err(|e| anyhow!("{e:?}"))?;
         chart
             .draw_series(
-                levels
-                    .iter()
-                    .map(|l| Circle::new((l.acquired as f64, l.mean[metric]), 4, c.filled())),
+                pts.iter()
+                    .map(|&(x, m, _)| Circle::new((x, m), 4, c.filled())),
             )
             .map_err(|e| anyhow!("{e:?}"))?;
     }
@@ -189,11 +159,12 @@ where
     Ok(())
 }
 
-pub fn line_chart_svg(path: &Path, sum: &Summary, metric: &str, label: &str) -> Result<()> {
+/// `log_y`: a log axis where every value is positive (FID).
+pub fn line_chart_svg(path: &Path, series: &[Series], label: &str, log_y: bool) -> Result<()> {
     // plotters measures text with the registered font even when it writes SVG.
     register_font()?;
     let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
-    draw(root, sum, metric, label).map_err(|e| anyhow!("{}: {e}", path.display()))
+    draw(root, series, label, log_y).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 /// Registers the bundled font as "sans-serif": DejaVu Sans subset to the characters the
@@ -212,8 +183,8 @@ fn register_font() -> Result<()> {
     Ok(())
 }
 
-pub fn line_chart_png(path: &Path, sum: &Summary, metric: &str, label: &str) -> Result<()> {
+pub fn line_chart_png(path: &Path, series: &[Series], label: &str, log_y: bool) -> Result<()> {
     register_font()?;
     let root = BitMapBackend::new(path, (760, 440)).into_drawing_area();
-    draw(root, sum, metric, label).map_err(|e| anyhow!("{}: {e}", path.display()))
+    draw(root, series, label, log_y).map_err(|e| anyhow!("{}: {e}", path.display()))
 }

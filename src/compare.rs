@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
 use crate::active::{self, ActiveConfig, Protocol, Quality, RoundRecord};
+use crate::charts;
 use crate::gpu::Gpu;
 use crate::train::ModelKind;
 
@@ -124,6 +125,22 @@ pub struct Summary {
     /// The full pool's fresh model (retrain protocol): metric -> over seeds.
     pub full_pool: BTreeMap<String, MeanStd>,
     pub initial: usize,
+}
+
+/// Each arm's (acquired, mean, std) of `metric` at the budgets where every seed measured it.
+fn chart_series(sum: &Summary, metric: &str) -> Vec<charts::Series> {
+    sum.levels
+        .iter()
+        .map(|(arm, levels)| charts::Series {
+            name: arm.clone(),
+            points: levels
+                .iter()
+                .filter_map(|l| {
+                    Some((l.acquired as f64, *l.mean.get(metric)?, *l.std.get(metric)?))
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 fn quality_metric(r: &RoundRecord, name: &str) -> Option<f64> {
@@ -509,8 +526,10 @@ fn write_outputs(
         let svg = out.join(format!("budget_vs_{m}.svg"));
         let png = out.join(format!("budget_vs_{m}.png"));
         // Charts are best-effort: the numbers above are the result, the pictures a view.
-        match crate::charts::line_chart_svg(&svg, sum, m, label)
-            .and_then(|_| crate::charts::line_chart_png(&png, sum, m, label))
+        let series = chart_series(sum, m);
+        let log_y = m == "fid";
+        match charts::line_chart_svg(&svg, &series, label, log_y)
+            .and_then(|_| charts::line_chart_png(&png, &series, label, log_y))
         {
             Ok(()) => charts.push((m, svg)),
             Err(e) => eprintln!("activegen: {}: no chart: {e:#}", svg.display()),
