@@ -105,7 +105,7 @@ fn scenarios_build_the_pools_they_describe() {
 #[test]
 fn every_strategy_acquires_the_budget_once_each() {
     let g = gpu();
-    for s in activegen::active::strategy::names() {
+    for s in activegen::active::registry::names() {
         let mut c = tiny(s);
         if s == "vae-elbo" {
             c.train.model = activegen::train::ModelKind::Vae;

@@ -158,7 +158,7 @@ fn an_active_run_killed_between_rounds_or_inside_a_checkpoint_resumes_exactly_fo
         "2",
         "--quiet",
     ];
-    for s in activegen::active::strategy::names() {
+    for s in activegen::active::registry::names() {
         let vae = s == "vae-elbo";
         let mut args = [&tiny[..], &["--strategy", s]].concat();
         if vae {

@@ -26,6 +26,7 @@ pub mod gan_disc;
 pub mod hybrid;
 pub mod pool;
 pub mod random;
+pub mod registry;
 pub mod space;
 pub mod strategy;
 pub mod synthesis;
@@ -163,7 +164,7 @@ impl Default for ActiveConfig {
 
 impl ActiveConfig {
     pub fn validate(&self) -> Result<()> {
-        strategy::by_name(&self.strategy)?;
+        registry::by_name(&self.strategy)?;
         if self.per_round == 0 {
             bail!("--per-round must be at least 1");
         }
@@ -586,7 +587,7 @@ pub fn run_active(
     crate::util::write_atomic(&cfg_path, text.as_bytes())?;
     let setup = Setup::new(g, cfg, progress)?;
     let pool = &setup.pool;
-    let mut strat = strategy::by_name(&cfg.strategy)?;
+    let mut strat = registry::by_name(&cfg.strategy)?;
     // The acquisition model is trained between rounds only where something looks at it.
     let trains = cfg.protocol == Protocol::Warm || strat.uses_model();
 

@@ -1,7 +1,7 @@
-//! The query-strategy interface, the registry, and the helpers strategies share.
-//! A new strategy is one file implementing `Strategy` plus one line in `by_name`.
+//! The query-strategy interface and the helpers strategies share. A new strategy is one
+//! file implementing `Strategy` plus one line in `registry.rs`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::gpu::Gpu;
 use crate::metrics::Features;
@@ -58,45 +58,6 @@ pub trait Strategy {
     /// The queries the last `select` synthesised, for the report (synthesis only).
     fn last_queries(&self) -> Option<&super::synthesis::Queries> {
         None
-    }
-}
-
-pub type MakeStrategy = fn() -> Box<dyn Strategy>;
-
-/// Every strategy by name: the registry. A new strategy is one file (and its `mod` line in
-/// active/mod.rs) plus one line here.
-pub const REGISTRY: &[(&str, MakeStrategy)] = &[
-    ("random", || Box::new(super::random::Random)),
-    ("gan-disc", || Box::new(super::gan_disc::GanDisc)),
-    ("vae-elbo", || Box::new(super::vae_elbo::VaeElbo)),
-    ("coreset", || Box::new(super::coreset::Coreset)),
-    ("coverage-gap", || {
-        Box::new(super::coverage_gap::CoverageGap { k: 5 })
-    }),
-    ("hybrid", || Box::new(super::hybrid::Hybrid)),
-    ("coverage-hybrid", || {
-        Box::new(super::coverage_hybrid::CoverageHybrid { k: 5 })
-    }),
-    ("coverage-stratified", || {
-        Box::new(super::coverage_stratified::CoverageStratified { k: 5 })
-    }),
-    ("vaal", || Box::new(super::vaal::Vaal)),
-    ("synthesis", || {
-        Box::new(super::synthesis::Synthesis::default())
-    }),
-];
-
-pub fn names() -> Vec<&'static str> {
-    REGISTRY.iter().map(|(n, _)| *n).collect()
-}
-
-pub fn by_name(name: &str) -> Result<Box<dyn Strategy>> {
-    match REGISTRY.iter().find(|(n, _)| *n == name) {
-        Some((_, make)) => Ok(make()),
-        None => bail!(
-            "unknown strategy '{name}': expected one of {}",
-            names().join(", ")
-        ),
     }
 }
 
