@@ -23,6 +23,16 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(23, 190, 207),
 ];
 
+/// The lower edge of a ±1 std band: on a log axis it stops at half the mean instead of
+/// crossing zero.
+fn band_low(mean: f64, std: f64, log: bool) -> f64 {
+    if log {
+        (mean - std).max(mean * 0.5)
+    } else {
+        mean - std
+    }
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     series: &[Series],
@@ -56,7 +66,7 @@ where
     if log_y && y0 > 0.0 {
         let lo = pts
             .iter()
-            .map(|p| (p.1 - p.2).max(p.1 * 0.5))
+            .map(|p| band_low(p.1, p.2, true))
             .fold(f64::INFINITY, f64::min);
         draw_on(
             root,
@@ -120,8 +130,7 @@ where
         } else {
             COLORS[1 + i % (COLORS.len() - 1)]
         };
-        // On a log axis the band and bars stop at half the mean instead of crossing zero.
-        let low = |m: f64, sd: f64| if log { (m - sd).max(m * 0.5) } else { m - sd };
+        let low = |m: f64, sd: f64| band_low(m, sd, log);
         let upper = pts.iter().map(|&(x, m, sd)| (x, m + sd));
         let lower = pts.iter().rev().map(|&(x, m, sd)| (x, low(m, sd)));
         let band: Vec<(f64, f64)> = upper.chain(lower).collect();
