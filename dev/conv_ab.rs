@@ -1,5 +1,5 @@
 //! im2col and col2im at the DCGAN's D.conv2 shapes (batch 64, channel-major), alternating
-//! texture reads on and off (`Gpu::set_texture_reads`) within one process, so that the
+//! texture reads on and off (`KernelPolicy::texture_reads`) within one process, so that the
 //! machine's drift hits both alike; prints the median GPU time of each over 15 rounds.
 //!   cargo run --release --example conv_ab
 use activegen::ops::{conv2d, rng};
@@ -13,8 +13,8 @@ fn main() {
     let mut times: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for round in 0..30 {
         let tex = round % 2 == 0;
-        g.set_texture_reads(Some(tex));
-        g.start_profiling();
+        g.update_policy(|p| p.texture_reads = tex);
+        g.device.start_profiling();
         conv2d::im2col(&g, &geo, &x).unwrap();
         conv2d::col2im(
             &g,
@@ -24,7 +24,7 @@ fn main() {
             activegen::ops::activation::Act::Identity,
         )
         .unwrap();
-        for (name, t) in g.stop_profiling() {
+        for (name, t) in g.device.stop_profiling() {
             times.entry(name).or_default().push(t.ns / 1e6);
         }
     }

@@ -103,7 +103,7 @@ fn storage_buf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 "#;
 fn main() {
     let g = Gpu::new(None).unwrap();
-    let d = &g.device;
+    let d = &g.device.wgpu;
     let (w, h) = (256u32, 1024u32);
     // A w x h texture view of `format` (the one-format-per-texture views the kernels bind).
     let view_of = |format, usage| {
@@ -230,7 +230,7 @@ fn main() {
                 p.set_bind_group(0, &bg, &[]);
                 p.dispatch_workgroups(groups, 1, 1);
             }
-            g.queue.submit([e.finish()]);
+            g.device.queue.submit([e.finish()]);
             d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
         };
         run();

@@ -3,9 +3,9 @@
 //! `probe` times M = 64, N = 3136 with K from 8 to 128: where K -> 0 is the fixed cost of a
 //! product's workgroups and output stores.
 //! `split` times the convolutions' weight gradients (long K, few outputs) cut into 1 to 64
-//! K slices, the sum of the slices' partials included: what `matmul::split_for` picks from.
+//! K slices, the sum of the slices' partials included: what `gemm::split_for` picks from.
 //! `ACTIVEGEN_GEMM`, `ACTIVEGEN_TEXTURE_READS` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
-use activegen::ops::{matmul, reduce, rng};
+use activegen::ops::{gemm, matmul, reduce, rng};
 fn main() {
     let g = activegen::Gpu::new(None).unwrap();
     let batch: usize = std::env::args().nth(1).map_or(64, |b| b.parse().unwrap());
@@ -64,9 +64,9 @@ fn main() {
         let mut best = f64::MAX;
         let mut kname = String::new();
         for _ in 0..5 {
-            g.start_profiling();
+            g.device.start_profiling();
             matmul::matmul_raw(&g, &a, &b, ta, tb, None).unwrap();
-            let s = g.stop_profiling();
+            let s = g.device.stop_profiling();
             kname = s[0].0.clone();
             best = best.min(s.iter().map(|x| x.1.ns).sum::<f64>() / 1e6);
         }
@@ -86,18 +86,18 @@ fn split_sweep(g: &activegen::Gpu, batch: usize) {
     ] {
         let a = rng::normal(g, &[m, k], 0.0, 1.0).unwrap();
         let b = rng::normal(g, &[n, k], 0.0, 1.0).unwrap();
-        let chosen = matmul::split_for(g, m, n, k);
+        let chosen = gemm::split_for(g, m, n, k);
         for split in [1, 2, 4, 8, 16, 32, 64] {
-            let spec = matmul::Gemm::new(&a, &b, false, true, m, n, k);
+            let spec = gemm::Gemm::new(&a, &b, false, true, m, n, k);
             let mut best = f64::MAX;
             for _ in 0..5 {
                 let partial = activegen::Tensor::empty(g, &[split, m * n], "partials").unwrap();
-                g.start_profiling();
-                matmul::gemm(g, &spec, &partial, split).unwrap();
+                g.device.start_profiling();
+                gemm::gemm(g, &spec, &partial, split).unwrap();
                 if split > 1 {
                     reduce::sum_axis(g, &partial, 0).unwrap();
                 }
-                let st = g.stop_profiling();
+                let st = g.device.stop_profiling();
                 best = best.min(st.iter().map(|x| x.1.ns).sum::<f64>() / 1e6);
             }
             println!(

@@ -11,13 +11,13 @@ fn main() {
         let mut geo = conv2d::geometry(&[n, ci, h, h], w.shape(), 2, 1).unwrap();
         geo.channel_major = true;
         for round in 0..3 {
-            g.start_profiling();
+            g.device.start_profiling();
             let cols = conv2d::im2col(&g, &geo, &x).unwrap();
             let a = conv2d::forward_gemm(&g, &geo, &cols, &w, None, Act::Identity).unwrap();
-            let s1 = g.stop_profiling();
-            g.start_profiling();
+            let s1 = g.device.stop_profiling();
+            g.device.start_profiling();
             let b = conv_implicit::forward(&g, &geo, &x, &w, None, Act::Identity).unwrap();
-            let s2 = g.stop_profiling();
+            let s2 = g.device.stop_profiling();
             let (av, bv) = (a.to_vec(&g), b.to_vec(&g));
             let err = av
                 .iter()
@@ -27,12 +27,12 @@ fn main() {
             let t1: f64 = s1.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6;
             let t2: f64 = s2.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6;
             let dy = rng::normal(&g, &[co, geo.p4()], 0.0, 1.0).unwrap();
-            g.start_profiling();
+            g.device.start_profiling();
             let dwa = conv2d::backward_weight_gemm(&g, &geo, &cols, &dy).unwrap();
-            let s3 = g.stop_profiling();
-            g.start_profiling();
+            let s3 = g.device.stop_profiling();
+            g.device.start_profiling();
             let dwb = conv_implicit::backward_weight(&g, &geo, &x, &dy).unwrap();
-            let s4 = g.stop_profiling();
+            let s4 = g.device.stop_profiling();
             let (wa, wb) = (dwa.to_vec(&g), dwb.to_vec(&g));
             let werr = wa
                 .iter()

@@ -13,7 +13,7 @@ fn main() {
     let reps: usize = a.get(9).map(|s| s.parse().unwrap()).unwrap_or(5);
     let g = Gpu::new(None).unwrap();
     let module = unsafe {
-        g.device.create_shader_module_trusted(
+        g.device.wgpu.create_shader_module_trusted(
             wgpu::ShaderModuleDescriptor {
                 label: None,
                 source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -23,6 +23,7 @@ fn main() {
     };
     let pipe = g
         .device
+        .wgpu
         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: None,
             layout: None,
@@ -41,7 +42,7 @@ fn main() {
                 }
             })
             .collect();
-        let b = g.device.create_buffer(&wgpu::BufferDescriptor {
+        let b = g.device.wgpu.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: (len * 4) as u64,
             usage: wgpu::BufferUsages::STORAGE
@@ -49,25 +50,27 @@ fn main() {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        g.queue.write_buffer(&b, 0, bytemuck::cast_slice(&data));
+        g.device
+            .queue
+            .write_buffer(&b, 0, bytemuck::cast_slice(&data));
         (b, data)
     };
     let (ba, da) = mk(m * k, true);
     let (bb, db) = mk(k * n, true);
     let (bc, _) = mk(m * n, false);
-    let ub = g.device.create_buffer(&wgpu::BufferDescriptor {
+    let ub = g.device.wgpu.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 16,
         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    g.queue.write_buffer(
+    g.device.queue.write_buffer(
         &ub,
         0,
         bytemuck::cast_slice(&[m as u32, k as u32, n as u32, 0]),
     );
     let layout = pipe.get_bind_group_layout(0);
-    let bg = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+    let bg = g.device.wgpu.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &layout,
         entries: &[
@@ -90,15 +93,18 @@ fn main() {
         ],
     });
     let run = || {
-        let mut e = g.device.create_command_encoder(&Default::default());
+        let mut e = g.device.wgpu.create_command_encoder(&Default::default());
         {
             let mut pass = e.begin_compute_pass(&Default::default());
             pass.set_pipeline(&pipe);
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(p[3], p[4], p[5]);
         }
-        g.queue.submit([e.finish()]);
-        g.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        g.device.queue.submit([e.finish()]);
+        g.device
+            .wgpu
+            .poll(wgpu::PollType::wait_indefinitely())
+            .unwrap();
     };
     run();
     let mut ts = vec![];
@@ -110,7 +116,7 @@ fn main() {
     ts.sort_by(f64::total_cmp);
     let ms = ts[0];
     // check a few entries
-    let out = g.read_buffer(&bc, (m * n * 4) as u64);
+    let out = g.device.read_buffer(&bc, (m * n * 4) as u64);
     let c: &[f32] = bytemuck::cast_slice(&out);
     let mut maxerr = 0.0f32;
     for t in 0..64 {

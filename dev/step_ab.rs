@@ -1,8 +1,8 @@
 //! A training step with one engine switch on and off, alternating step by step in one
 //! process so that the machine's drift hits both alike. Prints the median wall time of each
 //! and the per-kernel GPU time (timestamps) of each. SWITCH: `texture-reads` (default,
-//! `Gpu::set_texture_reads`), `fuse-act-grad` (`Gpu::set_fuse_act_grad`), `subpixel` or
-//! `implicit-conv` (`Gpu::set_implicit_conv`).
+//! `KernelPolicy::texture_reads`), `fuse-act-grad` (`KernelPolicy::fuse_act_grad`), `subpixel` or
+//! `implicit-conv` (`KernelPolicy::implicit_conv`).
 //!   cargo run --release --example step_ab [gan|vae] [STEPS] [SWITCH]   (default gan 12)
 use activegen::train::{Model, ModelKind, TrainConfig};
 use std::collections::BTreeMap;
@@ -17,10 +17,10 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = args.get(2).map_or(12, |s| s.parse().unwrap());
     let switch = args.get(3).map_or("texture-reads", String::as_str);
     let set = |on: bool| match switch {
-        "texture-reads" => g.set_texture_reads(Some(on)),
-        "fuse-act-grad" => g.set_fuse_act_grad(on),
-        "subpixel" => g.set_subpixel(on),
-        "implicit-conv" => g.set_implicit_conv(on),
+        "texture-reads" => g.update_policy(|p| p.texture_reads = on),
+        "fuse-act-grad" => g.update_policy(|p| p.fuse_act_grad = on),
+        "subpixel" => g.update_policy(|p| p.subpixel = on),
+        "implicit-conv" => g.update_policy(|p| p.implicit_conv = on),
         other => panic!(
             "unknown switch {other}: texture-reads, fuse-act-grad, subpixel or implicit-conv"
         ),
@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         set(on);
         let timed = i >= 4;
         if timed {
-            g.start_profiling();
+            g.device.start_profiling();
         }
         let t = std::time::Instant::now();
         m.train_step(&g, &real, None)?;
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if timed {
             wall.entry(on).or_default().push(ms);
-            for (name, s) in g.stop_profiling() {
+            for (name, s) in g.device.stop_profiling() {
                 *kernels.entry((on, name)).or_default() += s.ns / 1e6 / steps as f64;
             }
         }

@@ -12,7 +12,7 @@ fn main() {
         let y = rng::normal(&g, &[ci, n, h, h], 0.0, 1.0).unwrap();
         for round in 0..3 {
             for fused in [false, true] {
-                g.start_profiling();
+                g.device.start_profiling();
                 for _ in 0..5 {
                     let a = if fused {
                         Some((&y, Act::LeakyRelu(0.2)))
@@ -22,7 +22,7 @@ fn main() {
                     conv_subpixel::backward_data(&g, &geo, &dy, &w, None, Act::Identity, a)
                         .unwrap();
                 }
-                let s = g.stop_profiling();
+                let s = g.device.stop_profiling();
                 if round > 0 {
                     for (name, st) in s {
                         println!(

@@ -45,12 +45,12 @@ pub fn time_ms(
         g.sync();
     }
     let mut times = Vec::with_capacity(reps);
-    let timestamps = g.has_timestamps();
+    let timestamps = g.device.has_timestamps();
     for _ in 0..reps {
         if timestamps {
-            g.start_profiling();
+            g.device.start_profiling();
             run()?;
-            let stats = g.stop_profiling();
+            let stats = g.device.stop_profiling();
             times.push(stats.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6);
         } else {
             g.sync();
@@ -165,7 +165,7 @@ fn implicit_cases(
 ) -> Result<Vec<CaseResult>> {
     let mut geo = *geo;
     geo.channel_major = true;
-    if !conv_implicit::applies(g, &geo) {
+    if !conv_implicit::applies(&g.policy(), &geo) {
         return Ok(vec![]);
     }
     // Channel-major copies of the images: x [CI, N, H, W] and dy as the [CO, P] matrix.
@@ -362,9 +362,9 @@ pub fn pool_search_case(
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    g.start_profiling();
+    g.device.start_profiling();
     gaps_of(g, &pool, &candidates, &gen, k)?;
-    let profile = g.stop_profiling();
+    let profile = g.device.stop_profiling();
     let (cpu_ms, max_abs_diff) = if run_cpu {
         let t = std::time::Instant::now();
         let cpu = gaps_cpu(&pool, &candidates, &gen, k);
@@ -524,7 +524,7 @@ pub fn step_case(
     let mut m = Model::new(g, &cfg, 10)?;
     let real = rng::uniform(g, &[batch, 1, 28, 28], -1.0, 1.0)?;
     let t = std::time::Instant::now();
-    crate::ops::matmul::precompile_gemms(g)?;
+    crate::engine::ops::gemm::precompile_gemms(g)?;
     let precompile_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = std::time::Instant::now();
     crate::train::compile_step_kernels(g, &cfg, 10)?;
@@ -538,7 +538,7 @@ pub fn step_case(
         g.sync();
     }
     if profile {
-        g.start_profiling();
+        g.device.start_profiling();
     }
     let (mut times, mut record) = (vec![], vec![]);
     for _ in 0..steps {
@@ -549,8 +549,12 @@ pub fn step_case(
         g.sync();
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let prof = if profile { g.stop_profiling() } else { vec![] };
-    let gpu_ms = (profile && g.has_timestamps())
+    let prof = if profile {
+        g.device.stop_profiling()
+    } else {
+        vec![]
+    };
+    let gpu_ms = (profile && g.device.has_timestamps())
         .then(|| prof.iter().map(|(_, s)| s.ns).sum::<f64>() / 1e6 / steps as f64);
     times.sort_by(f64::total_cmp);
     record.sort_by(f64::total_cmp);

@@ -1,49 +1,11 @@
-//! Small helpers shared by the commands: atomic writes and the cache directory.
+//! Small helpers shared by the commands: settings files, the host random generator, and
+//! (from the engine) atomic writes and the cache directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Writes `data` to `path` through a temporary file and a rename, so a crash never leaves
-/// a half-written file behind. Concurrent writers of one path (threads or processes
-/// filling the same cache entry) each use their own temporary file; the last rename wins.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d)
-            .with_context(|| format!("{}: cannot create directory", d.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp.push(format!(".tmp{}-{n}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let written = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("{}: cannot write", tmp.display()))?;
-        f.write_all(data)
-            .with_context(|| format!("{}: cannot write", tmp.display()))?;
-        f.sync_all().ok();
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("{}: cannot rename into place", path.display()))
-    })();
-    if written.is_err() {
-        // A full disk, say: nothing half-written stays behind.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// `$ACTIVEGEN_CACHE`, else the platform cache directory, else `./.activegen-cache`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ACTIVEGEN_CACHE") {
-        return PathBuf::from(d);
-    }
-    dirs::cache_dir()
-        .map(|d| d.join("activegen"))
-        .unwrap_or_else(|| PathBuf::from(".activegen-cache"))
-}
+pub use crate::engine::files::{cache_dir, fault_point, write_atomic};
 
 /// A small seeded generator for host-side randomness (data order, fixed latents, pool
 /// subsampling): SplitMix64, so any (seed, stream) pair is reproducible everywhere.
@@ -239,28 +201,6 @@ pub fn first_difference(a: &toml::Value, b: &toml::Value, at: &str) -> Option<St
 
 fn show_setting(v: Option<&toml::Value>) -> String {
     v.map_or("unset".into(), |v| v.to_string())
-}
-
-/// A crash-test hook: `ACTIVEGEN_FAULT=NAME:N` aborts the process (as `kill -9` would
-/// stop it: no destructors, no flushing) the N-th time the point NAME is reached. The
-/// kill tests use it to stop a run at exact places inside a checkpoint write; without the
-/// variable it costs one comparison.
-pub fn fault_point(name: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static FAULT: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    static HITS: AtomicU64 = AtomicU64::new(0);
-    let fault = FAULT.get_or_init(|| {
-        let v = std::env::var("ACTIVEGEN_FAULT").ok()?;
-        let (n, k) = v.rsplit_once(':').unwrap_or((&v, "1"));
-        Some((n.to_string(), k.parse().unwrap_or(1)))
-    });
-    if let Some((n, k)) = fault {
-        if n == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *k {
-            eprintln!("activegen: ACTIVEGEN_FAULT: aborting at {name} (hit {k})");
-            std::process::abort();
-        }
-    }
 }
 
 #[cfg(test)]

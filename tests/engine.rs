@@ -42,7 +42,8 @@ fn every_entry_point_compiles_into_a_pipeline() {
         let (module, _) = shaders::parse_and_validate(stem).unwrap();
         for ep in &module.entry_points {
             let name: &'static str = Box::leak(ep.name.clone().into_boxed_str());
-            g.kernel(stem, name, &[])
+            g.device
+                .kernel(stem, name, &[])
                 .unwrap_or_else(|e| panic!("{stem}::{name}: {e:#}"));
         }
     }
@@ -125,7 +126,7 @@ fn the_same_seed_gives_bit_identical_results() {
 #[test]
 fn a_tensor_over_the_binding_limit_is_refused_with_its_name_and_the_limit() {
     let g = gpu();
-    let max = g.max_binding_bytes() as usize;
+    let max = g.device.memory.max_binding_bytes() as usize;
     let e = Tensor::empty(&g, &[max / 4 + 1], "huge activations")
         .unwrap_err()
         .to_string();
@@ -150,8 +151,14 @@ fn an_unknown_device_name_lists_the_adapters() {
 #[test]
 fn pipelines_compile_once_and_buffers_come_back_from_the_pool() {
     let g = gpu();
-    let k1 = g.kernel("elementwise", "binary_same_shape", &[]).unwrap();
-    let k2 = g.kernel("elementwise", "binary_same_shape", &[]).unwrap();
+    let k1 = g
+        .device
+        .kernel("elementwise", "binary_same_shape", &[])
+        .unwrap();
+    let k2 = g
+        .device
+        .kernel("elementwise", "binary_same_shape", &[])
+        .unwrap();
     assert!(std::rc::Rc::ptr_eq(&k1, &k2));
     let a = Tensor::full(&g, &[1000], 1.0).unwrap();
     let step = || {
@@ -160,11 +167,11 @@ fn pipelines_compile_once_and_buffers_come_back_from_the_pool() {
         reduce::sum_all(&g, &c).unwrap()
     };
     drop(step());
-    let (alloc_before, _, _) = g.pool_stats();
+    let (alloc_before, _, _) = g.device.memory.stats();
     for _ in 0..5 {
         drop(step());
     }
-    let (alloc_after, reuses, _) = g.pool_stats();
+    let (alloc_after, reuses, _) = g.device.memory.stats();
     assert_eq!(
         alloc_before, alloc_after,
         "a repeated step allocated new buffers"
@@ -180,7 +187,7 @@ fn a_training_step_is_recorded_without_any_submit_until_flushed() {
     let mut opt =
         optim::Optimizer::new(&g, optim::Config::adam(1e-3, 0.9, 0.999), &params).unwrap();
     g.flush();
-    let before = g.submits.get();
+    let before = g.device.recorder.submits.get();
     for _ in 0..3 {
         let x = rng::normal(&g, &[5, 4], 0.0, 1.0).unwrap();
         let y = matmul::matmul(&g, &x, &w).unwrap();
@@ -188,9 +195,13 @@ fn a_training_step_is_recorded_without_any_submit_until_flushed() {
         let grads = tape::backward(&g, &l).unwrap();
         opt.step(&g, &params, &grads).unwrap();
     }
-    assert_eq!(g.submits.get(), before, "recording a step submitted work");
+    assert_eq!(
+        g.device.recorder.submits.get(),
+        before,
+        "recording a step submitted work"
+    );
     g.flush();
-    assert_eq!(g.submits.get(), before + 1);
+    assert_eq!(g.device.recorder.submits.get(), before + 1);
 }
 
 #[test]
@@ -222,12 +233,16 @@ fn check(@builtin(global_invocation_id) gid: vec3<u32>) {
             .1
     );
     shaders::validate_source("divmod test", "", &src).unwrap();
-    let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(src.into()),
-    });
+    let module = g
+        .device
+        .wgpu
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
     let pipeline = g
         .device
+        .wgpu
         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: None,
             layout: None,
@@ -237,7 +252,7 @@ fn check(@builtin(global_invocation_id) gid: vec3<u32>) {
             cache: None,
         });
     let out = Tensor::zeros(&g, &[70000]).unwrap();
-    let bind = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+    let bind = g.device.wgpu.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &pipeline.get_bind_group_layout(0),
         entries: &[wgpu::BindGroupEntry {
@@ -245,13 +260,13 @@ fn check(@builtin(global_invocation_id) gid: vec3<u32>) {
             resource: out.buffer().as_entire_binding(),
         }],
     });
-    g.with_encoder(&[out.buffer()], |e| {
+    g.device.with_encoder(&[out.buffer()], |e| {
         let mut pass = e.begin_compute_pass(&Default::default());
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(70000u32.div_ceil(256), 1, 1);
     });
-    let bytes = g.read_buffer(out.buffer(), 70000 * 4);
+    let bytes = g.device.read_buffer(out.buffer(), 70000 * 4);
     let bad: u64 = bytemuck::cast_slice::<u8, u32>(&bytes)
         .iter()
         .map(|&v| v as u64)

@@ -12,7 +12,7 @@
 //! - the narrow form (`matmul_sg_*_narrow`, one column per lane) that products of at most
 //!   16 columns run: every case above with N = 4 or 12.
 //!
-//! Every case forces the kernel family with `Gpu::set_gemm_kernel` and profiles the call,
+//! Every case forces the kernel family with `KernelPolicy::gemm` and profiles the call,
 //! asserting the exact entry point that ran: a Subgroup case that silently fell back to
 //! the tiled kernel fails here instead of passing as a tiled result.
 //!
@@ -30,7 +30,8 @@ enum Family {
     Subgroup,
     Tiled(TileForm),
 }
-use activegen::ops::matmul::{gemm, linear, matmul_cpu, matmul_t, Gemm};
+use activegen::ops::gemm::{gemm, Gemm};
+use activegen::ops::matmul::{linear, matmul_cpu, matmul_t};
 use activegen::{Gpu, Tensor};
 use common::*;
 
@@ -75,7 +76,7 @@ fn gpu_with(kernel: Family) -> TestGpu {
     let g = gpu();
     match kernel {
         Family::Subgroup => {
-            let lanes = g.subgroup_lanes().unwrap_or_else(|| {
+            let lanes = g.device.subgroup_lanes.unwrap_or_else(|| {
                 panic!(
                     "adapter '{}' has no 8- or 16-wide subgroups, so the subgroup GEMM cannot \
                      be tested here",
@@ -88,15 +89,15 @@ fn gpu_with(kernel: Family) -> TestGpu {
                 assert_eq!(lanes.to_string(), want, "subgroup lanes on '{}'", g.name());
             }
             SG_LANES.get_or_init(|| lanes);
-            g.set_gemm_kernel(Some(GemmKernel::Subgroup));
+            g.update_policy(|p| p.gemm = GemmKernel::Subgroup);
         }
         Family::Tiled(form) => {
-            g.set_gemm_kernel(Some(GemmKernel::Tiled));
-            g.set_gemm_tile(Some(form));
+            g.update_policy(|p| p.gemm = GemmKernel::Tiled);
+            g.update_policy(|p| p.gemm_tile = Some(form));
         }
     }
     // The storage-buffer forms; texture operands have their own test below.
-    g.set_texture_reads(Some(false));
+    g.update_policy(|p| p.texture_reads = false);
     g
 }
 
@@ -141,7 +142,7 @@ fn expected_kernel(
                 ta as u8, tb as u8, bias as u8
             );
             let tiles = m.div_ceil(64) * n.div_ceil(64) * z;
-            let gpu_few = !g.is_cpu() && tiles < 16 && m * n <= 65536;
+            let gpu_few = !g.device.is_cpu() && tiles < 16 && m * n <= 65536;
             if k >= 256 && (m * n <= 4096 || gpu_few) {
                 format!("matmul_dot[{consts}]")
             } else {
@@ -157,9 +158,9 @@ fn expected_kernel(
 /// Runs `f` under the profiler and checks that it dispatched exactly one kernel, `want`
 /// (texture copies aside).
 fn profiled<T>(g: &Gpu, what: &str, want: &str, f: impl FnOnce() -> T) -> Result<T, String> {
-    g.start_profiling();
+    g.device.start_profiling();
     let out = f();
-    let stats = g.stop_profiling();
+    let stats = g.device.stop_profiling();
     // Texture copies of the operands are profiled too; they are not dispatches.
     let ran: Vec<(String, u64)> = stats
         .iter()
@@ -840,7 +841,7 @@ fn tiled_row_bias_and_activation_epilogue_matches_cpu() {
 fn subgroup_texture_operand_products_match_cpu() {
     use activegen::ops::activation::Act;
     let g = gpu_with(Family::Subgroup);
-    g.set_texture_reads(Some(true));
+    g.update_policy(|p| p.texture_reads = true);
     let mut r = Rng(44);
     let mut report = Report::default();
     // (M, N, K, ta, tb, split, row bias + leaky relu); strides: lda, ldb rounded up to 4,
@@ -959,7 +960,7 @@ fn swapped_output_matches_cpu(kernel: Family) {
             "{kernel:?} swapped M={m} B={blocks} S={s} K={k} ta={ta} tb={tb} bias={bias} \
              epilogue={epilogue} texture_reads={reads}"
         );
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         let (a, b, bv, rb) = (r.vec(m * k), r.vec(k * n), r.vec(n), r.vec(m));
         let (ar, ac) = if ta { (k, m) } else { (m, k) };
         let (br, bc) = if tb { (n, k) } else { (k, n) };
@@ -977,7 +978,7 @@ fn swapped_output_matches_cpu(kernel: Family) {
             spec.row_bias = Some(&rb_t);
             spec.act = Act::LeakyRelu(0.2);
         }
-        g.start_profiling();
+        g.device.start_profiling();
         let res = gemm(&g, &spec, &out, 1);
         let ran: Vec<String> = g
             .stop_profiling()
@@ -1068,7 +1069,7 @@ fn act_grad_epilogue_matches_cpu(kernel: Family) {
             "{kernel:?} act_grad {act:?} M={m} B={blocks} S={s} K={k} ta={ta} swapped={swapped} \
              texture_reads={reads}"
         );
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         let (a, b) = (r.vec(m * k), r.vec(k * n));
         // y: an activation's outputs, in its range, of both signs where it has them.
         let y: Vec<f32> = r
@@ -1091,7 +1092,7 @@ fn act_grad_epilogue_matches_cpu(kernel: Family) {
             spec.swap_out = s;
         }
         spec.act_grad = Some((&y_t, act));
-        g.start_profiling();
+        g.device.start_profiling();
         let res = gemm(&g, &spec, &out, 1);
         let ran: Vec<String> = g
             .stop_profiling()
@@ -1134,7 +1135,7 @@ fn act_grad_epilogue_matches_cpu(kernel: Family) {
         }
         report.add(check(&what, &out.to_vec(&g), &want, atol(k)));
     }
-    g.set_texture_reads(None);
+    g.update_policy(|p| p.texture_reads = g.default_policy().texture_reads);
     report.finish(&format!("{kernel:?} act_grad_epilogue"));
 }
 
@@ -1157,20 +1158,20 @@ fn tiled_act_grad_epilogue_matches_cpu() {
 fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
     use activegen::ops::{elementwise, matmul::matmul_raw, optim};
     let g = gpu_with(Family::Subgroup);
-    g.set_texture_reads(Some(true));
-    g.set_texture_cache(true);
+    g.update_policy(|p| p.texture_reads = true);
+    g.update_policy(|p| p.texture_cache = true);
     let n = 256; // 33.5 MFLOP: over the GEMM's texture threshold
     let mut r = Rng(45);
     let (a0, b0) = (r.vec(n * n), r.vec(n * n));
     let a = Tensor::from_slice(&g, &[n, n], &a0).unwrap();
     let b = Tensor::from_slice(&g, &[n, n], &b0).unwrap();
     let check = |what: &str, a: &Tensor, a_host: &[f32], new_copies: u64| {
-        let before = g.texture_copies.get();
+        let before = g.device.textures.copies.get();
         let c = matmul_raw(&g, a, &b, false, false, None).unwrap();
         let want = matmul_cpu(a_host, &b0, n, n, n, false, false);
         assert_close(what, &c.to_vec(&g), &want, atol(n), RTOL);
         assert_eq!(
-            g.texture_copies.get() - before,
+            g.device.textures.copies.get() - before,
             new_copies,
             "{what}: texture copies recorded"
         );
@@ -1200,7 +1201,7 @@ fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
     let d_host: Vec<f32> = b0.iter().map(|x| 2.0 * x).collect();
     check("a new tensor in A's old buffer", &d, &d_host, 1);
     // With the cache off, every product copies both operands.
-    g.set_texture_cache(false);
+    g.update_policy(|p| p.texture_cache = false);
     check("cache off", &d, &d_host, 2);
 }
 
@@ -1239,7 +1240,7 @@ fn subgroup_implicit_convolution_matches_cpu() {
         "sg"
     };
     for reads in [true, false] {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         for (n, ci, h, w, co) in cases {
             let mut geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, 4, 4], 2, 1).unwrap();
             let what = format!("implicit n{n} ci{ci} {h}x{w} co{co} texture_reads={reads}");
@@ -1264,7 +1265,7 @@ fn subgroup_implicit_convolution_matches_cpu() {
             let cpu_geo = geo;
             geo.channel_major = true;
             assert_eq!(
-                conv_implicit::applies(&g, &geo),
+                conv_implicit::applies(&g.policy(), &geo),
                 co >= 32 && ci >= 8,
                 "{what}: applies"
             );
@@ -1275,10 +1276,15 @@ fn subgroup_implicit_convolution_matches_cpu() {
                 } else {
                     Act::Identity
                 };
-                g.start_profiling();
+                g.device.start_profiling();
                 let y = conv_implicit::forward(&g, &geo, &tx, &tw, epilogue.then_some(&tb), act)
                     .unwrap();
-                let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
+                let ran: Vec<String> = g
+                    .device
+                    .stop_profiling()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
                 let entry = format!(
                     "conv_implicit_{lanes}{tex}{}",
                     if epilogue { "[ROW_BIAS=1,ACT=2]" } else { "" }
@@ -1302,9 +1308,14 @@ fn subgroup_implicit_convolution_matches_cpu() {
                     atol(ci * 16),
                 ));
             }
-            g.start_profiling();
+            g.device.start_profiling();
             let dw = conv_implicit::backward_weight(&g, &geo, &tx, &tdy).unwrap();
-            let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
+            let ran: Vec<String> = g
+                .device
+                .stop_profiling()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
             let entry = format!("conv_implicit_weight_{lanes}{tex}");
             if !ran.contains(&entry) {
                 report.add(Err(format!("{what}: expected {entry}, ran {ran:?}")));
@@ -1329,7 +1340,7 @@ fn subgroup_implicit_convolution_matches_cpu() {
             }
         }
     }
-    g.set_texture_reads(None);
+    g.update_policy(|p| p.texture_reads = g.default_policy().texture_reads);
     report.finish("subgroup_implicit_convolution_matches_cpu");
 }
 
@@ -1436,7 +1447,7 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
         (64, 32, 14, 14, 64),
     ];
     for reads in [true, false] {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         for (n, ci, h, w, co) in cases {
             // Epilogue: none, bias + leaky relu (transposed conv forward), or times the
             // leaky relu's gradient at y (a data gradient with the activation before it fused).
@@ -1461,7 +1472,7 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
                 geo.channel_major = true;
                 // Models take it from 32 channels on; the kernel itself takes any count.
                 assert_eq!(
-                    conv_subpixel::applies(&g, &geo),
+                    conv_subpixel::applies(&g.policy(), &geo),
                     ci >= 32,
                     "{what}: applies"
                 );
@@ -1480,10 +1491,10 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
                 let y = r.vec(ci * n * h * w);
                 let ty = Tensor::from_slice(&g, &[ci, n, h, w], &y).unwrap();
                 let grad_of = act_grad.then_some((&ty, Act::LeakyRelu(0.2)));
-                g.start_profiling();
+                g.device.start_profiling();
                 let dx =
                     conv_subpixel::backward_data(&g, &geo, &tdy, &tw, bias, act, grad_of).unwrap();
-                let stats = g.stop_profiling();
+                let stats = g.device.stop_profiling();
                 let entry = format!(
                     "conv_subpixel_{}{}{}",
                     if SG_LANES.get() == Some(&16) {
@@ -1526,6 +1537,6 @@ fn subgroup_subpixel_data_gradient_matches_cpu() {
             }
         }
     }
-    g.set_texture_reads(None);
+    g.update_policy(|p| p.texture_reads = g.default_policy().texture_reads);
     report.finish("subgroup_subpixel_data_gradient_matches_cpu");
 }

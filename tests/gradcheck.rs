@@ -501,18 +501,18 @@ fn latent_gradients_through_generator_then_discriminator() {
     };
     let z = Tensor::from_slice(&g, &[3, 6], &z0).unwrap().into_param();
     let loss = objective(&forward(&z));
-    g.start_profiling();
+    g.device.start_profiling();
     let dz = tape::grad(&g, &loss, &[&z]).unwrap().remove(0).unwrap();
-    let grad_calls = calls(g.stop_profiling());
+    let grad_calls = calls(g.device.stop_profiling());
     assert_eq!(dz.shape(), &[3, 6]);
     let dz = dz.to_vec(&g);
     // The full backward pass of the same graph: the same dz, and every parameter's
     // gradient too, which takes more kernels than the latents' alone.
     let z_full = Tensor::from_slice(&g, &[3, 6], &z0).unwrap().into_param();
     let loss = objective(&forward(&z_full));
-    g.start_profiling();
+    g.device.start_profiling();
     let full = tape::backward(&g, &loss).unwrap();
-    let full_calls = calls(g.stop_profiling());
+    let full_calls = calls(g.device.stop_profiling());
     assert_eq!(
         dz,
         full.get(&z_full).unwrap().to_vec(&g),

@@ -375,7 +375,7 @@ fn im2col_matches_cpu_including_padding_columns() {
     let g = gpu();
     let mut r = Rng(18);
     for reads in [true, false] {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         for (n, ci, h, w, co, k, s, p) in CONV_CASES {
             for channel_major in [false, true] {
                 let mut geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
@@ -406,7 +406,7 @@ fn conv2d_forward_and_both_backward_passes_match_cpu() {
     let mut r = Rng(17);
     // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
     for reads in [true, false] {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         for (n, ci, h, w, co, k, s, p) in CONV_CASES {
             let geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
             let x = r.vec(n * ci * h * w);
@@ -533,7 +533,7 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
     let mut r = Rng(19);
     // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
     for reads in [true, false] {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         for (n, ci, h, w, co, k, s, p, op) in CONVT_CASES {
             let x = r.vec(n * ci * h * w);
             let wt = r.vec(ci * co * k * k);
@@ -603,7 +603,7 @@ fn batchnorm_train_and_eval_match_cpu() {
     let mut r = Rng(20);
     // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
     for reads in [true, false] {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         // S = 25 and 17 take the 3-d grid, 16 and 12 the vec4 pass, 1 and 9 the flat one.
         for shape in [
             vec![4, 3, 5, 5],
@@ -1086,7 +1086,7 @@ fn channel_major_convolutions_match_cpu() {
     let mut r = Rng(32);
     // Both ways of reading inputs: texture copies (CPU adapters' default) and buffers.
     for reads in [true, false] {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         for (n, ci, h, w, co, k, s, p) in CONV_CASES {
             let geo = conv2d::geometry(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
             let (x, wt, b) = (r.vec(n * ci * h * w), r.vec(co * ci * k * k), r.vec(co));
@@ -1190,7 +1190,7 @@ fn channel_major_convolutions_match_cpu() {
 fn channel_major_linear_gemm_forms_match_cpu_and_the_nchw_linear() {
     use activegen::ops::{linear_cm, matmul};
     let g = gpu();
-    let subgroup = g.gemm_kernel() == activegen::gpu::GemmKernel::Subgroup;
+    let subgroup = g.policy().gemm == activegen::gpu::GemmKernel::Subgroup;
     let mut r = Rng(23);
     // (C, N, S, K): linear_to_cm's x [N, K] -> [C, N, S]; linear_cm's x [C, N, S] -> [N, K]
     // (so K is its output count).
@@ -1211,9 +1211,14 @@ fn channel_major_linear_gemm_forms_match_cpu_and_the_nchw_linear() {
         let tx = t(&g, &[n, k], &x).into_param();
         let tw = t(&g, &[f, k], &w).into_param();
         let tb = t(&g, &[f], &b).into_param();
-        g.start_profiling();
+        g.device.start_profiling();
         let y = linear_cm::linear_to_cm(&g, &tx, &tw, Some(&tb), &[c, n, s]).unwrap();
-        let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
+        let ran: Vec<String> = g
+            .device
+            .stop_profiling()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(
             ran.iter().any(|k| k.contains("_swap[")),
             fused,
@@ -1264,9 +1269,14 @@ fn channel_major_linear_gemm_forms_match_cpu_and_the_nchw_linear() {
             1e-4,
         );
         let dy = r.vec(n * k);
-        g.start_profiling();
+        g.device.start_profiling();
         let grads = tape::backward_with(&g, &y, t(&g, &[n, k], &dy)).unwrap();
-        let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
+        let ran: Vec<String> = g
+            .device
+            .stop_profiling()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(
             ran.iter().any(|k| k.contains("nn_swap[")),
             fused,
@@ -1313,7 +1323,7 @@ fn linear_cm_matches_cpu_and_the_nchw_linear() {
         .into_iter()
         .flat_map(|t| shapes.map(|s| (t, s)))
     {
-        g.set_texture_reads(Some(reads));
+        g.update_policy(|p| p.texture_reads = reads);
         let what = format!("linear_cm C={c} N={n} S={s} O={o} texture_reads={reads}");
         let x = r.vec(c * n * s);
         let w = r.vec(o * c * s);
@@ -1327,12 +1337,17 @@ fn linear_cm_matches_cpu_and_the_nchw_linear() {
         // The GPU form of the forward pass (one workgroup per output), chosen with the
         // tiled GEMM; the profile shows which kernel ran.
         if (c * n * s).is_multiple_of(4) && o == 1 {
-            let family = g.gemm_kernel();
-            g.set_gemm_kernel(Some(activegen::gpu::GemmKernel::Tiled));
-            g.start_profiling();
+            let family = g.policy().gemm;
+            g.update_policy(|p| p.gemm = activegen::gpu::GemmKernel::Tiled);
+            g.device.start_profiling();
             let y_rows = linear_cm::linear_cm(&g, &tx, &tw, Some(&tb)).unwrap();
-            let ran: Vec<String> = g.stop_profiling().into_iter().map(|(k, _)| k).collect();
-            g.set_gemm_kernel(Some(family));
+            let ran: Vec<String> = g
+                .device
+                .stop_profiling()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            g.update_policy(|p| p.gemm = family);
             assert!(
                 ran.iter().any(|k| k.starts_with("linear_cm_forward_rows")),
                 "{what}: the GPU form did not run: {ran:?}"

@@ -129,7 +129,7 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
                     "{model:?}: the warm-up moved the random stream"
                 );
             }
-            let built = g.kernels_built();
+            let built = g.device.pipelines.built();
             let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
             let onehot =
                 train::one_hot(&g, &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], 3).unwrap();
@@ -140,7 +140,7 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
             let (z, labels) = train::fixed_latents(&g, 1, 64, m.z_dim(), m.num_classes()).unwrap();
             m.sample(&g, &z, labels.as_ref()).unwrap();
             g.sync();
-            (g.kernels_built() - built, values)
+            (g.device.pipelines.built() - built, values)
         };
         let (cold_builds, cold) = first_step(false);
         let (warm_builds, warm) = first_step(true);
@@ -180,7 +180,7 @@ fn three_steps(
     let mut kernels = vec![];
     for step in 0..3 {
         if step == 2 {
-            g.start_profiling();
+            g.device.start_profiling();
         }
         let l = m.train_step(&g, &real, None).unwrap();
         losses.extend(l.values.iter().map(|v| v.item(&g).to_bits()));
@@ -212,8 +212,8 @@ fn calls(kernels: &[(String, u64)], matching: impl Fn(&str) -> bool) -> u64 {
 #[test]
 fn fusing_activation_gradients_changes_no_number_and_drops_their_kernels() {
     for model in [ModelKind::Gan, ModelKind::Vae] {
-        let (plain, plain_k) = three_steps(model, |g| g.set_fuse_act_grad(false));
-        let (fused, fused_k) = three_steps(model, |g| g.set_fuse_act_grad(true));
+        let (plain, plain_k) = three_steps(model, |g| g.update_policy(|p| p.fuse_act_grad = false));
+        let (fused, fused_k) = three_steps(model, |g| g.update_policy(|p| p.fuse_act_grad = true));
         assert_eq!(plain, fused, "{model:?}: fusing changed the losses");
         let act = |k: &[(String, u64)]| calls(k, |n| n.starts_with("activation_backward"));
         let in_store = |k: &[(String, u64)]| calls(k, |n| n.contains("ACT_GRAD"));
@@ -239,8 +239,10 @@ fn fusing_activation_gradients_changes_no_number_and_drops_their_kernels() {
 #[test]
 fn implicit_convolutions_change_no_number_and_drop_column_matrices() {
     for model in [ModelKind::Gan, ModelKind::Vae] {
-        let (columns, columns_k) = three_steps(model, |g| g.set_implicit_conv(false));
-        let (implicit, implicit_k) = three_steps(model, |g| g.set_implicit_conv(true));
+        let (columns, columns_k) =
+            three_steps(model, |g| g.update_policy(|p| p.implicit_conv = false));
+        let (implicit, implicit_k) =
+            three_steps(model, |g| g.update_policy(|p| p.implicit_conv = true));
         assert_eq!(
             columns, implicit,
             "{model:?}: the implicit GEMMs changed the losses"

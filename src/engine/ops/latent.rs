@@ -7,9 +7,11 @@ use anyhow::{bail, Result};
 
 use super::loss::packed_latent;
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -29,7 +31,7 @@ fn params(rows: usize, z: usize) -> Params {
 
 /// z [N, Z] = mu + eps * exp(logvar / 2) from stats [N, 2Z] and eps [N, Z], recorded
 /// (eps gets no gradient).
-pub fn reparameterize(g: &Gpu, stats: &Tensor, eps: &Tensor) -> Result<Tensor> {
+pub fn reparameterize(g: &Engine, stats: &Tensor, eps: &Tensor) -> Result<Tensor> {
     let (n, z) = packed_latent(stats, "reparameterize")?;
     if eps.numel() != n * z {
         bail!(
@@ -63,7 +65,7 @@ pub fn reparameterize(g: &Gpu, stats: &Tensor, eps: &Tensor) -> Result<Tensor> {
 
 /// dstats [N, 2Z] of `reparameterize` given dz [N, Z].
 pub fn reparameterize_backward(
-    g: &Gpu,
+    g: &Engine,
     stats: &Tensor,
     eps: &Tensor,
     dz: &Tensor,

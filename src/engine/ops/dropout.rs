@@ -5,9 +5,11 @@
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Mask {
@@ -28,7 +30,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-pub(crate) fn dropout_apply(g: &Gpu, x: &Tensor, mask: &Mask) -> Result<Tensor> {
+pub(crate) fn dropout_apply(g: &Engine, x: &Tensor, mask: &Mask) -> Result<Tensor> {
     let y = Tensor::empty(g, x.shape(), "dropout output")?;
     let n = x.numel();
     let params = Params {
@@ -54,7 +56,7 @@ pub(crate) fn dropout_apply(g: &Gpu, x: &Tensor, mask: &Mask) -> Result<Tensor> 
 }
 
 /// Inverted dropout in train mode; the identity in eval mode.
-pub fn dropout(g: &Gpu, x: &Tensor, rate: f32, train: bool) -> Result<Tensor> {
+pub fn dropout(g: &Engine, x: &Tensor, rate: f32, train: bool) -> Result<Tensor> {
     if !(0.0..1.0).contains(&rate) {
         bail!("dropout rate must be in [0, 1), got {rate}");
     }

@@ -5,9 +5,11 @@
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Act {
@@ -85,7 +87,12 @@ fn channel_view(x: &Tensor) -> (usize, usize) {
     (x.dim(1), x.shape()[2..].iter().product())
 }
 
-pub(crate) fn bias_act_raw(g: &Gpu, x: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+pub(crate) fn bias_act_raw(
+    g: &Engine,
+    x: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
     let (c, s) = match bias {
         Some(b) => {
             let (c, s) = channel_view(x);
@@ -127,7 +134,7 @@ pub(crate) fn bias_act_raw(g: &Gpu, x: &Tensor, bias: Option<&Tensor>, act: Act)
 }
 
 /// y = act(x + bias[c]), recorded.
-pub fn bias_act(g: &Gpu, x: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+pub fn bias_act(g: &Engine, x: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
     let y = bias_act_raw(g, x, bias, act)?;
     Ok(record(
         g,
@@ -141,21 +148,21 @@ pub fn bias_act(g: &Gpu, x: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<
     ))
 }
 
-pub fn relu(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn relu(g: &Engine, x: &Tensor) -> Result<Tensor> {
     bias_act(g, x, None, Act::Relu)
 }
-pub fn leaky_relu(g: &Gpu, x: &Tensor, slope: f32) -> Result<Tensor> {
+pub fn leaky_relu(g: &Engine, x: &Tensor, slope: f32) -> Result<Tensor> {
     bias_act(g, x, None, Act::LeakyRelu(slope))
 }
-pub fn tanh(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn tanh(g: &Engine, x: &Tensor) -> Result<Tensor> {
     bias_act(g, x, None, Act::Tanh)
 }
-pub fn sigmoid(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn sigmoid(g: &Engine, x: &Tensor) -> Result<Tensor> {
     bias_act(g, x, None, Act::Sigmoid)
 }
 
 /// dx = dy * act'(y), without recording. Identity returns dy itself.
-pub(crate) fn act_backward_raw(g: &Gpu, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+pub(crate) fn act_backward_raw(g: &Engine, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
     if act == Act::Identity {
         return Ok(dy.clone());
     }
@@ -166,7 +173,7 @@ pub(crate) fn act_backward_raw(g: &Gpu, dy: &Tensor, y: &Tensor, act: Act) -> Re
 
 /// dx = dy * act'(y) into `dx` (any shape of dy's element count).
 pub(crate) fn act_backward_into(
-    g: &Gpu,
+    g: &Engine,
     dy: &Tensor,
     y: &Tensor,
     act: Act,
@@ -216,7 +223,7 @@ pub(crate) fn act_backward_into(
 }
 
 pub fn bias_act_backward(
-    g: &Gpu,
+    g: &Engine,
     _x: &Tensor,
     bias: Option<&Tensor>,
     y: &Tensor,

@@ -21,10 +21,13 @@ use anyhow::Result;
 use super::activation::Act;
 use super::conv2d::Geometry;
 use super::{u, TextureReads};
-use crate::gpu::{Cost, GemmKernel, Gpu, KernelKey};
-use crate::tensor::Tensor;
+use crate::engine::device::Cost;
+use crate::engine::device::KernelKey;
+use crate::engine::policy::{GemmKernel, KernelPolicy};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
-/// Rows and columns of y per workgroup (tools/gen_matmul_subgroup.py, both lane counts).
+/// Rows and columns of y per workgroup (the subgroup kernel generator in build/, both lane counts).
 const BLOCK_ROWS: usize = 32;
 const BLOCK_COLS: usize = 64;
 
@@ -33,9 +36,9 @@ const BLOCK_COLS: usize = 64;
 /// 4), at least a row block of output channels, and at least two column blocks of weight
 /// gradient (CI >= 8). The one-channel image-side layers keep their columns: implicit,
 /// they measured slower than their small column matrices (docs/bench-log.md, stop 16).
-pub fn applies(g: &Gpu, geo: &Geometry) -> bool {
-    g.implicit_conv()
-        && g.gemm_kernel() == GemmKernel::Subgroup
+pub fn applies(policy: &KernelPolicy, geo: &Geometry) -> bool {
+    policy.implicit_conv
+        && policy.gemm == GemmKernel::Subgroup
         && geo.is_gemm_layout()
         && geo.stride == 2
         && geo.kh == 4
@@ -63,8 +66,8 @@ struct Params {
 }
 
 /// The module of this device's lane count.
-fn stem(g: &Gpu) -> &'static str {
-    if g.subgroup_lanes() == Some(16) {
+fn stem(g: &Engine) -> &'static str {
+    if g.device.subgroup_lanes == Some(16) {
         "conv_implicit_subgroup16"
     } else {
         "conv_implicit_subgroup"
@@ -73,8 +76,8 @@ fn stem(g: &Gpu) -> &'static str {
 
 /// The forward kernel's pipeline for this device, reading from texture copies or not,
 /// with this epilogue.
-pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
-    let entry = match (g.subgroup_lanes() == Some(16), texture_reads) {
+pub fn kernel_key(g: &Engine, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
+    let entry = match (g.device.subgroup_lanes == Some(16), texture_reads) {
         (true, true) => "conv_implicit_sg16_tex",
         (true, false) => "conv_implicit_sg16",
         (false, true) => "conv_implicit_sg_tex",
@@ -91,8 +94,8 @@ pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act) -> KernelK
 }
 
 /// The weight gradient's pipeline for this device, reading from texture copies or not.
-pub fn weight_kernel_key(g: &Gpu, texture_reads: bool) -> KernelKey {
-    let entry = match (g.subgroup_lanes() == Some(16), texture_reads) {
+pub fn weight_kernel_key(g: &Engine, texture_reads: bool) -> KernelKey {
+    let entry = match (g.device.subgroup_lanes == Some(16), texture_reads) {
         (true, true) => "conv_implicit_weight_sg16_tex",
         (true, false) => "conv_implicit_weight_sg16",
         (false, true) => "conv_implicit_weight_sg_tex",
@@ -103,7 +106,7 @@ pub fn weight_kernel_key(g: &Gpu, texture_reads: bool) -> KernelKey {
 
 /// y [CO, N, OH, OW] = act(bias + conv2d(x, w)); x [CI, N, H, W]. Check `applies` first.
 pub fn forward(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     x: &Tensor,
     w: &Tensor,
@@ -150,7 +153,7 @@ pub fn forward(
         ],
     );
     let (stem, entry, consts) = kernel_key(g, reads.on(), bias.is_some(), act);
-    let kernel = g.kernel(stem, entry, &consts)?;
+    let kernel = g.device.kernel(stem, entry, &consts)?;
     reads.dispatch(
         g,
         &kernel,
@@ -164,13 +167,13 @@ pub fn forward(
 
 /// dW [CO, CI, 4, 4] = dy · cols(x)ᵀ without the columns; x [CI, N, H, W], dy_cm the
 /// [CO, P] matrix. Split into K slices (pixel ranges) exactly as the column form's GEMM
-/// splits it (`matmul::split_for`, the same slice bounds and the same sum of the partials),
+/// splits it (`gemm::split_for`, the same slice bounds and the same sum of the partials),
 /// so the two give the same bits whatever the shape. Check `applies` first.
-pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> Result<Tensor> {
+pub fn backward_weight(g: &Engine, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> Result<Tensor> {
     let k = geo.ci * 16;
     let p4 = geo.p4();
-    let split = super::matmul::split_for(g, geo.co, k, p4);
-    let k_len = super::matmul::k_slice_len(p4, split);
+    let split = super::gemm::split_for(g, geo.co, k, p4);
+    let k_len = super::gemm::k_slice_len(p4, split);
     let dw = Tensor::empty(g, &[split, geo.co * k], "implicit weight gradient")?;
     let params = Params {
         m: u(geo.co),
@@ -211,7 +214,7 @@ pub fn backward_weight(g: &Gpu, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -> R
         ],
     );
     let (stem, entry, consts) = weight_kernel_key(g, reads.on());
-    let kernel = g.kernel(stem, entry, &consts)?;
+    let kernel = g.device.kernel(stem, entry, &consts)?;
     reads.dispatch(
         g,
         &kernel,

@@ -13,6 +13,7 @@ pub mod conv_transpose2d;
 pub mod diffaug;
 pub mod dropout;
 pub mod elementwise;
+pub mod gemm;
 pub mod knn;
 pub mod latent;
 pub mod linear_cm;
@@ -25,13 +26,15 @@ pub mod rng;
 
 use anyhow::Result;
 
-use crate::gpu::{Cost, Gpu, Kernel};
-use crate::tensor::Tensor;
+use crate::engine::device::Cost;
+use crate::engine::device::Kernel;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[allow(clippy::too_many_arguments)]
 /// Compiles (once) and records one dispatch of `entry` in `shaders/<stem>.wgsl`.
 pub(crate) fn launch<P: bytemuck::Pod>(
-    g: &Gpu,
+    g: &Engine,
     stem: &'static str,
     entry: &'static str,
     constants: &[(&'static str, u64)],
@@ -40,13 +43,20 @@ pub(crate) fn launch<P: bytemuck::Pod>(
     workgroups: [u32; 3],
     cost: Cost,
 ) -> Result<()> {
-    let k = g.kernel(stem, entry, constants)?;
-    g.dispatch(&k, bytemuck::bytes_of(params), buffers, workgroups, cost);
+    let k = g.device.kernel(stem, entry, constants)?;
+    g.device.dispatch(
+        &k,
+        bytemuck::bytes_of(params),
+        buffers,
+        &[],
+        workgroups,
+        cost,
+    );
     Ok(())
 }
 
-/// A kernel's texture-read inputs. On a CPU adapter with texture reads on
-/// (`Gpu::texture_reads`) each input is copied into a flat texture (`Gpu::flat_texture`)
+/// A kernel's texture-read inputs. With texture reads on
+/// (`Engine::texture_reads`) each input is copied into a flat texture (`Engine::flat_texture`)
 /// and the kernel reads that (pipeline constant TEXTURE_READS = true); elsewhere it reads
 /// the buffers and the texture bindings get placeholders. One set of copies can serve
 /// several launches that read the same unchanged inputs.
@@ -54,28 +64,30 @@ pub(crate) struct TextureReads {
     on: bool,
     views: Vec<(u32, wgpu::TextureView)>,
     /// Keeps the copies from being overwritten while these reads may still be launched.
-    _held: Vec<crate::gpu::FlatTexture>,
+    _held: Vec<crate::engine::device::FlatTexture>,
 }
 
 impl TextureReads {
     /// (binding, tensor, format) of each input.
-    pub(crate) fn new(g: &Gpu, inputs: &[(u32, &Tensor, wgpu::TextureFormat)]) -> TextureReads {
+    pub(crate) fn new(g: &Engine, inputs: &[(u32, &Tensor, wgpu::TextureFormat)]) -> TextureReads {
+        let policy = g.policy();
         let on = !inputs.is_empty()
-            && g.is_cpu()
-            && g.texture_reads()
+            && policy.texture_reads
             && inputs.iter().all(|&(_, t, format)| {
-                g.flat_texture_fits(t.numel())
+                g.device.textures.fits(t.numel())
                     && (format != wgpu::TextureFormat::Rgba32Float || t.numel().is_multiple_of(4))
             });
         let mut views = vec![];
         let mut held = vec![];
         for &(binding, t, format) in inputs {
             if on {
-                let flat = g.flat_texture(t.buffer(), t.numel(), format);
+                let flat =
+                    g.device
+                        .flat_texture(t.buffer(), t.numel(), format, policy.texture_cache);
                 views.push((binding, flat.view.clone()));
                 held.push(flat);
             } else {
-                views.push((binding, g.placeholder_texture(format)));
+                views.push((binding, g.device.textures.placeholder(format)));
             }
         }
         TextureReads {
@@ -87,8 +99,9 @@ impl TextureReads {
 
     /// Binds a placeholder at `binding`: a texture input that the kernel's pipeline
     /// constants leave unread this time.
-    pub(crate) fn unread(mut self, g: &Gpu, binding: u32, format: wgpu::TextureFormat) -> Self {
-        self.views.push((binding, g.placeholder_texture(format)));
+    pub(crate) fn unread(mut self, g: &Engine, binding: u32, format: wgpu::TextureFormat) -> Self {
+        self.views
+            .push((binding, g.device.textures.placeholder(format)));
         self
     }
 
@@ -100,7 +113,7 @@ impl TextureReads {
     /// Records `kernel` with these inputs bound (its pipeline constants chosen by the caller).
     pub(crate) fn dispatch(
         &self,
-        g: &Gpu,
+        g: &Engine,
         kernel: &Kernel,
         params: &[u8],
         buffers: &[&wgpu::Buffer],
@@ -109,14 +122,15 @@ impl TextureReads {
     ) {
         let views: Vec<(u32, &wgpu::TextureView)> =
             self.views.iter().map(|(b, v)| (*b, v)).collect();
-        g.dispatch_with_textures(kernel, params, buffers, &views, workgroups, cost);
+        g.device
+            .dispatch(kernel, params, buffers, &views, workgroups, cost);
     }
 
     /// `launch` with these inputs bound and TEXTURE_READS set.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch<P: bytemuck::Pod>(
         &self,
-        g: &Gpu,
+        g: &Engine,
         stem: &'static str,
         entry: &'static str,
         constants: &[(&'static str, u64)],
@@ -127,7 +141,7 @@ impl TextureReads {
     ) -> Result<()> {
         let mut constants = constants.to_vec();
         constants.push(("TEXTURE_READS", self.on as u64));
-        let k = g.kernel(stem, entry, &constants)?;
+        let k = g.device.kernel(stem, entry, &constants)?;
         self.dispatch(g, &k, bytemuck::bytes_of(params), buffers, workgroups, cost);
         Ok(())
     }

@@ -9,9 +9,10 @@
 use anyhow::{bail, Result};
 
 use super::{launch, rng, u};
-use crate::gpu::{Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// Draws per sample: brightness, saturation, contrast, shift along H and W, cutout
 /// position along H and W, and one spare (a row of 8 keeps the layout aligned).
@@ -53,7 +54,7 @@ fn params(x: &Tensor) -> Params {
 }
 
 /// Augments images x [N, C, H, W] with fresh draws from the device's random stream.
-pub fn diffaug(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn diffaug(g: &Engine, x: &Tensor) -> Result<Tensor> {
     if x.rank() != 4 {
         bail!("diffaug takes images [N, C, H, W], got {:?}", x.shape());
     }
@@ -62,7 +63,7 @@ pub fn diffaug(g: &Gpu, x: &Tensor) -> Result<Tensor> {
 }
 
 /// `diffaug` with given draws [N, 8] in (0, 1] (recorded; the draws get no gradient).
-pub fn diffaug_with(g: &Gpu, x: &Tensor, draws: &Tensor) -> Result<Tensor> {
+pub fn diffaug_with(g: &Engine, x: &Tensor, draws: &Tensor) -> Result<Tensor> {
     if x.rank() != 4 || draws.shape() != [x.dim(0), DRAWS] {
         bail!(
             "diffaug takes images [N, C, H, W] and draws [N, {DRAWS}], got {:?} and {:?}",
@@ -92,7 +93,7 @@ pub fn diffaug_with(g: &Gpu, x: &Tensor, draws: &Tensor) -> Result<Tensor> {
 }
 
 /// dx [N, C, H, W] of `diffaug_with` given dy.
-pub fn diffaug_backward(g: &Gpu, x: &Tensor, draws: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn diffaug_backward(g: &Engine, x: &Tensor, draws: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let dx = Tensor::empty(g, x.shape(), "diffaug gradient")?;
     launch(
         g,

@@ -5,9 +5,11 @@
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::Grads;
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::Grads;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
@@ -63,7 +65,7 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(g: &Gpu, config: Config, params: &[Tensor]) -> Result<Optimizer> {
+    pub fn new(g: &Engine, config: Config, params: &[Tensor]) -> Result<Optimizer> {
         let mut state = Vec::with_capacity(params.len());
         for p in params {
             state.push((Tensor::zeros(g, p.shape())?, Tensor::zeros(g, p.shape())?));
@@ -76,7 +78,7 @@ impl Optimizer {
     }
 
     /// One update of every parameter that has a gradient in `grads`.
-    pub fn step(&mut self, g: &Gpu, params: &[Tensor], grads: &Grads) -> Result<()> {
+    pub fn step(&mut self, g: &Engine, params: &[Tensor], grads: &Grads) -> Result<()> {
         if params.len() != self.state.len() {
             bail!(
                 "optimizer built for {} parameters, given {}",
@@ -101,7 +103,7 @@ impl Optimizer {
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply(
-    g: &Gpu,
+    g: &Engine,
     c: &Config,
     bc1: f32,
     bc2: f32,
@@ -154,7 +156,7 @@ pub(crate) fn apply(
 }
 
 /// ema = decay ema + (1 - decay) param, in place.
-pub fn ema_update(g: &Gpu, ema: &Tensor, param: &Tensor, decay: f32) -> Result<()> {
+pub fn ema_update(g: &Engine, ema: &Tensor, param: &Tensor, decay: f32) -> Result<()> {
     let n = param.numel();
     let vec4 = n.is_multiple_of(4);
     let params = Params {

@@ -4,9 +4,11 @@
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dims {
@@ -25,7 +27,7 @@ struct Params {
 }
 
 /// The reduction without recording; returns a flat [A*B] tensor.
-pub(crate) fn reduce_raw(g: &Gpu, x: &Tensor, d: Dims, scale: f32) -> Result<Tensor> {
+pub(crate) fn reduce_raw(g: &Engine, x: &Tensor, d: Dims, scale: f32) -> Result<Tensor> {
     if d.a * d.r * d.b != x.numel() {
         bail!("reduce: view {:?} does not fit {:?}", d, x.shape());
     }
@@ -75,7 +77,7 @@ pub(crate) fn reduce_raw(g: &Gpu, x: &Tensor, d: Dims, scale: f32) -> Result<Ten
     Ok(out)
 }
 
-fn reduce_recorded(g: &Gpu, x: &Tensor, d: Dims, scale: f32, shape: &[usize]) -> Result<Tensor> {
+fn reduce_recorded(g: &Engine, x: &Tensor, d: Dims, scale: f32, shape: &[usize]) -> Result<Tensor> {
     let out = reduce_raw(g, x, d, scale)?.reshape(g, shape)?;
     Ok(record(
         g,
@@ -88,7 +90,7 @@ fn reduce_recorded(g: &Gpu, x: &Tensor, d: Dims, scale: f32, shape: &[usize]) ->
     ))
 }
 
-pub fn sum_all(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn sum_all(g: &Engine, x: &Tensor) -> Result<Tensor> {
     let d = Dims {
         a: 1,
         r: x.numel(),
@@ -97,7 +99,7 @@ pub fn sum_all(g: &Gpu, x: &Tensor) -> Result<Tensor> {
     reduce_recorded(g, x, d, 1.0, &[1])
 }
 
-pub fn mean_all(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn mean_all(g: &Engine, x: &Tensor) -> Result<Tensor> {
     let d = Dims {
         a: 1,
         r: x.numel(),
@@ -122,24 +124,24 @@ fn axis_dims(x: &Tensor, axis: usize) -> Result<(Dims, Vec<usize>)> {
 }
 
 /// Sum over one axis, which is kept with size 1.
-pub fn sum_axis(g: &Gpu, x: &Tensor, axis: usize) -> Result<Tensor> {
+pub fn sum_axis(g: &Engine, x: &Tensor, axis: usize) -> Result<Tensor> {
     let (d, shape) = axis_dims(x, axis)?;
     reduce_recorded(g, x, d, 1.0, &shape)
 }
 
-pub fn mean_axis(g: &Gpu, x: &Tensor, axis: usize) -> Result<Tensor> {
+pub fn mean_axis(g: &Engine, x: &Tensor, axis: usize) -> Result<Tensor> {
     let (d, shape) = axis_dims(x, axis)?;
     reduce_recorded(g, x, d, 1.0 / d.r.max(1) as f32, &shape)
 }
 
-pub fn reduce_backward(g: &Gpu, x: &Tensor, d: Dims, scale: f32, dy: &Tensor) -> Result<Tensor> {
+pub fn reduce_backward(g: &Engine, x: &Tensor, d: Dims, scale: f32, dy: &Tensor) -> Result<Tensor> {
     let dy3 = dy.detach(g).reshape(g, &[d.a, 1, d.b])?;
     let dx = super::elementwise::expand(g, &dy3, &[d.a, d.r, d.b], scale)?;
     dx.reshape(g, x.shape())
 }
 
 /// Per-channel sums of x viewed as [N, C, S] (bias and batchnorm gradients): [C].
-pub(crate) fn sum_channels(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub(crate) fn sum_channels(g: &Engine, x: &Tensor) -> Result<Tensor> {
     let n = x.dim(0);
     let c = x.dim(1);
     let s: usize = x.shape()[2..].iter().product();

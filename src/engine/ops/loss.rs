@@ -10,9 +10,11 @@ use anyhow::{bail, Result};
 
 use super::reduce::{reduce_raw, Dims};
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// A loss target: a tensor, or one value for every element (GAN real/fake labels).
 #[derive(Clone)]
@@ -79,7 +81,7 @@ fn target_buffer<'a>(x: &'a Tensor, target: &'a Target) -> Result<&'a wgpu::Buff
 
 /// Runs a per-element loss kernel then the mean.
 fn elementwise_loss(
-    g: &Gpu,
+    g: &Engine,
     entry: &'static str,
     x: &Tensor,
     t: &wgpu::Buffer,
@@ -117,7 +119,7 @@ fn elementwise_loss(
 }
 
 fn gradient(
-    g: &Gpu,
+    g: &Engine,
     entry: &'static str,
     x: &Tensor,
     t: &wgpu::Buffer,
@@ -145,7 +147,7 @@ fn gradient(
 }
 
 /// Mean of a per-element loss of x against a target (BCE with logits or MSE).
-fn target_loss(g: &Gpu, entry: &'static str, x: &Tensor, target: &Target) -> Result<Tensor> {
+fn target_loss(g: &Engine, entry: &'static str, x: &Tensor, target: &Target) -> Result<Tensor> {
     let n = x.numel();
     let p = params(n, 0, Some(target), 1.0 / n as f32);
     elementwise_loss(
@@ -161,7 +163,7 @@ fn target_loss(g: &Gpu, entry: &'static str, x: &Tensor, target: &Target) -> Res
 
 /// Its gradient; targets are data, never differentiated.
 fn target_loss_backward(
-    g: &Gpu,
+    g: &Engine,
     entry: &'static str,
     x: &Tensor,
     target: &Target,
@@ -182,7 +184,7 @@ fn target_loss_backward(
     Ok(out)
 }
 
-pub fn bce_with_logits(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
+pub fn bce_with_logits(g: &Engine, x: &Tensor, target: Target) -> Result<Tensor> {
     let loss = target_loss(g, "bce_with_logits_forward", x, &target)?;
     Ok(record(
         g,
@@ -195,7 +197,7 @@ pub fn bce_with_logits(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
 }
 
 pub fn bce_with_logits_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     target: &Target,
     dy: &Tensor,
@@ -204,7 +206,7 @@ pub fn bce_with_logits_backward(
     target_loss_backward(g, "bce_with_logits_backward", x, target, dy, needs)
 }
 
-pub fn mse(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
+pub fn mse(g: &Engine, x: &Tensor, target: Target) -> Result<Tensor> {
     let loss = target_loss(g, "mse_forward", x, &target)?;
     Ok(record(
         g,
@@ -217,7 +219,7 @@ pub fn mse(g: &Gpu, x: &Tensor, target: Target) -> Result<Tensor> {
 }
 
 pub fn mse_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     target: &Target,
     dy: &Tensor,
@@ -227,7 +229,7 @@ pub fn mse_backward(
 }
 
 /// Cross-entropy of logits [N, C] against class indices `labels` [N] (stored as floats).
-pub fn softmax_xent(g: &Gpu, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
+pub fn softmax_xent(g: &Engine, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
     if x.rank() != 2 || labels.numel() != x.dim(0) {
         bail!(
             "softmax_xent takes logits [N, C] and N labels, got {:?} and {:?}",
@@ -256,7 +258,12 @@ pub fn softmax_xent(g: &Gpu, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
     ))
 }
 
-pub fn softmax_xent_backward(g: &Gpu, x: &Tensor, labels: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn softmax_xent_backward(
+    g: &Engine,
+    x: &Tensor,
+    labels: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
     let (rows, cols) = (x.dim(0), x.dim(1));
     let p = params(rows, cols, None, 1.0 / rows as f32);
     gradient(g, "softmax_xent_backward", x, labels.buffer(), &p, dy, rows)
@@ -275,7 +282,7 @@ pub fn packed_latent(stats: &Tensor, what: &str) -> Result<(usize, usize)> {
 
 /// KL(N(mu, e^lv) || N(0, 1)), summed over the Z dims and averaged over the batch, from
 /// packed statistics [N, 2Z] (no split into mu and logvar first).
-pub fn gaussian_kl(g: &Gpu, stats: &Tensor) -> Result<Tensor> {
+pub fn gaussian_kl(g: &Engine, stats: &Tensor) -> Result<Tensor> {
     let (batch, z) = packed_latent(stats, "gaussian_kl")?;
     let n = batch * z;
     let p = params(n, z, None, 1.0 / batch as f32);
@@ -299,7 +306,11 @@ pub fn gaussian_kl(g: &Gpu, stats: &Tensor) -> Result<Tensor> {
 
 /// dstats [N, 2Z] of `gaussian_kl`: mu s for the means, 0.5 (e^lv - 1) s for the log
 /// variances, s = dy / N.
-pub fn gaussian_kl_backward(g: &Gpu, stats: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub fn gaussian_kl_backward(
+    g: &Engine,
+    stats: &Tensor,
+    dy: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let (batch, z) = packed_latent(stats, "gaussian_kl")?;
     let p = params(stats.numel(), z, None, 1.0 / batch as f32);
     let dstats = gradient(

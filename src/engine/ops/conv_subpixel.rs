@@ -21,10 +21,14 @@ use anyhow::{bail, Result};
 use super::activation::Act;
 use super::conv2d::Geometry;
 use super::{launch, u, TextureReads};
-use crate::gpu::{grid_1d, Cost, GemmKernel, Gpu, KernelKey};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::device::KernelKey;
+use crate::engine::policy::{GemmKernel, KernelPolicy};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
-/// Rows and columns of dx per workgroup (tools/gen_matmul_subgroup.py, both lane counts).
+/// Rows and columns of dx per workgroup (the subgroup kernel generator in build/, both lane counts).
 const BLOCK_ROWS: usize = 32;
 const BLOCK_COLS: usize = 64;
 
@@ -32,10 +36,10 @@ const BLOCK_COLS: usize = 64;
 /// dx's CI channels, in blocks of 32: with fewer channels most of each block is wasted
 /// (an image output with CI = 1 ran 12.8 ms against 2 ms for the column form), while
 /// the column form's rows are CI*16.
-pub fn applies(g: &Gpu, geo: &Geometry) -> bool {
-    g.subpixel()
+pub fn applies(policy: &KernelPolicy, geo: &Geometry) -> bool {
+    policy.subpixel
         && geo.ci >= BLOCK_ROWS
-        && g.gemm_kernel() == GemmKernel::Subgroup
+        && policy.gemm == GemmKernel::Subgroup
         && geo.channel_major
         && geo.stride == 2
         && geo.kh == 4
@@ -53,7 +57,7 @@ struct RegroupParams {
 }
 
 /// wp [4, CI, CO*4] from w [CO, CI, 4, 4] (see the module docs).
-pub fn regroup_weights(g: &Gpu, geo: &Geometry, w: &Tensor) -> Result<Tensor> {
+pub fn regroup_weights(g: &Engine, geo: &Geometry, w: &Tensor) -> Result<Tensor> {
     let wp = Tensor::empty(g, &[4, geo.ci, geo.co * 4], "sub-pixel weights")?;
     let pairs = geo.co * geo.ci;
     launch(
@@ -114,8 +118,14 @@ struct Params {
 /// with this epilogue: bias and activation (a transposed convolution's forward pass) or
 /// the gradient of the activation before it, `act_grad` (a data gradient; see
 /// `backward_data`). `matmul::precompile_gemms` creates the plain one up front.
-pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act, act_grad: Act) -> KernelKey {
-    let sixteen = g.subgroup_lanes() == Some(16);
+pub fn kernel_key(
+    g: &Engine,
+    texture_reads: bool,
+    bias: bool,
+    act: Act,
+    act_grad: Act,
+) -> KernelKey {
+    let sixteen = g.device.subgroup_lanes == Some(16);
     let stem = if sixteen {
         "conv_subpixel_subgroup16"
     } else {
@@ -146,7 +156,7 @@ pub fn kernel_key(g: &Gpu, texture_reads: bool, bias: bool, act: Act, act_grad: 
 /// data gradient times act'(y): that activation's backward pass in the store (no bias or
 /// activation then). Check `applies` first.
 pub fn backward_data(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     dy_cm: &Tensor,
     w: &Tensor,
@@ -224,7 +234,7 @@ pub fn backward_data(
         reads = reads.unread(g, 9, R32);
     }
     let (stem, entry, consts) = kernel_key(g, reads.on(), bias.is_some(), act, grad_act);
-    let kernel = g.kernel(stem, entry, &consts)?;
+    let kernel = g.device.kernel(stem, entry, &consts)?;
     reads.dispatch(
         g,
         &kernel,

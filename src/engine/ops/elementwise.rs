@@ -5,9 +5,11 @@
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -120,7 +122,7 @@ fn pad4(shape: &[usize]) -> [usize; 4] {
 }
 
 fn launch_binary(
-    g: &Gpu,
+    g: &Engine,
     a: &Tensor,
     b: &Tensor,
     code: u32,
@@ -167,16 +169,16 @@ fn launch_binary(
 }
 
 /// out = a OP b with broadcasting, without recording.
-pub(crate) fn binary_raw(g: &Gpu, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
+pub(crate) fn binary_raw(g: &Engine, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     let shape = broadcast_shape(a.shape(), b.shape())?;
     launch_binary(g, a, b, op as u32, 1.0, &shape)
 }
 
-pub(crate) fn add_raw(g: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub(crate) fn add_raw(g: &Engine, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary_raw(g, a, b, BinaryOp::Add)
 }
 
-pub fn binary(g: &Gpu, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
+pub fn binary(g: &Engine, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     if op == BinaryOp::Max {
         bail!("max is not differentiable here; use binary_raw");
     }
@@ -192,21 +194,21 @@ pub fn binary(g: &Gpu, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     ))
 }
 
-pub fn add(g: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn add(g: &Engine, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(g, a, b, BinaryOp::Add)
 }
-pub fn sub(g: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn sub(g: &Engine, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(g, a, b, BinaryOp::Sub)
 }
-pub fn mul(g: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn mul(g: &Engine, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(g, a, b, BinaryOp::Mul)
 }
-pub fn div(g: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn div(g: &Engine, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(g, a, b, BinaryOp::Div)
 }
 
 /// x broadcast to `shape`, times `scale` (op 5 of binary_broadcast reads only a).
-pub(crate) fn expand(g: &Gpu, x: &Tensor, shape: &[usize], scale: f32) -> Result<Tensor> {
+pub(crate) fn expand(g: &Engine, x: &Tensor, shape: &[usize], scale: f32) -> Result<Tensor> {
     let s = broadcast_shape(x.shape(), shape)?;
     if s != shape {
         bail!("cannot expand {:?} to {:?}", x.shape(), shape);
@@ -237,7 +239,7 @@ pub(crate) fn expand(g: &Gpu, x: &Tensor, shape: &[usize], scale: f32) -> Result
 }
 
 /// Sums `x` over the dimensions along which `shape` was broadcast to x's shape.
-pub(crate) fn reduce_to_shape(g: &Gpu, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn reduce_to_shape(g: &Engine, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if x.shape() == shape {
         return Ok(x.clone());
     }
@@ -264,7 +266,7 @@ pub(crate) fn reduce_to_shape(g: &Gpu, x: &Tensor, shape: &[usize]) -> Result<Te
 }
 
 pub fn binary_backward(
-    g: &Gpu,
+    g: &Engine,
     a: &Tensor,
     b: &Tensor,
     op: BinaryOp,
@@ -331,7 +333,7 @@ pub fn binary_backward(
     ])
 }
 
-pub(crate) fn unary_raw(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
+pub(crate) fn unary_raw(g: &Engine, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let out = Tensor::empty(g, x.shape(), "unary output")?;
     launch_unary(
         g,
@@ -348,7 +350,7 @@ pub(crate) fn unary_raw(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
 /// elements, or `vec4_entry` with the op as a pipeline constant when they come in fours.
 /// Bindings 4-6 are the vec4 views of bindings 1-3.
 fn launch_unary(
-    g: &Gpu,
+    g: &Engine,
     [scalar_entry, vec4_entry]: [&'static str; 2],
     op: UnaryOp,
     [a, b]: [&Tensor; 2],
@@ -377,7 +379,7 @@ fn launch_unary(
 }
 
 /// y = f(x), recorded.
-pub fn unary(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
+pub fn unary(g: &Engine, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let y = unary_raw(g, x, op)?;
     Ok(record(
         g,
@@ -390,7 +392,7 @@ pub fn unary(g: &Gpu, x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     ))
 }
 
-pub fn scale(g: &Gpu, x: &Tensor, s: f32) -> Result<Tensor> {
+pub fn scale(g: &Engine, x: &Tensor, s: f32) -> Result<Tensor> {
     unary(
         g,
         x,
@@ -400,27 +402,33 @@ pub fn scale(g: &Gpu, x: &Tensor, s: f32) -> Result<Tensor> {
         },
     )
 }
-pub fn affine(g: &Gpu, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+pub fn affine(g: &Engine, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     unary(g, x, UnaryOp::Affine { alpha, beta })
 }
-pub fn exp(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn exp(g: &Engine, x: &Tensor) -> Result<Tensor> {
     unary(g, x, UnaryOp::Exp)
 }
-pub fn log(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn log(g: &Engine, x: &Tensor) -> Result<Tensor> {
     unary(g, x, UnaryOp::Log)
 }
-pub fn sqrt(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn sqrt(g: &Engine, x: &Tensor) -> Result<Tensor> {
     unary(g, x, UnaryOp::Sqrt)
 }
-pub fn square(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn square(g: &Engine, x: &Tensor) -> Result<Tensor> {
     unary(g, x, UnaryOp::Square)
 }
-pub fn abs(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn abs(g: &Engine, x: &Tensor) -> Result<Tensor> {
     unary(g, x, UnaryOp::Abs)
 }
 
 /// dx = dy * f'(x); exp and sqrt use the saved output y, the others x.
-pub fn unary_backward(g: &Gpu, x: &Tensor, y: &Tensor, op: UnaryOp, dy: &Tensor) -> Result<Tensor> {
+pub fn unary_backward(
+    g: &Engine,
+    x: &Tensor,
+    y: &Tensor,
+    op: UnaryOp,
+    dy: &Tensor,
+) -> Result<Tensor> {
     let saved = match op {
         UnaryOp::Exp | UnaryOp::Sqrt => y,
         _ => x,
@@ -438,7 +446,7 @@ pub fn unary_backward(g: &Gpu, x: &Tensor, y: &Tensor, op: UnaryOp, dy: &Tensor)
 }
 
 /// A tensor filled with `value`.
-pub fn fill(g: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
+pub fn fill(g: &Engine, shape: &[usize], value: f32) -> Result<Tensor> {
     let out = Tensor::empty(g, shape, "fill")?;
     let n = out.numel();
     let params = Params::flat(n, 0, 0.0, value);
@@ -457,7 +465,7 @@ pub fn fill(g: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
 
 /// out [cols, rows] = xᵀ for x viewed as [rows, cols], not recorded (a layout change
 /// before a GEMM whose transposed form is slower).
-pub fn transpose2d(g: &Gpu, x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+pub fn transpose2d(g: &Engine, x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
     if rows * cols != x.numel() {
         bail!("transpose2d: {rows}x{cols} does not fit {:?}", x.shape());
     }
@@ -495,7 +503,7 @@ pub fn swap_leading(shape: &[usize]) -> Vec<usize> {
 
 /// y [B, A, ...] = x [A, B, ...] with its two leading axes swapped, recorded (its own
 /// backward). NCHW <-> channel-major [C, N, H, W]; a free view when A or B is 1.
-pub fn swap_leading_axes(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn swap_leading_axes(g: &Engine, x: &Tensor) -> Result<Tensor> {
     if x.rank() < 2 {
         bail!(
             "swap_leading_axes needs at least 2 dims, got {:?}",
@@ -512,14 +520,14 @@ pub fn swap_leading_axes(g: &Gpu, x: &Tensor) -> Result<Tensor> {
 }
 
 /// The unrecorded copy behind `swap_leading_axes` (also its backward).
-pub fn swap_leading_axes_raw(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn swap_leading_axes_raw(g: &Engine, x: &Tensor) -> Result<Tensor> {
     let out = Tensor::empty(g, &swap_leading(x.shape()), "swapped axes")?;
     swap_leading_axes_into(g, x, &out)?;
     Ok(out)
 }
 
 /// `swap_leading_axes_raw` writing into `out` (x's element count, any shape).
-pub fn swap_leading_axes_into(g: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
+pub fn swap_leading_axes_into(g: &Engine, x: &Tensor, out: &Tensor) -> Result<()> {
     let (a, b) = (x.dim(0), x.dim(1));
     let n = x.numel();
     if out.numel() != n {

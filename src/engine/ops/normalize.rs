@@ -4,9 +4,11 @@
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// Rows shorter than this are divided by it instead (the gradient stays finite at 0).
 pub const EPS: f32 = 1e-12;
@@ -30,7 +32,7 @@ fn params(x: &Tensor) -> Params {
 }
 
 /// y [N, D] = the rows of x [N, D] at unit length (recorded).
-pub fn l2_normalize(g: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn l2_normalize(g: &Engine, x: &Tensor) -> Result<Tensor> {
     if x.rank() != 2 || x.numel() == 0 {
         bail!("l2_normalize takes rows [N, D], got {:?}", x.shape());
     }
@@ -49,7 +51,7 @@ pub fn l2_normalize(g: &Gpu, x: &Tensor) -> Result<Tensor> {
 }
 
 /// dx [N, D] of `l2_normalize` given dy.
-pub fn l2_normalize_backward(g: &Gpu, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub fn l2_normalize_backward(g: &Engine, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let dx = Tensor::empty(g, x.shape(), "normalize gradient")?;
     launch(
         g,

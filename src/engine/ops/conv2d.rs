@@ -13,11 +13,13 @@
 use anyhow::{bail, Result};
 
 use super::activation::{act_backward_raw, Act};
-use super::matmul::{gemm, split_for, Gemm};
+use super::gemm::{gemm, split_for, Gemm};
 use super::{launch, u, TextureReads};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// Shapes of one convolution, named from the conv2d point of view.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -170,7 +172,7 @@ fn geometry_constants(geo: &Geometry) -> [(&'static str, u64); 4] {
 }
 
 /// Xcol [K, P4] = im2col(x): the patches of x as columns, zero-padded.
-pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
+pub fn im2col(g: &Engine, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
     let xcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "im2col columns")?;
     let n = xcol.numel();
     TextureReads::new(g, &[(5, x, wgpu::TextureFormat::R32Float)]).launch(
@@ -188,7 +190,7 @@ pub fn im2col(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Tensor> {
 
 /// dx [N, CI, H, W] = act(bias + col2im(dXcol)): sums each pixel's taps.
 pub fn col2im(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     dxcol: &Tensor,
     bias: Option<&Tensor>,
@@ -222,7 +224,7 @@ pub fn col2im(
 
 /// dY [CO, P4]: a y-shaped image as the GEMM's matrix (copied and zero-padded unless the
 /// image already is one).
-pub fn channel_major(g: &Gpu, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
+pub fn channel_major(g: &Engine, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
     if geo.is_gemm_layout() {
         return y.detach(g).reshape(g, &[geo.co, geo.p4()]);
     }
@@ -243,7 +245,7 @@ pub fn channel_major(g: &Gpu, geo: &Geometry, y: &Tensor) -> Result<Tensor> {
 
 /// y = act(Y + bias[co]) in y's layout from the GEMM's Y [CO, P4].
 pub fn channel_major_out(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     ycm: &Tensor,
     bias: Option<&Tensor>,
@@ -266,7 +268,7 @@ pub fn channel_major_out(
 
 /// y = act(W · Xcol + b): the GEMM in channel-major order, then back to NCHW.
 pub fn forward_gemm(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     xcol: &Tensor,
     w: &Tensor,
@@ -292,14 +294,14 @@ pub fn forward_gemm(
 /// dXcol [K, P4] = Wᵀ · dY, then col2im (with bias and activation for transposed conv);
 /// on CPU adapters stride-2 4x4 geometries take the column-free `conv_subpixel` form.
 pub fn backward_data_gemm(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     dy_cm: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     act: Act,
 ) -> Result<Tensor> {
-    if super::conv_subpixel::applies(g, geo) {
+    if super::conv_subpixel::applies(&g.policy(), geo) {
         return super::conv_subpixel::backward_data(g, geo, dy_cm, w, bias, act, None);
     }
     let dxcol = backward_data_columns(g, geo, dy_cm, w)?;
@@ -311,14 +313,14 @@ pub fn backward_data_gemm(
 /// (`tape::run_backward`). The sub-pixel kernel applies it as it stores dx; the column
 /// form runs it after col2im.
 pub fn backward_data_times_act_grad(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     dy_cm: &Tensor,
     w: &Tensor,
     y: &Tensor,
     act: Act,
 ) -> Result<Tensor> {
-    if super::conv_subpixel::applies(g, geo) {
+    if super::conv_subpixel::applies(&g.policy(), geo) {
         return super::conv_subpixel::backward_data(
             g,
             geo,
@@ -334,7 +336,7 @@ pub fn backward_data_times_act_grad(
 }
 
 /// dXcol [K, P4] = Wᵀ · dY, the column form's product.
-fn backward_data_columns(g: &Gpu, geo: &Geometry, dy_cm: &Tensor, w: &Tensor) -> Result<Tensor> {
+fn backward_data_columns(g: &Engine, geo: &Geometry, dy_cm: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dxcol = Tensor::empty(g, &[geo.patch(), geo.p4()], "conv2d column gradient")?;
     // Wᵀ is small; a plain copy of it is faster than the GEMM's transposed-A form.
     let wt = super::elementwise::transpose2d(g, w, geo.co, geo.patch())?;
@@ -347,7 +349,7 @@ fn backward_data_columns(g: &Gpu, geo: &Geometry, dy_cm: &Tensor, w: &Tensor) ->
 
 /// dW [CO, CI, KH, KW] = dY · Xcolᵀ over all pixels (split-K, then a sum of the slices).
 pub fn backward_weight_gemm(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     xcol: &Tensor,
     dy_cm: &Tensor,
@@ -365,7 +367,7 @@ pub fn backward_weight_gemm(
 /// dW from the weight gradient's K-slice partials [split, CO * CI*KH*KW], summed in slice
 /// order (also `conv_implicit::backward_weight`'s).
 pub(crate) fn sum_weight_slices(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     partial: Tensor,
     split: usize,
@@ -390,8 +392,8 @@ pub(crate) fn sum_weight_slices(
 /// The column matrix of image x for the forward GEMM and the weight gradient, or None where
 /// the implicit GEMMs (`conv_implicit`) gather from x itself. One choice per convolution,
 /// made here, serves both passes (`forward_pass`, `weight_pass`).
-pub fn columns_unless_implicit(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Option<Tensor>> {
-    if super::conv_implicit::applies(g, geo) {
+pub fn columns_unless_implicit(g: &Engine, geo: &Geometry, x: &Tensor) -> Result<Option<Tensor>> {
+    if super::conv_implicit::applies(&g.policy(), geo) {
         Ok(None)
     } else {
         im2col(g, geo, x).map(Some)
@@ -400,7 +402,7 @@ pub fn columns_unless_implicit(g: &Gpu, geo: &Geometry, x: &Tensor) -> Result<Op
 
 /// y = act(bias + conv2d(x, w)) from x's columns, or from x itself where they are None.
 pub fn forward_pass(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     x: &Tensor,
     xcol: Option<&Tensor>,
@@ -416,7 +418,7 @@ pub fn forward_pass(
 
 /// dW = dY · Xcolᵀ from x's columns, or from x itself where they are None.
 pub fn weight_pass(
-    g: &Gpu,
+    g: &Engine,
     geo: &Geometry,
     x: &Tensor,
     xcol: Option<&Tensor>,
@@ -430,7 +432,7 @@ pub fn weight_pass(
 
 /// y = act(conv2d(x, w) + b), recorded; x [N, CI, H, W].
 pub fn conv2d_act(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -444,7 +446,7 @@ pub fn conv2d_act(
 
 /// conv2d_act on channel-major images: x [CI, N, H, W] -> y [CO, N, OH, OW].
 pub fn conv2d_cm_act(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -463,7 +465,7 @@ pub fn conv2d_cm_act(
 }
 
 fn conv2d_geometry_act(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -498,7 +500,7 @@ fn conv2d_geometry_act(
 
 /// Per-channel sums of an image in the geometry's layout (the bias gradient); `y_side`
 /// picks the y-shaped (CO channels) or the x-shaped (CI channels) image.
-pub fn channel_sums(g: &Gpu, geo: &Geometry, dz: &Tensor, y_side: bool) -> Result<Tensor> {
+pub fn channel_sums(g: &Engine, geo: &Geometry, dz: &Tensor, y_side: bool) -> Result<Tensor> {
     if !geo.channel_major {
         return super::reduce::sum_channels(g, dz);
     }
@@ -508,7 +510,7 @@ pub fn channel_sums(g: &Gpu, geo: &Geometry, dz: &Tensor, y_side: bool) -> Resul
 }
 
 pub fn conv2d(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -523,7 +525,7 @@ pub fn conv2d(
 /// (Identity otherwise): dx is then already times x_act'(x).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,

@@ -10,13 +10,13 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 
-use crate::gpu::Gpu;
-use crate::ops::activation::Act;
-use crate::ops::{
+use crate::engine::ops::activation::Act;
+use crate::engine::ops::{
     activation, batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent,
     linear_cm, loss, matmul, normalize, reduce,
 };
-use crate::tensor::Tensor;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 pub enum Op {
     Reshape {
@@ -195,7 +195,7 @@ pub struct Tape {
 }
 
 /// Pushes `op` as the producer of `out` when recording and any input needs a gradient.
-pub fn record(g: &Gpu, out: Tensor, op: Op) -> Tensor {
+pub fn record(g: &Engine, out: Tensor, op: Op) -> Tensor {
     let mut tape = g.tape.borrow_mut();
     let needed = tape.no_grad == 0 && op.inputs().iter().any(|t| t.requires_grad);
     if !needed {
@@ -207,7 +207,7 @@ pub fn record(g: &Gpu, out: Tensor, op: Op) -> Tensor {
 }
 
 /// Runs `f` without recording: for inference, pool scoring and the optimizer.
-pub fn no_grad<T>(g: &Gpu, f: impl FnOnce() -> T) -> T {
+pub fn no_grad<T>(g: &Engine, f: impl FnOnce() -> T) -> T {
     g.tape.borrow_mut().no_grad += 1;
     let r = f();
     g.tape.borrow_mut().no_grad -= 1;
@@ -215,7 +215,7 @@ pub fn no_grad<T>(g: &Gpu, f: impl FnOnce() -> T) -> T {
 }
 
 /// Forgets everything recorded (and frees what it kept alive).
-pub fn clear(g: &Gpu) {
+pub fn clear(g: &Engine) {
     g.tape.borrow_mut().nodes.clear();
 }
 
@@ -240,7 +240,7 @@ impl Grads {
 
     /// Adds `grad` to the gradient held for `id` (out of place: gradient tensors may share
     /// storage, e.g. both inputs of an add receive the same `dy`).
-    pub fn accumulate(&mut self, g: &Gpu, id: u64, grad: Tensor) -> Result<()> {
+    pub fn accumulate(&mut self, g: &Engine, id: u64, grad: Tensor) -> Result<()> {
         let merged = match self.map.remove(&id) {
             Some(prev) => elementwise::add_raw(g, &prev, &grad)?,
             None => grad,
@@ -250,7 +250,7 @@ impl Grads {
     }
 
     /// Adds all of `other` into `self`: gradient accumulation over several backward passes.
-    pub fn merge(&mut self, g: &Gpu, other: Grads) -> Result<()> {
+    pub fn merge(&mut self, g: &Engine, other: Grads) -> Result<()> {
         for (id, t) in other.map {
             self.accumulate(g, id, t)?;
         }
@@ -260,7 +260,7 @@ impl Grads {
 
 /// Backpropagates from the scalar `loss` through everything recorded since the last
 /// backward, and clears the tape. Returns the gradient of every tensor that requires one.
-pub fn backward(g: &Gpu, loss: &Tensor) -> Result<Grads> {
+pub fn backward(g: &Engine, loss: &Tensor) -> Result<Grads> {
     assert_eq!(
         loss.numel(),
         1,
@@ -272,7 +272,7 @@ pub fn backward(g: &Gpu, loss: &Tensor) -> Result<Grads> {
 }
 
 /// Backpropagates `seed` (= dL/d`out`) from `out`.
-pub fn backward_with(g: &Gpu, out: &Tensor, seed: Tensor) -> Result<Grads> {
+pub fn backward_with(g: &Engine, out: &Tensor, seed: Tensor) -> Result<Grads> {
     let nodes = std::mem::take(&mut g.tape.borrow_mut().nodes);
     g.tape.borrow_mut().no_grad += 1;
     let result = run_backward(g, out, seed, nodes, None);
@@ -285,7 +285,7 @@ pub fn backward_with(g: &Gpu, out: &Tensor, seed: Tensor) -> Result<Grads> {
 /// pass so that it was recorded. Only the ops between `wrt` and `loss` run backward, and
 /// in them only the inputs that depend on `wrt`, so no parameter gradient is computed and
 /// no optimiser state is touched. Clears the tape, as `backward` does.
-pub fn grad(g: &Gpu, loss: &Tensor, wrt: &[&Tensor]) -> Result<Vec<Option<Tensor>>> {
+pub fn grad(g: &Engine, loss: &Tensor, wrt: &[&Tensor]) -> Result<Vec<Option<Tensor>>> {
     assert_eq!(
         loss.numel(),
         1,
@@ -310,7 +310,7 @@ pub fn grad(g: &Gpu, loss: &Tensor, wrt: &[&Tensor]) -> Result<Vec<Option<Tensor
 
 /// `only`: where given, gradients flow only into tensors of this set (`grad`).
 fn run_backward(
-    g: &Gpu,
+    g: &Engine,
     out: &Tensor,
     seed: Tensor,
     mut nodes: Vec<Node>,
@@ -381,9 +381,9 @@ struct RuleActs {
 }
 
 impl ActFusion {
-    fn plan(g: &Gpu, nodes: &[Node], out: u64) -> ActFusion {
+    fn plan(g: &Engine, nodes: &[Node], out: u64) -> ActFusion {
         let mut fused = HashMap::new();
-        if g.fuse_act_grad() {
+        if g.policy().fuse_act_grad {
             let mut uses: HashMap<u64, usize> = HashMap::new();
             for node in nodes {
                 for t in node.op.inputs() {
@@ -439,7 +439,7 @@ fn fusing_input(op: &Op) -> Option<u64> {
 /// The gradient rule of every op: `dy` is dL/d(output); returns dL/d(input) for each input
 /// in `Op::inputs` order, `None` where `needs` is false.
 fn backward_rule(
-    g: &Gpu,
+    g: &Engine,
     op: &Op,
     dy: &Tensor,
     needs: &[bool],

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use anyhow::{bail, Result};
 
-use crate::gpu::{Gpu, Storage};
+use crate::engine::device::Storage;
+use crate::engine::Engine;
 
 #[derive(Clone)]
 pub struct Tensor {
@@ -30,10 +31,10 @@ pub fn numel(shape: &[usize]) -> usize {
 
 impl Tensor {
     /// An uninitialised tensor from the pool. `what` names it in size errors.
-    pub fn empty(g: &Gpu, shape: &[usize], what: &str) -> Result<Tensor> {
+    pub fn empty(g: &Engine, shape: &[usize], what: &str) -> Result<Tensor> {
         let n = numel(shape);
         let bytes = (n.max(1) * 4) as u64;
-        let storage = g.alloc(bytes, what)?;
+        let storage = g.device.alloc(bytes, what)?;
         Ok(Tensor {
             storage,
             shape: shape.to_vec(),
@@ -42,22 +43,22 @@ impl Tensor {
         })
     }
 
-    pub fn zeros(g: &Gpu, shape: &[usize]) -> Result<Tensor> {
+    pub fn zeros(g: &Engine, shape: &[usize]) -> Result<Tensor> {
         let t = Tensor::empty(g, shape, "zeros")?;
         let bytes = t.byte_len();
-        g.with_encoder(&[t.buffer()], |e| {
+        g.device.with_encoder(&[t.buffer()], |e| {
             e.clear_buffer(t.buffer(), 0, Some(bytes))
         });
         Ok(t)
     }
 
-    pub fn full(g: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
-        crate::ops::elementwise::fill(g, shape, value)
+    pub fn full(g: &Engine, shape: &[usize], value: f32) -> Result<Tensor> {
+        crate::engine::ops::elementwise::fill(g, shape, value)
     }
 
     /// Uploads `data` (row-major) through a staging buffer copied inside the open encoder,
     /// so an upload is ordered with the dispatches around it and costs no extra submit.
-    pub fn from_slice(g: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+    pub fn from_slice(g: &Engine, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         if numel(shape) != data.len() {
             bail!(
                 "shape {:?} holds {} values but {} were given",
@@ -72,7 +73,7 @@ impl Tensor {
     }
 
     /// Overwrites the tensor's contents from the host, in stream order.
-    pub fn write(&self, g: &Gpu, data: &[f32]) {
+    pub fn write(&self, g: &Engine, data: &[f32]) {
         assert_eq!(
             data.len(),
             self.numel(),
@@ -83,7 +84,7 @@ impl Tensor {
             return;
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let staging = g.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = g.device.wgpu.create_buffer(&wgpu::BufferDescriptor {
             label: Some("upload"),
             size: bytes.len() as u64,
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE,
@@ -95,23 +96,23 @@ impl Tensor {
             .expect("staging buffer is mapped at creation")
             .copy_from_slice(bytes);
         staging.unmap();
-        g.with_encoder(&[self.buffer()], |e| {
+        g.device.with_encoder(&[self.buffer()], |e| {
             e.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64)
         });
     }
 
-    pub fn scalar(g: &Gpu, v: f32) -> Result<Tensor> {
+    pub fn scalar(g: &Engine, v: f32) -> Result<Tensor> {
         Tensor::from_slice(g, &[1], &[v])
     }
 
     /// Copies the values to the host. Submits and waits: keep it out of hot loops.
-    pub fn to_vec(&self, g: &Gpu) -> Vec<f32> {
-        let bytes = g.read_buffer(self.buffer(), self.byte_len());
+    pub fn to_vec(&self, g: &Engine) -> Vec<f32> {
+        let bytes = g.device.read_buffer(self.buffer(), self.byte_len());
         bytemuck::cast_slice(&bytes).to_vec()
     }
 
     /// The single value of a one-element tensor.
-    pub fn item(&self, g: &Gpu) -> f32 {
+    pub fn item(&self, g: &Engine) -> f32 {
         assert_eq!(
             self.numel(),
             1,
@@ -160,7 +161,7 @@ impl Tensor {
     }
 
     /// The same storage under a new id that the tape does not follow.
-    pub fn detach(&self, g: &Gpu) -> Tensor {
+    pub fn detach(&self, g: &Engine) -> Tensor {
         Tensor {
             storage: self.storage.clone(),
             shape: self.shape.clone(),
@@ -171,7 +172,7 @@ impl Tensor {
 
     /// A view with another shape of the same element count; recorded on the tape so the
     /// gradient flows back in the original shape.
-    pub fn reshape(&self, g: &Gpu, shape: &[usize]) -> Result<Tensor> {
+    pub fn reshape(&self, g: &Engine, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
             bail!(
                 "cannot reshape {:?} ({} values) to {:?}",
@@ -186,28 +187,28 @@ impl Tensor {
             id: g.fresh_id(),
             requires_grad: false,
         };
-        Ok(crate::tape::record(
+        Ok(crate::engine::tape::record(
             g,
             out,
-            crate::tape::Op::Reshape { x: self.clone() },
+            crate::engine::tape::Op::Reshape { x: self.clone() },
         ))
     }
 
     /// A deep copy in a new buffer (recorded in the open encoder).
-    pub fn copy(&self, g: &Gpu) -> Result<Tensor> {
+    pub fn copy(&self, g: &Engine) -> Result<Tensor> {
         let t = Tensor::empty(g, &self.shape, "copy")?;
         let bytes = self.byte_len();
-        g.with_encoder(&[t.buffer()], |e| {
+        g.device.with_encoder(&[t.buffer()], |e| {
             e.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, bytes)
         });
         Ok(t)
     }
 
     /// Overwrites this tensor's contents with `src`'s (same element count).
-    pub fn copy_from(&self, g: &Gpu, src: &Tensor) {
+    pub fn copy_from(&self, g: &Engine, src: &Tensor) {
         assert_eq!(self.numel(), src.numel(), "copy_from: size mismatch");
         let bytes = self.byte_len();
-        g.with_encoder(&[self.buffer()], |e| {
+        g.device.with_encoder(&[self.buffer()], |e| {
             e.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, bytes)
         });
     }

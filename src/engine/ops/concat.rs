@@ -6,9 +6,11 @@
 use anyhow::{bail, Result};
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -19,7 +21,7 @@ struct Params {
     offset: u32,
 }
 
-pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
+pub fn concat(g: &Engine, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     let Some(first) = xs.first() else {
         bail!("concat of no tensors");
     };
@@ -61,7 +63,7 @@ pub fn concat(g: &Gpu, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
 /// Writes `x` (viewed [outer, part]) into columns [offset, offset + part) of `out` (viewed
 /// [outer, whole]).
 fn place_raw(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     out: &Tensor,
     outer: usize,
@@ -73,7 +75,7 @@ fn place_raw(
 
 /// The piece of `x` (viewed [outer, whole]) at columns [offset, offset + part), shaped `shape`.
 pub(crate) fn slice_raw(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     outer: usize,
     whole: usize,
@@ -90,7 +92,7 @@ pub(crate) fn slice_raw(
 /// dst (the wide tensor: concat, narrow's backward), else src (wide) into dst (slice). One
 /// contiguous block (outer = 1) is an encoder copy at memcpy speed.
 fn move_block(
-    g: &Gpu,
+    g: &Engine,
     src: &Tensor,
     dst: &Tensor,
     outer: usize,
@@ -103,7 +105,7 @@ fn move_block(
     if outer <= 1 {
         let at = 4 * offset as u64;
         let (src_at, dst_at) = if into_wide { (0, at) } else { (at, 0) };
-        g.with_encoder(&[dst.buffer()], |e| {
+        g.device.with_encoder(&[dst.buffer()], |e| {
             e.copy_buffer_to_buffer(src.buffer(), src_at, dst.buffer(), dst_at, 4 * part as u64)
         });
         return Ok(());
@@ -133,7 +135,7 @@ fn move_block(
 /// Indices [start, start + len) of `x` along `axis`, recorded (its backward places dy back
 /// into zeros of x's shape). Splits one product's output into its parts, e.g. the VAE's
 /// (mu, logvar) from one Linear.
-pub fn narrow(g: &Gpu, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+pub fn narrow(g: &Engine, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
     if axis >= x.rank() || start + len > x.dim(axis) {
         bail!(
             "narrow: indices {start}..{} along axis {axis} of {:?}",
@@ -159,7 +161,7 @@ pub fn narrow(g: &Gpu, x: &Tensor, axis: usize, start: usize, len: usize) -> Res
 
 /// dx of `narrow`: zeros of x's shape with dy at its place.
 pub fn narrow_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     axis: usize,
     start: usize,
@@ -173,7 +175,7 @@ pub fn narrow_backward(
 }
 
 /// Rows [start, start + len) along axis 0 of `x`, not recorded (batch splitting).
-pub fn narrow_batch(g: &Gpu, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+pub fn narrow_batch(g: &Engine, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     if start + len > x.dim(0) {
         bail!(
             "narrow_batch: rows {start}..{} of {:?}",
@@ -188,7 +190,7 @@ pub fn narrow_batch(g: &Gpu, x: &Tensor, start: usize, len: usize) -> Result<Ten
 }
 
 pub fn concat_backward(
-    g: &Gpu,
+    g: &Engine,
     xs: &[Tensor],
     axis: usize,
     dy: &Tensor,

@@ -8,12 +8,12 @@
 
 use anyhow::{bail, Result};
 
-use crate::gpu::Gpu;
-use crate::ops::activation::Act;
-use crate::ops::{
+use crate::engine::ops::activation::Act;
+use crate::engine::ops::{
     batchnorm, conv2d, conv_transpose2d, elementwise, linear_cm, matmul, normalize, reduce, rng,
 };
-use crate::tensor::Tensor;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// How a layer's weights start.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,7 +24,7 @@ pub enum Init {
     Dcgan,
 }
 
-fn init_weight(g: &Gpu, shape: &[usize], fan_in: usize, init: Init) -> Result<Tensor> {
+fn init_weight(g: &Engine, shape: &[usize], fan_in: usize, init: Init) -> Result<Tensor> {
     let t = match init {
         Init::TorchDefault => {
             let b = 1.0 / (fan_in.max(1) as f32).sqrt();
@@ -35,7 +35,7 @@ fn init_weight(g: &Gpu, shape: &[usize], fan_in: usize, init: Init) -> Result<Te
     Ok(t.into_param())
 }
 
-fn init_bias(g: &Gpu, n: usize, fan_in: usize, init: Init) -> Result<Tensor> {
+fn init_bias(g: &Engine, n: usize, fan_in: usize, init: Init) -> Result<Tensor> {
     let t = match init {
         Init::TorchDefault => {
             let b = 1.0 / (fan_in.max(1) as f32).sqrt();
@@ -47,7 +47,7 @@ fn init_bias(g: &Gpu, n: usize, fan_in: usize, init: Init) -> Result<Tensor> {
 }
 
 /// The tensor a forward pass reads: the parameter itself, or a detached view when frozen.
-pub fn view(g: &Gpu, t: &Tensor, frozen: bool) -> Tensor {
+pub fn view(g: &Engine, t: &Tensor, frozen: bool) -> Tensor {
     if frozen {
         t.detach(g)
     } else {
@@ -73,9 +73,9 @@ pub struct SpectralNorm {
 }
 
 impl SpectralNorm {
-    pub fn new(g: &Gpu, out: usize) -> Result<SpectralNorm> {
+    pub fn new(g: &Engine, out: usize) -> Result<SpectralNorm> {
         let u = rng::normal(g, &[1, out], 0.0, 1.0)?;
-        let u = crate::tape::no_grad(g, || normalize::l2_normalize(g, &u))?;
+        let u = crate::engine::tape::no_grad(g, || normalize::l2_normalize(g, &u))?;
         Ok(SpectralNorm {
             u: u.reshape(g, &[out])?,
         })
@@ -83,11 +83,11 @@ impl SpectralNorm {
 
     /// W / σ(W) for the weight view `w` [out, ...]; `update` stores the new u (a training
     /// pass of the layer's own optimisation step).
-    pub fn apply(&self, g: &Gpu, w: &Tensor, update: bool) -> Result<Tensor> {
+    pub fn apply(&self, g: &Engine, w: &Tensor, update: bool) -> Result<Tensor> {
         let out = w.dim(0);
         let rest = w.numel() / out;
         let w2 = w.reshape(g, &[out, rest])?;
-        let (u_new, v) = crate::tape::no_grad(g, || -> Result<(Tensor, Tensor)> {
+        let (u_new, v) = crate::engine::tape::no_grad(g, || -> Result<(Tensor, Tensor)> {
             let wd = w2.detach(g);
             let u = self.u.reshape(g, &[1, out])?;
             let v = normalize::l2_normalize(g, &matmul::matmul_t(g, &u, &wd, false, false)?)?;
@@ -111,7 +111,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(g: &Gpu, fan_in: usize, fan_out: usize, bias: bool, init: Init) -> Result<Linear> {
+    pub fn new(
+        g: &Engine,
+        fan_in: usize,
+        fan_out: usize,
+        bias: bool,
+        init: Init,
+    ) -> Result<Linear> {
         Ok(Linear {
             weight: init_weight(g, &[fan_out, fan_in], fan_in, init)?,
             bias: if bias {
@@ -124,7 +130,7 @@ impl Linear {
     }
 
     /// Turns on spectral normalisation of the weight (its u drawn from the device stream).
-    pub fn with_spectral_norm(mut self, g: &Gpu) -> Result<Linear> {
+    pub fn with_spectral_norm(mut self, g: &Engine) -> Result<Linear> {
         self.sn = Some(SpectralNorm::new(g, self.weight.dim(0))?);
         Ok(self)
     }
@@ -132,7 +138,7 @@ impl Linear {
     /// The weight a forward pass reads: the parameter (or its frozen view), spectrally
     /// normalised where that is on (an unfrozen pass, the layer's own optimisation step,
     /// updates u; scoring and the other net's step read the layer frozen).
-    fn weight_for(&self, g: &Gpu, frozen: bool) -> Result<Tensor> {
+    fn weight_for(&self, g: &Engine, frozen: bool) -> Result<Tensor> {
         let w = view(g, &self.weight, frozen);
         match &self.sn {
             Some(sn) => sn.apply(g, &w, !frozen),
@@ -140,14 +146,14 @@ impl Linear {
         }
     }
 
-    pub fn forward(&self, g: &Gpu, x: &Tensor, frozen: bool) -> Result<Tensor> {
+    pub fn forward(&self, g: &Engine, x: &Tensor, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
         matmul::linear(g, x, &self.weight_for(g, frozen)?, b.as_ref())
     }
 
     /// The layer applied to a channel-major image [C, N, H, W] as if it were its NCHW
     /// flattening [N, C*H*W] (ops::linear_cm: no layout copy).
-    pub fn forward_cm(&self, g: &Gpu, x: &Tensor, frozen: bool) -> Result<Tensor> {
+    pub fn forward_cm(&self, g: &Engine, x: &Tensor, frozen: bool) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
         linear_cm::linear_cm(g, x, &self.weight_for(g, frozen)?, b.as_ref())
     }
@@ -156,7 +162,7 @@ impl Linear {
     /// [C, N, H, W] (ops::linear_cm::linear_to_cm: the GEMM writes that layout directly).
     pub fn forward_to_cm(
         &self,
-        g: &Gpu,
+        g: &Engine,
         x: &Tensor,
         shape: &[usize],
         frozen: bool,
@@ -181,10 +187,10 @@ impl Linear {
 }
 
 /// A convolution op in NCHW or channel-major form: (x, w, b, stride, pad, act).
-type ConvOp = fn(&Gpu, &Tensor, &Tensor, Option<&Tensor>, usize, usize, Act) -> Result<Tensor>;
+type ConvOp = fn(&Engine, &Tensor, &Tensor, Option<&Tensor>, usize, usize, Act) -> Result<Tensor>;
 /// A transposed-convolution op: (x, w, b, stride, pad, output_padding, act).
 type ConvTOp =
-    fn(&Gpu, &Tensor, &Tensor, Option<&Tensor>, usize, usize, usize, Act) -> Result<Tensor>;
+    fn(&Engine, &Tensor, &Tensor, Option<&Tensor>, usize, usize, usize, Act) -> Result<Tensor>;
 
 pub struct Conv2d {
     pub weight: Tensor,
@@ -198,7 +204,7 @@ pub struct Conv2d {
 impl Conv2d {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        g: &Gpu,
+        g: &Engine,
         cin: usize,
         cout: usize,
         k: usize,
@@ -222,22 +228,22 @@ impl Conv2d {
     }
 
     /// Turns on spectral normalisation of the weight (its u drawn from the device stream).
-    pub fn with_spectral_norm(mut self, g: &Gpu) -> Result<Conv2d> {
+    pub fn with_spectral_norm(mut self, g: &Engine) -> Result<Conv2d> {
         self.sn = Some(SpectralNorm::new(g, self.weight.dim(0))?);
         Ok(self)
     }
 
     /// act(conv(x) + b), the activation fused into the output pass.
-    pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+    pub fn forward(&self, g: &Engine, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
         self.apply(g, x, act, frozen, conv2d::conv2d_act)
     }
 
     /// `forward` on channel-major images: x [CI, N, H, W] -> [CO, N, OH, OW].
-    pub fn forward_cm(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+    pub fn forward_cm(&self, g: &Engine, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
         self.apply(g, x, act, frozen, conv2d::conv2d_cm_act)
     }
 
-    fn apply(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool, op: ConvOp) -> Result<Tensor> {
+    fn apply(&self, g: &Engine, x: &Tensor, act: Act, frozen: bool, op: ConvOp) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
         let w = view(g, &self.weight, frozen);
         // As Linear::weight_for: an unfrozen pass updates the spectral norm's u.
@@ -273,7 +279,7 @@ pub struct ConvTranspose2d {
 impl ConvTranspose2d {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        g: &Gpu,
+        g: &Engine,
         cin: usize,
         cout: usize,
         k: usize,
@@ -296,16 +302,16 @@ impl ConvTranspose2d {
         })
     }
 
-    pub fn forward(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+    pub fn forward(&self, g: &Engine, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
         self.apply(g, x, act, frozen, conv_transpose2d::conv_transpose2d_act)
     }
 
     /// `forward` on channel-major images: x [CI, N, H, W] -> [CO, N, OH, OW].
-    pub fn forward_cm(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
+    pub fn forward_cm(&self, g: &Engine, x: &Tensor, act: Act, frozen: bool) -> Result<Tensor> {
         self.apply(g, x, act, frozen, conv_transpose2d::conv_transpose2d_cm_act)
     }
 
-    fn apply(&self, g: &Gpu, x: &Tensor, act: Act, frozen: bool, op: ConvTOp) -> Result<Tensor> {
+    fn apply(&self, g: &Engine, x: &Tensor, act: Act, frozen: bool, op: ConvTOp) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| view(g, b, frozen));
         let w = view(g, &self.weight, frozen);
         op(g, x, &w, b.as_ref(), self.stride, self.pad, 0, act)
@@ -332,7 +338,7 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    pub fn new(g: &Gpu, c: usize, init: Init) -> Result<BatchNorm> {
+    pub fn new(g: &Engine, c: usize, init: Init) -> Result<BatchNorm> {
         let weight = match init {
             Init::Dcgan => rng::normal(g, &[c], 1.0, 0.02)?,
             Init::TorchDefault => Tensor::full(g, &[c], 1.0)?,
@@ -351,7 +357,7 @@ impl BatchNorm {
     /// act(BN(x)); train mode uses and updates the batch statistics.
     pub fn forward(
         &self,
-        g: &Gpu,
+        g: &Engine,
         x: &Tensor,
         train: bool,
         act: Act,
@@ -378,7 +384,7 @@ impl BatchNorm {
     /// so every channel is one contiguous run of values.
     pub fn forward_cm(
         &self,
-        g: &Gpu,
+        g: &Engine,
         x: &Tensor,
         train: bool,
         act: Act,
@@ -428,7 +434,7 @@ pub fn param_tensors(m: &dyn Module) -> Vec<Tensor> {
 }
 
 /// Copies every parameter and buffer of `src` into `dst` (same architecture).
-pub fn copy_state(g: &Gpu, dst: &dyn Module, src: &dyn Module) -> Result<()> {
+pub fn copy_state(g: &Engine, dst: &dyn Module, src: &dyn Module) -> Result<()> {
     let (d, s) = (
         [dst.params(), dst.buffers()].concat(),
         [src.params(), src.buffers()].concat(),
@@ -457,7 +463,7 @@ pub fn copy_state(g: &Gpu, dst: &dyn Module, src: &dyn Module) -> Result<()> {
 /// backward pass produced one.
 pub fn grad_by_name<'a>(
     m: &dyn Module,
-    grads: &'a crate::tape::Grads,
+    grads: &'a crate::engine::tape::Grads,
     name: &str,
 ) -> Option<&'a Tensor> {
     m.params()

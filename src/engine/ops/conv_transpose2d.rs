@@ -11,9 +11,9 @@ use anyhow::{bail, Result};
 
 use super::activation::{act_backward_raw, Act};
 use super::conv2d::{self, Geometry};
-use crate::gpu::Gpu;
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// The conv2d geometry whose backward-data pass is this transposed convolution.
 pub fn geometry(
@@ -64,7 +64,7 @@ pub fn geometry(
 /// y = act(conv_transpose2d(x, w) + b), recorded; x [N, CI, H, W].
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_act(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -80,7 +80,7 @@ pub fn conv_transpose2d_act(
 /// conv_transpose2d_act on channel-major images: x [CI, N, H, W] -> y [CO, N, OH, OW].
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_cm_act(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -101,7 +101,7 @@ pub fn conv_transpose2d_cm_act(
 }
 
 fn conv_transpose2d_geometry_act(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -135,7 +135,7 @@ fn conv_transpose2d_geometry_act(
 }
 
 pub fn conv_transpose2d(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -149,7 +149,7 @@ pub fn conv_transpose2d(
 /// dw = X · Zcolᵀ (conv2d's weight-gradient GEMM); db = per-channel sum of dz.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,

@@ -5,8 +5,10 @@
 use anyhow::Result;
 
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -21,7 +23,7 @@ struct Params {
     b: f32,
 }
 
-fn draw(g: &Gpu, shape: &[usize], entry: &'static str, a: f32, b: f32) -> Result<Tensor> {
+fn draw(g: &Engine, shape: &[usize], entry: &'static str, a: f32, b: f32) -> Result<Tensor> {
     let out = Tensor::empty(g, shape, "random")?;
     let n = out.numel();
     let (seed, offset) = g.take_random(n as u64);
@@ -49,11 +51,11 @@ fn draw(g: &Gpu, shape: &[usize], entry: &'static str, a: f32, b: f32) -> Result
 }
 
 /// Uniform in (lo, hi].
-pub fn uniform(g: &Gpu, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor> {
+pub fn uniform(g: &Engine, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor> {
     draw(g, shape, "rng_uniform", lo, hi)
 }
 
 /// Normal(mean, std) by Box-Muller.
-pub fn normal(g: &Gpu, shape: &[usize], mean: f32, std: f32) -> Result<Tensor> {
+pub fn normal(g: &Engine, shape: &[usize], mean: f32, std: f32) -> Result<Tensor> {
     draw(g, shape, "rng_normal", mean, std)
 }

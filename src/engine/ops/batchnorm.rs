@@ -7,9 +7,11 @@ use anyhow::{bail, Result};
 
 use super::activation::Act;
 use super::{launch, u, TextureReads};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 const RGBA: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
@@ -106,27 +108,54 @@ fn view(x: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((x.dim(0), x.dim(1), x.shape()[2..].iter().product()))
 }
 
-/// y = act(gamma (x - mean) / sqrt(var + eps) + beta), recorded.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm(
-    g: &Gpu,
+/// Records the per-channel statistics into `slots.stats`: the batch's mean and variance
+/// (and the running averages' update) in train mode, the running ones otherwise.
+fn launch_statistics(
+    g: &Engine,
+    reads_x: &TextureReads,
+    params: &Params,
+    slots: &Slots,
     x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
     train: bool,
-    momentum: f32,
-    eps: f32,
-    act: Act,
-) -> Result<Tensor> {
+    vec4: bool,
+) -> Result<()> {
+    let c = params.c as usize;
+    let bytes = 4.0 * x.numel() as f64;
+    if train {
+        reads_x.launch(
+            g,
+            "batchnorm",
+            if vec4 {
+                "batchnorm_stats_vec4"
+            } else {
+                "batchnorm_stats"
+            },
+            &[],
+            params,
+            &slots.buffers(x),
+            [u(c), 1, 1],
+            Cost::bytes(bytes),
+        )?;
+    } else {
+        launch(
+            g,
+            "batchnorm",
+            "batchnorm_eval_stats",
+            &[],
+            params,
+            &slots.buffers(x),
+            [u(c.div_ceil(64)), 1, 1],
+            Cost::bytes(24.0 * c as f64),
+        )?;
+    }
+    Ok(())
+}
+
+/// Refuses per-channel tensors of another length than C, and train mode with one value
+/// per channel (its variance is undefined).
+fn check_inputs(x: &Tensor, per_channel: &[(&str, &Tensor)], train: bool) -> Result<()> {
     let (n, c, s) = view(x)?;
-    for (name, t) in [
-        ("gamma", gamma),
-        ("beta", beta),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-    ] {
+    for (name, t) in per_channel {
         if t.numel() != c {
             bail!(
                 "batchnorm: {name} has {} values for {c} channels",
@@ -140,6 +169,31 @@ pub fn batch_norm(
             x.shape()
         );
     }
+    Ok(())
+}
+
+/// y = act(gamma (x - mean) / sqrt(var + eps) + beta), recorded.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    g: &Engine,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    train: bool,
+    momentum: f32,
+    eps: f32,
+    act: Act,
+) -> Result<Tensor> {
+    let (n, c, s) = view(x)?;
+    let per_channel = [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ];
+    check_inputs(x, &per_channel, train)?;
     let (code, slope) = act.code();
     let params = Params {
         n: u(n),
@@ -168,33 +222,7 @@ pub fn batch_norm(
     } else {
         TextureReads::new(g, &[])
     };
-    if train {
-        reads_x.launch(
-            g,
-            "batchnorm",
-            if vec4 {
-                "batchnorm_stats_vec4"
-            } else {
-                "batchnorm_stats"
-            },
-            &[],
-            &params,
-            &stat_slots.buffers(x),
-            [u(c), 1, 1],
-            Cost::bytes(bytes),
-        )?;
-    } else {
-        launch(
-            g,
-            "batchnorm",
-            "batchnorm_eval_stats",
-            &[],
-            &params,
-            &stat_slots.buffers(x),
-            [u(c.div_ceil(64)), 1, 1],
-            Cost::bytes(24.0 * c as f64),
-        )?;
-    }
+    launch_statistics(g, &reads_x, &params, &stat_slots, x, train, vec4)?;
     let y = Tensor::empty(g, x.shape(), "batchnorm output")?;
     let (entry, grid) = elementwise_grid("apply", n, c, s);
     let apply_slots = Slots {
@@ -231,7 +259,7 @@ pub fn batch_norm(
 /// Returns (dx, dgamma, dbeta): a per-channel reduction, then one per-element pass.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     gamma: &Tensor,
     stats: &Tensor,
@@ -319,11 +347,11 @@ pub fn batchnorm_backward(
 }
 
 /// The first two rows of a [rows, C] tensor as separate [C] tensors.
-fn split_pair(g: &Gpu, t: &Tensor, c: usize) -> Result<(Tensor, Tensor)> {
+fn split_pair(g: &Engine, t: &Tensor, c: usize) -> Result<(Tensor, Tensor)> {
     let a = Tensor::empty(g, &[c], "batchnorm dgamma")?;
     let b = Tensor::empty(g, &[c], "batchnorm dbeta")?;
     let bytes = (c * 4) as u64;
-    g.with_encoder(&[a.buffer(), b.buffer()], |e| {
+    g.device.with_encoder(&[a.buffer(), b.buffer()], |e| {
         e.copy_buffer_to_buffer(t.buffer(), 0, a.buffer(), 0, bytes);
         e.copy_buffer_to_buffer(t.buffer(), bytes, b.buffer(), 0, bytes);
     });

@@ -20,9 +20,11 @@ use anyhow::{bail, ensure, Result};
 
 use super::matmul::matmul_raw;
 use super::{launch, u};
-use crate::gpu::{grid_1d, Cost, Gpu};
-use crate::metrics::Features;
-use crate::tensor::Tensor;
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::features::Features;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// The largest K one search keeps per query row (the kernel's private list length).
 pub const KMAX: usize = 32;
@@ -104,8 +106,8 @@ pub struct Chunking {
 
 impl Chunking {
     /// 32 MiB chunks and 64 MiB of distances, within the device's binding limit.
-    pub fn for_device(g: &Gpu) -> Chunking {
-        let limit = g.max_binding_bytes() as usize;
+    pub fn for_device(g: &Engine) -> Chunking {
+        let limit = g.device.memory.max_binding_bytes() as usize;
         Chunking {
             memory_bytes: (32usize << 20).min(limit),
             distance_bytes: (64usize << 20).min(limit),
@@ -158,7 +160,7 @@ struct Chunk {
 impl Chunk {
     /// The dot products [B, C'] of a query block with this chunk, and the kernels'
     /// parameters for them (`merge`: fold into the results of the chunks before).
-    fn dots(&self, g: &Gpu, q: &Tensor, merge: bool) -> Result<(Tensor, Params)> {
+    fn dots(&self, g: &Engine, q: &Tensor, merge: bool) -> Result<(Tensor, Params)> {
         let dots = matmul_raw(g, q, &self.rows, false, true, None)?;
         let params = Params {
             rows: u(q.dim(0)),
@@ -202,7 +204,7 @@ fn padded(n: usize) -> usize {
 }
 
 fn upload_memory(
-    g: &Gpu,
+    g: &Engine,
     memory: &Rows,
     values: Option<&[f32]>,
     chunking: Chunking,
@@ -245,7 +247,7 @@ fn upload_memory(
 
 /// Uploads query rows [start, start + b), centred on the memory's mean: (rows, |q|²).
 fn upload_block(
-    g: &Gpu,
+    g: &Engine,
     queries: &Rows,
     mean: &[f64],
     start: usize,
@@ -264,13 +266,19 @@ fn upload_block(
 
 /// The `k` best memory rows of every query row under `score` (k at most KMAX; fewer when
 /// the memory has fewer rows). Ties go to the lower memory index.
-pub fn nearest(g: &Gpu, queries: Rows, memory: Rows, k: usize, score: Score) -> Result<Neighbours> {
+pub fn nearest(
+    g: &Engine,
+    queries: Rows,
+    memory: Rows,
+    k: usize,
+    score: Score,
+) -> Result<Neighbours> {
     nearest_chunked(g, queries, memory, k, score, Chunking::for_device(g))
 }
 
 /// `nearest` with the chunk sizes given (tests force many small chunks).
 pub fn nearest_chunked(
-    g: &Gpu,
+    g: &Engine,
     queries: Rows,
     memory: Rows,
     k: usize,
@@ -283,13 +291,13 @@ pub fn nearest_chunked(
 /// The `r` nearest memory rows of every query row (any r; fewer when the memory has
 /// fewer rows), nearest first, by squared distance: pages of KMAX, each page the
 /// neighbours strictly after the last one of the page before.
-pub fn nearest_paged(g: &Gpu, queries: Rows, memory: Rows, r: usize) -> Result<Neighbours> {
+pub fn nearest_paged(g: &Engine, queries: Rows, memory: Rows, r: usize) -> Result<Neighbours> {
     nearest_paged_chunked(g, queries, memory, r, KMAX, Chunking::for_device(g))
 }
 
 /// `nearest_paged` with the page length and chunk sizes given.
 pub fn nearest_paged_chunked(
-    g: &Gpu,
+    g: &Engine,
     queries: Rows,
     memory: Rows,
     r: usize,
@@ -333,7 +341,7 @@ pub fn nearest_paged_chunked(
 
 /// One top-k search; `cursor` ([M, 2]: score, index bits) keeps only pairs after it.
 fn search(
-    g: &Gpu,
+    g: &Engine,
     queries: Rows,
     memory: Rows,
     k: usize,
@@ -418,12 +426,12 @@ fn search(
 
 /// For every query row, how many memory rows j have it inside their ball:
 /// d²(q, x_j) <= sq_radii[j].
-pub fn ball_counts(g: &Gpu, queries: Rows, memory: Rows, sq_radii: &[f32]) -> Result<Vec<u32>> {
+pub fn ball_counts(g: &Engine, queries: Rows, memory: Rows, sq_radii: &[f32]) -> Result<Vec<u32>> {
     ball_counts_chunked(g, queries, memory, sq_radii, Chunking::for_device(g))
 }
 
 pub fn ball_counts_chunked(
-    g: &Gpu,
+    g: &Engine,
     queries: Rows,
     memory: Rows,
     sq_radii: &[f32],
@@ -474,7 +482,7 @@ pub fn ball_counts_chunked(
 /// For every row, the squared distance to its k-th nearest *other* row of the same set
 /// (self excluded by index, so duplicates count as neighbours at distance 0): the k-NN
 /// radii of precision/recall, density/coverage and coverage-gap. Needs n > k.
-pub fn knn_sq_radii(g: &Gpu, f: &Features, k: usize) -> Result<Vec<f32>> {
+pub fn knn_sq_radii(g: &Engine, f: &Features, k: usize) -> Result<Vec<f32>> {
     ensure!(
         f.n > k,
         "k-NN radii: need more than k = {k} rows, got {}",

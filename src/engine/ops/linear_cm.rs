@@ -15,10 +15,13 @@ use anyhow::{bail, Result};
 
 use super::activation::{act_backward_raw, Act};
 use super::reduce::{reduce_raw, Dims};
-use super::{elementwise, matmul, u, TextureReads};
-use crate::gpu::{grid_1d, Cost, GemmKernel, Gpu};
-use crate::tape::{record, Op};
-use crate::tensor::Tensor;
+use super::{elementwise, gemm, matmul, u, TextureReads};
+use crate::engine::device::grid_1d;
+use crate::engine::device::Cost;
+use crate::engine::policy::GemmKernel;
+use crate::engine::tape::{record, Op};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 const R32: wgpu::TextureFormat = wgpu::TextureFormat::R32Float;
 
@@ -83,7 +86,7 @@ fn slots<'a>(
 
 /// y [N, O] = linear(nchw(x)), recorded. Falls back to the copy and a GEMM when dx could
 /// not be written as vec4s (C*N*S not a multiple of 4).
-pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+pub fn linear_cm(g: &Engine, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let (c, n, s, o) = dims(x, w)?;
     if let Some(b) = b {
         if b.numel() != o {
@@ -118,7 +121,7 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
         4.0 * (x.numel() + w.numel()) as f64,
     );
     // GPUs: a workgroup per output (see the shader); CPU drivers: an invocation per output.
-    let (entry, inputs, grid) = if g.gemm_kernel() == GemmKernel::Tiled {
+    let (entry, inputs, grid) = if g.policy().gemm == GemmKernel::Tiled {
         ("linear_cm_forward_rows", vec![], grid_1d(n * o, 1))
     } else {
         (
@@ -155,7 +158,7 @@ pub fn linear_cm(g: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<
 /// otherwise): dx is then already times x_act'(x).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_cm_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     xf: Option<&Tensor>,
     w: &Tensor,
@@ -169,10 +172,10 @@ pub fn linear_cm_backward(
         // dxf [N, C*S] = dy · W, stored as dx [C, N, S] (times x_act'(x)); dW = dyᵀ · xf.
         let dx = if needs[0] {
             let dx = Tensor::empty(g, x.shape(), "linear_cm dx")?;
-            let mut spec = matmul::Gemm::new(dy, w, false, false, n, c * s, o);
+            let mut spec = gemm::Gemm::new(dy, w, false, false, n, c * s, o);
             spec.swap_out = s;
             spec.act_grad = Some((x, x_act));
-            matmul::gemm(g, &spec, &dx, 1)?;
+            gemm::gemm(g, &spec, &dx, 1)?;
             Some(dx)
         } else {
             None
@@ -247,7 +250,7 @@ const GEMM_MIN_OUTPUTS: usize = 4;
 /// an image: a generator's first layer, feeding channel-major convolutions. The GEMM
 /// stores y swapped (`Gemm::swap_out`) instead of a copy after it.
 pub fn linear_to_cm(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -277,10 +280,10 @@ pub fn linear_to_cm(
     }
     let s = f / shape[0];
     let y = Tensor::empty(g, shape, "linear_to_cm output")?;
-    let mut spec = matmul::Gemm::new(x, w, false, true, n, f, x.dim(1));
+    let mut spec = gemm::Gemm::new(x, w, false, true, n, f, x.dim(1));
     spec.bias = b;
     spec.swap_out = s;
-    matmul::gemm(g, &spec, &y, 1)?;
+    gemm::gemm(g, &spec, &y, 1)?;
     Ok(record(
         g,
         y,
@@ -294,7 +297,7 @@ pub fn linear_to_cm(
 
 /// dx, dW and db of `linear_to_cm`: dy [C, N, S] back to [N, C*S], then Linear's backward.
 pub fn linear_to_cm_backward(
-    g: &Gpu,
+    g: &Engine,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
