@@ -524,7 +524,7 @@ pub fn step_case(
     let mut m = Model::new(g, &cfg, 10)?;
     let real = rng::uniform(g, &[batch, 1, 28, 28], -1.0, 1.0)?;
     let t = std::time::Instant::now();
-    crate::engine::ops::gemm::precompile_gemms(g)?;
+    crate::engine::ops::matmul_subgroup::precompile_gemms(g)?;
     let precompile_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = std::time::Instant::now();
     crate::train::compile_step_kernels(g, &cfg, 10)?;

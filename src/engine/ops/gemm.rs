@@ -116,7 +116,7 @@ impl<'a> Gemm<'a> {
             && policy.gemm == GemmKernel::Subgroup
             && self.subgroup_ok(1)
             && !self.trans_a
-            && self.n > NARROW_N
+            && self.n > super::matmul_subgroup::NARROW_N
             && !self.texture_worthwhile()
     }
 
@@ -127,13 +127,13 @@ impl<'a> Gemm<'a> {
     /// Whether the subgroup kernel should read its operands from texture copies (where the
     /// adapter does texture reads, see `TextureReads`): products large enough to pay for
     /// the copies.
-    fn texture_worthwhile(&self) -> bool {
+    pub(super) fn texture_worthwhile(&self) -> bool {
         self.flops() >= TEXTURE_MIN_FLOPS
     }
 
     /// The subgroup kernel reads each operand's contiguous dimension as vec4s; batch
     /// strides matter only with a batch (split-K slices are ldc * m apart).
-    fn subgroup_ok(&self, split: usize) -> bool {
+    pub(super) fn subgroup_ok(&self, split: usize) -> bool {
         let strides_ok = if split > 1 {
             (self.ldc * self.m).is_multiple_of(4)
         } else {
@@ -187,119 +187,6 @@ fn default_tile_form(m: usize, n: usize, z: usize) -> TileForm {
     }
 }
 
-/// One operand form (op(A)·op(B) = A·B, A·Bᵀ or Aᵀ·B) of the subgroup GEMM at one lane
-/// count: its shader and entry points reading storage buffers and texture copies, and the
-/// entry point of its narrow form (in the lane count's `_narrow` shader, see NARROW_N).
-struct SubgroupForm {
-    stem: &'static str,
-    buffers: &'static str,
-    textures: &'static str,
-    narrow: &'static str,
-}
-
-const fn form(
-    stem: &'static str,
-    buffers: &'static str,
-    textures: &'static str,
-    narrow: &'static str,
-) -> SubgroupForm {
-    SubgroupForm {
-        stem,
-        buffers,
-        textures,
-        narrow,
-    }
-}
-
-/// The lane count's module of `Gemm::swap_out` forms and its nn and nt entry points.
-struct SwapForms {
-    stem: &'static str,
-    nn: &'static str,
-    nt: &'static str,
-}
-
-/// (narrow shader, [nn, nt, tn], swap forms) for 8 and for 16 lanes.
-type Forms = (&'static str, [SubgroupForm; 3], SwapForms);
-
-const SUBGROUP_FORMS: Forms = (
-    "matmul_subgroup_narrow",
-    [
-        form(
-            "matmul_subgroup_nn",
-            "matmul_sg_nn",
-            "matmul_sg_nn_tex",
-            "matmul_sg_nn_narrow",
-        ),
-        form(
-            "matmul_subgroup_nt",
-            "matmul_sg_nt",
-            "matmul_sg_nt_tex",
-            "matmul_sg_nt_narrow",
-        ),
-        form(
-            "matmul_subgroup_tn",
-            "matmul_sg_tn",
-            "matmul_sg_tn_tex",
-            "matmul_sg_tn_narrow",
-        ),
-    ],
-    SwapForms {
-        stem: "matmul_subgroup_swap",
-        nn: "matmul_sg_nn_swap",
-        nt: "matmul_sg_nt_swap",
-    },
-);
-const SUBGROUP16_FORMS: Forms = (
-    "matmul_subgroup16_narrow",
-    [
-        form(
-            "matmul_subgroup16_nn",
-            "matmul_sg16_nn",
-            "matmul_sg16_nn_tex",
-            "matmul_sg16_nn_narrow",
-        ),
-        form(
-            "matmul_subgroup16_nt",
-            "matmul_sg16_nt",
-            "matmul_sg16_nt_tex",
-            "matmul_sg16_nt_narrow",
-        ),
-        form(
-            "matmul_subgroup16_tn",
-            "matmul_sg16_tn",
-            "matmul_sg16_tn_tex",
-            "matmul_sg16_tn_narrow",
-        ),
-    ],
-    SwapForms {
-        stem: "matmul_subgroup16_swap",
-        nn: "matmul_sg16_nn_swap",
-        nt: "matmul_sg16_nt_swap",
-    },
-);
-
-/// The subgroup GEMM's forms for this device's lane count.
-fn subgroup_forms(lanes: Option<u32>) -> &'static Forms {
-    if lanes == Some(16) {
-        &SUBGROUP16_FORMS
-    } else {
-        &SUBGROUP_FORMS
-    }
-}
-
-/// Products with at most this many columns (and below the texture threshold) run the
-/// subgroup GEMM's narrow form (`matmul_subgroup{,16}_narrow.wgsl`: one column per lane
-/// instead of four). VAE step on lavapipe, three alternating profiles: its four 16-column
-/// products (two convolution weight gradients, dec_fc's two gradients) 4.0-5.1 ms ->
-/// 2.8-3.1 ms.
-/// Larger ones keep the vec4 form with texture reads: the DCGAN's 25.7 MFLOP 16-column
-/// weight gradients measured no faster narrow.
-const NARROW_N: usize = 16;
-
-/// Rows and columns of C per workgroup, the same at both lane counts
-/// (the generator in build/: 4x2 register blocks of 8 lanes, 2x1 of 16).
-const SG_ROWS: usize = 32;
-const SG_COLS: usize = 64;
 /// Products below this read their operands from the buffers even where texture reads are
 /// on: the copies would cost more than the cheaper loads save.
 const TEXTURE_MIN_FLOPS: f64 = 16e6;
@@ -380,7 +267,7 @@ impl<'a> GemmPlan<'a> {
             });
         }
         let choice = if policy.gemm == GemmKernel::Subgroup && spec.subgroup_ok(split) {
-            subgroup_choice(policy, device.subgroup_lanes, spec, split)
+            super::matmul_subgroup::choice(policy, device.subgroup_lanes, spec, split)
         } else {
             tiled_choice(policy, device, spec, split)
         };
@@ -389,7 +276,7 @@ impl<'a> GemmPlan<'a> {
 }
 
 /// Epilogue constants, only when used, so plain GEMMs keep one pipeline per form.
-fn epilogue_constants(spec: &Gemm) -> Vec<(&'static str, u64)> {
+pub(super) fn epilogue_constants(spec: &Gemm) -> Vec<(&'static str, u64)> {
     let mut epilogue = vec![];
     if spec.row_bias.is_some() {
         epilogue.push(("ROW_BIAS", 1));
@@ -404,72 +291,11 @@ fn epilogue_constants(spec: &Gemm) -> Vec<(&'static str, u64)> {
 }
 
 /// Batches, or K slices when split.
-fn z_of(spec: &Gemm, split: usize) -> usize {
+pub(super) fn z_of(spec: &Gemm, split: usize) -> usize {
     if split > 1 {
         split
     } else {
         spec.batch
-    }
-}
-
-fn subgroup_choice(
-    policy: &KernelPolicy,
-    lanes: Option<u32>,
-    spec: &Gemm,
-    split: usize,
-) -> GemmKernelChoice {
-    let (narrow_stem, forms, swap_forms) = subgroup_forms(lanes);
-    let form = match (spec.trans_a, spec.trans_b) {
-        (false, false) => &forms[0],
-        (false, true) => &forms[1],
-        _ => &forms[2],
-    };
-    let mut constants = vec![("HAS_BIAS", spec.bias.is_some() as u64)];
-    constants.extend(epilogue_constants(spec));
-    let z = z_of(spec, split);
-    let plain = |stem, entry, grid| GemmKernelChoice {
-        stem,
-        entry,
-        texture_entry: None,
-        constants: constants.clone(),
-        grid,
-        narrow: false,
-        rows_fastest: false,
-    };
-    if spec.swap_out > 0 {
-        // Binding 9 is C's scalar view.
-        let entry = if spec.trans_b {
-            swap_forms.nt
-        } else {
-            swap_forms.nn
-        };
-        let grid = [u(spec.n.div_ceil(SG_COLS)), u(spec.m.div_ceil(SG_ROWS)), 1];
-        return plain(swap_forms.stem, entry, grid);
-    }
-    if spec.n <= NARROW_N && !spec.texture_worthwhile() {
-        // One column per lane.
-        let lanes = lanes.unwrap_or(8) as usize;
-        let grid = [u(spec.n.div_ceil(lanes)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
-        return GemmKernelChoice {
-            narrow: true,
-            ..plain(narrow_stem, form.narrow, grid)
-        };
-    }
-    // Few row blocks and a long K: walk row blocks first so that B's column strip is
-    // reused from cache (1.25x on the convolutions' 128x3136x1024; a loss where C is
-    // large, as in the K = 128 data-gradient products).
-    let rows_fastest =
-        !spec.trans_a && !spec.trans_b && spec.m.div_ceil(SG_ROWS) <= 8 && spec.k >= 512;
-    let (row_blocks, col_blocks) = (spec.m.div_ceil(SG_ROWS), spec.n.div_ceil(SG_COLS));
-    let grid = if rows_fastest {
-        [u(row_blocks), u(col_blocks), u(z)]
-    } else {
-        [u(col_blocks), u(row_blocks), u(z)]
-    };
-    GemmKernelChoice {
-        texture_entry: (spec.texture_worthwhile() && policy.texture_reads).then_some(form.textures),
-        rows_fastest,
-        ..plain(form.stem, form.buffers, grid)
     }
 }
 
@@ -679,50 +505,12 @@ pub fn k_slice_len(k: usize, split: usize) -> usize {
 ///   in 64; over K = 3136 0.105 / 0.092 / 0.069 ms in 4 / 16 / 32 slices.
 pub fn split_for(g: &Engine, m: usize, n: usize, k: usize) -> usize {
     if g.device.is_cpu() {
+        use super::matmul_subgroup::{SG_COLS, SG_ROWS};
         let blocks = m.div_ceil(SG_ROWS) * n.div_ceil(SG_COLS);
         return 8usize.div_ceil(blocks).clamp(1, (k / 256).max(1));
     }
     let tiles = m.div_ceil(64) * n.div_ceil(64);
     1024usize.div_ceil(tiles).clamp(1, (k / 96).clamp(1, 64))
-}
-
-/// Builds the subgroup GEMM pipelines a training run uses (buffer and texture forms, and
-/// the sub-pixel kernel), in parallel, so the first step does not create them one by one
-/// (see `Pipelines::precompile`). lavapipe still JIT-compiles each one's machine code at its
-/// first dispatch, which `train::compile_step_kernels` moves before the first step too.
-/// A no-op where the device runs the tiled kernel.
-pub fn precompile_gemms(g: &Engine) -> Result<()> {
-    if g.policy().gemm != GemmKernel::Subgroup {
-        return Ok(());
-    }
-    let mut list = vec![];
-    for form in &subgroup_forms(g.device.subgroup_lanes).1 {
-        list.push((form.stem, form.buffers, vec![("HAS_BIAS", 0)]));
-        if g.policy().texture_reads {
-            list.push((form.stem, form.textures, vec![("HAS_BIAS", 0)]));
-        }
-    }
-    if g.policy().subpixel {
-        let tex = g.policy().texture_reads;
-        list.push(super::conv_subpixel::kernel_key(
-            g,
-            tex,
-            false,
-            Act::Identity,
-            Act::Identity,
-        ));
-    }
-    if g.policy().implicit_conv {
-        let tex = g.policy().texture_reads;
-        list.push(super::conv_implicit::kernel_key(
-            g,
-            tex,
-            false,
-            Act::Identity,
-        ));
-        list.push(super::conv_implicit::weight_kernel_key(g, tex));
-    }
-    g.device.pipelines.precompile(&list)
 }
 
 #[cfg(test)]

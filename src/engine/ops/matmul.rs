@@ -10,7 +10,7 @@ use crate::engine::tensor::Tensor;
 use crate::engine::Engine;
 
 // Old path of the GEMM planner's pre-compilation, for application code not yet moved.
-pub use super::gemm::precompile_gemms;
+pub use super::matmul_subgroup::precompile_gemms;
 
 /// (batch, M, K, N, folded) of op(A)·op(B), checking that the shapes agree. A 3-d A times a
 /// 2-d B folds the batch into M.

@@ -19,6 +19,7 @@ pub mod latent;
 pub mod linear_cm;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_subgroup;
 pub mod normalize;
 pub mod optim;
 pub mod reduce;
