@@ -19,15 +19,15 @@
 
 use std::time::Duration;
 
-use activegen::ops::activation::Act;
-use activegen::ops::{conv2d, conv_transpose2d, matmul, rng};
-use activegen::Gpu;
+use activegen::engine::ops::activation::Act;
+use activegen::engine::ops::{conv2d, conv_transpose2d, matmul, rng};
+use activegen::Engine;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 
-fn device() -> Gpu {
-    Gpu::new(None).unwrap_or_else(|e| panic!("no compute device for the benchmarks: {e:#}"))
+fn device() -> Engine {
+    Engine::new(None).unwrap_or_else(|e| panic!("no compute device for the benchmarks: {e:#}"))
 }
 
 fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, flops: f64) {

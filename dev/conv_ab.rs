@@ -2,9 +2,9 @@
 //! texture reads on and off (`KernelPolicy::texture_reads`) within one process, so that the
 //! machine's drift hits both alike; prints the median GPU time of each over 15 rounds.
 //!   cargo run --release --example conv_ab
-use activegen::ops::{conv2d, rng};
+use activegen::engine::ops::{conv2d, rng};
 fn main() {
-    let g = activegen::Gpu::new(None).unwrap();
+    let g = activegen::Engine::new(None).unwrap();
     let x = rng::normal(&g, &[64, 64, 14, 14], 0.0, 1.0).unwrap();
     let w = rng::normal(&g, &[128, 64, 4, 4], 0.0, 0.05).unwrap();
     let mut geo = conv2d::geometry(x.shape(), w.shape(), 2, 1).unwrap();
@@ -21,7 +21,7 @@ fn main() {
             &geo,
             &xcol,
             None,
-            activegen::ops::activation::Act::Identity,
+            activegen::engine::ops::activation::Act::Identity,
         )
         .unwrap();
         for (name, t) in g.device.stop_profiling() {

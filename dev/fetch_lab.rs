@@ -3,7 +3,7 @@
 //! buffer (vec4, scalar), and stores to buffers and write-only storage textures. Loops of
 //! independent accesses in 8-lane workgroups; best of 5 per kernel, two passes.
 //!   cargo run --release --example fetch_lab
-use activegen::Gpu;
+use activegen::Engine;
 const SRC: &str = r#"
 @group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(1) var tex: texture_2d<f32>;
@@ -102,7 +102,7 @@ fn storage_buf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 }
 "#;
 fn main() {
-    let g = Gpu::new(None).unwrap();
+    let g = Engine::new(None).unwrap();
     let d = &g.device.wgpu;
     let (w, h) = (256u32, 1024u32);
     // A w x h texture view of `format` (the one-format-per-texture views the kernels bind).

@@ -5,9 +5,9 @@
 //! `split` times the convolutions' weight gradients (long K, few outputs) cut into 1 to 64
 //! K slices, the sum of the slices' partials included: what `gemm::split_for` picks from.
 //! `ACTIVEGEN_GEMM`, `ACTIVEGEN_TEXTURE_READS` and `ACTIVEGEN_GEMM_TILE` pick the kernel.
-use activegen::ops::{gemm, matmul, reduce, rng};
+use activegen::engine::ops::{gemm, matmul, reduce, rng};
 fn main() {
-    let g = activegen::Gpu::new(None).unwrap();
+    let g = activegen::Engine::new(None).unwrap();
     let batch: usize = std::env::args().nth(1).map_or(64, |b| b.parse().unwrap());
     if std::env::args().nth(2).as_deref() == Some("split") {
         split_sweep(&g, batch);
@@ -77,7 +77,7 @@ fn main() {
     }
 }
 
-fn split_sweep(g: &activegen::Gpu, batch: usize) {
+fn split_sweep(g: &activegen::Engine, batch: usize) {
     let s = batch / 64;
     for (name, m, n, k) in [
         ("D.conv2 bwd-weight", 128, 1024, 3136 * s),

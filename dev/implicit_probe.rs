@@ -2,9 +2,9 @@
 //! implicit GEMMs (`ops::conv_implicit`), on the VAE's and the DCGAN's shapes: GPU time and
 //! the largest difference between the two (the sums run in the same order: 0).
 //!   cargo run --release --example implicit_probe
-use activegen::ops::{activation::Act, conv2d, conv_implicit, rng};
+use activegen::engine::ops::{activation::Act, conv2d, conv_implicit, rng};
 fn main() {
-    let g = activegen::Gpu::new(None).unwrap();
+    let g = activegen::Engine::new(None).unwrap();
     for (n, ci, h, co) in [(64usize, 32usize, 14usize, 64usize), (64, 64, 14, 128)] {
         let x = rng::normal(&g, &[ci, n, h, h], 0.0, 1.0).unwrap();
         let w = rng::normal(&g, &[co, ci, 4, 4], 0.0, 0.05).unwrap();

@@ -2,7 +2,7 @@
 //! written into the engine: how the GEMM tile forms were chosen.
 //! usage: kernel_lab FILE ENTRY M K N WGX WGY WGZ [REPS]
 //! Binds uniform params (m, k, n) at 0, A at 1, B at 2, C at 3.
-use activegen::Gpu;
+use activegen::Engine;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -11,7 +11,7 @@ fn main() {
     let p: Vec<u32> = a[3..9].iter().map(|s| s.parse().unwrap()).collect();
     let (m, k, n) = (p[0] as usize, p[1] as usize, p[2] as usize);
     let reps: usize = a.get(9).map(|s| s.parse().unwrap()).unwrap_or(5);
-    let g = Gpu::new(None).unwrap();
+    let g = Engine::new(None).unwrap();
     let module = unsafe {
         g.device.wgpu.create_shader_module_trusted(
             wgpu::ShaderModuleDescriptor {

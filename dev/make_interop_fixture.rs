@@ -7,7 +7,7 @@ use activegen::train::{self, ModelKind, TrainConfig};
 fn main() -> anyhow::Result<()> {
     let root =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fixtures/interop");
-    let g = activegen::Gpu::new(None)?;
+    let g = activegen::Engine::new(None)?;
     for (kind, name) in [(ModelKind::Gan, "gan"), (ModelKind::Vae, "vae")] {
         let mut c = TrainConfig::default();
         c.model = kind;

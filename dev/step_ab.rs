@@ -7,7 +7,7 @@
 use activegen::train::{Model, ModelKind, TrainConfig};
 use std::collections::BTreeMap;
 fn main() -> anyhow::Result<()> {
-    let g = activegen::Gpu::new(None)?;
+    let g = activegen::Engine::new(None)?;
     let args: Vec<String> = std::env::args().collect();
     let model = if args.get(1).map(String::as_str) == Some("vae") {
         ModelKind::Vae
@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     cfg.apply_preset("full")?;
     g.set_seed(1);
     let mut m = Model::new(&g, &cfg, 10)?;
-    let real = activegen::ops::rng::uniform(&g, &[cfg.batch, 1, 28, 28], -1.0, 1.0)?;
+    let real = activegen::engine::ops::rng::uniform(&g, &[cfg.batch, 1, 28, 28], -1.0, 1.0)?;
     let mut wall: BTreeMap<bool, Vec<f64>> = BTreeMap::new();
     let mut kernels: BTreeMap<(bool, String), f64> = BTreeMap::new();
     for i in 0..2 * (steps + 2) {

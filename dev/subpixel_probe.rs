@@ -1,9 +1,9 @@
 //! The sub-pixel data gradient alone, with and without the fused activation gradient
 //! (`conv_subpixel::backward_data`'s act_grad), on the DCGAN's and the VAE's shapes, GPU time:
 //!   cargo run --release --example subpixel_probe
-use activegen::ops::{activation::Act, conv2d, conv_subpixel, rng};
+use activegen::engine::ops::{activation::Act, conv2d, conv_subpixel, rng};
 fn main() {
-    let g = activegen::Gpu::new(None).unwrap();
+    let g = activegen::Engine::new(None).unwrap();
     for (n, ci, h, co) in [(64usize, 64usize, 14usize, 128usize), (64, 32, 14, 64)] {
         let w = rng::normal(&g, &[co, ci, 4, 4], 0.0, 0.05).unwrap();
         let mut geo = conv2d::geometry(&[n, ci, h, h], w.shape(), 2, 1).unwrap();

@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Result};
 
-use crate::gpu::Gpu;
-use crate::ops::activation::Act;
-use crate::ops::{conv2d, conv_implicit, conv_transpose2d, matmul, rng};
+use crate::engine::ops::activation::Act;
+use crate::engine::ops::{conv2d, conv_implicit, conv_transpose2d, matmul, rng};
+use crate::engine::Engine;
 
 pub struct CaseResult {
     pub op: String,
@@ -35,7 +35,7 @@ impl CaseResult {
 /// Median time of `run` in ms over `reps` repetitions after `warmup` untimed ones.
 /// With timestamps, a repetition's time is the sum of its dispatches' GPU time.
 pub fn time_ms(
-    g: &Gpu,
+    g: &Engine,
     warmup: usize,
     reps: usize,
     run: &mut dyn FnMut() -> Result<()>,
@@ -72,7 +72,7 @@ fn reps_for(gflop: f64) -> usize {
     ((30.0 / gflop.max(1e-3)) as usize).clamp(5, 30)
 }
 
-pub fn matmul_case(g: &Gpu, n: usize) -> Result<CaseResult> {
+pub fn matmul_case(g: &Engine, n: usize) -> Result<CaseResult> {
     let a = rng::normal(g, &[n, n], 0.0, 1.0)?;
     let b = rng::normal(g, &[n, n], 0.0, 1.0)?;
     let gflop = 2.0 * (n * n * n) as f64 / 1e9;
@@ -93,7 +93,12 @@ pub fn matmul_case(g: &Gpu, n: usize) -> Result<CaseResult> {
 type Pass<'a> = (&'a str, Box<dyn FnMut() -> Result<()> + 'a>);
 
 /// Times each named pass of one convolution shape.
-fn time_passes(g: &Gpu, shape: &str, gflop: f64, passes: Vec<Pass<'_>>) -> Result<Vec<CaseResult>> {
+fn time_passes(
+    g: &Engine,
+    shape: &str,
+    gflop: f64,
+    passes: Vec<Pass<'_>>,
+) -> Result<Vec<CaseResult>> {
     let mut out = vec![];
     for (name, mut run) in passes {
         let (ms, timer) = time_ms(g, 1, reps_for(gflop), &mut *run)?;
@@ -110,7 +115,7 @@ fn time_passes(g: &Gpu, shape: &str, gflop: f64, passes: Vec<Pass<'_>>) -> Resul
 
 /// The three passes of conv2d 64->128, k4 s2 p1 on 14x14 at batch 64 (the DCGAN
 /// discriminator), each timed whole: its GEMM and the data movement around it.
-pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
+pub fn conv2d_cases(g: &Engine, batch: usize) -> Result<Vec<CaseResult>> {
     let x = rng::normal(g, &[batch, 64, 14, 14], 0.0, 1.0)?;
     let w = rng::normal(g, &[128, 64, 4, 4], 0.0, 0.05)?;
     let geo = conv2d::geometry(x.shape(), w.shape(), 2, 1)?;
@@ -156,7 +161,7 @@ pub fn conv2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
 /// gathering from the image instead of im2col's columns; none where it does not apply.
 /// For a transposed convolution they are its data and weight gradients.
 fn implicit_cases(
-    g: &Gpu,
+    g: &Engine,
     geo: &conv2d::Geometry,
     x: &crate::Tensor,
     dy: &crate::Tensor,
@@ -169,8 +174,8 @@ fn implicit_cases(
         return Ok(vec![]);
     }
     // Channel-major copies of the images: x [CI, N, H, W] and dy as the [CO, P] matrix.
-    let x_cm = crate::ops::elementwise::swap_leading_axes_raw(g, x)?;
-    let dy_cm = crate::ops::elementwise::swap_leading_axes_raw(g, dy)?;
+    let x_cm = crate::engine::ops::elementwise::swap_leading_axes_raw(g, x)?;
+    let dy_cm = crate::engine::ops::elementwise::swap_leading_axes_raw(g, dy)?;
     let (geo, x_cm, dy_cm) = (&geo, &x_cm, &dy_cm);
     // Named and shaped like the column form's rows (a transposed convolution by its own
     // input and output).
@@ -215,7 +220,7 @@ fn implicit_cases(
 
 /// The three passes of conv_transpose2d 128->64, k4 s2 p1 on 7x7 at batch 64 (the DCGAN
 /// generator).
-pub fn conv_transpose2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> {
+pub fn conv_transpose2d_cases(g: &Engine, batch: usize) -> Result<Vec<CaseResult>> {
     let x = rng::normal(g, &[batch, 128, 7, 7], 0.0, 1.0)?;
     let w = rng::normal(g, &[128, 64, 4, 4], 0.0, 0.05)?;
     let geo = conv_transpose2d::geometry(x.shape(), w.shape(), 2, 1, 0)?;
@@ -261,7 +266,12 @@ pub fn conv_transpose2d_cases(g: &Gpu, batch: usize) -> Result<Vec<CaseResult>> 
 pub const MATMUL_SIZES: [usize; 4] = [256, 512, 1024, 2048];
 
 /// Runs the named group of kernel cases, printing each line as it finishes.
-pub fn run_kernels(g: &Gpu, which: &str, json: bool, sizes: &[usize]) -> Result<Vec<CaseResult>> {
+pub fn run_kernels(
+    g: &Engine,
+    which: &str,
+    json: bool,
+    sizes: &[usize],
+) -> Result<Vec<CaseResult>> {
     let mut results = vec![];
     let device = g.name().to_string();
     let mut emit = |r: CaseResult| {
@@ -310,7 +320,7 @@ pub struct PoolSearchResult {
     /// Largest |engine - CPU| gap over the rows (when the CPU loop ran).
     pub max_abs_diff: Option<f64>,
     /// Per-kernel times of one engine search.
-    pub profile: Vec<(String, crate::gpu::KernelStat)>,
+    pub profile: Vec<(String, crate::engine::device::KernelStat)>,
 }
 
 impl PoolSearchResult {
@@ -340,7 +350,7 @@ impl PoolSearchResult {
 }
 
 pub fn pool_search_case(
-    g: &Gpu,
+    g: &Engine,
     rows: usize,
     d: usize,
     generated: usize,
@@ -412,7 +422,7 @@ pub fn numpy_matmul_ms(n: usize) -> Option<f64> {
 
 /// The per-kernel table of a profile: kernel, calls, total ms, GFLOP/s or GB/s, share.
 pub fn profile_table(
-    stats: &[(String, crate::gpu::KernelStat)],
+    stats: &[(String, crate::engine::device::KernelStat)],
     steps: usize,
     timer: &str,
 ) -> String {
@@ -472,7 +482,7 @@ pub struct StepResult {
     pub record_ms: f64,
     pub images_per_s: f64,
     pub gpu_ms: Option<f64>,
-    pub profile: Vec<(String, crate::gpu::KernelStat)>,
+    pub profile: Vec<(String, crate::engine::device::KernelStat)>,
 }
 
 impl StepResult {
@@ -509,7 +519,7 @@ impl StepResult {
 /// with `profile`, the per-kernel GPU table over the timed steps.
 #[allow(clippy::field_reassign_with_default)]
 pub fn step_case(
-    g: &Gpu,
+    g: &Engine,
     model: crate::train::ModelKind,
     batch: usize,
     steps: usize,

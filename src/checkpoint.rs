@@ -8,9 +8,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::gpu::Gpu;
-use crate::nn::{Module, Named};
-use crate::tensor::Tensor;
+use crate::engine::nn::{Module, Named};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 /// Host copies of named tensors, ready to serialise.
 pub struct HostTensors {
@@ -26,7 +26,7 @@ impl HostTensors {
         }
     }
 
-    pub fn push_gpu(&mut self, g: &Gpu, name: &str, t: &Tensor) {
+    pub fn push_gpu(&mut self, g: &Engine, name: &str, t: &Tensor) {
         self.f32s
             .push((name.to_string(), t.shape().to_vec(), t.to_vec(g)));
     }
@@ -113,7 +113,7 @@ impl Default for HostTensors {
 }
 
 /// The module's state_dict on the host: parameters, buffers and num_batches_tracked.
-pub fn state_dict(g: &Gpu, m: &dyn Module) -> HostTensors {
+pub fn state_dict(g: &Engine, m: &dyn Module) -> HostTensors {
     let mut h = HostTensors::new();
     for Named { name, tensor } in m.params().into_iter().chain(m.buffers()) {
         h.push_gpu(g, &name, &tensor);
@@ -129,7 +129,7 @@ pub fn state_dict(g: &Gpu, m: &dyn Module) -> HostTensors {
 }
 
 pub fn save_module(
-    g: &Gpu,
+    g: &Engine,
     m: &dyn Module,
     path: &Path,
     metadata: Option<HashMap<String, String>>,
@@ -264,7 +264,7 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
 
 /// Loads a state_dict into the module, checking every name and shape first so a
 /// mismatched checkpoint changes nothing.
-pub fn load_module(g: &Gpu, m: &dyn Module, path: &Path) -> Result<()> {
+pub fn load_module(g: &Engine, m: &dyn Module, path: &Path) -> Result<()> {
     let file = Loaded::open(path)?;
     let named: Vec<Named> = m.params().into_iter().chain(m.buffers()).collect();
     let expected: Vec<(String, Vec<usize>)> = named

@@ -3,9 +3,9 @@
 
 mod common;
 
-use activegen::ops::activation::Act;
-use activegen::ops::{batchnorm, conv2d, elementwise, loss, matmul, optim, reduce, rng};
-use activegen::{shaders, tape, Tensor};
+use activegen::engine::ops::activation::Act;
+use activegen::engine::ops::{batchnorm, conv2d, elementwise, loss, matmul, optim, reduce, rng};
+use activegen::{engine::tape, shaders, Tensor};
 use common::*;
 
 #[test]
@@ -138,7 +138,7 @@ fn a_tensor_over_the_binding_limit_is_refused_with_its_name_and_the_limit() {
 
 #[test]
 fn an_unknown_device_name_lists_the_adapters() {
-    let e = match activegen::Gpu::new(Some("no-such-adapter-xyz")) {
+    let e = match activegen::Engine::new(Some("no-such-adapter-xyz")) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a nonsense --device was accepted"),
     };

@@ -8,10 +8,10 @@ use activegen::data::{self, Dataset, LoadOptions, Split};
 use activegen::eval::{self, FeatureNet};
 use activegen::metrics::Features;
 use activegen::models::classifier::ClassifierConfig;
-use activegen::Gpu;
+use activegen::Engine;
 use common::gpu;
 
-fn narrow_net(g: &Gpu, train: &Dataset) -> FeatureNet {
+fn narrow_net(g: &Engine, train: &Dataset) -> FeatureNet {
     let cfg = ClassifierConfig {
         resolution: 28,
         channels: 1,
@@ -25,7 +25,7 @@ fn narrow_net(g: &Gpu, train: &Dataset) -> FeatureNet {
 
 /// Features of `n` images, each passed through `f` (pixels in [-1, 1]) first.
 fn features_with(
-    g: &Gpu,
+    g: &Engine,
     net: &FeatureNet,
     ds: &Dataset,
     start: usize,

@@ -22,7 +22,8 @@
 
 mod common;
 
-use activegen::gpu::{GemmKernel, TileForm};
+use activegen::engine::policy::GemmKernel;
+use activegen::engine::policy::TileForm;
 
 /// The kernel family under test; the tiled family in each of its tile forms.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,9 +31,9 @@ enum Family {
     Subgroup,
     Tiled(TileForm),
 }
-use activegen::ops::gemm::{gemm, Gemm};
-use activegen::ops::matmul::{linear, matmul_cpu, matmul_t};
-use activegen::{Gpu, Tensor};
+use activegen::engine::ops::gemm::{gemm, Gemm};
+use activegen::engine::ops::matmul::{linear, matmul_cpu, matmul_t};
+use activegen::{Engine, Tensor};
 use common::*;
 
 const MS: [usize; 6] = [1, 3, 17, 33, 65, 130];
@@ -101,7 +102,7 @@ fn gpu_with(kernel: Family) -> TestGpu {
     g
 }
 
-fn upload(g: &Gpu, data: &[f32]) -> Tensor {
+fn upload(g: &Engine, data: &[f32]) -> Tensor {
     Tensor::from_slice(g, &[data.len()], data).unwrap()
 }
 
@@ -112,7 +113,7 @@ fn upload(g: &Gpu, data: &[f32]) -> Tensor {
 /// of up to 65536 outputs that would fill fewer than 16 64x64 tiles (`z` = batches or
 /// K slices).
 fn expected_kernel(
-    g: &Gpu,
+    g: &Engine,
     kernel: Family,
     (m, n, k, z): (usize, usize, usize, usize),
     ta: bool,
@@ -157,7 +158,7 @@ fn expected_kernel(
 
 /// Runs `f` under the profiler and checks that it dispatched exactly one kernel, `want`
 /// (texture copies aside).
-fn profiled<T>(g: &Gpu, what: &str, want: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+fn profiled<T>(g: &Engine, what: &str, want: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     g.device.start_profiling();
     let out = f();
     let stats = g.device.stop_profiling();
@@ -306,7 +307,7 @@ fn pad_layout(
 /// Runs one case through `gemm` with a hand-built `Gemm` (padded strides, sentinel-filled
 /// output with spare rows), checks the dispatched kernel, the values, and that nothing
 /// outside the allowed region of C was written.
-fn run_case(g: &Gpu, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f32, String> {
+fn run_case(g: &Engine, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f32, String> {
     let name = c.name(kernel);
     let (ar, ac) = c.a_dims();
     let (br, bc) = c.b_dims();
@@ -344,7 +345,7 @@ fn run_case(g: &Gpu, kernel: Family, c: Case, pad: f32, r: &mut Rng) -> Result<f
         batch_c: sc,
         bias: c.bias.then_some(&tbias),
         row_bias: None,
-        act: activegen::ops::activation::Act::Identity,
+        act: activegen::engine::ops::activation::Act::Identity,
         swap_out: 0,
         act_grad: None,
     };
@@ -439,7 +440,7 @@ fn want_of(c: &Case, a: &[f32], b: &[f32], bias: &[f32], z: usize) -> Vec<f32> {
 
 /// The same product through the public op (`matmul_t`, dense storage), where the dense
 /// layout is one the kernel family accepts.
-fn run_public(g: &Gpu, kernel: Family, c: Case, r: &mut Rng) -> Result<f32, String> {
+fn run_public(g: &Engine, kernel: Family, c: Case, r: &mut Rng) -> Result<f32, String> {
     let name = format!("{} via matmul_t", c.name(kernel));
     let (ar, ac) = c.a_dims();
     let (br, bc) = c.b_dims();
@@ -576,7 +577,7 @@ fn tiled_batched_and_bias_match_cpu() {
 /// [batch, M, K] x [batch, K, N] through `matmul_t` on random data: one dispatch of
 /// `want_kernel`, each batch's product against `matmul_cpu`.
 fn batched_matmul(
-    g: &Gpu,
+    g: &Engine,
     what: &str,
     want_kernel: &str,
     (batch, m, n, k): (usize, usize, usize, usize),
@@ -732,7 +733,7 @@ fn generated_matmul_shaders_are_current() {
 /// one dispatch of `entry` (with its override constants) and match `matmul_cpu`.
 #[allow(clippy::too_many_arguments)]
 fn small_product_case(
-    g: &Gpu,
+    g: &Engine,
     r: &mut Rng,
     entry: &str,
     (m, n, k): (usize, usize, usize),
@@ -753,7 +754,7 @@ fn small_product_case(
         ta as u8, tb as u8, bias as u8
     );
     let got = profiled(g, &what, &want_kernel, || {
-        activegen::ops::matmul::matmul_raw(g, &ta_t, &tb_t, ta, tb, bias.then_some(&bias_t))
+        activegen::engine::ops::matmul::matmul_raw(g, &ta_t, &tb_t, ta, tb, bias.then_some(&bias_t))
             .unwrap()
             .to_vec(g)
     })?;
@@ -793,7 +794,7 @@ fn subgroup_family_few_output_and_outer_products_use_their_kernels_and_match_cpu
 /// channel-major output) in every kernel family: subgroup, tiled, and the naive fallback
 /// (N = 17 unaligned).
 fn row_bias_and_activation_epilogue_matches_cpu(kernel: Family) {
-    use activegen::ops::activation::Act;
+    use activegen::engine::ops::activation::Act;
     let mut report = Report::default();
     {
         let g = gpu_with(kernel);
@@ -839,7 +840,7 @@ fn tiled_row_bias_and_activation_epilogue_matches_cpu() {
 /// the texture entry point.
 #[test]
 fn subgroup_texture_operand_products_match_cpu() {
-    use activegen::ops::activation::Act;
+    use activegen::engine::ops::activation::Act;
     let g = gpu_with(Family::Subgroup);
     g.update_policy(|p| p.texture_reads = true);
     let mut r = Rng(44);
@@ -932,7 +933,7 @@ fn subgroup_texture_operand_products_match_cpu() {
 /// layout copy. Ragged M, odd S (1, 3, 17, 49) and block counts; the output starts filled
 /// with a sentinel, so a missed or stray store shows.
 fn swapped_output_matches_cpu(kernel: Family) {
-    use activegen::ops::activation::Act;
+    use activegen::engine::ops::activation::Act;
     let g = gpu_with(kernel);
     let mut r = Rng(47);
     let mut report = Report::default();
@@ -1044,7 +1045,7 @@ fn tiled_swapped_output_matches_cpu() {
 /// `activation_backward`. Each activation's derivative is taken from outputs of both signs
 /// (and inside tanh's and sigmoid's ranges); the output starts filled with a sentinel.
 fn act_grad_epilogue_matches_cpu(kernel: Family) {
-    use activegen::ops::activation::Act;
+    use activegen::engine::ops::activation::Act;
     let g = gpu_with(kernel);
     let mut r = Rng(53);
     let mut report = Report::default();
@@ -1149,14 +1150,14 @@ fn tiled_act_grad_epilogue_matches_cpu() {
     act_grad_epilogue_matches_cpu(Family::Tiled(TileForm::Tile64x4));
 }
 
-/// The texture copy cache (`Gpu::flat_texture`) skips the copy of an operand whose buffer
+/// The texture copy cache (`Engine::flat_texture`) skips the copy of an operand whose buffer
 /// has not been written since its last copy, and copies again after every kind of write:
 /// a kernel writing it in place (EMA update), an encoder copy (`copy_from`), a queue
 /// upload (`write`), and a pooled buffer handed to a new tensor whose kernel fills it.
 /// Each product is checked against the CPU, and the copy count says what was skipped.
 #[test]
 fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
-    use activegen::ops::{elementwise, matmul::matmul_raw, optim};
+    use activegen::engine::ops::{elementwise, matmul::matmul_raw, optim};
     let g = gpu_with(Family::Subgroup);
     g.update_policy(|p| p.texture_reads = true);
     g.update_policy(|p| p.texture_cache = true);
@@ -1214,8 +1215,8 @@ fn subgroup_texture_copies_are_reused_until_their_buffer_is_written() {
 /// (P is a multiple of 4 here, as `applies` asks.)
 #[test]
 fn subgroup_implicit_convolution_matches_cpu() {
-    use activegen::ops::activation::Act;
-    use activegen::ops::{conv2d, conv_implicit, elementwise};
+    use activegen::engine::ops::activation::Act;
+    use activegen::engine::ops::{conv2d, conv_implicit, elementwise};
     let g = gpu_with(Family::Subgroup);
     let mut r = Rng(59);
     let mut report = Report::default();
@@ -1393,7 +1394,7 @@ fn subgroup_weight_gradients_of_large_products_match_cpu() {
         .into_param();
     let y = linear(&g, &tx, &tw, None).unwrap();
     let tdy = Tensor::from_slice(&g, &[n, out], &dy).unwrap();
-    let grads = activegen::tape::backward_with(&g, &y, tdy).unwrap();
+    let grads = activegen::engine::tape::backward_with(&g, &y, tdy).unwrap();
     // dW [out, in] = dyᵀ · x
     let want = matmul_cpu(&dy, &x, out, n, inp, true, false);
     assert_close(
@@ -1410,7 +1411,7 @@ fn subgroup_weight_gradients_of_large_products_match_cpu() {
         .into_param();
     let c = matmul_t(&g, &tx, &tb, false, false).unwrap();
     let tdc = Tensor::from_slice(&g, &[n, out], &dy).unwrap();
-    let grads = activegen::tape::backward_with(&g, &c, tdc).unwrap();
+    let grads = activegen::engine::tape::backward_with(&g, &c, tdc).unwrap();
     let want = matmul_cpu(&x, &dy, inp, n, out, true, false);
     assert_close(
         "matmul dB",
@@ -1432,8 +1433,8 @@ fn subgroup_weight_gradients_of_large_products_match_cpu() {
 /// sub-pixel kernel, so a silent fallback to the column form fails here.
 #[test]
 fn subgroup_subpixel_data_gradient_matches_cpu() {
-    use activegen::ops::activation::Act;
-    use activegen::ops::{conv2d, conv_subpixel, elementwise};
+    use activegen::engine::ops::activation::Act;
+    use activegen::engine::ops::{conv2d, conv_subpixel, elementwise};
     let g = gpu_with(Family::Subgroup);
     let mut r = Rng(47);
     let mut report = Report::default();

@@ -6,10 +6,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use activegen::ops::activation::Act;
-use activegen::ops::{batchnorm, conv2d, conv_transpose2d, loss, matmul, optim};
-use activegen::tape;
-use activegen::{Gpu, Tensor};
+use activegen::engine::ops::activation::Act;
+use activegen::engine::ops::{batchnorm, conv2d, conv_transpose2d, loss, matmul, optim};
+use activegen::engine::tape;
+use activegen::{Engine, Tensor};
 use common::*;
 use serde_json::Value;
 
@@ -56,7 +56,7 @@ impl Fixture {
     fn data(&self, k: usize, name: &str) -> &[f32] {
         &self.get(k, name).1
     }
-    fn tensor(&self, g: &Gpu, k: usize, name: &str) -> Tensor {
+    fn tensor(&self, g: &Engine, k: usize, name: &str) -> Tensor {
         let (s, d) = self.get(k, name);
         Tensor::from_slice(g, s, d).unwrap()
     }
@@ -239,8 +239,8 @@ fn optimizer_steps_match_torch_optim() {
         opt.state[0].1.write(&g, f.data(k, "v_before"));
         opt.step = usize_of(&c, "step") as u64 - 1;
         let grad = f.tensor(&g, k, "grad");
-        let y = activegen::ops::elementwise::mul(&g, &p, &grad).unwrap();
-        let l = activegen::ops::reduce::sum_all(&g, &y).unwrap();
+        let y = activegen::engine::ops::elementwise::mul(&g, &p, &grad).unwrap();
+        let l = activegen::engine::ops::reduce::sum_all(&g, &y).unwrap();
         let grads = tape::backward(&g, &l).unwrap();
         opt.step(&g, std::slice::from_ref(&p), &grads).unwrap();
         let before = f.data(k, "param_before");
@@ -327,7 +327,7 @@ fn losses_match_torch() {
     let lv = f.tensor(&g, 3, "logvar").into_param();
     // The loss reads packed statistics [N, 2Z] (mu | logvar per row), as the VAE's encoder
     // emits them; the concat's backward hands each half its gradient.
-    let stats = activegen::ops::concat::concat(&g, &[&mu, &lv], 1).unwrap();
+    let stats = activegen::engine::ops::concat::concat(&g, &[&mu, &lv], 1).unwrap();
     let l = loss::gaussian_kl(&g, &stats).unwrap();
     assert_golden("kl loss", &l.to_vec(&g), f.data(3, "loss"));
     let grads = tape::backward(&g, &l).unwrap();

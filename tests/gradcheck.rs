@@ -4,17 +4,17 @@
 
 mod common;
 
-use activegen::ops::activation::{self, Act};
-use activegen::ops::{
+use activegen::engine::ops::activation::{self, Act};
+use activegen::engine::ops::{
     batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent, linear_cm,
     loss, matmul, normalize, reduce,
 };
-use activegen::tape;
-use activegen::{Gpu, Tensor};
+use activegen::engine::tape;
+use activegen::{Engine, Tensor};
 use anyhow::Result;
 use common::*;
 
-type Forward = dyn Fn(&Gpu, &[Tensor]) -> Result<Tensor>;
+type Forward = dyn Fn(&Engine, &[Tensor]) -> Result<Tensor>;
 
 /// Checks d sum(f(x) * R) / dx_i for up to 10 sampled elements of every input.
 fn gradcheck(name: &str, inputs: &[(Vec<usize>, Vec<f32>)], f: &Forward) {
@@ -237,7 +237,7 @@ fn unary_gradients() {
     let x = rand(&mut r, &[2, 4]);
     let p = positive(&mut r, &[2, 4]);
     let k = away_from_zero(&mut r, &[2, 4]);
-    type UnaryFn = fn(&Gpu, &Tensor) -> Result<Tensor>;
+    type UnaryFn = fn(&Engine, &Tensor) -> Result<Tensor>;
     type Input = (Vec<usize>, Vec<f32>);
     let ops: [(&str, &Input, UnaryFn); 6] = [
         ("affine vec4", &x, |g, x| {
@@ -473,8 +473,8 @@ fn a_tensor_used_twice_accumulates_both_gradients() {
 /// parameter gradient is computed on the way.
 #[test]
 fn latent_gradients_through_generator_then_discriminator() {
+    use activegen::engine::nn;
     use activegen::models::dcgan::{Discriminator, GanConfig, Generator};
-    use activegen::nn;
     let g = gpu();
     g.set_seed(11);
     let cfg = GanConfig {
@@ -496,7 +496,7 @@ fn latent_gradients_through_generator_then_discriminator() {
         let w = Tensor::from_slice(&g, &[3, 1], &weights).unwrap();
         reduce::sum_all(&g, &elementwise::mul(&g, y, &w).unwrap()).unwrap()
     };
-    let calls = |stats: Vec<(String, activegen::gpu::KernelStat)>| -> u64 {
+    let calls = |stats: Vec<(String, activegen::engine::device::KernelStat)>| -> u64 {
         stats.iter().map(|s| s.1.calls).sum()
     };
     let z = Tensor::from_slice(&g, &[3, 6], &z0).unwrap().into_param();
@@ -596,7 +596,7 @@ fn spectral_norm_gradients() {
     let u = {
         let g = gpu();
         g.set_seed(5);
-        let sn = activegen::nn::SpectralNorm::new(&g, 4).unwrap();
+        let sn = activegen::engine::nn::SpectralNorm::new(&g, 4).unwrap();
         let wt = Tensor::from_slice(&g, &w.0, &w.1).unwrap();
         for _ in 0..100 {
             tape::no_grad(&g, || sn.apply(&g, &wt, true)).unwrap();
@@ -604,7 +604,7 @@ fn spectral_norm_gradients() {
         sn.u.to_vec(&g)
     };
     gradcheck("spectral norm", &[w], &move |g, x| {
-        let sn = activegen::nn::SpectralNorm {
+        let sn = activegen::engine::nn::SpectralNorm {
             u: Tensor::from_slice(g, &[4], &u)?,
         };
         sn.apply(g, &x[0], false)

@@ -4,18 +4,18 @@
 
 mod common;
 
-use activegen::ops::activation::{self, Act};
-use activegen::ops::{
+use activegen::engine::ops::activation::{self, Act};
+use activegen::engine::ops::{
     batchnorm, concat, conv2d, conv_transpose2d, diffaug, dropout, elementwise, latent, loss,
     matmul, normalize, optim, reduce, rng,
 };
-use activegen::tape;
+use activegen::engine::tape;
 use activegen::Tensor;
 use common::*;
 
 const ODD: [usize; 4] = [1, 3, 17, 65];
 
-fn t(g: &activegen::Gpu, shape: &[usize], data: &[f32]) -> Tensor {
+fn t(g: &activegen::Engine, shape: &[usize], data: &[f32]) -> Tensor {
     Tensor::from_slice(g, shape, data).unwrap()
 }
 
@@ -820,7 +820,7 @@ fn losses_match_cpu() {
             1e-5,
             1e-5,
         );
-        let explicit = activegen::ops::elementwise::affine(&g, &td, 0.5, 0.5).unwrap();
+        let explicit = activegen::engine::ops::elementwise::affine(&g, &td, 0.5, 0.5).unwrap();
         let le = loss::bce_with_logits(&g, &xg, loss::Target::Tensor(explicit)).unwrap();
         let ge = tape::backward(&g, &le)
             .unwrap()
@@ -1188,9 +1188,9 @@ fn channel_major_convolutions_match_cpu() {
 /// show; elsewhere, and for shapes it cannot take, by a layout copy.
 #[test]
 fn channel_major_linear_gemm_forms_match_cpu_and_the_nchw_linear() {
-    use activegen::ops::{linear_cm, matmul};
+    use activegen::engine::ops::{linear_cm, matmul};
     let g = gpu();
-    let subgroup = g.policy().gemm == activegen::gpu::GemmKernel::Subgroup;
+    let subgroup = g.policy().gemm == activegen::engine::policy::GemmKernel::Subgroup;
     let mut r = Rng(23);
     // (C, N, S, K): linear_to_cm's x [N, K] -> [C, N, S]; linear_cm's x [C, N, S] -> [N, K]
     // (so K is its output count).
@@ -1306,7 +1306,7 @@ fn channel_major_linear_gemm_forms_match_cpu_and_the_nchw_linear() {
 /// odd ones the fallback), reading through texture copies and from the buffers.
 #[test]
 fn linear_cm_matches_cpu_and_the_nchw_linear() {
-    use activegen::ops::{linear_cm, matmul};
+    use activegen::engine::ops::{linear_cm, matmul};
     let g = gpu();
     let mut r = Rng(19);
     // (4, 3, 3, 2) and (2, 5, 2, 1) wrap to the next channel inside a group of four.
@@ -1338,7 +1338,7 @@ fn linear_cm_matches_cpu_and_the_nchw_linear() {
         // tiled GEMM; the profile shows which kernel ran.
         if (c * n * s).is_multiple_of(4) && o == 1 {
             let family = g.policy().gemm;
-            g.update_policy(|p| p.gemm = activegen::gpu::GemmKernel::Tiled);
+            g.update_policy(|p| p.gemm = activegen::engine::policy::GemmKernel::Tiled);
             g.device.start_profiling();
             let y_rows = linear_cm::linear_cm(&g, &tx, &tw, Some(&tb)).unwrap();
             let ran: Vec<String> = g

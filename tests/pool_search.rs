@@ -4,8 +4,8 @@
 
 mod common;
 
+use activegen::engine::ops::knn::{self, Chunking, Rows, Score};
 use activegen::metrics::Features;
-use activegen::ops::knn::{self, Chunking, Rows, Score};
 use activegen::util::HostRng;
 
 fn random_features(n: usize, d: usize, seed: u64) -> Features {

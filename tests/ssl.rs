@@ -90,7 +90,7 @@ fn training_lowers_the_loss_and_features_beat_raw_pixels_at_knn() {
     }
     let x = activegen::Tensor::from_slice(&g, &[256, 1, 28, 28], &views).unwrap();
     let loss_of = |e: &ssl::Encoder| {
-        activegen::tape::no_grad(&g, || {
+        activegen::engine::tape::no_grad(&g, || {
             let (_, z) = e.forward(&g, &x, false)?;
             ssl::nt_xent(&g, &z, spec.temperature)
         })
@@ -153,7 +153,7 @@ fn training_lowers_the_loss_and_features_beat_raw_pixels_at_knn() {
         &labels(&test),
         20,
         Similarity::Euclidean,
-        activegen::ops::knn::Chunking {
+        activegen::engine::ops::knn::Chunking {
             memory_bytes: 37 * 784 * 4,
             distance_bytes: 64 << 20,
         },

@@ -130,7 +130,8 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
                 );
             }
             let built = g.device.pipelines.built();
-            let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
+            let real =
+                activegen::engine::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
             let onehot =
                 train::one_hot(&g, &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], 3).unwrap();
             let losses = m
@@ -163,7 +164,7 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
 /// `setup`: every loss's bits, and the kernels of the third step with their call counts.
 fn three_steps(
     model: ModelKind,
-    setup: impl Fn(&activegen::Gpu),
+    setup: impl Fn(&activegen::Engine),
 ) -> (Vec<u32>, Vec<(String, u64)>) {
     let mut cfg = TrainConfig {
         model,
@@ -175,7 +176,7 @@ fn three_steps(
     setup(&g);
     g.set_seed(5);
     let mut m = train::Model::new(&g, &cfg, 10).unwrap();
-    let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
+    let real = activegen::engine::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
     let mut losses = vec![];
     let mut kernels = vec![];
     for step in 0..3 {
@@ -334,8 +335,8 @@ fn absurd_settings_are_refused_with_the_flag_named() {
 
 #[test]
 fn parameter_gradients_are_reachable_by_name() {
+    use activegen::engine::nn::{grad_by_name, Module};
     use activegen::models::dcgan::{Discriminator, GanConfig};
-    use activegen::nn::{grad_by_name, Module};
     let g = gpu();
     g.set_seed(1);
     let cfg = GanConfig {
@@ -343,10 +344,10 @@ fn parameter_gradients_are_reachable_by_name() {
         ..GanConfig::default()
     };
     let d = Discriminator::new(&g, &cfg).unwrap();
-    let x = activegen::ops::rng::normal(&g, &[4, 1, 28, 28], 0.0, 1.0).unwrap();
+    let x = activegen::engine::ops::rng::normal(&g, &[4, 1, 28, 28], 0.0, 1.0).unwrap();
     let logits = d.forward(&g, &x, None, true, false).unwrap();
-    let l = activegen::ops::reduce::mean_all(&g, &logits).unwrap();
-    let grads = activegen::tape::backward(&g, &l).unwrap();
+    let l = activegen::engine::ops::reduce::mean_all(&g, &logits).unwrap();
+    let grads = activegen::engine::tape::backward(&g, &l).unwrap();
     for p in d.params() {
         let gr = grad_by_name(&d, &grads, &p.name)
             .unwrap_or_else(|| panic!("no gradient for {}", p.name));
@@ -365,7 +366,7 @@ fn diffaug_trains_and_draws_from_the_stream_only_when_on() {
         let g = gpu();
         g.set_seed(cfg.seed);
         let mut m = train::Model::new(&g, &cfg, 0).unwrap();
-        let real = activegen::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
+        let real = activegen::engine::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
         let mut bits = vec![];
         for _ in 0..3 {
             let l = m.train_step(&g, &real, None).unwrap();
@@ -391,11 +392,11 @@ fn spectral_norm_brings_the_largest_singular_value_to_one_and_persists_u() {
     // iteration on the host finds.
     let g = gpu();
     g.set_seed(9);
-    let w = activegen::ops::rng::normal(&g, &[6, 3, 2, 2], 0.0, 1.0).unwrap();
-    let sn = activegen::nn::SpectralNorm::new(&g, 6).unwrap();
+    let w = activegen::engine::ops::rng::normal(&g, &[6, 3, 2, 2], 0.0, 1.0).unwrap();
+    let sn = activegen::engine::nn::SpectralNorm::new(&g, 6).unwrap();
     let mut ws = vec![];
     for _ in 0..30 {
-        ws = activegen::tape::no_grad(&g, || sn.apply(&g, &w, true))
+        ws = activegen::engine::tape::no_grad(&g, || sn.apply(&g, &w, true))
             .unwrap()
             .to_vec(&g);
     }
@@ -418,7 +419,7 @@ fn spectral_norm_brings_the_largest_singular_value_to_one_and_persists_u() {
     assert!((s - 1.0).abs() < 1e-3, "largest singular value {s}");
     // Frozen passes (scoring, the generator's step) leave u alone.
     let before = sn.u.to_vec(&g);
-    activegen::tape::no_grad(&g, || sn.apply(&g, &w.detach(&g), false)).unwrap();
+    activegen::engine::tape::no_grad(&g, || sn.apply(&g, &w.detach(&g), false)).unwrap();
     assert_eq!(before, sn.u.to_vec(&g));
     // A discriminator's u vectors are part of its state (checkpoints, snapshots).
     let mut cfg = tiny(ModelKind::Gan, 1);
@@ -427,7 +428,7 @@ fn spectral_norm_brings_the_largest_singular_value_to_one_and_persists_u() {
     let train::Model::Gan(m) = m else {
         unreachable!()
     };
-    use activegen::nn::Module;
+    use activegen::engine::nn::Module;
     let names: Vec<String> = m.disc.buffers().iter().map(|b| b.name.clone()).collect();
     assert!(
         names.contains(&"conv1.weight_u".to_string()) && names.contains(&"fc.weight_u".to_string()),
@@ -532,7 +533,7 @@ fn non_finite_weights_are_never_written_as_a_checkpoint() {
     let train::Model::Gan(m) = &model else {
         unreachable!()
     };
-    use activegen::nn::Module;
+    use activegen::engine::nn::Module;
     let p = &m.disc.params()[0];
     let mut v = p.tensor.to_vec(&g);
     v[0] = f32::NAN;

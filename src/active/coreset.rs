@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::strategy::{k_center_greedy, Context, Strategy};
-use crate::ops::knn::Rows;
+use crate::engine::ops::knn::Rows;
 
 pub struct Coreset;
 

@@ -6,9 +6,9 @@
 use anyhow::Result;
 
 use super::strategy::{sq_dist, top_k, Context, Strategy};
-use crate::gpu::Gpu;
+use crate::engine::ops::knn::{self, Rows, Score};
+use crate::engine::Engine;
 use crate::metrics::Features;
-use crate::ops::knn::{self, Rows, Score};
 
 pub struct CoverageGap {
     pub k: usize,
@@ -16,7 +16,7 @@ pub struct CoverageGap {
 
 /// Distance from each generated sample to its k-th nearest other sample (k cut to the
 /// samples there are; 0 for a lone sample).
-pub fn knn_radii(g: &Gpu, gen: &Features, k: usize) -> Result<Vec<f32>> {
+pub fn knn_radii(g: &Engine, gen: &Features, k: usize) -> Result<Vec<f32>> {
     if gen.n < 2 {
         return Ok(vec![0.0; gen.n]);
     }
@@ -32,7 +32,7 @@ pub fn gaps(ctx: &Context, k: usize) -> Result<Vec<f64>> {
 /// The gaps of rows `candidates` of `features` to the balls of `generated`: one pool search
 /// over the candidates, scored by distance minus the sample's radius.
 pub fn gaps_of(
-    g: &Gpu,
+    g: &Engine,
     features: &Features,
     candidates: &[usize],
     generated: &Features,

@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 
-use crate::gpu::Gpu;
+use crate::engine::ops::knn::{self, Rows, Score};
+use crate::engine::Engine;
 use crate::metrics::Features;
-use crate::ops::knn::{self, Rows, Score};
 use crate::train::Model;
 use crate::util::HostRng;
 
@@ -13,7 +13,7 @@ use super::pool::Pool;
 
 /// What a strategy may look at when it scores the pool.
 pub struct Context<'a> {
-    pub g: &'a Gpu,
+    pub g: &'a Engine,
     /// The warm-started model of the rounds so far.
     pub model: &'a Model,
     /// The pool's images. Its labels are the oracle's and no strategy reads them.
@@ -82,7 +82,7 @@ pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
 /// greedy steps that follow are sequential (each needs the last argmax) and touch one row
 /// against the candidates each, so they stay on the host.
 pub fn k_center_greedy(
-    g: &Gpu,
+    g: &Engine,
     candidates: &[usize],
     feats: &Features,
     centers: &[Rows],

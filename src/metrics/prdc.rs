@@ -21,8 +21,8 @@
 use anyhow::{ensure, Result};
 
 use super::{par_dot_rows, Features};
-use crate::gpu::Gpu;
-use crate::ops::knn::{self, Rows, Score};
+use crate::engine::ops::knn::{self, Rows, Score};
+use crate::engine::Engine;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prdc {
@@ -40,7 +40,13 @@ pub struct Prdc {
 /// and 5). Needs N, M > k. A pair exactly on a ball's edge (a fake that copies the real
 /// point that sets the radius) may fall either way under f32 rounding here; `prdc_cpu`
 /// decides such ties consistently.
-pub fn prdc(g: &Gpu, real: &Features, fake: &Features, k_pr: usize, k_dc: usize) -> Result<Prdc> {
+pub fn prdc(
+    g: &Engine,
+    real: &Features,
+    fake: &Features,
+    k_pr: usize,
+    k_dc: usize,
+) -> Result<Prdc> {
     ensure!(real.d == fake.d, "PRDC: feature dimensions differ");
     ensure!(k_pr >= 1 && k_dc >= 1, "PRDC: k must be >= 1");
     let (x, y) = (Rows::all(real), Rows::all(fake));

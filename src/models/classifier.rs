@@ -8,11 +8,11 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::Gpu;
-use crate::nn::{BatchNorm, Conv2d, Init, Linear, Module, Named};
-use crate::ops::activation::{self, Act};
-use crate::ops::dropout;
-use crate::tensor::Tensor;
+use crate::engine::nn::{BatchNorm, Conv2d, Init, Linear, Module, Named};
+use crate::engine::ops::activation::{self, Act};
+use crate::engine::ops::dropout;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierConfig {
@@ -35,7 +35,7 @@ pub struct Trunk {
 
 impl Trunk {
     pub fn new(
-        g: &Gpu,
+        g: &Engine,
         resolution: usize,
         channels: usize,
         width: usize,
@@ -63,7 +63,7 @@ impl Trunk {
     }
 
     /// Features [N, F] after the ReLU.
-    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, g: &Engine, x: &Tensor, train: bool) -> Result<Tensor> {
         let n = x.dim(0);
         let mut h = x.clone();
         for (conv, bn) in self.convs.iter().zip(&self.bns) {
@@ -104,7 +104,7 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub fn new(g: &Gpu, cfg: &ClassifierConfig) -> Result<Classifier> {
+    pub fn new(g: &Engine, cfg: &ClassifierConfig) -> Result<Classifier> {
         let trunk = Trunk::new(g, cfg.resolution, cfg.channels, cfg.width, cfg.features)?;
         Ok(Classifier {
             cfg: cfg.clone(),
@@ -114,7 +114,7 @@ impl Classifier {
     }
 
     /// (features [N, F] after the ReLU, logits [N, classes]).
-    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward(&self, g: &Engine, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let feats = self.trunk.forward(g, x, train)?;
         let d = dropout::dropout(g, &feats, 0.3, train)?;
         let logits = self.fc2.forward(g, &d, false)?;

@@ -10,11 +10,11 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::stages;
-use crate::gpu::Gpu;
-use crate::nn::{view, BatchNorm, Conv2d, ConvTranspose2d, Init, Linear, Module, Named};
-use crate::ops::activation::Act;
-use crate::ops::{elementwise, matmul, reduce, rng};
-use crate::tensor::Tensor;
+use crate::engine::nn::{view, BatchNorm, Conv2d, ConvTranspose2d, Init, Linear, Module, Named};
+use crate::engine::ops::activation::Act;
+use crate::engine::ops::{elementwise, matmul, reduce, rng};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,7 +74,7 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(g: &Gpu, cfg: &GanConfig) -> Result<Generator> {
+    pub fn new(g: &Engine, cfg: &GanConfig) -> Result<Generator> {
         let (levels, start) = stages(cfg.resolution)?;
         if cfg.g_width == 0 || cfg.z_dim == 0 {
             bail!("generator widths and latent size must be positive");
@@ -126,7 +126,7 @@ impl Generator {
     /// z [N, z_dim] (and one-hot labels [N, classes] when conditional) -> images in [-1, 1].
     pub fn forward(
         &self,
-        g: &Gpu,
+        g: &Engine,
         z: &Tensor,
         onehot: Option<&Tensor>,
         train: bool,
@@ -134,7 +134,7 @@ impl Generator {
         let n = z.dim(0);
         let input = match (self.cfg.num_classes, onehot) {
             (0, _) => z.clone(),
-            (_, Some(y)) => crate::ops::concat::concat(g, &[z, y], 1)?,
+            (_, Some(y)) => crate::engine::ops::concat::concat(g, &[z, y], 1)?,
             (_, None) => bail!("the conditional generator needs labels"),
         };
         // Channel-major [C, N, H, W] from here to the image (see ops::conv2d).
@@ -201,7 +201,7 @@ pub struct Discriminator {
 }
 
 impl Discriminator {
-    pub fn new(g: &Gpu, cfg: &GanConfig) -> Result<Discriminator> {
+    pub fn new(g: &Engine, cfg: &GanConfig) -> Result<Discriminator> {
         let (levels, start) = stages(cfg.resolution)?;
         if cfg.d_width == 0 {
             bail!("discriminator width must be positive");
@@ -251,7 +251,7 @@ impl Discriminator {
     /// the gradient (the generator's step).
     pub fn forward(
         &self,
-        g: &Gpu,
+        g: &Engine,
         x: &Tensor,
         onehot: Option<&Tensor>,
         train: bool,
@@ -286,8 +286,8 @@ impl Discriminator {
     /// The last convolution's activations averaged over space, [N, C]: the discriminator's
     /// own view of an image (eval-mode batch norm, no tape), for `--acq-features
     /// discriminator`.
-    pub fn pooled_features(&self, g: &Gpu, x: &Tensor) -> Result<Tensor> {
-        crate::tape::no_grad(g, || {
+    pub fn pooled_features(&self, g: &Engine, x: &Tensor) -> Result<Tensor> {
+        crate::engine::tape::no_grad(g, || {
             let n = x.dim(0);
             let leaky = Act::LeakyRelu(self.cfg.leaky_slope);
             let x = elementwise::swap_leading_axes(g, x)?;

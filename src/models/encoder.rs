@@ -8,10 +8,10 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::classifier::Trunk;
-use crate::gpu::Gpu;
-use crate::nn::{BatchNorm, Init, Linear, Module, Named};
-use crate::ops::activation;
-use crate::tensor::Tensor;
+use crate::engine::nn::{BatchNorm, Init, Linear, Module, Named};
+use crate::engine::ops::activation;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
@@ -32,7 +32,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn new(g: &Gpu, cfg: &EncoderConfig) -> Result<Encoder> {
+    pub fn new(g: &Engine, cfg: &EncoderConfig) -> Result<Encoder> {
         let trunk = Trunk::new(g, cfg.resolution, cfg.channels, cfg.width, cfg.features)?;
         Ok(Encoder {
             cfg: cfg.clone(),
@@ -43,12 +43,12 @@ impl Encoder {
     }
 
     /// The representation [N, F].
-    pub fn features(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn features(&self, g: &Engine, x: &Tensor, train: bool) -> Result<Tensor> {
         self.trunk.forward(g, x, train)
     }
 
     /// (representation [N, F], projection [N, P]).
-    pub fn forward(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward(&self, g: &Engine, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let h = self.trunk.forward(g, x, train)?;
         let a = activation::relu(g, &self.head1.forward(g, &h, false)?)?;
         let z = self.head2.forward(g, &a, false)?;

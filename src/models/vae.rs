@@ -11,11 +11,11 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::stages;
-use crate::gpu::Gpu;
-use crate::nn::{BatchNorm, Conv2d, ConvTranspose2d, Init, Linear, Module, Named};
-use crate::ops::activation::{self, Act};
-use crate::ops::{concat, elementwise, latent, linear_cm, loss, rng};
-use crate::tensor::Tensor;
+use crate::engine::nn::{BatchNorm, Conv2d, ConvTranspose2d, Init, Linear, Module, Named};
+use crate::engine::ops::activation::{self, Act};
+use crate::engine::ops::{concat, elementwise, latent, linear_cm, loss, rng};
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,7 +69,7 @@ pub struct VaeLoss {
 }
 
 impl Vae {
-    pub fn new(g: &Gpu, cfg: &VaeConfig) -> Result<Vae> {
+    pub fn new(g: &Engine, cfg: &VaeConfig) -> Result<Vae> {
         let (levels, start) = stages(cfg.resolution)?;
         if cfg.width == 0 || cfg.z_dim == 0 {
             bail!("VAE width and latent size must be positive");
@@ -133,7 +133,7 @@ impl Vae {
     }
 
     /// x [N, C, R, R] in [-1, 1] -> (mu, logvar), each [N, z].
-    pub fn encode(&self, g: &Gpu, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn encode(&self, g: &Engine, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let stats = self.encode_packed(g, x)?;
         let z = self.cfg.z_dim;
         Ok((
@@ -144,7 +144,7 @@ impl Vae {
 
     /// x -> the packed statistics [N, 2z], row n = (mu[n] | logvar[n]), which the loss's
     /// sampling and KL read without splitting them.
-    pub fn encode_packed(&self, g: &Gpu, x: &Tensor) -> Result<Tensor> {
+    pub fn encode_packed(&self, g: &Engine, x: &Tensor) -> Result<Tensor> {
         // Channel-major [C, N, H, W] through the convolutions (see ops::conv2d).
         let mut h = elementwise::swap_leading_axes(g, x)?;
         for conv in &self.enc {
@@ -162,7 +162,7 @@ impl Vae {
     }
 
     /// z [N, z] -> logits [N, C, R, R].
-    pub fn decode_logits(&self, g: &Gpu, z: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn decode_logits(&self, g: &Engine, z: &Tensor, train: bool) -> Result<Tensor> {
         let n = z.dim(0);
         let h = self
             .dec_fc
@@ -180,7 +180,7 @@ impl Vae {
     }
 
     /// z -> images in [-1, 1].
-    pub fn decode(&self, g: &Gpu, z: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn decode(&self, g: &Engine, z: &Tensor, train: bool) -> Result<Tensor> {
         let logits = self.decode_logits(g, z, train)?;
         match self.cfg.recon {
             Recon::Bce => elementwise::affine(g, &activation::sigmoid(g, &logits)?, 2.0, -1.0),
@@ -189,7 +189,7 @@ impl Vae {
     }
 
     /// The negative ELBO terms on a batch x in [-1, 1]; z = mu + eps * exp(logvar / 2).
-    pub fn loss(&self, g: &Gpu, x: &Tensor, train: bool) -> Result<VaeLoss> {
+    pub fn loss(&self, g: &Engine, x: &Tensor, train: bool) -> Result<VaeLoss> {
         let stats = self.encode_packed(g, x)?;
         let eps = rng::normal(g, &[x.dim(0), self.cfg.z_dim], 0.0, 1.0)?;
         let z = latent::reparameterize(g, &stats, &eps)?;

@@ -4,7 +4,7 @@
 use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
 
-use activegen::Gpu;
+use activegen::Engine;
 
 /// The test device. With no adapter this fails with the install instructions, never skips.
 /// It comes with this thread's turn on the GPU: one test of a test process uses the GPU at
@@ -13,7 +13,7 @@ use activegen::Gpu;
 /// dispatch over all cores anyway. A test may open several devices (its turn is counted).
 pub fn gpu() -> TestGpu {
     let turn = Turn::take();
-    match Gpu::new(None) {
+    match Engine::new(None) {
         Ok(gpu) => TestGpu { gpu, _turn: turn },
         Err(e) => panic!("{e:#}"),
     }
@@ -21,13 +21,13 @@ pub fn gpu() -> TestGpu {
 
 /// A device and the turn it holds; the device is dropped before the turn is handed on.
 pub struct TestGpu {
-    gpu: Gpu,
+    gpu: Engine,
     _turn: Turn,
 }
 
 impl std::ops::Deref for TestGpu {
-    type Target = Gpu;
-    fn deref(&self) -> &Gpu {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
         &self.gpu
     }
 }
