@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::active::{self, ActiveConfig, Protocol, Quality, RoundRecord};
 use crate::charts;
-use crate::gpu::Gpu;
+use crate::engine::Engine;
 use crate::train::ModelKind;
 
 pub struct CompareConfig {
@@ -404,7 +404,7 @@ pub fn table(sum: &Summary) -> String {
 }
 
 /// Runs (or resumes) every (arm, seed), then writes the summary files.
-pub fn run_compare(g: &Gpu, cfg: &CompareConfig, progress: bool) -> Result<Summary> {
+pub fn run_compare(g: &Engine, cfg: &CompareConfig, progress: bool) -> Result<Summary> {
     let arms: Vec<ActiveConfig> = cfg
         .strategies
         .iter()

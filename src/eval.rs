@@ -12,15 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::data::{self, Dataset, LoadOptions, Split};
-use crate::gpu::Gpu;
+use crate::engine::nn;
+use crate::engine::ops::loss;
+use crate::engine::ops::optim::{self, Optimizer};
+use crate::engine::tape;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 use crate::metrics::{self, Features, GaussianStats, KidOptions};
 use crate::models::classifier::{Classifier, ClassifierConfig};
-use crate::nn;
-use crate::ops::loss;
-use crate::ops::optim::{self, Optimizer};
 use crate::ssl::{self, SslSpec};
-use crate::tape;
-use crate::tensor::Tensor;
 use crate::train::{self, Model};
 use crate::util::HostRng;
 
@@ -173,11 +173,11 @@ fn shift_batch(x: &mut [f32], c: usize, h: usize, w: usize, rng: &mut HostRng, m
 }
 
 /// Accuracy of the classifier on a labelled dataset (eval mode).
-pub fn accuracy(g: &Gpu, net: &Classifier, ds: &Dataset, batch: usize) -> Result<f64> {
+pub fn accuracy(g: &Engine, net: &Classifier, ds: &Dataset, batch: usize) -> Result<f64> {
     let idx: Vec<usize> = (0..ds.n).collect();
     let mut correct = 0;
     for chunk in idx.chunks(batch.max(1)) {
-        let x = train::upload_batch(g, ds, chunk)?;
+        let (x, _) = ds.batch(g, chunk, None)?;
         let (_, preds) = classify(g, net, &x)?;
         correct += chunk
             .iter()
@@ -190,7 +190,7 @@ pub fn accuracy(g: &Gpu, net: &Classifier, ds: &Dataset, batch: usize) -> Result
 
 /// Trains the feature classifier: Adam, random shifts of up to 2 px, `epochs` passes.
 pub fn train_classifier(
-    g: &Gpu,
+    g: &Engine,
     train_set: &Dataset,
     epochs: usize,
     batch: usize,
@@ -210,7 +210,7 @@ pub fn train_classifier(
 
 /// `train_classifier` with another architecture (tests use a narrow one).
 pub fn train_classifier_with(
-    g: &Gpu,
+    g: &Engine,
     train_set: &Dataset,
     cfg: &ClassifierConfig,
     epochs: usize,
@@ -266,7 +266,7 @@ pub fn train_classifier_with(
 
 /// The dataset's judge with the default network sizes: loaded from the cache, or
 /// trained and cached.
-pub fn judge(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> Result<FeatureNet> {
+pub fn judge(g: &Engine, spec: &str, opts: &LoadOptions, progress: bool) -> Result<FeatureNet> {
     judge_with(
         g,
         spec,
@@ -282,7 +282,7 @@ pub fn judge(g: &Gpu, spec: &str, opts: &LoadOptions, progress: bool) -> Result<
 /// the held-out split with `JUDGE_SEED`, so it is never the acquisition encoder (that one
 /// trains on the pool). The held-out split is also the metrics' real side.
 pub fn judge_with(
-    g: &Gpu,
+    g: &Engine,
     spec: &str,
     opts: &LoadOptions,
     net_spec: &FeatureNetSpec,
@@ -316,7 +316,7 @@ pub fn judge_with(
 
 /// The dataset's supervised feature classifier, trained on its labels (cached).
 pub fn classifier_net(
-    g: &Gpu,
+    g: &Engine,
     spec: &str,
     opts: &LoadOptions,
     net_spec: &FeatureNetSpec,
@@ -410,7 +410,7 @@ fn classifier_description(spec: &str, key: &str, accuracy: Option<f64>) -> Strin
 
 /// Features [B, F] of a batch of images in eval mode, with the predicted classes where the
 /// network is a classifier.
-pub fn extract(g: &Gpu, net: &FeatureNet, x: &Tensor) -> Result<(Vec<f32>, Option<Vec<usize>>)> {
+pub fn extract(g: &Engine, net: &FeatureNet, x: &Tensor) -> Result<(Vec<f32>, Option<Vec<usize>>)> {
     match &net.net {
         Backbone::Classifier(c) => {
             let (f, p) = classify(g, c, x)?;
@@ -421,7 +421,7 @@ pub fn extract(g: &Gpu, net: &FeatureNet, x: &Tensor) -> Result<(Vec<f32>, Optio
 }
 
 /// Features [B, F] and predicted classes of a batch of images, in eval mode.
-pub fn classify(g: &Gpu, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
+pub fn classify(g: &Engine, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
     let (feats, logits) = tape::no_grad(g, || net.forward(g, x, false))?;
     let f = feats.to_vec(g);
     let l = logits.to_vec(g);
@@ -441,7 +441,7 @@ pub fn classify(g: &Gpu, net: &Classifier, x: &Tensor) -> Result<(Vec<f32>, Vec<
 
 /// Features of some images of a dataset (and predicted classes, for a classifier).
 pub fn features_of_dataset(
-    g: &Gpu,
+    g: &Engine,
     net: &FeatureNet,
     ds: &Dataset,
     indices: &[usize],
@@ -450,7 +450,7 @@ pub fn features_of_dataset(
     let mut data = Vec::with_capacity(indices.len() * net.dim());
     let mut preds = net.predicts_classes().then(Vec::new);
     for chunk in indices.chunks(batch.max(1)) {
-        let x = train::upload_batch(g, ds, chunk)?;
+        let (x, _) = ds.batch(g, chunk, None)?;
         let (f, p) = extract(g, net, &x)?;
         data.extend(f);
         if let (Some(all), Some(p)) = (preds.as_mut(), p) {
@@ -464,7 +464,7 @@ pub fn features_of_dataset(
 /// over the classes for a conditional model) and hands each batch to `each`. The device's
 /// random stream is left as it was.
 pub fn generate(
-    g: &Gpu,
+    g: &Engine,
     model: &Model,
     n: usize,
     seed: u64,
@@ -481,7 +481,7 @@ pub fn generate(
         let zt = Tensor::from_slice(g, &[b, z_dim], &z)?;
         let labels = if classes > 0 {
             let l: Vec<usize> = (done..done + b).map(|i| i % classes).collect();
-            Some(train::one_hot(g, &l, classes)?)
+            Some(crate::data::one_hot(g, &l, classes)?)
         } else {
             None
         };
@@ -494,7 +494,7 @@ pub fn generate(
 /// Features of `n` generated images from seeded latents (see `generate`), their predicted
 /// classes where the network is a classifier, and the first 64 images (for grids).
 pub fn features_of_model(
-    g: &Gpu,
+    g: &Engine,
     net: &FeatureNet,
     model: &Model,
     n: usize,
@@ -601,7 +601,7 @@ fn scaled(f: &Features, c: f32) -> Features {
 
 /// All metrics of `fake` against `real`, on features scaled by `feature_scale(real)`.
 pub fn report(
-    g: &Gpu,
+    g: &Engine,
     real: &Features,
     fake: &Features,
     fake_preds: Option<&[usize]>,
@@ -652,7 +652,7 @@ pub fn report(
 
 /// Real features of the first `n` images of a split, cached next to the classifier.
 pub fn real_features(
-    g: &Gpu,
+    g: &Engine,
     net: &FeatureNet,
     spec: &str,
     split: Split,

@@ -7,8 +7,9 @@ use clap::{Parser, Subcommand};
 
 use std::path::PathBuf;
 
+use activegen::engine::device::{list_adapters, NO_ADAPTER_HELP};
 use activegen::train::{self, TrainConfig};
-use activegen::{bench, gpu, Gpu};
+use activegen::{bench, Engine};
 
 #[derive(Parser)]
 #[command(
@@ -543,9 +544,9 @@ enum Command {
 }
 
 fn devices() -> Result<()> {
-    let adapters = gpu::list_adapters();
+    let adapters = list_adapters();
     if adapters.is_empty() {
-        anyhow::bail!("{}", gpu::NO_ADAPTER_HELP);
+        anyhow::bail!("{}", NO_ADAPTER_HELP);
     }
     for a in adapters {
         let l = &a.limits;
@@ -636,9 +637,9 @@ fn train_cmd(
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("{}: cannot create run directory: {e}", out.display()))?;
     train::save_config(&cfg, &out.join("config.toml"))?;
-    let g = Gpu::new(device)?;
+    let g = Engine::new(device)?;
     if profile {
-        g.start_profiling();
+        g.device.start_profiling();
     }
     let t = std::time::Instant::now();
     let outcome = train::run_train(&g, &cfg, &out, resume, !quiet)?;
@@ -655,8 +656,8 @@ fn train_cmd(
         out.display()
     );
     if profile {
-        let stats = g.stop_profiling();
-        let timer = if g.has_timestamps() {
+        let stats = g.device.stop_profiling();
+        let timer = if g.device.has_timestamps() {
             "gpu timestamps"
         } else {
             "wall brackets"
@@ -683,7 +684,7 @@ fn sample_cmd(
     }
     let cfg = train::load_config(&checkpoint.join("config.toml"))?;
     activegen::checkpoint::settle(&checkpoint)?;
-    let g = Gpu::new(device)?;
+    let g = Engine::new(device)?;
     g.set_seed(cfg.seed);
     let classes = if cfg.gan.num_classes > 0 {
         activegen::data::load(
@@ -740,7 +741,7 @@ fn sample_cmd(
             let l: Vec<usize> = (start..start + b)
                 .map(|i| i % model.num_classes())
                 .collect();
-            Some(train::one_hot(&g, &l, model.num_classes())?)
+            Some(activegen::data::one_hot(&g, &l, model.num_classes())?)
         } else {
             None
         };
@@ -821,7 +822,7 @@ fn eval_cmd(
     if data_dir.is_some() {
         opts.data_dir = data_dir.clone();
     }
-    let g = Gpu::new(device)?;
+    let g = Engine::new(device)?;
     let t = std::time::Instant::now();
     // Progress goes to stderr, so --json output stays clean while a feature net trains.
     let net = eval::judge_with(&g, &spec, &opts, &net_spec, &ssl, true)?;
@@ -912,7 +913,7 @@ fn encoder_cmd(
     images.labels = None;
     images.num_classes = 0;
     images.class_names.clear();
-    let g = Gpu::new(device)?;
+    let g = Engine::new(device)?;
     let t = std::time::Instant::now();
     let (enc, key) = ssl::encoder_for(&g, &images, &spec, seed, true)?;
     let seconds = t.elapsed().as_secs_f64();
@@ -1016,7 +1017,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let mut cfg = args.resolve(Some(&strategy))?;
             cfg.allow_changed_settings = allow_changed_settings;
-            let g = Gpu::new(device)?;
+            let g = Engine::new(device)?;
             let o = activegen::active::run_active(&g, &cfg, &out, resume, !quiet)?;
             println!(
                 "judge: {}\nacquisition features: {}",
@@ -1053,7 +1054,7 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let base = args.resolve(None)?;
-            let g = Gpu::new(device)?;
+            let g = Engine::new(device)?;
             let cfg = activegen::compare::CompareConfig {
                 strategies,
                 seeds,
@@ -1111,7 +1112,7 @@ fn run(cli: Cli) -> Result<()> {
             rows,
             cpu_max_rows,
         } => {
-            let g = Gpu::new(device)?;
+            let g = Engine::new(device)?;
             if case == "pool-search" {
                 for &n in &rows {
                     if !(1..=20_000_000).contains(&n) {
@@ -1127,7 +1128,7 @@ fn run(cli: Cli) -> Result<()> {
                         }
                     );
                     if profile && !json {
-                        let timer = if g.has_timestamps() {
+                        let timer = if g.device.has_timestamps() {
                             "gpu timestamps"
                         } else {
                             "wall brackets"
@@ -1154,7 +1155,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 );
                 if profile && !json {
-                    let timer = if g.has_timestamps() {
+                    let timer = if g.device.has_timestamps() {
                         "gpu timestamps"
                     } else {
                         "wall brackets"

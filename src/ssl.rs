@@ -17,16 +17,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::data::Dataset;
-use crate::gpu::Gpu;
+use crate::engine::nn;
+use crate::engine::ops::knn::{self, Chunking, Rows, Score};
+use crate::engine::ops::optim::{self, Optimizer};
+use crate::engine::ops::{elementwise, loss, matmul, normalize};
+use crate::engine::tape;
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
 use crate::metrics::Features;
 pub use crate::models::encoder::{Encoder, EncoderConfig};
-use crate::nn;
-use crate::ops::knn::{self, Chunking, Rows, Score};
-use crate::ops::optim::{self, Optimizer};
-use crate::ops::{elementwise, loss, matmul, normalize};
-use crate::tape;
-use crate::tensor::Tensor;
-use crate::train;
+use crate::train::{self, Learner, StepLosses, Trainer};
 use crate::util::HostRng;
 
 /// Bump when the encoder's architecture, augmentations or training change: it keys the
@@ -97,7 +97,7 @@ impl SslSpec {
 ///   loss = mean over the 2B rows of −log softmax(s_i)[partner(i)].
 /// Composed from engine ops, each with its own backward pass: the similarity GEMM is
 /// [2B, 2B], small next to the encoder.
-pub fn nt_xent(g: &Gpu, z: &Tensor, temperature: f32) -> Result<Tensor> {
+pub fn nt_xent(g: &Engine, z: &Tensor, temperature: f32) -> Result<Tensor> {
     if z.rank() != 2 || z.dim(0) < 2 || !z.dim(0).is_multiple_of(2) {
         bail!(
             "nt_xent takes projections [2B, P] of two views per image, got {:?}",
@@ -195,7 +195,7 @@ pub fn augment_view(src: &[f32], c: usize, h: usize, w: usize, rng: &mut HostRng
 /// Trains an encoder on the images of `ds` (its labels are never read). The device's
 /// random stream is left as it was.
 pub fn train_encoder(
-    g: &Gpu,
+    g: &Engine,
     ds: &Dataset,
     spec: &SslSpec,
     seed: u64,
@@ -218,8 +218,54 @@ fn encoder_config(ds: &Dataset, spec: &SslSpec) -> EncoderConfig {
     }
 }
 
+/// The SimCLR step as a `Learner`: two augmented views of each image of the batch (on
+/// the host, from its own seeded stream), the NT-Xent loss of their projections, one Adam
+/// step.
+struct SimClr<'a> {
+    enc: &'a Encoder,
+    params: Vec<Tensor>,
+    opt: Optimizer,
+    temperature: f32,
+    rng: HostRng,
+    images: Vec<f32>,
+    views: Vec<f32>,
+}
+
+impl Learner for SimClr<'_> {
+    fn learn(&mut self, g: &Engine, ds: &Dataset, idx: &[usize]) -> Result<StepLosses> {
+        let (b, len) = (idx.len(), ds.image_len());
+        let (c, h, w) = (ds.channels, ds.height, ds.width);
+        self.images.resize(b * len, 0.0);
+        self.views.resize(2 * b * len, 0.0);
+        ds.fill_batch(idx, &mut self.images);
+        // Views 0..B, then their partners B..2B.
+        let views = &mut self.views;
+        for (i, img) in self.images.chunks(len).enumerate() {
+            augment_view(
+                img,
+                c,
+                h,
+                w,
+                &mut self.rng,
+                &mut views[i * len..(i + 1) * len],
+            );
+            let partner = &mut views[(b + i) * len..(b + i + 1) * len];
+            augment_view(img, c, h, w, &mut self.rng, partner);
+        }
+        let x = Tensor::from_slice(g, &[2 * b, c, h, w], &self.views)?;
+        let (_, z) = self.enc.forward(g, &x, true)?;
+        let l = nt_xent(g, &z, self.temperature)?;
+        let grads = tape::backward(g, &l)?;
+        self.opt.step(g, &self.params, &grads)?;
+        Ok(StepLosses {
+            names: &["nt_xent"],
+            values: vec![l],
+        })
+    }
+}
+
 fn train_with_seed(
-    g: &Gpu,
+    g: &Engine,
     ds: &Dataset,
     spec: &SslSpec,
     seed: u64,
@@ -228,49 +274,35 @@ fn train_with_seed(
     g.set_seed(seed);
     let enc = Encoder::new(g, &encoder_config(ds, spec))?;
     let params = nn::param_tensors(&enc);
-    let mut opt = Optimizer::new(g, optim::Config::adam(spec.lr, 0.9, 0.999), &params)?;
+    let opt = Optimizer::new(g, optim::Config::adam(spec.lr, 0.9, 0.999), &params)?;
+    let mut learner = SimClr {
+        enc: &enc,
+        params,
+        opt,
+        temperature: spec.temperature,
+        rng: HostRng::new(seed, 0x551),
+        images: vec![],
+        views: vec![],
+    };
     let b = spec.batch.min(ds.n);
-    let mut sampler = train::Sampler::new(seed, ds.n);
-    let mut rng = HostRng::new(seed, 0x551);
-    let (c, h, w) = (ds.channels, ds.height, ds.width);
-    let len = ds.image_len();
-    let mut images = vec![0.0f32; b * len];
-    let mut views = vec![0.0f32; 2 * b * len];
+    let mut trainer = Trainer::new(&mut learner, ds, b, train::Sampler::new(seed, ds.n));
     let bar = train::progress_bar(progress, spec.steps as u64, 0);
     bar.set_message(format!(
         "self-supervised encoder on {} images, no labels",
         ds.n
     ));
-    for step in 0..spec.steps {
-        let idx = sampler.next_batch(b);
-        ds.fill_batch(&idx, &mut images);
-        // Views 0..B, then their partners B..2B.
-        for (i, img) in images.chunks(len).enumerate() {
-            augment_view(img, c, h, w, &mut rng, &mut views[i * len..(i + 1) * len]);
-            augment_view(
-                img,
-                c,
-                h,
-                w,
-                &mut rng,
-                &mut views[(b + i) * len..(b + i + 1) * len],
-            );
-        }
-        let x = Tensor::from_slice(g, &[2 * b, c, h, w], &views)?;
-        let (_, z) = enc.forward(g, &x, true)?;
-        let l = nt_xent(g, &z, spec.temperature)?;
-        let grads = tape::backward(g, &l)?;
-        opt.step(g, &params, &grads)?;
-        if (step + 1) % 50 == 0 || step + 1 == spec.steps {
-            let v = l.item(g);
-            train::check_losses(step + 1, &["nt_xent"], &[v])?;
+    // The loss is read back every 50 steps and at the end.
+    while trainer.step < spec.steps {
+        let n = (50 - trainer.step % 50).min(spec.steps - trainer.step);
+        let last = trainer.steps(g, n, |_, _, _| Ok(()))?;
+        if let Some(losses) = last {
+            let v = train::read_losses(g, trainer.step, &losses)?[0].1;
             bar.set_message(format!(
                 "self-supervised encoder on {} images: loss {v:.3}",
                 ds.n
             ));
         }
-        g.flush();
-        bar.inc(1);
+        bar.set_position(trainer.step as u64);
     }
     bar.finish_and_clear();
     Ok(enc)
@@ -309,7 +341,7 @@ fn cache_path(key: &str) -> PathBuf {
 /// The encoder of these images: from the cache, or trained and cached. The key names it in
 /// reports. The device's random stream is left as it was.
 pub fn encoder_for(
-    g: &Gpu,
+    g: &Engine,
     ds: &Dataset,
     spec: &SslSpec,
     seed: u64,
@@ -345,13 +377,13 @@ pub fn encoder_for(
 }
 
 /// Representations [B, F] of a batch of images in [-1, 1] (eval mode, no tape).
-pub fn embed(g: &Gpu, enc: &Encoder, x: &Tensor) -> Result<Vec<f32>> {
+pub fn embed(g: &Engine, enc: &Encoder, x: &Tensor) -> Result<Vec<f32>> {
     Ok(tape::no_grad(g, || enc.features(g, x, false))?.to_vec(g))
 }
 
 /// Representations of some images of a dataset.
 pub fn embed_dataset(
-    g: &Gpu,
+    g: &Engine,
     enc: &Encoder,
     ds: &Dataset,
     indices: &[usize],
@@ -359,7 +391,7 @@ pub fn embed_dataset(
 ) -> Result<Features> {
     let mut data = Vec::with_capacity(indices.len() * enc.cfg.features);
     for chunk in indices.chunks(batch.max(1)) {
-        let x = train::upload_batch(g, ds, chunk)?;
+        let (x, _) = ds.batch(g, chunk, None)?;
         data.extend(embed(g, enc, &x)?);
     }
     Features::new(indices.len(), enc.cfg.features, data)
@@ -379,7 +411,7 @@ pub enum Similarity {
 /// the engine's pool search (ops/knn.rs); cosine similarity ranks as the Euclidean distance
 /// between unit rows, |a - b|² = 2 - 2 cos(a, b).
 pub fn knn_accuracy(
-    g: &Gpu,
+    g: &Engine,
     train: &Features,
     train_labels: &[usize],
     test: &Features,
@@ -402,7 +434,7 @@ pub fn knn_accuracy(
 /// `knn_accuracy` with the search's chunk sizes given.
 #[allow(clippy::too_many_arguments)]
 pub fn knn_accuracy_chunked(
-    g: &Gpu,
+    g: &Engine,
     train: &Features,
     train_labels: &[usize],
     test: &Features,

@@ -5,7 +5,7 @@ mod common;
 
 use activegen::engine::ops::activation::Act;
 use activegen::engine::ops::{batchnorm, conv2d, elementwise, loss, matmul, optim, reduce, rng};
-use activegen::{engine::tape, shaders, Tensor};
+use activegen::{engine::shaders, engine::tape, Tensor};
 use common::*;
 
 #[test]

@@ -982,6 +982,7 @@ fn swapped_output_matches_cpu(kernel: Family) {
         g.device.start_profiling();
         let res = gemm(&g, &spec, &out, 1);
         let ran: Vec<String> = g
+            .device
             .stop_profiling()
             .into_iter()
             .map(|(k, _)| k)
@@ -1096,6 +1097,7 @@ fn act_grad_epilogue_matches_cpu(kernel: Family) {
         g.device.start_profiling();
         let res = gemm(&g, &spec, &out, 1);
         let ran: Vec<String> = g
+            .device
             .stop_profiling()
             .into_iter()
             .map(|(k, _)| k)

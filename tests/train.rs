@@ -133,7 +133,8 @@ fn compiling_the_step_up_front_leaves_the_first_step_nothing_to_build_and_change
             let real =
                 activegen::engine::ops::rng::uniform(&g, &[16, 1, 28, 28], -1.0, 1.0).unwrap();
             let onehot =
-                train::one_hot(&g, &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], 3).unwrap();
+                activegen::data::one_hot(&g, &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], 3)
+                    .unwrap();
             let losses = m
                 .train_step(&g, &real, m.conditional().then_some(&onehot))
                 .unwrap();
@@ -187,6 +188,7 @@ fn three_steps(
         losses.extend(l.values.iter().map(|v| v.item(&g).to_bits()));
         if step == 2 {
             kernels = g
+                .device
                 .stop_profiling()
                 .into_iter()
                 .map(|(name, s)| (name, s.calls))

@@ -8,8 +8,8 @@
 use anyhow::{bail, Result};
 
 use super::strategy::{top_k, Context, Strategy};
-use crate::tape;
-use crate::train::{self, Model};
+use crate::engine::tape;
+use crate::train::Model;
 
 pub struct GanDisc;
 
@@ -28,10 +28,10 @@ pub fn realness(ctx: &Context) -> Result<Vec<f64>> {
     let mut scores = vec![0.0f64; ctx.candidates.len()];
     for chunk_start in (0..ctx.candidates.len()).step_by(256) {
         let chunk = &ctx.candidates[chunk_start..(chunk_start + 256).min(ctx.candidates.len())];
-        let x = train::upload_batch(g, &ctx.pool.data, chunk)?;
-        let labels: Vec<Option<crate::tensor::Tensor>> = if classes > 0 {
+        let (x, _) = ctx.pool.data.batch(g, chunk, None)?;
+        let labels: Vec<Option<crate::engine::tensor::Tensor>> = if classes > 0 {
             (0..classes)
-                .map(|c| train::one_hot(g, &vec![c; chunk.len()], classes).map(Some))
+                .map(|c| crate::data::one_hot(g, &vec![c; chunk.len()], classes).map(Some))
                 .collect::<Result<_>>()?
         } else {
             vec![None]

@@ -19,12 +19,12 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::strategy::{k_center_greedy, Context, Strategy};
+use crate::engine::ops::knn::{self, Rows, Score};
+use crate::engine::ops::{elementwise, reduce};
+use crate::engine::tape;
+use crate::engine::tensor::Tensor;
 use crate::metrics::Features;
-use crate::ops::knn::{self, Rows, Score};
-use crate::ops::{elementwise, reduce};
-use crate::tape;
-use crate::tensor::Tensor;
-use crate::train::{self, Model};
+use crate::train::Model;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -82,13 +82,18 @@ pub struct Synthesis {
 
 /// One-hot labels cycling over the classes for a conditional model (queries need no pool
 /// label: the generator is asked for every class in turn).
-fn query_labels(g: &crate::Gpu, model: &Model, start: usize, n: usize) -> Result<Option<Tensor>> {
+fn query_labels(
+    g: &crate::Engine,
+    model: &Model,
+    start: usize,
+    n: usize,
+) -> Result<Option<Tensor>> {
     let classes = model.num_classes();
     if classes == 0 {
         return Ok(None);
     }
     let l: Vec<usize> = (start..start + n).map(|i| i % classes).collect();
-    Ok(Some(train::one_hot(g, &l, classes)?))
+    Ok(Some(crate::data::one_hot(g, &l, classes)?))
 }
 
 /// GAN queries: latents moved towards D's uncertainty. Returns the images [M, C, H, W]
@@ -166,7 +171,7 @@ fn vae_queries(ctx: &mut Context) -> Result<(Vec<f32>, Vec<f64>)> {
     let zd = m.vae.cfg.z_dim;
     let mut means = vec![];
     for chunk in ctx.acquired.chunks(BATCH) {
-        let x = train::upload_batch(g, &ctx.pool.data, chunk)?;
+        let (x, _) = ctx.pool.data.batch(g, chunk, None)?;
         let (mu, _) = tape::no_grad(g, || m.vae.encode(g, &x))?;
         means.extend(mu.to_vec(g));
     }

@@ -8,13 +8,13 @@
 use anyhow::Result;
 
 use super::strategy::{top_k, Context, Strategy};
-use crate::nn::{Init, Linear};
-use crate::ops::activation;
-use crate::ops::loss::{self, Target};
-use crate::ops::optim::{self, Optimizer};
-use crate::tape;
-use crate::tensor::Tensor;
-use crate::train::{self, Model};
+use crate::engine::nn::{Init, Linear};
+use crate::engine::ops::activation;
+use crate::engine::ops::loss::{self, Target};
+use crate::engine::ops::optim::{self, Optimizer};
+use crate::engine::tape;
+use crate::engine::tensor::Tensor;
+use crate::train::Model;
 
 pub struct Vaal;
 
@@ -24,7 +24,7 @@ fn codes(ctx: &Context, items: &[usize]) -> Result<(Vec<f32>, usize)> {
         Model::Vae(m) => {
             let mut out = vec![];
             for chunk in items.chunks(256) {
-                let x = train::upload_batch(ctx.g, &ctx.pool.data, chunk)?;
+                let (x, _) = ctx.pool.data.batch(ctx.g, chunk, None)?;
                 let (mu, _) = tape::no_grad(ctx.g, || m.vae.encode(ctx.g, &x))?;
                 out.extend(mu.to_vec(ctx.g));
             }

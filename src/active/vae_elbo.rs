@@ -4,9 +4,9 @@
 use anyhow::{bail, Result};
 
 use super::strategy::{top_k, Context, Strategy};
+use crate::engine::tape;
 use crate::models::vae::Recon;
-use crate::tape;
-use crate::train::{self, Model};
+use crate::train::Model;
 
 pub struct VaeElbo;
 
@@ -19,7 +19,7 @@ pub fn neg_elbo(ctx: &Context) -> Result<Vec<f64>> {
     let g = ctx.g;
     let mut out = Vec::with_capacity(ctx.candidates.len());
     for chunk in ctx.candidates.chunks(256) {
-        let x = train::upload_batch(g, &ctx.pool.data, chunk)?;
+        let (x, _) = ctx.pool.data.batch(g, chunk, None)?;
         let (mu, lv, logits) = tape::no_grad(g, || -> Result<_> {
             let (mu, lv) = m.vae.encode(g, &x)?;
             let logits = m.vae.decode_logits(g, &mu, false)?;

@@ -14,6 +14,9 @@ use image::GrayImage;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::engine::tensor::Tensor;
+use crate::engine::Engine;
+
 /// Largest accepted `--resolution`, a sanity bound against typos.
 pub const MAX_RESOLUTION: usize = 1024;
 /// Resolution that folder images are resized to when none is given.
@@ -21,6 +24,15 @@ pub const DEFAULT_FOLDER_RESOLUTION: usize = 32;
 /// Filter for every resize: bilinear with antialiasing when downscaling (the
 /// `image` crate widens the kernel), like torchvision's default `Resize`.
 pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
+
+/// One-hot rows [N, classes] for `labels` (labels past the last class count as the last).
+pub fn one_hot(g: &Engine, labels: &[usize], classes: usize) -> Result<Tensor> {
+    let mut v = vec![0.0f32; labels.len() * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * classes + l.min(classes - 1)] = 1.0;
+    }
+    Tensor::from_slice(g, &[labels.len(), classes], &v)
+}
 
 /// An in-memory image dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +79,26 @@ impl Dataset {
                 *d = f32::from(s) / 127.5 - 1.0;
             }
         }
+    }
+
+    /// The images `idx` on the device, [B, C, H, W] in [-1, 1], and with `one_hot =
+    /// Some(classes)` (a conditional model) their one-hot labels [B, classes]; unlabelled
+    /// images get class 0.
+    pub fn batch(
+        &self,
+        g: &Engine,
+        idx: &[usize],
+        one_hot_classes: Option<usize>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mut host = vec![0.0f32; idx.len() * self.image_len()];
+        self.fill_batch(idx, &mut host);
+        let shape = [idx.len(), self.channels, self.height, self.width];
+        let x = Tensor::from_slice(g, &shape, &host)?;
+        let Some(classes) = one_hot_classes else {
+            return Ok((x, None));
+        };
+        let labels: Vec<usize> = idx.iter().map(|&i| self.label(i).unwrap_or(0)).collect();
+        Ok((x, Some(one_hot(g, &labels, classes)?)))
     }
 
     /// A new dataset holding the images `indices` (in that order), with the same

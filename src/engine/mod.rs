@@ -12,6 +12,7 @@ pub mod files;
 pub mod nn;
 pub mod ops;
 pub mod policy;
+pub mod shaders;
 pub mod tape;
 pub mod tensor;
 

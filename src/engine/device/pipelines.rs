@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use anyhow::{anyhow, Result};
 
-use crate::shaders;
+use crate::engine::shaders;
 
 // ---------------------------------------------------------------------------------------------
 // Pipelines

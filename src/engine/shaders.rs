@@ -8,95 +8,104 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::gpu::Access;
+use crate::engine::device::Access;
 
 /// Every shader file, by stem. A new op family is one file plus one line here.
 pub const SHADERS: &[(&str, &str)] = &[
-    ("gemm_core", include_str!("../shaders/gemm_core.wgsl")),
-    ("gemm_params", include_str!("../shaders/gemm_params.wgsl")),
-    ("matmul", include_str!("../shaders/matmul.wgsl")),
+    ("gemm_core", include_str!("../../shaders/gemm_core.wgsl")),
+    (
+        "gemm_params",
+        include_str!("../../shaders/gemm_params.wgsl"),
+    ),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
         "matmul_subgroup_nn",
-        include_str!("../shaders/matmul_subgroup_nn.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_nn.wgsl"),
     ),
     (
         "matmul_subgroup_nt",
-        include_str!("../shaders/matmul_subgroup_nt.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_nt.wgsl"),
     ),
     (
         "matmul_subgroup_tn",
-        include_str!("../shaders/matmul_subgroup_tn.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_tn.wgsl"),
     ),
     (
         "matmul_subgroup16_nn",
-        include_str!("../shaders/matmul_subgroup16_nn.wgsl"),
+        include_str!("../../shaders/matmul_subgroup16_nn.wgsl"),
     ),
     (
         "matmul_subgroup16_nt",
-        include_str!("../shaders/matmul_subgroup16_nt.wgsl"),
+        include_str!("../../shaders/matmul_subgroup16_nt.wgsl"),
     ),
     (
         "matmul_subgroup16_tn",
-        include_str!("../shaders/matmul_subgroup16_tn.wgsl"),
+        include_str!("../../shaders/matmul_subgroup16_tn.wgsl"),
     ),
     (
         "matmul_subgroup_narrow",
-        include_str!("../shaders/matmul_subgroup_narrow.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_narrow.wgsl"),
     ),
     (
         "matmul_subgroup16_narrow",
-        include_str!("../shaders/matmul_subgroup16_narrow.wgsl"),
+        include_str!("../../shaders/matmul_subgroup16_narrow.wgsl"),
     ),
     (
         "matmul_subgroup_swap",
-        include_str!("../shaders/matmul_subgroup_swap.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_swap.wgsl"),
     ),
     (
         "matmul_subgroup16_swap",
-        include_str!("../shaders/matmul_subgroup16_swap.wgsl"),
+        include_str!("../../shaders/matmul_subgroup16_swap.wgsl"),
     ),
-    ("elementwise", include_str!("../shaders/elementwise.wgsl")),
-    ("activation", include_str!("../shaders/activation.wgsl")),
-    ("reduce", include_str!("../shaders/reduce.wgsl")),
-    ("conv2d", include_str!("../shaders/conv2d.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
+    ("activation", include_str!("../../shaders/activation.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     (
         "conv_subpixel",
-        include_str!("../shaders/conv_subpixel.wgsl"),
+        include_str!("../../shaders/conv_subpixel.wgsl"),
     ),
     (
         "conv_subpixel_subgroup",
-        include_str!("../shaders/conv_subpixel_subgroup.wgsl"),
+        include_str!("../../shaders/conv_subpixel_subgroup.wgsl"),
     ),
     (
         "conv_subpixel_subgroup16",
-        include_str!("../shaders/conv_subpixel_subgroup16.wgsl"),
+        include_str!("../../shaders/conv_subpixel_subgroup16.wgsl"),
     ),
     (
         "conv_implicit_subgroup",
-        include_str!("../shaders/conv_implicit_subgroup.wgsl"),
+        include_str!("../../shaders/conv_implicit_subgroup.wgsl"),
     ),
     (
         "conv_implicit_subgroup16",
-        include_str!("../shaders/conv_implicit_subgroup16.wgsl"),
+        include_str!("../../shaders/conv_implicit_subgroup16.wgsl"),
     ),
-    ("linear_cm", include_str!("../shaders/linear_cm.wgsl")),
-    ("batchnorm", include_str!("../shaders/batchnorm.wgsl")),
-    ("dropout", include_str!("../shaders/dropout.wgsl")),
-    ("concat", include_str!("../shaders/concat.wgsl")),
-    ("loss", include_str!("../shaders/loss.wgsl")),
-    ("latent", include_str!("../shaders/latent.wgsl")),
-    ("diffaug", include_str!("../shaders/diffaug.wgsl")),
-    ("normalize", include_str!("../shaders/normalize.wgsl")),
-    ("knn", include_str!("../shaders/knn.wgsl")),
-    ("optim", include_str!("../shaders/optim.wgsl")),
-    ("rng", include_str!("../shaders/rng.wgsl")),
-    ("philox", include_str!("../shaders/philox.wgsl")),
-    ("act_lib", include_str!("../shaders/act_lib.wgsl")),
-    ("divmod", include_str!("../shaders/divmod.wgsl")),
-    ("flat_texture", include_str!("../shaders/flat_texture.wgsl")),
+    ("linear_cm", include_str!("../../shaders/linear_cm.wgsl")),
+    ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
+    ("dropout", include_str!("../../shaders/dropout.wgsl")),
+    ("concat", include_str!("../../shaders/concat.wgsl")),
+    ("loss", include_str!("../../shaders/loss.wgsl")),
+    ("latent", include_str!("../../shaders/latent.wgsl")),
+    ("diffaug", include_str!("../../shaders/diffaug.wgsl")),
+    ("normalize", include_str!("../../shaders/normalize.wgsl")),
+    ("knn", include_str!("../../shaders/knn.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("rng", include_str!("../../shaders/rng.wgsl")),
+    ("philox", include_str!("../../shaders/philox.wgsl")),
+    ("act_lib", include_str!("../../shaders/act_lib.wgsl")),
+    ("divmod", include_str!("../../shaders/divmod.wgsl")),
+    (
+        "flat_texture",
+        include_str!("../../shaders/flat_texture.wgsl"),
+    ),
     (
         "workgroup_sum",
-        include_str!("../shaders/workgroup_sum.wgsl"),
+        include_str!("../../shaders/workgroup_sum.wgsl"),
     ),
 ];
 
@@ -252,7 +261,10 @@ mod tests {
             .iter()
             .find(|(stem, _)| *stem == "flat_texture")
             .unwrap();
-        let line = format!("const FLAT_WIDTH: u32 = {}u;", crate::gpu::FLAT_WIDTH);
+        let line = format!(
+            "const FLAT_WIDTH: u32 = {}u;",
+            crate::engine::device::FLAT_WIDTH
+        );
         assert!(
             src.contains(&line),
             "shaders/flat_texture.wgsl does not say `{line}`"
