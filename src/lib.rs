@@ -11,6 +11,7 @@ pub mod active;
 pub mod bench;
 pub mod charts;
 pub mod checkpoint;
+pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod engine;
