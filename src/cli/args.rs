@@ -71,7 +71,11 @@ pub(super) struct TrainArgs {
 
 impl TrainArgs {
     /// defaults < preset < config file < flags.
-    pub(super) fn resolve(&self, config: Option<&PathBuf>, base: Option<TrainConfig>) -> Result<TrainConfig> {
+    pub(super) fn resolve(
+        &self,
+        config: Option<&PathBuf>,
+        base: Option<TrainConfig>,
+    ) -> Result<TrainConfig> {
         let mut cfg = match (base, config) {
             (Some(b), _) => b,
             (None, Some(path)) => train::load_config(path)?,
