@@ -30,6 +30,7 @@ pub mod registry;
 pub mod run;
 pub mod setup;
 pub mod space;
+mod state;
 pub mod strategy;
 pub mod synthesis;
 pub mod vaal;

@@ -103,84 +103,12 @@ fn augment(img: &[u8], c: usize, h: usize, w: usize, rng: &mut HostRng) -> Vec<u
 impl Pool {
     /// Builds the scenario from the training split, deterministically from `seed`.
     pub fn build(train: &Dataset, sc: &Scenario, seed: u64) -> Result<Pool> {
-        if sc.initial == 0 {
-            bail!("--initial must be at least 1");
-        }
-        if sc.initial >= train.n {
-            bail!(
-                "--initial {} is not smaller than the {} training images",
-                sc.initial,
-                train.n
-            );
-        }
-        let classes = train.num_classes;
-        for &c in sc
-            .initial_classes
-            .iter()
-            .chain(sc.pool_class_fraction.iter().map(|(c, _)| c))
-        {
-            if classes == 0 {
-                bail!("class-based scenario flags need a labelled dataset");
-            }
-            if c >= classes {
-                bail!(
-                    "class {c} does not exist: {} has classes 0..{}",
-                    train.name,
-                    classes - 1
-                );
-            }
-        }
+        check_scenario(train, sc)?;
         let mut order: Vec<usize> = (0..train.n).collect();
         HostRng::new(seed, 0x9001).shuffle(&mut order);
-        let allowed = |i: usize| {
-            sc.initial_classes.is_empty()
-                || train
-                    .label(i)
-                    .is_some_and(|l| sc.initial_classes.contains(&l))
-        };
-        let initial_src: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| allowed(i))
-            .take(sc.initial)
-            .collect();
-        if initial_src.len() < sc.initial {
-            bail!(
-                "--initial-classes allow only {} images, fewer than --initial {}",
-                initial_src.len(),
-                sc.initial
-            );
-        }
+        let initial_src = initial_sources(train, sc, &order)?;
         let is_initial: std::collections::HashSet<usize> = initial_src.iter().copied().collect();
-        // The pool keeps a fraction of some classes: the first ceil(F * count) in the order.
-        let mut seen_per_class = vec![0usize; classes.max(1)];
-        let total_per_class = train.class_histogram(
-            &order
-                .iter()
-                .copied()
-                .filter(|i| !is_initial.contains(i))
-                .collect::<Vec<_>>(),
-        );
-        let mut pool_src = vec![];
-        for &i in order.iter().filter(|i| !is_initial.contains(i)) {
-            let keep = match (train.label(i), classes) {
-                (Some(l), k) if k > 0 => {
-                    let frac = sc
-                        .pool_class_fraction
-                        .iter()
-                        .find(|(c, _)| *c == l)
-                        .map(|(_, f)| *f)
-                        .unwrap_or(1.0);
-                    let quota = (frac * total_per_class[l] as f64).ceil() as usize;
-                    seen_per_class[l] += 1;
-                    seen_per_class[l] <= quota
-                }
-                _ => true,
-            };
-            if keep {
-                pool_src.push(i);
-            }
-        }
+        let pool_src = pool_sources(train, sc, &order, &is_initial);
         // Rows: the initial images, the pool's originals, then their copies.
         let mut items: Vec<Item> = initial_src
             .iter()
@@ -255,4 +183,103 @@ impl Pool {
         ds.name = format!("{} (pool images, unlabeled)", self.data.name);
         ds
     }
+}
+
+/// Refuses an initial set as large as the data, and class flags on unlabelled data or
+/// naming classes that do not exist.
+fn check_scenario(train: &Dataset, sc: &Scenario) -> Result<()> {
+    if sc.initial == 0 {
+        bail!("--initial must be at least 1");
+    }
+    if sc.initial >= train.n {
+        bail!(
+            "--initial {} is not smaller than the {} training images",
+            sc.initial,
+            train.n
+        );
+    }
+    let classes = train.num_classes;
+    for &c in sc
+        .initial_classes
+        .iter()
+        .chain(sc.pool_class_fraction.iter().map(|(c, _)| c))
+    {
+        if classes == 0 {
+            bail!("class-based scenario flags need a labelled dataset");
+        }
+        if c >= classes {
+            bail!(
+                "class {c} does not exist: {} has classes 0..{}",
+                train.name,
+                classes - 1
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The initial set: the first `sc.initial` images of the seeded order (of the allowed
+/// classes, with `initial_classes`).
+fn initial_sources(train: &Dataset, sc: &Scenario, order: &[usize]) -> Result<Vec<usize>> {
+    let allowed = |i: usize| {
+        sc.initial_classes.is_empty()
+            || train
+                .label(i)
+                .is_some_and(|l| sc.initial_classes.contains(&l))
+    };
+    let initial_src: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| allowed(i))
+        .take(sc.initial)
+        .collect();
+    if initial_src.len() < sc.initial {
+        bail!(
+            "--initial-classes allow only {} images, fewer than --initial {}",
+            initial_src.len(),
+            sc.initial
+        );
+    }
+    Ok(initial_src)
+}
+
+/// The pool's originals in the seeded order: every image outside the initial set, but of
+/// a class with a `pool_class_fraction` only the first ceil(F * count).
+fn pool_sources(
+    train: &Dataset,
+    sc: &Scenario,
+    order: &[usize],
+    is_initial: &std::collections::HashSet<usize>,
+) -> Vec<usize> {
+    let classes = train.num_classes;
+    // The pool keeps a fraction of some classes: the first ceil(F * count) in the order.
+    let mut seen_per_class = vec![0usize; classes.max(1)];
+    let total_per_class = train.class_histogram(
+        &order
+            .iter()
+            .copied()
+            .filter(|i| !is_initial.contains(i))
+            .collect::<Vec<_>>(),
+    );
+    let mut pool_src = vec![];
+    for &i in order.iter().filter(|i| !is_initial.contains(i)) {
+        let keep = match (train.label(i), classes) {
+            (Some(l), k) if k > 0 => {
+                let frac = sc
+                    .pool_class_fraction
+                    .iter()
+                    .find(|(c, _)| *c == l)
+                    .map(|(_, f)| *f)
+                    .unwrap_or(1.0);
+                let quota = (frac * total_per_class[l] as f64).ceil() as usize;
+                seen_per_class[l] += 1;
+                seen_per_class[l] <= quota
+            }
+            _ => true,
+        };
+        if keep {
+            pool_src.push(i);
+        }
+    }
+    pool_src
 }

@@ -231,9 +231,9 @@ fn idx_spec_round_trip() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Every malformed IDX input gives one line naming the file and the problem.
+/// Every malformed IDX image file gives one line naming the file and the problem.
 #[test]
-fn idx_bad_inputs() {
+fn idx_bad_image_files() {
     let dir = temp_dir("idxbad");
     let good = dir.join("good-idx3-ubyte");
     idx::write_images(&good, 4, 28, 28, &vec![7; 4 * 784]).unwrap();
@@ -299,6 +299,15 @@ fn idx_bad_inputs() {
         format!("{p}: header claims 2000000000 images of 28x28 (1568000000000 bytes) but the file holds 3136 bytes")
     );
 
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Label files that do not fit their images, and splits left empty, are named in one line.
+#[test]
+fn idx_label_and_split_errors() {
+    let dir = temp_dir("idxbadlabels");
+    let good = dir.join("good-idx3-ubyte");
+    idx::write_images(&good, 4, 28, 28, &vec![7; 4 * 784]).unwrap();
     // Count mismatch between image and label files.
     let lp = dir.join("labels");
     idx::write_labels(&lp, &[1, 2, 3]).unwrap();
