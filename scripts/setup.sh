@@ -2,7 +2,7 @@
 # Installs what activegen needs on a fresh Debian/Ubuntu machine, as root (no sudo there)
 # or as a user with sudo; installs only what is missing, so it is safe to rerun.
 #   scripts/setup.sh           the Vulkan driver (lavapipe runs compute on the CPU) and Rust
-#   scripts/setup.sh --tests   also what the tests read: Fashion-MNIST, python3, Chromium
+#   scripts/setup.sh --tests   also what the tests read: Fashion-MNIST and Chromium
 set -euo pipefail
 tests=0
 [ "${1:-}" = "--tests" ] && tests=1
@@ -20,7 +20,6 @@ fi
 command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || need+=(curl ca-certificates build-essential)
 if [ $tests -eq 1 ]; then
     [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
-    command -v python3 >/dev/null 2>&1 || need+=(python3)
     # The report is checked in a real browser (tests/report_browser.rs).
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fi

@@ -213,10 +213,22 @@ pub struct BenchCmd {
     /// at 10^6 on two cores).
     #[arg(long, default_value_t = 1_000_000)]
     cpu_max_rows: usize,
+    /// Write every kernel's WGSL into this directory (the subgroup kernels generated at
+    /// build time included) and exit.
+    #[arg(long)]
+    dump_shaders: Option<PathBuf>,
 }
 
 impl BenchCmd {
     pub fn run(self, device: Option<&str>) -> Result<()> {
+        if let Some(dir) = &self.dump_shaders {
+            let n = crate::engine::shaders::dump(dir)?;
+            eprintln!(
+                "activegen: wrote {n} shaders (the generated subgroup kernels included) to {}",
+                dir.display()
+            );
+            return Ok(());
+        }
         let BenchCmd {
             case,
             model,
@@ -228,6 +240,7 @@ impl BenchCmd {
             sizes,
             rows,
             cpu_max_rows,
+            ..
         } = self;
         let g = Engine::new(device)?;
         if case == "pool-search" {

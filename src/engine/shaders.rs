@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::engine::device::Access;
 
-/// Every shader file, by stem. A new op family is one file plus one line here.
+/// Every shader file, by stem. A new op family is one file plus one line here. The subgroup
+/// kernels are generated at build time (build/subgroup_kernels.rs, into OUT_DIR).
 pub const SHADERS: &[(&str, &str)] = &[
     ("gemm_core", include_str!("../../shaders/gemm_core.wgsl")),
     (
@@ -20,43 +21,43 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
         "matmul_subgroup_nn",
-        include_str!("../../shaders/matmul_subgroup_nn.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup_nn.wgsl")),
     ),
     (
         "matmul_subgroup_nt",
-        include_str!("../../shaders/matmul_subgroup_nt.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup_nt.wgsl")),
     ),
     (
         "matmul_subgroup_tn",
-        include_str!("../../shaders/matmul_subgroup_tn.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup_tn.wgsl")),
     ),
     (
         "matmul_subgroup16_nn",
-        include_str!("../../shaders/matmul_subgroup16_nn.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_nn.wgsl")),
     ),
     (
         "matmul_subgroup16_nt",
-        include_str!("../../shaders/matmul_subgroup16_nt.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_nt.wgsl")),
     ),
     (
         "matmul_subgroup16_tn",
-        include_str!("../../shaders/matmul_subgroup16_tn.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_tn.wgsl")),
     ),
     (
         "matmul_subgroup_narrow",
-        include_str!("../../shaders/matmul_subgroup_narrow.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup_narrow.wgsl")),
     ),
     (
         "matmul_subgroup16_narrow",
-        include_str!("../../shaders/matmul_subgroup16_narrow.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_narrow.wgsl")),
     ),
     (
         "matmul_subgroup_swap",
-        include_str!("../../shaders/matmul_subgroup_swap.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup_swap.wgsl")),
     ),
     (
         "matmul_subgroup16_swap",
-        include_str!("../../shaders/matmul_subgroup16_swap.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_swap.wgsl")),
     ),
     (
         "elementwise",
@@ -71,19 +72,19 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     (
         "conv_subpixel_subgroup",
-        include_str!("../../shaders/conv_subpixel_subgroup.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/conv_subpixel_subgroup.wgsl")),
     ),
     (
         "conv_subpixel_subgroup16",
-        include_str!("../../shaders/conv_subpixel_subgroup16.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/conv_subpixel_subgroup16.wgsl")),
     ),
     (
         "conv_implicit_subgroup",
-        include_str!("../../shaders/conv_implicit_subgroup.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/conv_implicit_subgroup.wgsl")),
     ),
     (
         "conv_implicit_subgroup16",
-        include_str!("../../shaders/conv_implicit_subgroup16.wgsl"),
+        include_str!(concat!(env!("OUT_DIR"), "/conv_implicit_subgroup16.wgsl")),
     ),
     ("linear_cm", include_str!("../../shaders/linear_cm.wgsl")),
     ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
@@ -120,12 +121,41 @@ pub const LIBRARIES: &[&str] = &[
     "workgroup_sum",
 ];
 
+/// The stems of the kernels generated at build time (build/subgroup_kernels.rs).
+pub const GENERATED: &[&str] = &[
+    "matmul_subgroup_nn",
+    "matmul_subgroup_nt",
+    "matmul_subgroup_tn",
+    "matmul_subgroup_narrow",
+    "matmul_subgroup_swap",
+    "matmul_subgroup16_nn",
+    "matmul_subgroup16_nt",
+    "matmul_subgroup16_tn",
+    "matmul_subgroup16_narrow",
+    "matmul_subgroup16_swap",
+    "conv_subpixel_subgroup",
+    "conv_subpixel_subgroup16",
+    "conv_implicit_subgroup",
+    "conv_implicit_subgroup16",
+];
+
+/// Writes every shader, generated or hand-written, as `DIR/<stem>.wgsl` (their text as
+/// embedded, `//!include` lines unexpanded) for reading; returns how many.
+pub fn dump(dir: &std::path::Path) -> Result<usize> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: cannot create: {e}", dir.display()))?;
+    for (stem, src) in SHADERS {
+        let path = dir.join(format!("{stem}.wgsl"));
+        std::fs::write(&path, src).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))?;
+    }
+    Ok(SHADERS.len())
+}
+
 fn raw(stem: &str) -> Result<&'static str> {
     SHADERS
         .iter()
         .find(|(s, _)| *s == stem)
         .map(|(_, src)| *src)
-        .ok_or_else(|| anyhow!("no shader named '{stem}' is registered in src/shaders.rs"))
+        .ok_or_else(|| anyhow!("no shader named '{stem}' is registered in src/engine/shaders.rs"))
 }
 
 /// The file's text with its `//!include`s appended, and the line at which each appended
@@ -255,6 +285,31 @@ pub fn reflect(stem: &str, _source: &str) -> Result<Reflection> {
 mod tests {
     /// The flat-texture layout is stated twice, for the host's copies and the kernels'
     /// loads: both must say the same row length.
+    // The generated kernels are registered, come from the build script, and say so (the
+    // naga validation of every shader in tests/engine.rs covers their code).
+    #[test]
+    fn generated_kernels_are_registered_and_name_their_generator() {
+        for stem in super::GENERATED {
+            let src = super::raw(stem).unwrap();
+            assert!(
+                src.starts_with("// GENERATED by build/subgroup_kernels.rs"),
+                "{stem}: {}",
+                src.lines().next().unwrap_or("")
+            );
+            assert!(src.contains("@compute"), "{stem} has no entry point");
+        }
+        let hand_written = super::SHADERS
+            .iter()
+            .filter(|(stem, _)| !super::GENERATED.contains(stem))
+            .filter(|(_, src)| src.contains("GENERATED by"))
+            .map(|(stem, _)| *stem)
+            .collect::<Vec<_>>();
+        assert!(
+            hand_written.is_empty(),
+            "{hand_written:?} say they are generated"
+        );
+    }
+
     #[test]
     fn flat_texture_width_agrees_between_host_and_shaders() {
         let (_, src) = super::SHADERS
