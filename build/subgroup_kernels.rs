@@ -246,51 +246,11 @@ fn entry(sh: Shape, ta: bool, tb: bool, tex: bool, swap: bool) -> String {
     }
     k_blocks(&mut w, "k_begin", "k_end", &mut |w, ind| {
         a_loads(w, sh, ind, ta, &a);
-        if !tb {
-            for kk in 0..4 {
-                for t in 0..tn {
-                    w.push(format!(
-                        "{ind}let b{kk}_{t} = {};",
-                        b(&format!("bcol{t} + (k0 + {kk}u) * ldb4"))
-                    ));
-                }
-            }
-        } else {
-            for t in 0..tn {
-                for e in 0..4 {
-                    w.push(format!(
-                        "{ind}let bt{t}_{e}_0 = {};",
-                        b(&format!("brow{t}_{e} + k0 / 4u + 0u"))
-                    ));
-                }
-            }
-            for (kk, comp) in XYZW.iter().enumerate() {
-                for t in 0..tn {
-                    let parts: Vec<String> =
-                        (0..4).map(|e| format!("bt{t}_{e}_0.{comp}")).collect();
-                    w.push(format!(
-                        "{ind}let b{kk}_{t} = vec4<f32>({});",
-                        parts.join(", ")
-                    ));
-                }
-            }
-        }
+        b_loads(w, sh, ind, tb, &b);
         if !ta {
             broadcast_fmas(w, sh, ind);
         } else {
-            for kk in 0..4 {
-                for q in 0..sh.bm / 4 {
-                    w.push(format!(
-                        "{ind}let s{kk}_{q} = subgroupBroadcast(a{q}, {kk}u);"
-                    ));
-                    for (e, comp) in XYZW.iter().enumerate() {
-                        let row = 4 * q + e;
-                        for t in 0..tn {
-                            w.push(format!("{ind}c{row}_{t} = fma(vec4<f32>(s{kk}_{q}.{comp}), b{kk}_{t}, c{row}_{t});"));
-                        }
-                    }
-                }
-            }
+            transposed_fmas(w, sh, ind);
         }
     });
     // Epilogue: one vec4 per (row, column group); bias loaded once per column group.
@@ -319,6 +279,59 @@ fn entry(sh: Shape, ta: bool, tb: bool, tex: bool, swap: bool) -> String {
     }
     w.push("}".into());
     w.join("\n")
+}
+
+/// One K block's B values b{kk}_{t} (the lane's columns as vec4s): loaded as stored, or for
+/// Bᵀ loaded along K and regrouped.
+fn b_loads(w: &mut Lines, sh: Shape, ind: &str, tb: bool, b: &dyn Fn(&str) -> String) {
+    let tn = sh.tn;
+    if !tb {
+        for kk in 0..4 {
+            for t in 0..tn {
+                w.push(format!(
+                    "{ind}let b{kk}_{t} = {};",
+                    b(&format!("bcol{t} + (k0 + {kk}u) * ldb4"))
+                ));
+            }
+        }
+    } else {
+        for t in 0..tn {
+            for e in 0..4 {
+                w.push(format!(
+                    "{ind}let bt{t}_{e}_0 = {};",
+                    b(&format!("brow{t}_{e} + k0 / 4u + 0u"))
+                ));
+            }
+        }
+        for (kk, comp) in XYZW.iter().enumerate() {
+            for t in 0..tn {
+                let parts: Vec<String> = (0..4).map(|e| format!("bt{t}_{e}_0.{comp}")).collect();
+                w.push(format!(
+                    "{ind}let b{kk}_{t} = vec4<f32>({});",
+                    parts.join(", ")
+                ));
+            }
+        }
+    }
+}
+
+/// The multiply-adds of one K block for Aᵀ: lane kk's vec4s of A (four rows each)
+/// broadcast to all lanes.
+fn transposed_fmas(w: &mut Lines, sh: Shape, ind: &str) {
+    let tn = sh.tn;
+    for kk in 0..4 {
+        for q in 0..sh.bm / 4 {
+            w.push(format!(
+                "{ind}let s{kk}_{q} = subgroupBroadcast(a{q}, {kk}u);"
+            ));
+            for (e, comp) in XYZW.iter().enumerate() {
+                let row = 4 * q + e;
+                for t in 0..tn {
+                    w.push(format!("{ind}c{row}_{t} = fma(vec4<f32>(s{kk}_{q}.{comp}), b{kk}_{t}, c{row}_{t});"));
+                }
+            }
+        }
+    }
 }
 
 /// C [M, B*S] stored as [B, M, S], one scalar store per output: column j = b*S + s of
@@ -435,6 +448,14 @@ fn subpixel_entry(sh: Shape, tex: bool) -> String {
         broadcast_fmas(w, sh, ind);
     });
     // Each output lands 2 apart from its neighbour in dx: scalar stores.
+    subpixel_stores(&mut w, sh, tex);
+    w.push("}".into());
+    w.join("\n")
+}
+
+/// The sub-pixel kernel's scalar stores, each times the fused activation gradient's factor.
+fn subpixel_stores(w: &mut Lines, sh: Shape, tex: bool) {
+    let ncol = 4 * sh.tn;
     let grad = if tex {
         "act_grad_tex_factor"
     } else {
@@ -469,8 +490,6 @@ fn subpixel_entry(sh: Shape, tex: bool) -> String {
         }
         w.push("    }".into());
     }
-    w.push("}".into());
-    w.join("\n")
 }
 
 /// The implicit-GEMM convolution's forward entry point (see IMPLICIT_HEADER).
@@ -616,19 +635,7 @@ fn implicit_weight_entry(sh: Shape, tex: bool) -> String {
     let (a, b) = (loader(tex, 'a'), loader(tex, 'b'));
     k_blocks(&mut w, "k_begin", "k_end", &mut |w, ind| {
         a_loads(w, sh, ind, false, &a);
-        for q in 0..4 {
-            w.push(format!("{ind}let pin{q} = k0 + {q}u < p.cols;"));
-            w.push(format!("{ind}let pb{q} = i32(n * p.h * p.w);"));
-            w.push(format!("{ind}let py{q} = i32(2u * oy);"));
-            w.push(format!("{ind}let px{q} = i32(2u * ox) - 1;"));
-            w.push(format!("{ind}ox += 1u;"));
-            w.push(format!("{ind}let wx{q} = ox == p.ow;"));
-            w.push(format!("{ind}ox = select(ox, 0u, wx{q});"));
-            w.push(format!("{ind}oy = select(oy, oy + 1u, wx{q});"));
-            w.push(format!("{ind}let wy{q} = oy == p.oh;"));
-            w.push(format!("{ind}oy = select(oy, 0u, wy{q});"));
-            w.push(format!("{ind}n = select(n, n + 1u, wy{q});"));
-        }
+        pixel_counter(w, ind);
         for tt in 0..sh.tn {
             for q in 0..4 {
                 w.push(format!("{ind}let iy{tt}_{q} = py{q} + ky{tt};"));
@@ -667,6 +674,24 @@ fn implicit_weight_entry(sh: Shape, tex: bool) -> String {
     }
     w.push("}".into());
     w.join("\n")
+}
+
+/// The block's four pixels q: in range, image base, top row and left column of their taps,
+/// the (n, oy, ox) counter advanced past each with selects.
+fn pixel_counter(w: &mut Lines, ind: &str) {
+    for q in 0..4 {
+        w.push(format!("{ind}let pin{q} = k0 + {q}u < p.cols;"));
+        w.push(format!("{ind}let pb{q} = i32(n * p.h * p.w);"));
+        w.push(format!("{ind}let py{q} = i32(2u * oy);"));
+        w.push(format!("{ind}let px{q} = i32(2u * ox) - 1;"));
+        w.push(format!("{ind}ox += 1u;"));
+        w.push(format!("{ind}let wx{q} = ox == p.ow;"));
+        w.push(format!("{ind}ox = select(ox, 0u, wx{q});"));
+        w.push(format!("{ind}oy = select(oy, oy + 1u, wx{q});"));
+        w.push(format!("{ind}let wy{q} = oy == p.oh;"));
+        w.push(format!("{ind}oy = select(oy, 0u, wy{q});"));
+        w.push(format!("{ind}n = select(n, n + 1u, wy{q});"));
+    }
 }
 
 /// The narrow GEMM's entry point (see NARROW_HEADER): lane l owns column l.

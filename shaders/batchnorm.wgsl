@@ -47,7 +47,7 @@ struct Params {
 @group(0) @binding(15) var<storage, read> ys4: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read_write> dx4: array<vec4<f32>>;
 // With TEXTURE_READS the vec4 passes read x, dy and y_saved from flat rgba32float texture
-// copies (flat_texture.wgsl, Gpu::flat_texture): on CPU drivers a texel
+// copies (flat_texture.wgsl, Device::flat_texture): on CPU drivers a texel
 // load costs about a third of a storage-buffer vec4 load, and these passes are load-bound.
 override TEXTURE_READS: bool = false;
 @group(0) @binding(17) var x_tex: texture_storage_2d<rgba32float, read>;

@@ -22,7 +22,7 @@ override KW: u32 = 4u;
 override STRIDE: u32 = 2u;
 override CHANNEL_MAJOR: bool = false;
 // im2col and col2im read their source through a flat r32float texture copy of it
-// (flat_texture.wgsl, Gpu::flat_texture) when TEXTURE_READS is set: on CPU
+// (flat_texture.wgsl, Device::flat_texture) when TEXTURE_READS is set: on CPU
 // drivers a texel load costs under half a storage-buffer load, and these kernels are
 // load-bound.
 override TEXTURE_READS: bool = false;
@@ -52,7 +52,7 @@ fn load_src(i: u32) -> f32 {
 // the CI*KH (ci, ky) rows; each invocation decodes its quad's (n, oy, ox) once and writes
 // one vec4 per kx (stores cost as much as loads on CPU drivers). Loads are unconditional at
 // clamped positions followed by a select, since a load under a divergent branch costs
-// more there. Measured at D.conv2's columns (examples/conv_ab.rs, lavapipe): one row per
+// more there. Measured at D.conv2's columns (dev/conv_ab.rs, lavapipe): one row per
 // invocation in 256-wide groups 7.0–7.1 ms (fastest of 15), branch-free with 64-wide
 // groups 6.0, all KW rows per invocation 3.3; all KH*KW rows per invocation 3.5.
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;

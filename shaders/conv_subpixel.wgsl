@@ -1,5 +1,5 @@
 // conv_subpixel.wgsl: the weight regrouping of the sub-pixel data gradient
-// (conv_subpixel_subgroup*.wgsl, generated; src/ops/conv_subpixel.rs).
+// (conv_subpixel_subgroup*.wgsl, generated; src/engine/ops/conv_subpixel.rs).
 //   w  [CO, CI, 4, 4]   conv2d's weight (= the transposed convolution's [CI', CO', 4, 4])
 //   wp [4, CI, CO * 4]  wp[2 py + px][ci][4 co + 2 ty + tx] = w[co, ci, 1 - py + 2 ty, 1 - px + 2 tx]
 // Phase (py, px) of the output sees exactly these four taps of every (co, ci) pair.

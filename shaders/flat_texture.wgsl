@@ -1,4 +1,4 @@
-// flat_texture.wgsl: the layout of Gpu::flat_texture's copies, for kernels that read
+// flat_texture.wgsl: the layout of Device::flat_texture's copies, for kernels that read
 // their inputs through texture copies (TEXTURE_READS). A copy holds the buffer's floats
 // row by row, FLAT_WIDTH floats per texture row: float i of the buffer is texel
 // flat_texel(i) of an r32float copy, vec4 v is texel flat_texel4(v) of an rgba32float one.

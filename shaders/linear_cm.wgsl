@@ -24,7 +24,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
-// With TEXTURE_READS x, W and dy come from flat r32float copies (Gpu::flat_texture): on
+// With TEXTURE_READS x, W and dy come from flat r32float copies (Device::flat_texture): on
 // CPU drivers a storage-buffer load is a loop over the lanes, and these kernels are
 // nothing but loads.
 override TEXTURE_READS: bool = false;

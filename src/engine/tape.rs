@@ -3,7 +3,7 @@
 //! Each differentiable op pushes one `Node` holding the tensors its gradient rule needs.
 //! `backward` walks the tape in reverse (recording order is a topological order) and
 //! applies one `match` over `Op`; each arm calls the `_backward` function that sits next to
-//! the op's forward in `src/ops/<family>.rs`. Gradients for a tensor used more than once
+//! the op's forward in `src/engine/ops/<family>.rs`. Gradients for a tensor used more than once
 //! are summed. Nothing is recorded in no-grad mode or while backward runs.
 
 use std::collections::{HashMap, HashSet};
