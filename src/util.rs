@@ -207,33 +207,6 @@ fn show_setting(v: Option<&toml::Value>) -> String {
 mod tests {
     use super::*;
 
-    // Several test threads filling one cache entry at once: each rename must find its
-    // own temporary file (a per-process name made all but the first fail).
-    #[test]
-    fn concurrent_atomic_writes_of_one_path_all_succeed() {
-        let dir = std::env::temp_dir().join(format!("activegen-atomic-{}", std::process::id()));
-        let path = dir.join("entry.bin");
-        let writers: Vec<_> = (0..8u8)
-            .map(|i| {
-                let path = path.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..20 {
-                        write_atomic(&path, &[i; 4096]).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for w in writers {
-            w.join().unwrap();
-        }
-        let data = std::fs::read(&path).unwrap();
-        assert_eq!(data.len(), 4096);
-        assert!(data.iter().all(|&b| b == data[0] && b < 8));
-        let leftovers = std::fs::read_dir(&dir).unwrap().count();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(leftovers, 1, "temporary files were left behind");
-    }
-
     #[test]
     fn unknown_settings_are_refused_with_the_nearest_key_and_partial_sections_take_defaults() {
         assert_eq!(super::edit_distance("stepz", "steps"), 1);

@@ -213,7 +213,7 @@ fn entry_bindings(
         .entry_bindings
         .get(entry)
         .cloned()
-        .ok_or_else(|| anyhow!("shaders/{stem}.wgsl has no entry point '{entry}'"))
+        .ok_or_else(|| anyhow!("{} has no entry point '{entry}'", shaders::path_of(stem)))
 }
 
 /// Compiles one pipeline with an explicit layout (callable from worker threads).
