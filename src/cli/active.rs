@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::args::ActiveArgs;
-use crate::Engine;
 
 #[derive(clap::Args)]
 pub struct ActiveCmd {
@@ -49,7 +48,7 @@ pub struct CompareCmd {
 }
 
 impl ActiveCmd {
-    pub fn run(self, device: Option<&str>) -> Result<()> {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
         let ActiveCmd {
             args,
             strategy,
@@ -60,7 +59,7 @@ impl ActiveCmd {
         } = self;
         let mut cfg = args.resolve(Some(&strategy))?;
         cfg.allow_changed_settings = allow_changed_settings;
-        let g = Engine::new(device)?;
+        let g = cli.engine()?;
         let o = crate::active::run_active(&g, &cfg, &out, resume, !quiet)?;
         println!(
             "judge: {}\nacquisition features: {}",
@@ -91,7 +90,7 @@ impl ActiveCmd {
 }
 
 impl CompareCmd {
-    pub fn run(self, device: Option<&str>) -> Result<()> {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
         let CompareCmd {
             args,
             strategies,
@@ -101,7 +100,7 @@ impl CompareCmd {
             quiet,
         } = self;
         let base = args.resolve(None)?;
-        let g = Engine::new(device)?;
+        let g = cli.engine()?;
         let cfg = crate::compare::CompareConfig {
             strategies,
             seeds,

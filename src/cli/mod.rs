@@ -21,6 +21,9 @@ struct Cli {
     /// Adapter to use: an index from `activegen devices` or part of its name (also ACTIVEGEN_DEVICE).
     #[arg(long, global = true)]
     device: Option<String>,
+    /// Use the built-in kernel choices: time no candidates and read no tuning cache.
+    #[arg(long, global = true)]
+    no_tune: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,22 +49,50 @@ enum Command {
     Encoder(tools::EncoderCmd),
     /// List the GPU adapters with their backend, type and key limits.
     Devices,
+    /// Time the kernel forms of a training step's GEMMs on this device and keep the
+    /// fastest (what every command also does at first use, unless --no-tune), then print
+    /// the choices.
+    Tune(tools::TuneCmd),
     /// Benchmark kernels (matmul, conv2d, conv_transpose2d, all), a training step (step) or
     /// a round's pool search against the CPU loop it replaced (pool-search).
     Bench(tools::BenchCmd),
 }
 
+/// What every command's engine is opened with.
+#[derive(Clone, Copy)]
+pub(crate) struct Opts<'a> {
+    pub device: Option<&'a str>,
+    /// Tune kernel choices at first use (and keep them); `--no-tune` turns it off.
+    pub tune: bool,
+}
+
+impl Opts<'_> {
+    pub fn engine(&self) -> Result<crate::Engine> {
+        let g = crate::Engine::new(self.device)?;
+        g.tuner.set_mode(if self.tune {
+            crate::engine::tune::TuneMode::Tune
+        } else {
+            crate::engine::tune::TuneMode::Off
+        });
+        Ok(g)
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let device = cli.device.as_deref();
+    let opts = Opts {
+        device: cli.device.as_deref(),
+        tune: !cli.no_tune,
+    };
     match cli.command {
-        Command::Train(c) => c.run(device),
-        Command::Active(c) => c.run(device),
-        Command::Compare(c) => c.run(device),
-        Command::Eval(c) => c.run(device),
-        Command::Sample(c) => c.run(device),
-        Command::Encoder(c) => c.run(device),
+        Command::Train(c) => c.run(opts),
+        Command::Active(c) => c.run(opts),
+        Command::Compare(c) => c.run(opts),
+        Command::Eval(c) => c.run(opts),
+        Command::Sample(c) => c.run(opts),
+        Command::Encoder(c) => c.run(opts),
         Command::Devices => tools::devices(),
-        Command::Bench(c) => c.run(device),
+        Command::Bench(c) => c.run(opts),
+        Command::Tune(c) => c.run(opts),
     }
 }
 

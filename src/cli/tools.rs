@@ -8,7 +8,6 @@ use anyhow::Result;
 use super::args::positive;
 use crate::bench;
 use crate::engine::device::{list_adapters, NO_ADAPTER_HELP};
-use crate::Engine;
 
 #[derive(clap::Args)]
 pub struct EncoderCmd {
@@ -40,7 +39,7 @@ pub struct EncoderCmd {
 }
 
 impl EncoderCmd {
-    pub fn run(self, device: Option<&str>) -> Result<()> {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
         let EncoderCmd {
             data,
             data_dir,
@@ -82,7 +81,7 @@ impl EncoderCmd {
         images.labels = None;
         images.num_classes = 0;
         images.class_names.clear();
-        let g = Engine::new(device)?;
+        let g = cli.engine()?;
         let t = std::time::Instant::now();
         let (enc, key) = ssl::encoder_for(&g, &images, &spec, seed, true)?;
         let seconds = t.elapsed().as_secs_f64();
@@ -220,7 +219,7 @@ pub struct BenchCmd {
 }
 
 impl BenchCmd {
-    pub fn run(self, device: Option<&str>) -> Result<()> {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
         if let Some(dir) = &self.dump_shaders {
             let n = crate::engine::shaders::dump(dir)?;
             eprintln!(
@@ -242,7 +241,7 @@ impl BenchCmd {
             cpu_max_rows,
             ..
         } = self;
-        let g = Engine::new(device)?;
+        let g = cli.engine()?;
         if case == "pool-search" {
             for &n in &rows {
                 if !(1..=20_000_000).contains(&n) {
@@ -319,6 +318,68 @@ impl BenchCmd {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TuneCmd {
+    /// gan | vae | both.
+    #[arg(long, default_value = "both")]
+    model: String,
+    /// The batch size whose shapes are tuned.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Forget this device's cached choices first and time every shape again.
+    #[arg(long)]
+    fresh: bool,
+}
+
+impl TuneCmd {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
+        let models: Vec<crate::train::ModelKind> = match self.model.as_str() {
+            "both" => vec![crate::train::ModelKind::Gan, crate::train::ModelKind::Vae],
+            m => vec![m.parse()?],
+        };
+        if !(2..=4096).contains(&self.batch) {
+            anyhow::bail!("--batch must be between 2 and 4096, got {}", self.batch);
+        }
+        if !cli.tune {
+            anyhow::bail!("--no-tune: `tune` has nothing to do without tuning");
+        }
+        let g = cli.engine()?;
+        if let (true, Some(path)) = (self.fresh, g.tuner.path()) {
+            let _ = std::fs::remove_file(&path);
+        }
+        let t = std::time::Instant::now();
+        for &model in &models {
+            eprintln!(
+                "activegen: tuning the {model:?} step's GEMMs at batch {} on {}",
+                self.batch,
+                g.name()
+            );
+            bench::step_case(&g, model, self.batch, 1, false)?;
+        }
+        let choices = g.tuner.choices();
+        println!(
+            "{:<72} {:>7} {:>12} {:>5} {:>9}",
+            "shape", "texture", "rows_fastest", "wide", "ms"
+        );
+        for (key, c) in &choices {
+            println!(
+                "{key:<72} {:>7} {:>12} {:>5} {:>9.3}",
+                c.texture, c.rows_fastest, c.wide_tile, c.ms
+            );
+        }
+        eprintln!(
+            "activegen: {} shapes timed now, {} choices in {} ({:.1} s)",
+            g.tuner.tuned.get(),
+            choices.len(),
+            g.tuner
+                .path()
+                .map_or("memory".into(), |p| p.display().to_string()),
+            t.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::args::{positive, TrainArgs};
+use crate::bench;
 use crate::train::{self, TrainConfig};
-use crate::{bench, Engine};
 
 #[derive(clap::Args)]
 pub struct TrainCmd {
@@ -35,7 +35,7 @@ pub struct TrainCmd {
 }
 
 impl TrainCmd {
-    pub fn run(self, device: Option<&str>) -> Result<()> {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
         let TrainCmd {
             args,
             config,
@@ -83,7 +83,7 @@ impl TrainCmd {
         std::fs::create_dir_all(&out)
             .map_err(|e| anyhow::anyhow!("{}: cannot create run directory: {e}", out.display()))?;
         train::save_config(&cfg, &out.join("config.toml"))?;
-        let g = Engine::new(device)?;
+        let g = cli.engine()?;
         if profile {
             g.device.start_profiling();
         }
@@ -133,7 +133,7 @@ pub struct SampleCmd {
 }
 
 impl SampleCmd {
-    pub fn run(self, device: Option<&str>) -> Result<()> {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
         let SampleCmd {
             checkpoint,
             n,
@@ -150,7 +150,7 @@ impl SampleCmd {
         }
         let cfg = train::load_config(&checkpoint.join("config.toml"))?;
         crate::checkpoint::settle(&checkpoint)?;
-        let g = Engine::new(device)?;
+        let g = cli.engine()?;
         g.set_seed(cfg.seed);
         let classes = if cfg.gan.num_classes > 0 {
             crate::data::load(&cfg.data, crate::data::Split::Train, &cfg.load_options())?
@@ -265,7 +265,7 @@ pub struct EvalCmd {
 }
 
 impl EvalCmd {
-    pub fn run(self, device: Option<&str>) -> Result<()> {
+    pub fn run(self, cli: super::Opts) -> Result<()> {
         let EvalCmd {
             checkpoint,
             n,
@@ -316,7 +316,7 @@ impl EvalCmd {
         if data_dir.is_some() {
             opts.data_dir = data_dir.clone();
         }
-        let g = Engine::new(device)?;
+        let g = cli.engine()?;
         let t = std::time::Instant::now();
         // Progress goes to stderr, so --json output stays clean while a feature net trains.
         let net = eval::judge_with(&g, &spec, &opts, &net_spec, &ssl, true)?;

@@ -4,7 +4,8 @@
 //! imports from the application.
 //!
 //! `Engine` is what every op takes as `g`: the device, the tape (with no-grad scopes), the
-//! Philox random stream (with scoped streams) and the kernel policy.
+//! Philox random stream (with scoped streams), the kernel policy and the tuner's measured
+//! choices.
 
 pub mod device;
 pub mod features;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod shaders;
 pub mod tape;
 pub mod tensor;
+pub mod tune;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -35,6 +37,8 @@ pub struct Engine {
     next_id: Cell<u64>,
     /// Keys of the one-time set-up work done on this engine (`first_time`).
     done_once: RefCell<HashSet<String>>,
+    /// Kernel choices measured on this device (`tune`); off unless the caller turns it on.
+    pub tuner: tune::Tuner,
 }
 
 impl Engine {
@@ -42,8 +46,10 @@ impl Engine {
     pub fn new(pref: Option<&str>) -> Result<Engine> {
         let env = std::env::var("ACTIVEGEN_DEVICE").ok();
         let pref = pref.or(env.as_deref());
-        let device = Device::open(pref, Some(files::cache_dir()))?;
+        let cache_dir = files::cache_dir();
+        let device = Device::open(pref, Some(cache_dir.clone()))?;
         let policy = KernelPolicy::from_env(&device)?;
+        let tuner = tune::Tuner::new(&device.info, Some(&cache_dir));
         Ok(Engine {
             device,
             tape: RefCell::new(tape::Tape::default()),
@@ -52,6 +58,7 @@ impl Engine {
             default_policy: policy,
             next_id: Cell::new(1),
             done_once: RefCell::new(HashSet::new()),
+            tuner,
         })
     }
 

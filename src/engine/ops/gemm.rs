@@ -170,7 +170,7 @@ impl<'a> Gemm<'a> {
 /// faster from 2048^3 up, but slower on every DCGAN product at batch 64 and 256 (up to 2.7x
 /// on D.conv2 forward) and on 256^3-1024^3; a 64x64 tile with 8x8 per invocation lost
 /// everywhere there and was removed.
-fn tile_form(policy: &KernelPolicy, m: usize, n: usize, z: usize) -> TileForm {
+pub(super) fn tile_form(policy: &KernelPolicy, m: usize, n: usize, z: usize) -> TileForm {
     policy
         .gemm_tile
         .unwrap_or_else(|| default_tile_form(m, n, z))
@@ -221,12 +221,15 @@ pub enum GemmPlan<'a> {
 }
 
 /// One kernel launch of a GEMM.
+#[derive(Clone, Debug)]
 pub struct GemmKernelChoice {
     pub stem: &'static str,
     pub entry: &'static str,
-    /// The entry point reading A and B from texture copies, tried first (falls back to
-    /// `entry` where the operands do not fit a texture).
+    /// The subgroup vec4 forms' entry point reading A and B from texture copies.
     pub texture_entry: Option<&'static str>,
+    /// Use `texture_entry` (it falls back to `entry` where the operands do not fit a
+    /// texture).
+    pub texture: bool,
     pub constants: Vec<(&'static str, u64)>,
     pub grid: [u32; 3],
     /// The subgroup narrow form: binding 8 is B's scalar view.
@@ -347,6 +350,7 @@ fn tiled_choice(
         stem: "matmul",
         entry,
         texture_entry: None,
+        texture: false,
         constants,
         grid,
         narrow: false,
@@ -375,7 +379,10 @@ pub fn gemm(g: &Engine, spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
             gemm(g, &plain, &c, 1)?;
             super::elementwise::swap_leading_axes_into(g, &c, out)
         }
-        GemmPlan::Kernel(choice) => launch_choice(g, spec, out, split, &choice),
+        GemmPlan::Kernel(choice) => {
+            let choice = super::gemm_tune::tuned(g, spec, out, split, choice)?;
+            launch_choice(g, spec, out, split, &choice)
+        }
     }
 }
 
@@ -405,7 +412,7 @@ fn check(spec: &Gemm, out: &Tensor, split: usize) -> Result<()> {
 }
 
 /// Records the chosen kernel.
-fn launch_choice(
+pub(super) fn launch_choice(
     g: &Engine,
     spec: &Gemm,
     out: &Tensor,
@@ -458,7 +465,7 @@ fn launch_choice(
         buffers.truncate(8);
         buffers[7] = spec.b.buffer();
     }
-    if let Some(texture_entry) = choice.texture_entry {
+    if let (true, Some(texture_entry)) = (choice.texture, choice.texture_entry) {
         const RGBA: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
         let reads = TextureReads::new(g, &[(6, spec.a, RGBA), (7, spec.b, RGBA)]);
         if reads.on() {

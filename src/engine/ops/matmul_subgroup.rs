@@ -144,6 +144,7 @@ pub(super) fn choice(
         stem,
         entry,
         texture_entry: None,
+        texture: false,
         constants: constants.clone(),
         grid,
         narrow: false,
@@ -180,7 +181,8 @@ pub(super) fn choice(
         [u(col_blocks), u(row_blocks), u(z)]
     };
     GemmKernelChoice {
-        texture_entry: (spec.texture_worthwhile() && policy.texture_reads).then_some(form.textures),
+        texture_entry: Some(form.textures),
+        texture: spec.texture_worthwhile() && policy.texture_reads,
         rows_fastest,
         ..plain(form.stem, form.buffers, grid)
     }

@@ -14,6 +14,7 @@ pub mod diffaug;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
+pub mod gemm_tune;
 pub mod knn;
 pub mod latent;
 pub mod linear_cm;
