@@ -18,9 +18,11 @@ fn temp_cache(name: &str) -> std::path::PathBuf {
 
 /// Three DCGAN steps at batch 16 (its large products are tunable); the losses' bits.
 fn three_gan_steps(g: &Engine) -> Vec<u32> {
-    let mut cfg = TrainConfig::default();
-    cfg.model = ModelKind::Gan;
-    cfg.batch = 16;
+    let cfg = TrainConfig {
+        model: ModelKind::Gan,
+        batch: 16,
+        ..Default::default()
+    };
     g.set_seed(5);
     let mut model = Model::new(g, &cfg, 10).unwrap();
     let real = Tensor::from_slice(
