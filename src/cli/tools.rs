@@ -361,15 +361,28 @@ impl TuneCmd {
             bench::step_case(&g, model, self.batch, 1, false)?;
         }
         let choices = g.tuner.choices();
-        println!(
-            "{:<72} {:>7} {:>12} {:>5} {:>9}",
-            "shape", "texture", "rows_fastest", "wide", "ms"
-        );
+        println!("{:<72} {:<44} {:>9}", "shape", "choice", "ms");
         for (key, c) in &choices {
-            println!(
-                "{key:<72} {:>7} {:>12} {:>5} {:>9.3}",
-                c.texture, c.rows_fastest, c.wide_tile, c.ms
-            );
+            let choice = if key.starts_with("conv_implicit") {
+                if c.columns {
+                    "im2col and GEMMs"
+                } else {
+                    "implicit GEMMs"
+                }
+                .to_string()
+            } else if key.contains("matmul_tiled") {
+                if c.wide_tile {
+                    "128x128 tile"
+                } else {
+                    "64x64 tile"
+                }
+                .to_string()
+            } else {
+                let reads = if c.texture { "texture" } else { "buffer" };
+                let walk = if c.rows_fastest { "row" } else { "column" };
+                format!("{reads} reads, {walk} blocks first")
+            };
+            println!("{key:<72} {choice:<44} {:>9.3}", c.ms);
         }
         eprintln!(
             "activegen: {} shapes timed now, {} choices in {} ({:.1} s)",

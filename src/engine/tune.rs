@@ -1,12 +1,13 @@
 //! The autotuner: kernel choices measured per device instead of fixed from one machine's
 //! sweeps. A GEMM whose plan has several equivalent forms (`GemmPlan::select` gives the
-//! heuristic one) is timed in each form the first time its shape is seen, runs interleaved
+//! heuristic one), or a convolution that can run as implicit GEMMs or around a column
+//! matrix (`conv_implicit::wins`), is timed in each form the first time its shape is seen, runs interleaved
 //! (these machines swing ±30%), and the fastest median wins. The choices are kept in the
 //! cache directory, one file per adapter, driver and kernel set, so later runs start from
 //! them.
 //!
 //! Only forms that sum in the same order compete — texture or buffer reads, the grid's
-//! walk order, the tiled GEMM's tile — so a tuned run gives bitwise the same numbers as an
+//! walk order, the tiled GEMM's tile, implicit or column convolutions — so a tuned run gives bitwise the same numbers as an
 //! untuned one (tests/tune.rs checks it).
 
 use std::cell::{Cell, RefCell};
@@ -26,16 +27,19 @@ pub enum TuneMode {
     Tune,
 }
 
-/// The measured choice for one GEMM shape. Fields a family does not have stay at their
-/// defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GemmChoice {
+/// The measured choice for one GEMM shape or convolution geometry. Fields a family does
+/// not have stay at their defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
     /// Subgroup family: read A and B from texture copies.
     pub texture: bool,
     /// Subgroup family: walk row blocks first.
     pub rows_fastest: bool,
     /// Tiled family: the 128x128 tile with 8x8 outputs per invocation.
     pub wide_tile: bool,
+    /// Stride-2 4x4 convolutions: im2col and GEMMs instead of the implicit GEMMs.
+    #[serde(default)]
+    pub columns: bool,
     /// The winner's median time, ms (for `activegen tune`'s table).
     pub ms: f64,
 }
@@ -45,7 +49,7 @@ pub struct GemmChoice {
 struct CacheFile {
     version: u32,
     adapter: String,
-    choices: BTreeMap<String, GemmChoice>,
+    choices: BTreeMap<String, Choice>,
 }
 
 const CACHE_VERSION: u32 = 1;
@@ -56,7 +60,7 @@ pub struct Tuner {
     path: RefCell<Option<PathBuf>>,
     /// The adapter, driver and kernel-set description written into the file.
     adapter: String,
-    choices: RefCell<BTreeMap<String, GemmChoice>>,
+    choices: RefCell<BTreeMap<String, Choice>>,
     /// Whether `path` has been read (it is read at the first lookup, not at start).
     loaded: Cell<bool>,
     /// Shapes timed by this process (tests, and `activegen tune`'s report).
@@ -110,7 +114,7 @@ impl Tuner {
     }
 
     /// The cached choice for `key`, reading the cache file first if need be.
-    pub fn lookup(&self, key: &str) -> Option<GemmChoice> {
+    pub fn lookup(&self, key: &str) -> Option<Choice> {
         if self.mode.get() == TuneMode::Off {
             return None;
         }
@@ -128,14 +132,14 @@ impl Tuner {
     }
 
     /// Keeps a measured choice, and writes the cache file (whole and atomically).
-    pub fn record(&self, key: String, choice: GemmChoice) {
+    pub fn record(&self, key: String, choice: Choice) {
         self.tuned.set(self.tuned.get() + 1);
         self.choices.borrow_mut().insert(key, choice);
         self.save();
     }
 
     /// Every choice known, by shape key.
-    pub fn choices(&self) -> BTreeMap<String, GemmChoice> {
+    pub fn choices(&self) -> BTreeMap<String, Choice> {
         self.load();
         self.choices.borrow().clone()
     }

@@ -397,7 +397,7 @@ pub(crate) fn sum_weight_slices(
 /// the implicit GEMMs (`conv_implicit`) gather from x itself. One choice per convolution,
 /// made here, serves both passes (`forward_pass`, `weight_pass`).
 pub fn columns_unless_implicit(g: &Engine, geo: &Geometry, x: &Tensor) -> Result<Option<Tensor>> {
-    if super::conv_implicit::applies(&g.policy(), geo) {
+    if super::conv_implicit::wins(g, geo, x)? {
         Ok(None)
     } else {
         im2col(g, geo, x).map(Some)

@@ -25,6 +25,7 @@ use crate::engine::device::Cost;
 use crate::engine::device::KernelKey;
 use crate::engine::policy::{GemmKernel, KernelPolicy};
 use crate::engine::tensor::Tensor;
+use crate::engine::tune::{time_interleaved, Choice, TuneMode};
 use crate::engine::Engine;
 
 /// Rows and columns of y per workgroup (the subgroup kernel generator in build/, both lane counts).
@@ -46,6 +47,53 @@ pub fn applies(policy: &KernelPolicy, geo: &Geometry) -> bool {
         && geo.pad == 1
         && geo.co >= BLOCK_ROWS
         && geo.ci * 16 >= 2 * BLOCK_COLS
+}
+
+/// `applies`, and the tuner's verdict for this geometry: whether the implicit forms (forward
+/// pass and weight gradient) beat im2col plus the two GEMMs here. By rule they do; with
+/// tuning on, both are timed on `x` the first time a geometry is seen (they sum in the
+/// same order, so either gives the same numbers).
+pub fn wins(g: &Engine, geo: &Geometry, x: &Tensor) -> Result<bool> {
+    if !applies(&g.policy(), geo) {
+        return Ok(false);
+    }
+    if g.tuner.mode() == TuneMode::Off {
+        return Ok(true);
+    }
+    let key = format!(
+        "conv_implicit vs columns n{} ci{} {}x{} co{} {}x{}",
+        geo.n, geo.ci, geo.h, geo.w, geo.co, geo.oh, geo.ow
+    );
+    if let Some(c) = g.tuner.lookup(&key) {
+        return Ok(!c.columns);
+    }
+    if !g.tuner.tunes() {
+        return Ok(true);
+    }
+    let w = Tensor::zeros(g, &[geo.co, geo.ci, geo.kh, geo.kw])?;
+    let dy = Tensor::zeros(g, &[geo.co, geo.p4()])?;
+    let mut implicit = || -> Result<()> {
+        forward(g, geo, x, &w, None, Act::Identity)?;
+        backward_weight(g, geo, x, &dy).map(drop)
+    };
+    let mut columns = || -> Result<()> {
+        let xcol = super::conv2d::im2col(g, geo, x)?;
+        super::conv2d::forward_gemm(g, geo, &xcol, &w, None, Act::Identity)?;
+        super::conv2d::backward_weight_gemm(g, geo, &xcol, &dy).map(drop)
+    };
+    g.flush();
+    let times =
+        g.no_grad(|| time_interleaved(&|| g.sync(), &mut [&mut implicit, &mut columns], 5, 1))?;
+    let use_columns = times[1] < times[0];
+    g.tuner.record(
+        key,
+        Choice {
+            columns: use_columns,
+            ms: times[use_columns as usize],
+            ..Default::default()
+        },
+    );
+    Ok(!use_columns)
 }
 
 #[repr(C)]

@@ -12,7 +12,7 @@ use super::gemm::{launch_choice, Gemm, GemmKernelChoice};
 use super::u;
 use crate::engine::policy::{GemmKernel, KernelPolicy, TileForm};
 use crate::engine::tensor::Tensor;
-use crate::engine::tune::{time_interleaved, GemmChoice, TuneMode};
+use crate::engine::tune::{time_interleaved, Choice, TuneMode};
 use crate::engine::Engine;
 
 /// Products below this keep the rule's choice: they take microseconds, where the timing
@@ -48,11 +48,12 @@ fn key(spec: &Gemm, split: usize, choice: &GemmKernelChoice) -> String {
 }
 
 /// The choices that compete for this kernel (one or none: nothing to tune).
-fn candidates(policy: &KernelPolicy, choice: &GemmKernelChoice) -> Vec<GemmChoice> {
-    let base = GemmChoice {
+fn candidates(policy: &KernelPolicy, choice: &GemmKernelChoice) -> Vec<Choice> {
+    let base = Choice {
         texture: choice.texture,
         rows_fastest: choice.rows_fastest,
         wide_tile: choice.entry == "matmul_tiled_wide",
+        columns: false,
         ms: 0.0,
     };
     let mut out = vec![];
@@ -64,7 +65,7 @@ fn candidates(policy: &KernelPolicy, choice: &GemmKernelChoice) -> Vec<GemmChoic
         };
         for &texture in textures {
             for rows_fastest in [false, true] {
-                out.push(GemmChoice {
+                out.push(Choice {
                     texture,
                     rows_fastest,
                     ..base
@@ -76,14 +77,14 @@ fn candidates(policy: &KernelPolicy, choice: &GemmKernelChoice) -> Vec<GemmChoic
         && choice.entry.starts_with("matmul_tiled")
     {
         for wide_tile in [false, true] {
-            out.push(GemmChoice { wide_tile, ..base });
+            out.push(Choice { wide_tile, ..base });
         }
     }
     out
 }
 
 /// The rule's kernel rewritten to a choice: the grid follows the walk order or the tile.
-fn apply(spec: &Gemm, split: usize, choice: &GemmKernelChoice, c: GemmChoice) -> GemmKernelChoice {
+fn apply(spec: &Gemm, split: usize, choice: &GemmKernelChoice, c: Choice) -> GemmKernelChoice {
     let mut out = choice.clone();
     if choice.texture_entry.is_some() {
         out.texture = c.texture;
@@ -158,7 +159,7 @@ pub(super) fn tuned(
     let best = (0..cands.len())
         .min_by(|&a, &b| times[a].total_cmp(&times[b]))
         .expect("two candidates or more");
-    let winner = GemmChoice {
+    let winner = Choice {
         ms: times[best],
         ..cands[best]
     };
