@@ -11,7 +11,7 @@
 //! untuned one (tests/tune.rs checks it).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,10 @@ pub struct Tuner {
     choices: RefCell<BTreeMap<String, Choice>>,
     /// Whether `path` has been read (it is read at the first lookup, not at start).
     loaded: Cell<bool>,
+    /// Decisions already made in this process, by a hash of the call's shape: a training
+    /// step asks the same questions every step, and answering them must not cost it a
+    /// key string and a map search per product.
+    memo: RefCell<HashMap<u64, Option<Choice>>>,
     /// Shapes timed by this process (tests, and `activegen tune`'s report).
     pub tuned: Cell<u64>,
     /// Lookups answered from the cache.
@@ -89,6 +93,7 @@ impl Tuner {
             adapter,
             choices: RefCell::new(BTreeMap::new()),
             loaded: Cell::new(false),
+            memo: RefCell::new(HashMap::new()),
             tuned: Cell::new(0),
             hits: Cell::new(0),
         }
@@ -100,12 +105,24 @@ impl Tuner {
 
     pub fn set_mode(&self, mode: TuneMode) {
         self.mode.set(mode);
+        self.memo.borrow_mut().clear();
+    }
+
+    /// A decision this process already made for the shape hashed to `shape` (the outer
+    /// None: not asked yet; the inner: the rule's choice stands).
+    pub fn memo(&self, shape: u64) -> Option<Option<Choice>> {
+        self.memo.borrow().get(&shape).copied()
+    }
+
+    pub fn remember(&self, shape: u64, choice: Option<Choice>) {
+        self.memo.borrow_mut().insert(shape, choice);
     }
 
     /// Keeps the choices in `path` instead (tests); forgets what was loaded.
     pub fn set_path(&self, path: Option<PathBuf>) {
         *self.path.borrow_mut() = path;
         self.choices.borrow_mut().clear();
+        self.memo.borrow_mut().clear();
         self.loaded.set(false);
     }
 

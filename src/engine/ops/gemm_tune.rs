@@ -47,6 +47,15 @@ fn key(spec: &Gemm, split: usize, choice: &GemmKernelChoice) -> String {
     )
 }
 
+/// What identifies a call for the memo (the same fields as `key`, hashed without a string).
+fn shape_hash(spec: &Gemm, split: usize, choice: &GemmKernelChoice) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (choice.stem, choice.entry, &choice.constants).hash(&mut h);
+    (spec.m, spec.n, spec.k, spec.batch, split).hash(&mut h);
+    h.finish()
+}
+
 /// The choices that compete for this kernel (one or none: nothing to tune).
 fn candidates(policy: &KernelPolicy, choice: &GemmKernelChoice) -> Vec<Choice> {
     let base = Choice {
@@ -126,16 +135,16 @@ pub(super) fn tuned(
     if g.tuner.mode() == TuneMode::Off || spec.flops() < TUNE_MIN_FLOPS {
         return Ok(choice);
     }
+    let shape = shape_hash(spec, split, &choice);
+    if let Some(decided) = g.tuner.memo(shape) {
+        return Ok(decided.map_or(choice.clone(), |c| apply(spec, split, &choice, c)));
+    }
     let cands = candidates(&g.policy(), &choice);
-    if cands.len() < 2 {
-        return Ok(choice);
-    }
     let key = key(spec, split, &choice);
-    if let Some(c) = g.tuner.lookup(&key) {
-        return Ok(apply(spec, split, &choice, c));
-    }
-    if !g.tuner.tunes() {
-        return Ok(choice);
+    let cached = (cands.len() >= 2).then(|| g.tuner.lookup(&key)).flatten();
+    if cands.len() < 2 || cached.is_some() || !g.tuner.tunes() {
+        g.tuner.remember(shape, cached);
+        return Ok(cached.map_or(choice.clone(), |c| apply(spec, split, &choice, c)));
     }
     let forms: Vec<GemmKernelChoice> = cands
         .iter()
@@ -164,5 +173,6 @@ pub(super) fn tuned(
         ..cands[best]
     };
     g.tuner.record(key, winner);
+    g.tuner.remember(shape, Some(winner));
     Ok(forms[best].clone())
 }
