@@ -586,3 +586,31 @@ fn a_collapsed_gan_window_is_recognised_and_a_working_one_is_not() {
         &vec![vec![0.0; 3]; 50]
     ));
 }
+
+/// The sub-pixel data gradient (`ops::conv_subpixel`: the transposed convolutions'
+/// forward passes and the stride-2 convolutions' data gradients, from 32 channels) sums a
+/// pixel's taps inside one GEMM, where the column form sums the GEMM's per-tap columns
+/// afterwards (col2im): the same math in another order, so the losses agree to rounding
+/// but not bit for bit. This is why the tuner does not choose between the two forms (it
+/// only swaps forms that sum in the same order, tests/tune.rs).
+#[test]
+fn subpixel_data_gradients_agree_with_the_column_form_to_rounding() {
+    for model in [ModelKind::Gan, ModelKind::Vae] {
+        let (columns, columns_k) = three_steps(model, |g| g.update_policy(|p| p.subpixel = false));
+        let (subpixel, subpixel_k) = three_steps(model, |g| g.update_policy(|p| p.subpixel = true));
+        let ran = |k: &[(String, u64)]| calls(k, |n| n.starts_with("conv_subpixel"));
+        assert_eq!(
+            ran(&columns_k),
+            0,
+            "{model:?}: sub-pixel kernels ran while off"
+        );
+        assert!(ran(&subpixel_k) > 0, "{model:?}: no sub-pixel kernel ran");
+        for (c, s) in columns.iter().zip(&subpixel) {
+            let (c, s) = (f32::from_bits(*c), f32::from_bits(*s));
+            assert!(
+                (c - s).abs() <= 1e-4 * c.abs().max(1.0),
+                "{model:?}: losses {c} (columns) and {s} (sub-pixel) differ beyond rounding"
+            );
+        }
+    }
+}

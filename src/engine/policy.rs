@@ -61,8 +61,10 @@ pub struct KernelPolicy {
     pub texture_reads: bool,
     /// Reuse of texture copies whose buffer is unchanged (off only where a test compares).
     pub texture_cache: bool,
-    /// The sub-pixel data gradient (ops::conv_subpixel) where it applies. This and the two
-    /// below won and change no number; tests and `dev/step_ab.rs` turn them off to compare.
+    /// The sub-pixel data gradient (ops::conv_subpixel) where it applies: it won, and
+    /// agrees with the column form to rounding (it sums in another order). This and the two
+    /// below are on; tests and `dev/step_ab.rs` turn them off to compare (the two below
+    /// change no number).
     pub subpixel: bool,
     /// Backward passes fuse an activation's gradient into the kernel that computes the
     /// gradient flowing into it (`tape::ActFusion`).
