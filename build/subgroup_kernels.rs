@@ -176,6 +176,35 @@ fn broadcast_fmas(w: &mut Lines, sh: Shape, ind: &str) {
     }
 }
 
+/// The first lines of an entry point: a blank line, its comment, its workgroup size and
+/// its signature (the workgroup id and the lane).
+fn entry_head(sh: Shape, name: &str, comment: &str) -> Lines {
+    vec![
+        String::new(),
+        comment.to_string(),
+        format!("@compute @workgroup_size({}, 1, 1)", sh.lanes),
+        format!("fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{"),
+    ]
+}
+
+/// Where a convolution entry point reads its operands from.
+fn read_from(tex: bool) -> &'static str {
+    if tex {
+        "a_tex and b_tex (flat copies)"
+    } else {
+        "the storage buffers"
+    }
+}
+
+/// `op(A) = A, op(B) = Bᵀ` and so on.
+fn operands(ta: bool, tb: bool) -> String {
+    format!(
+        "op(A) = {}, op(B) = {}",
+        if ta { "Aᵀ" } else { "A" },
+        if tb { "Bᵀ" } else { "B" }
+    )
+}
+
 fn tn_tag(ta: bool, tb: bool) -> String {
     format!(
         "{}{}",
@@ -194,22 +223,16 @@ fn entry(sh: Shape, ta: bool, tb: bool, tex: bool, swap: bool) -> String {
         if tex { "_tex" } else { "" },
         if swap { "_swap" } else { "" }
     );
-    let mut w: Lines = vec![String::new()];
     let src = if tex {
         "a_tex and b_tex (flat copies of A and B)"
     } else {
         "storage buffers"
     };
-    w.push(format!(
-        "// op(A) = {}, op(B) = {}, operands read from {src}",
-        if ta { "Aᵀ" } else { "A" },
-        if tb { "Bᵀ" } else { "B" }
-    ));
+    let mut comment = format!("// {}, operands read from {src}", operands(ta, tb));
     if swap {
-        w.push("// C stored with its leading axes swapped: [B, M, S], S = p.swap_s (no batch, no split)".into());
+        comment += "\n// C stored with its leading axes swapped: [B, M, S], S = p.swap_s (no batch, no split)";
     }
-    w.push(format!("@compute @workgroup_size({}, 1, 1)", sh.lanes));
-    w.push(format!("fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{"));
+    let mut w = entry_head(sh, &name, &comment);
     w.push("    let z = wid.z;".into());
     w.push(format!(
         "    let row0 = select(wid.y, wid.x, p.rows_fastest != 0u) * {}u;",
@@ -383,17 +406,11 @@ fn swap_stores(w: &mut Lines, sh: Shape) {
 fn subpixel_entry(sh: Shape, tex: bool) -> String {
     let name = format!("conv_subpixel_{}{}", sh.sg(), if tex { "_tex" } else { "" });
     let ncol = 4 * sh.tn;
-    let mut w: Lines = vec![String::new()];
-    w.push(format!(
-        "// Wp and dy read from {}",
-        if tex {
-            "a_tex and b_tex (flat copies)"
-        } else {
-            "the storage buffers"
-        }
-    ));
-    w.push(format!("@compute @workgroup_size({}, 1, 1)", sh.lanes));
-    w.push(format!("fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{"));
+    let mut w = entry_head(
+        sh,
+        &name,
+        &format!("// Wp and dy read from {}", read_from(tex)),
+    );
     // The phase is the grid's fastest dimension: llvmpipe hands out workgroups in x order,
     // so the four phases of one block run back to back and share its dy neighbourhood (and
     // the fused activation gradient's y lines) in cache.
@@ -496,17 +513,11 @@ fn subpixel_stores(w: &mut Lines, sh: Shape, tex: bool) {
 fn implicit_entry(sh: Shape, tex: bool) -> String {
     let name = format!("conv_implicit_{}{}", sh.sg(), if tex { "_tex" } else { "" });
     let ncol = 4 * sh.tn;
-    let mut w: Lines = vec![String::new()];
-    w.push(format!(
-        "// W and x read from {}",
-        if tex {
-            "a_tex and b_tex (flat copies)"
-        } else {
-            "the storage buffers"
-        }
-    ));
-    w.push(format!("@compute @workgroup_size({}, 1, 1)", sh.lanes));
-    w.push(format!("fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{"));
+    let mut w = entry_head(
+        sh,
+        &name,
+        &format!("// W and x read from {}", read_from(tex)),
+    );
     w.push(format!("    let row0 = wid.y * {}u;", sh.bm));
     w.push(format!(
         "    let col0 = wid.x * {}u + lane * {ncol}u;",
@@ -585,17 +596,11 @@ fn implicit_weight_entry(sh: Shape, tex: bool) -> String {
         if tex { "_tex" } else { "" }
     );
     let ncol = 4 * sh.tn;
-    let mut w: Lines = vec![String::new()];
-    w.push(format!(
-        "// dy and x read from {}",
-        if tex {
-            "a_tex and b_tex (flat copies)"
-        } else {
-            "the storage buffers"
-        }
-    ));
-    w.push(format!("@compute @workgroup_size({}, 1, 1)", sh.lanes));
-    w.push(format!("fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{"));
+    let mut w = entry_head(
+        sh,
+        &name,
+        &format!("// dy and x read from {}", read_from(tex)),
+    );
     w.push(format!("    let row0 = wid.y * {}u;", sh.bm));
     w.push(format!(
         "    let col0 = wid.x * {}u + lane * {ncol}u;",
@@ -697,14 +702,11 @@ fn pixel_counter(w: &mut Lines, ind: &str) {
 /// The narrow GEMM's entry point (see NARROW_HEADER): lane l owns column l.
 fn narrow_entry(sh: Shape, ta: bool, tb: bool) -> String {
     let name = format!("matmul_{}_{}_narrow", sh.sg(), tn_tag(ta, tb));
-    let mut w: Lines = vec![String::new()];
-    w.push(format!(
-        "// op(A) = {}, op(B) = {}, lane l owns column l",
-        if ta { "Aᵀ" } else { "A" },
-        if tb { "Bᵀ" } else { "B" }
-    ));
-    w.push(format!("@compute @workgroup_size({}, 1, 1)", sh.lanes));
-    w.push(format!("fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {{"));
+    let mut w = entry_head(
+        sh,
+        &name,
+        &format!("// {}, lane l owns column l", operands(ta, tb)),
+    );
     w.push("    let z = wid.z;".into());
     w.push(format!("    let row0 = wid.y * {}u;", sh.bm));
     w.push(format!("    let col = wid.x * {}u + lane;", sh.lanes));
