@@ -60,15 +60,25 @@ pub fn wins(g: &Engine, geo: &Geometry, x: &Tensor) -> Result<bool> {
     if g.tuner.mode() == TuneMode::Off {
         return Ok(true);
     }
+    // Every step asks again for each layer: answered from the memo without a key string.
+    let dims = (geo.n, geo.ci, geo.h, geo.w, geo.co, geo.oh, geo.ow);
+    let shape = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ("conv_implicit", dims).hash(&mut h);
+        h.finish()
+    };
+    if let Some(decided) = g.tuner.memo(shape) {
+        return Ok(decided.is_none_or(|c| !c.columns));
+    }
     let key = format!(
         "conv_implicit vs columns n{} ci{} {}x{} co{} {}x{}",
         geo.n, geo.ci, geo.h, geo.w, geo.co, geo.oh, geo.ow
     );
-    if let Some(c) = g.tuner.lookup(&key) {
-        return Ok(!c.columns);
-    }
-    if !g.tuner.tunes() {
-        return Ok(true);
+    let cached = g.tuner.lookup(&key);
+    if cached.is_some() || !g.tuner.tunes() {
+        g.tuner.remember(shape, cached);
+        return Ok(cached.is_none_or(|c| !c.columns));
     }
     let w = Tensor::zeros(g, &[geo.co, geo.ci, geo.kh, geo.kw])?;
     let dy = Tensor::zeros(g, &[geo.co, geo.p4()])?;
@@ -85,14 +95,13 @@ pub fn wins(g: &Engine, geo: &Geometry, x: &Tensor) -> Result<bool> {
     let times =
         g.no_grad(|| time_interleaved(&|| g.sync(), &mut [&mut implicit, &mut columns], 5, 1))?;
     let use_columns = times[1] < times[0];
-    g.tuner.record(
-        key,
-        Choice {
-            columns: use_columns,
-            ms: times[use_columns as usize],
-            ..Default::default()
-        },
-    );
+    let choice = Choice {
+        columns: use_columns,
+        ms: times[use_columns as usize],
+        ..Default::default()
+    };
+    g.tuner.record(key, choice);
+    g.tuner.remember(shape, Some(choice));
     Ok(!use_columns)
 }
 

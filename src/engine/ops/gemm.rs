@@ -170,7 +170,7 @@ impl<'a> Gemm<'a> {
 /// faster from 2048^3 up, but slower on every DCGAN product at batch 64 and 256 (up to 2.7x
 /// on D.conv2 forward) and on 256^3-1024^3; a 64x64 tile with 8x8 per invocation lost
 /// everywhere there and was removed.
-pub(super) fn tile_form(policy: &KernelPolicy, m: usize, n: usize, z: usize) -> TileForm {
+fn tile_form(policy: &KernelPolicy, m: usize, n: usize, z: usize) -> TileForm {
     policy
         .gemm_tile
         .unwrap_or_else(|| default_tile_form(m, n, z))

@@ -137,14 +137,20 @@ pub(super) fn tuned(
     }
     let shape = shape_hash(spec, split, &choice);
     if let Some(decided) = g.tuner.memo(shape) {
-        return Ok(decided.map_or(choice.clone(), |c| apply(spec, split, &choice, c)));
+        return Ok(match decided {
+            Some(c) => apply(spec, split, &choice, c),
+            None => choice,
+        });
     }
     let cands = candidates(&g.policy(), &choice);
     let key = key(spec, split, &choice);
     let cached = (cands.len() >= 2).then(|| g.tuner.lookup(&key)).flatten();
     if cands.len() < 2 || cached.is_some() || !g.tuner.tunes() {
         g.tuner.remember(shape, cached);
-        return Ok(cached.map_or(choice.clone(), |c| apply(spec, split, &choice, c)));
+        return Ok(match cached {
+            Some(c) => apply(spec, split, &choice, c),
+            None => choice,
+        });
     }
     let forms: Vec<GemmKernelChoice> = cands
         .iter()
