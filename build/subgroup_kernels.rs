@@ -37,9 +37,13 @@ struct Shape {
 }
 
 impl Shape {
-    /// lanes -> (RM, TN): 8 -> 4x2, 16 -> 2x1.
+    /// lanes -> (RM, TN): 4 -> 4x2 (a 16x32 block of C; 8x4 for 32x64 made SwiftShader's
+    /// JIT run out of memory), 8 -> 4x2, 16 -> 2x1 (32x64 blocks).
     fn of(lanes: usize) -> Shape {
-        let (rm, tn) = if lanes == 8 { (4, 2) } else { (2, 1) };
+        let (rm, tn) = match lanes {
+            4 | 8 => (4, 2),
+            _ => (2, 1),
+        };
         Shape {
             lanes,
             rm,
@@ -49,7 +53,7 @@ impl Shape {
         }
     }
 
-    /// The entry points' lane tag: `sg` or `sg16`.
+    /// The entry points' lane tag: `sg4`, `sg` or `sg16`.
     fn sg(&self) -> String {
         if self.lanes == 8 {
             "sg".into()
@@ -791,13 +795,13 @@ fn narrow_entry(sh: Shape, ta: bool, tb: bool) -> String {
     w.join("\n")
 }
 
-/// Every generated file, as (stem, WGSL), for both lane counts. One module per form (nn,
+/// Every generated file, as (stem, WGSL), for each lane count. One module per form (nn,
 /// nt, tn), each with its storage-buffer and texture entry points: wgpu re-validates a
 /// whole module for every pipeline it builds from it (override constants), so six
 /// unrolled kernels in one module cost ~140 ms per pipeline, a third of that per form.
 pub fn generate() -> Vec<(String, String)> {
     let mut files = vec![];
-    for lanes in [8, 16] {
+    for lanes in [4, 8, 16] {
         let sh = Shape::of(lanes);
         let keys = || {
             vec![

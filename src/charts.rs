@@ -178,7 +178,14 @@ pub fn line_chart_svg(path: &Path, series: &[Series], label: &str, log_y: bool) 
 
 /// Registers the bundled font as "sans-serif": DejaVu Sans subset to the characters the
 /// charts use (15 KB, `assets/DejaVuSans-subset.LICENSE`), so charts need no system font
-/// and look the same on every machine.
+/// and look the same on every machine. (In the browser plotters measures text with the
+/// page's fonts and has nothing to register.)
+#[cfg(target_arch = "wasm32")]
+fn register_font() -> Result<()> {
+    Ok(())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn register_font() -> Result<()> {
     use std::sync::OnceLock;
     static FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
@@ -192,6 +199,15 @@ fn register_font() -> Result<()> {
     Ok(())
 }
 
+#[cfg(target_arch = "wasm32")]
+pub fn line_chart_png(path: &Path, _: &[Series], _: &str, _: bool) -> Result<()> {
+    bail!(
+        "{}: PNG charts are written by native builds only",
+        path.display()
+    )
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 pub fn line_chart_png(path: &Path, series: &[Series], label: &str, log_y: bool) -> Result<()> {
     register_font()?;
     let root = BitMapBackend::new(path, (760, 440)).into_drawing_area();

@@ -265,7 +265,11 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
 /// Loads a state_dict into the module, checking every name and shape first so a
 /// mismatched checkpoint changes nothing.
 pub fn load_module(g: &Engine, m: &dyn Module, path: &Path) -> Result<()> {
-    let file = Loaded::open(path)?;
+    load_module_from(g, m, &Loaded::open(path)?)
+}
+
+/// `load_module` from a file already read (the browser gets a checkpoint's bytes, not a path).
+pub fn load_module_from(g: &Engine, m: &dyn Module, file: &Loaded) -> Result<()> {
     let named: Vec<Named> = m.params().into_iter().chain(m.buffers()).collect();
     let expected: Vec<(String, Vec<usize>)> = named
         .iter()

@@ -27,6 +27,20 @@ pub fn save_grid_png(
     if nrow == 0 {
         bail!("{}: nrow must be at least 1", path.display());
     }
+    let (grid, gw, gh) = grid_pixels(images, n, c, h, w, nrow);
+    write_png(path, &grid, gw, gh, c)
+}
+
+/// The grid `save_grid_png` writes, as interleaved bytes: (pixels, width, height). The
+/// shape must already be checked (`images.len() == n*c*h*w`, `nrow >= 1`).
+pub fn grid_pixels(
+    images: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    nrow: usize,
+) -> (Vec<u8>, usize, usize) {
     let pad = GRID_PADDING;
     let cols = nrow.min(n);
     let rows = n.div_ceil(cols);
@@ -43,7 +57,7 @@ pub fn save_grid_png(
             }
         }
     }
-    write_png(path, &grid, gw, gh, c)
+    (grid, gw, gh)
 }
 
 /// Saves one image (CHW, values in [-1, 1], c = 1 or 3) as a PNG, atomically.

@@ -24,6 +24,7 @@ pub mod npy;
 pub mod ssl;
 pub mod train;
 pub mod util;
+pub mod web;
 
 pub use engine::tensor::Tensor;
 pub use engine::Engine;

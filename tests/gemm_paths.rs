@@ -16,9 +16,10 @@
 //! asserting the exact entry point that ran: a Subgroup case that silently fell back to
 //! the tiled kernel fails here instead of passing as a tiled result.
 //!
-//! The Subgroup family needs 8- or 16-wide subgroups (CPU drivers such as lavapipe). Its tests,
-//! all named `subgroup_*`, fail with that message on other adapters, where the kernel is
-//! never chosen; skip them there explicitly: `cargo test --release -- --skip subgroup_`.
+//! The Subgroup family needs 4-, 8- or 16-wide subgroups (CPU drivers: lavapipe,
+//! SwiftShader). Its tests, all named `subgroup_*`, fail with that message on other
+//! adapters, where the kernel is never chosen; skip them there explicitly:
+//! `cargo test --release -- --skip subgroup_`.
 
 mod common;
 
@@ -69,6 +70,7 @@ static SG_LANES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 fn sg_entry(form: &str) -> String {
     match SG_LANES.get() {
         Some(16) => format!("matmul_sg16_{form}"),
+        Some(4) => format!("matmul_sg4_{form}"),
         _ => format!("matmul_sg_{form}"),
     }
 }
@@ -79,8 +81,8 @@ fn gpu_with(kernel: Family) -> TestGpu {
         Family::Subgroup => {
             let lanes = g.device.subgroup_lanes.unwrap_or_else(|| {
                 panic!(
-                    "adapter '{}' has no 8- or 16-wide subgroups, so the subgroup GEMM cannot \
-                     be tested here",
+                    "adapter '{}' has no 4-, 8- or 16-wide subgroups, so the subgroup GEMM \
+                     cannot be tested here",
                     g.name()
                 )
             });
@@ -1355,6 +1357,38 @@ fn subgroup_kernels_of_both_lane_counts_match_cpu() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The 4-lane forms, on SwiftShader (the CPU Vulkan driver Chromium ships, and its WebGPU
+/// adapter): a child process with only that driver. The sub-pixel and implicit convolution
+/// kernels are not used at 4 lanes (`KernelPolicy::from_env`) and are not run.
+#[test]
+fn subgroup_kernels_of_four_lanes_match_cpu_on_swiftshader() {
+    let icd = "/usr/lib/chromium/vk_swiftshader_icd.json";
+    assert!(
+        std::path::Path::new(icd).exists(),
+        "{icd} is missing: it comes with Debian's chromium (scripts/setup.sh --tests)"
+    );
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "--test-threads=1",
+            "subgroup_gemm_matches_cpu_on_ragged_shapes",
+            "subgroup_split_k_partials_sum_to_the_product",
+            "subgroup_texture_operand_products_match_cpu",
+            "subgroup_swapped_output_matches_cpu",
+            "subgroup_act_grad_epilogue_matches_cpu",
+        ])
+        .env("VK_ICD_FILENAMES", icd)
+        .env("ACTIVEGEN_EXPECT_LANES", "4")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("5 passed"),
+        "4-lane subgroup GEMM on SwiftShader:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The weight gradients of `linear` and `matmul` (Aᵀ·B products through the tape) on a

@@ -907,39 +907,6 @@ fn losses_match_cpu() {
     }
 }
 
-fn optimizer_cpu(
-    c: &optim::Config,
-    step: u64,
-    p: &mut [f32],
-    grad: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
-    let t = step as i32;
-    for i in 0..p.len() {
-        let mut gi = grad[i];
-        match c.kind {
-            optim::Kind::Sgd => {
-                gi += c.weight_decay * p[i];
-                m[i] = c.beta1 * m[i] + gi;
-                p[i] -= c.lr * m[i];
-            }
-            _ => {
-                if c.kind == optim::Kind::AdamW {
-                    p[i] -= c.lr * c.weight_decay * p[i];
-                } else {
-                    gi += c.weight_decay * p[i];
-                }
-                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
-                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
-                let mhat = m[i] / (1.0 - c.beta1.powi(t));
-                let vhat = v[i] / (1.0 - c.beta2.powi(t));
-                p[i] -= c.lr * mhat / (vhat.sqrt() + c.eps);
-            }
-        }
-    }
-}
-
 #[test]
 fn optimizers_match_cpu_over_several_steps() {
     let g = gpu();
@@ -995,7 +962,7 @@ fn optimizers_match_cpu_over_several_steps() {
                 .unwrap();
                 let grads = tape::backward(&g, &loss).unwrap();
                 opt.step(&g, std::slice::from_ref(&param), &grads).unwrap();
-                optimizer_cpu(&cfg, step, &mut p, &grad, &mut m, &mut v);
+                optim::optimizer_step_cpu(&cfg, step, &mut p, &grad, &mut m, &mut v);
             }
             assert_close(
                 &format!("{:?} n={n}", cfg.kind),

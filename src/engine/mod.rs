@@ -48,8 +48,20 @@ impl Engine {
         let pref = pref.or(env.as_deref());
         let cache_dir = files::cache_dir();
         let device = Device::open(pref, Some(cache_dir.clone()))?;
+        Engine::on(device, Some(&cache_dir))
+    }
+
+    /// The engine on the page's WebGPU adapter, with the built-in kernel choices (no
+    /// environment, no cache directory, no tuning). `subgroups`: the page opened the device
+    /// with the `subgroups` feature (`device::adapter::open_browser`).
+    #[cfg(target_arch = "wasm32")]
+    pub async fn new_browser(subgroups: bool) -> Result<Engine> {
+        Engine::on(Device::open_browser(subgroups).await?, None)
+    }
+
+    fn on(device: Device, cache_dir: Option<&std::path::Path>) -> Result<Engine> {
         let policy = KernelPolicy::from_env(&device)?;
-        let tuner = tune::Tuner::new(&device.info, Some(&cache_dir));
+        let tuner = tune::Tuner::new(&device.info, cache_dir);
         Ok(Engine {
             device,
             tape: RefCell::new(tape::Tape::default()),
@@ -70,11 +82,11 @@ impl Engine {
     }
 
     /// Replaces the kernel choices (tests and benchmarks comparing two forms). The subgroup
-    /// GEMM needs an adapter with 8- or 16-lane subgroups.
+    /// GEMM needs an adapter with 4-, 8- or 16-lane subgroups.
     pub fn set_policy(&self, policy: KernelPolicy) {
         assert!(
             policy.gemm != GemmKernel::Subgroup || self.device.subgroup_lanes.is_some(),
-            "the subgroup GEMM needs 8- or 16-lane subgroups, which '{}' lacks",
+            "the subgroup GEMM needs 4-, 8- or 16-lane subgroups, which '{}' lacks",
             self.device.name()
         );
         self.policy.set(policy);

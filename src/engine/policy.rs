@@ -83,7 +83,7 @@ impl KernelPolicy {
             Ok("tiled") => GemmKernel::Tiled,
             Ok("subgroup") if sg => GemmKernel::Subgroup,
             Ok("subgroup") => bail!(
-                "ACTIVEGEN_GEMM=subgroup: adapter '{}' has no 8- or 16-wide subgroups",
+                "ACTIVEGEN_GEMM=subgroup: adapter '{}' has no 4-, 8- or 16-wide subgroups",
                 device.name()
             ),
             Ok(other) => bail!("ACTIVEGEN_GEMM={other}: expected 'tiled' or 'subgroup'"),
@@ -98,14 +98,18 @@ impl KernelPolicy {
             Err(_) => None,
         };
         let texture_reads = cpu && std::env::var("ACTIVEGEN_TEXTURE_READS").as_deref() != Ok("0");
+        // SwiftShader (4-lane subgroups: Chromium's WebGPU on the CPU) runs out of memory
+        // JIT-compiling the unrolled implicit and sub-pixel convolution kernels, so its
+        // convolutions go through im2col and the subgroup GEMM.
+        let fused_convolutions = device.subgroup_lanes != Some(4);
         Ok(KernelPolicy {
             gemm,
             gemm_tile,
             texture_reads,
             texture_cache: true,
-            subpixel: true,
+            subpixel: fused_convolutions,
             fuse_act_grad: true,
-            implicit_conv: true,
+            implicit_conv: fused_convolutions,
         })
     }
 }

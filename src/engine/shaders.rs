@@ -36,12 +36,24 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_nn.wgsl")),
     ),
     (
+        "matmul_subgroup4_nn",
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup4_nn.wgsl")),
+    ),
+    (
         "matmul_subgroup16_nt",
         include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_nt.wgsl")),
     ),
     (
+        "matmul_subgroup4_nt",
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup4_nt.wgsl")),
+    ),
+    (
         "matmul_subgroup16_tn",
         include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_tn.wgsl")),
+    ),
+    (
+        "matmul_subgroup4_tn",
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup4_tn.wgsl")),
     ),
     (
         "matmul_subgroup_narrow",
@@ -52,12 +64,20 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_narrow.wgsl")),
     ),
     (
+        "matmul_subgroup4_narrow",
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup4_narrow.wgsl")),
+    ),
+    (
         "matmul_subgroup_swap",
         include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup_swap.wgsl")),
     ),
     (
         "matmul_subgroup16_swap",
         include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup16_swap.wgsl")),
+    ),
+    (
+        "matmul_subgroup4_swap",
+        include_str!(concat!(env!("OUT_DIR"), "/matmul_subgroup4_swap.wgsl")),
     ),
     (
         "elementwise",
@@ -79,12 +99,20 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!(concat!(env!("OUT_DIR"), "/conv_subpixel_subgroup16.wgsl")),
     ),
     (
+        "conv_subpixel_subgroup4",
+        include_str!(concat!(env!("OUT_DIR"), "/conv_subpixel_subgroup4.wgsl")),
+    ),
+    (
         "conv_implicit_subgroup",
         include_str!(concat!(env!("OUT_DIR"), "/conv_implicit_subgroup.wgsl")),
     ),
     (
         "conv_implicit_subgroup16",
         include_str!(concat!(env!("OUT_DIR"), "/conv_implicit_subgroup16.wgsl")),
+    ),
+    (
+        "conv_implicit_subgroup4",
+        include_str!(concat!(env!("OUT_DIR"), "/conv_implicit_subgroup4.wgsl")),
     ),
     ("linear_cm", include_str!("../../shaders/linear_cm.wgsl")),
     ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
@@ -137,6 +165,13 @@ pub const GENERATED: &[&str] = &[
     "conv_subpixel_subgroup16",
     "conv_implicit_subgroup",
     "conv_implicit_subgroup16",
+    "matmul_subgroup4_nn",
+    "matmul_subgroup4_nt",
+    "matmul_subgroup4_tn",
+    "matmul_subgroup4_narrow",
+    "matmul_subgroup4_swap",
+    "conv_subpixel_subgroup4",
+    "conv_implicit_subgroup4",
 ];
 
 /// Writes every shader, generated or hand-written, as `DIR/<stem>.wgsl` (their text as

@@ -111,6 +111,14 @@ impl Tensor {
         bytemuck::cast_slice(&bytes).to_vec()
     }
 
+    /// The values, without blocking the thread (`PendingRead::read`): the browser's way
+    /// to read a tensor. Natively it waits like `to_vec`.
+    pub async fn read(&self, g: &Engine) -> Vec<f32> {
+        let pending = g.device.start_read(self.buffer(), self.byte_len());
+        let bytes = pending.read().await;
+        bytemuck::cast_slice(&bytes).to_vec()
+    }
+
     /// The single value of a one-element tensor.
     pub fn item(&self, g: &Engine) -> f32 {
         assert_eq!(

@@ -39,7 +39,7 @@ static TURN_FREE: Condvar = Condvar::new();
 pub struct Turn;
 
 impl Turn {
-    fn take() -> Turn {
+    pub fn take() -> Turn {
         let me = std::thread::current().id();
         let mut turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         loop {

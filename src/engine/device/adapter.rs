@@ -210,13 +210,59 @@ pub fn open(pref: Option<&str>) -> Result<Opened> {
     })
 }
 
-/// The lane count the subgroup GEMM runs with here: a fixed subgroup size of 8 or 16
-/// (lavapipe at 256 or 512 bits), else 8 where the size range allows it, else none.
+/// Opens the page's WebGPU adapter (the browser chooses it), with the optional features it
+/// has and its full limits, as natively. Where its subgroups have one fixed size of 4, 8 or
+/// 16 lanes (Chromium's SwiftShader: 4) the subgroup GEMM runs, else the tiled one.
+///
+/// wgpu 30's WebGPU backend does not pass the `subgroups` feature on (its feature table
+/// lacks it), so the page asks for it itself when the device is opened (web/subgroups.js)
+/// and says so in `subgroups`.
+#[cfg(target_arch = "wasm32")]
+pub async fn open_browser(subgroups: bool) -> Result<Opened> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::BROWSER_WEBGPU,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = instance
+        .request_adapter(&wgpu::RequestAdapterOptions::default())
+        .await
+        .map_err(|e| anyhow!("this browser offers no WebGPU adapter ({e})"))?;
+    let info = adapter.get_info();
+    let features = adapter.features() & OPTIONAL_FEATURES;
+    let limits = adapter.limits();
+    let (device, queue) = adapter
+        .request_device(&wgpu::DeviceDescriptor {
+            label: Some("activegen"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        })
+        .await
+        .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
+    let features = if subgroups {
+        features | wgpu::Features::SUBGROUP
+    } else {
+        features
+    };
+    Ok(Opened {
+        device,
+        queue,
+        info,
+        limits,
+        features,
+    })
+}
+
+/// The lane count the subgroup GEMM runs with here: a fixed subgroup size of 4, 8 or 16
+/// (SwiftShader; lavapipe at 256 or 512 bits), else 8 where the size range allows it, else
+/// none.
 pub fn subgroup_gemm_lanes(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Option<u32> {
     let (min, max) = (info.subgroup_min_size, info.subgroup_max_size);
     if !features.contains(wgpu::Features::SUBGROUP) {
         None
-    } else if min == max && (min == 8 || min == 16) {
+    } else if min == max && (min == 4 || min == 8 || min == 16) {
         Some(min)
     } else if min <= 8 && max >= 8 {
         Some(8)

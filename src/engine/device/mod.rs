@@ -44,11 +44,23 @@ impl Device {
     /// Opens the adapter named by `pref` (an index into `list_adapters()` or part of a
     /// name), else the best one found. `cache_dir` keeps the driver's pipeline cache.
     pub fn open(pref: Option<&str>, cache_dir: Option<PathBuf>) -> Result<Device> {
-        let o = adapter::open(pref)?;
+        Ok(Device::from_opened(adapter::open(pref)?, cache_dir))
+    }
+
+    /// Opens the page's WebGPU adapter (`adapter::open_browser`).
+    #[cfg(target_arch = "wasm32")]
+    pub async fn open_browser(subgroups: bool) -> Result<Device> {
+        Ok(Device::from_opened(
+            adapter::open_browser(subgroups).await?,
+            None,
+        ))
+    }
+
+    fn from_opened(o: adapter::Opened, cache_dir: Option<PathBuf>) -> Device {
         // The environment is read once here, not on every dispatch.
         let trace = std::env::var_os("ACTIVEGEN_TRACE").is_some();
         let profiler = profiler::Profiler::new(&o.device, &o.queue, o.features, trace);
-        Ok(Device {
+        Device {
             subgroup_lanes: adapter::subgroup_gemm_lanes(o.features, &o.info),
             memory: memory::Memory::new(&o.device, &o.limits, &o.info.name),
             pipelines: pipelines::Pipelines::new(&o.device, &o.info, o.features, cache_dir),
@@ -59,7 +71,7 @@ impl Device {
             info: o.info,
             limits: o.limits,
             features: o.features,
-        })
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -139,6 +151,12 @@ impl Device {
     /// Copies `bytes` bytes of `src` to the host; flushes and waits.
     pub fn read_buffer(&self, src: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
         self.recorder.read_buffer(src, bytes)
+    }
+
+    /// Records a copy of `bytes` bytes of `src` and submits; `PendingRead::read` or `wait`
+    /// gives the bytes.
+    pub fn start_read(&self, src: &wgpu::Buffer, bytes: u64) -> PendingRead {
+        self.recorder.start_read(src, bytes)
     }
 
     pub fn write_buffer(&self, dst: &wgpu::Buffer, data: &[u8]) {

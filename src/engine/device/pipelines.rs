@@ -35,6 +35,9 @@ pub struct Kernel {
 
 pub type KernelKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
+/// A pipeline to build: its key, its module and its entry point's bindings.
+type ToBuild = (KernelKey, wgpu::ShaderModule, Vec<(u32, Access)>);
+
 /// Compiled pipelines of one device, and the driver's cache behind them.
 pub struct Pipelines {
     device: wgpu::Device,
@@ -88,6 +91,15 @@ impl Pipelines {
         }
         let source = shaders::source(stem)?;
         let reflection = Rc::new(shaders::reflect(stem, &source)?);
+        // The browser's WGSL compiler wants the subgroup extension enabled, which naga 30
+        // (above, and natively) does not parse; the broadcasts sit in loops whose bounds
+        // come from uniforms, which its uniformity analysis cannot see.
+        #[cfg(target_arch = "wasm32")]
+        let source = if source.contains("subgroupBroadcast") {
+            format!("enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n{source}")
+        } else {
+            source
+        };
         // SAFETY: every kernel guards its own indices against the tensor sizes it is given, and
         // each is tested against a CPU reference; wgpu's injected bounds checks cost up to 2x in
         // the inner loops on lavapipe.
@@ -145,10 +157,38 @@ impl Pipelines {
             let (module, reflection) = self.module(stem)?;
             todo.push((key, module, entry_bindings(&reflection, stem, entry)?));
         }
+        let built = self.build_all(&todo);
+        let mut kernels = self.kernels.borrow_mut();
+        for (key, k) in built {
+            kernels.insert(key, Rc::new(k));
+        }
+        Ok(())
+    }
+
+    /// In the browser one by one: wgpu's WebGPU handles stay on the page's thread.
+    #[cfg(target_arch = "wasm32")]
+    fn build_all(&self, todo: &[ToBuild]) -> Vec<(KernelKey, Kernel)> {
+        todo.iter()
+            .map(|(key, module, bindings)| {
+                let k = build_kernel(
+                    &self.device,
+                    module,
+                    self.cache.as_ref(),
+                    key.1,
+                    &key.2,
+                    bindings.clone(),
+                );
+                (key.clone(), k)
+            })
+            .collect()
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn build_all(&self, todo: &[ToBuild]) -> Vec<(KernelKey, Kernel)> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let cache = self.cache.as_ref();
         let device = &self.device;
-        let built: Vec<(KernelKey, Kernel)> = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             let chunks: Vec<_> = todo
                 .chunks(todo.len().div_ceil(threads).max(1))
                 .map(|chunk| {
@@ -171,12 +211,7 @@ impl Pipelines {
                 })
                 .collect();
             chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
-        });
-        let mut kernels = self.kernels.borrow_mut();
-        for (key, k) in built {
-            kernels.insert(key, Rc::new(k));
-        }
-        Ok(())
+        })
     }
 
     /// Writes the driver's pipeline cache to disk so the next process skips shader compilation.

@@ -394,4 +394,33 @@ impl PendingRead {
         out.truncate(self.bytes as usize);
         out
     }
+
+    /// The bytes, without blocking the thread: in the browser the copy finishes while the
+    /// page's event loop runs, so this yields to it until the buffer is mapped. Natively it
+    /// is `wait`.
+    pub async fn read(self) -> Vec<u8> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let slice = self.staging.slice(..);
+            let mapped = js_sys::Promise::new(&mut |resolve, _reject| {
+                slice.map_async(wgpu::MapMode::Read, move |r| {
+                    let ok = wasm_bindgen::JsValue::from_bool(r.is_ok());
+                    let _ = resolve.call1(&wasm_bindgen::JsValue::NULL, &ok);
+                });
+            });
+            let ok = wasm_bindgen_futures::JsFuture::from(mapped).await;
+            assert!(
+                ok.is_ok_and(|v| v.as_bool() == Some(true)),
+                "the readback buffer could not be mapped"
+            );
+            let data = slice.get_mapped_range().expect("mapped readback range");
+            let mut out = data.to_vec();
+            drop(data);
+            self.staging.unmap();
+            out.truncate(self.bytes as usize);
+            out
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait()
+    }
 }

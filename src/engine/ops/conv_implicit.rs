@@ -20,6 +20,7 @@ use anyhow::Result;
 
 use super::activation::Act;
 use super::conv2d::Geometry;
+use super::matmul_subgroup::{block, by_lanes};
 use super::{u, TextureReads};
 use crate::engine::device::Cost;
 use crate::engine::device::KernelKey;
@@ -28,7 +29,8 @@ use crate::engine::tensor::Tensor;
 use crate::engine::tune::{time_interleaved, Choice, TuneMode};
 use crate::engine::Engine;
 
-/// Rows and columns of y per workgroup (the subgroup kernel generator in build/, both lane counts).
+/// Rows and columns of y per workgroup at 8 and 16 lanes, for the rule below; `block` gives
+/// each lane count's block.
 const BLOCK_ROWS: usize = 32;
 const BLOCK_COLS: usize = 64;
 
@@ -124,22 +126,33 @@ struct Params {
 
 /// The module of this device's lane count.
 fn stem(g: &Engine) -> &'static str {
-    if g.device.subgroup_lanes == Some(16) {
-        "conv_implicit_subgroup16"
-    } else {
-        "conv_implicit_subgroup"
-    }
+    by_lanes(
+        g.device.subgroup_lanes,
+        [
+            "conv_implicit_subgroup4",
+            "conv_implicit_subgroup",
+            "conv_implicit_subgroup16",
+        ],
+    )
 }
 
 /// The forward kernel's pipeline for this device, reading from texture copies or not,
 /// with this epilogue.
 pub fn kernel_key(g: &Engine, texture_reads: bool, bias: bool, act: Act) -> KernelKey {
-    let entry = match (g.device.subgroup_lanes == Some(16), texture_reads) {
-        (true, true) => "conv_implicit_sg16_tex",
-        (true, false) => "conv_implicit_sg16",
-        (false, true) => "conv_implicit_sg_tex",
-        (false, false) => "conv_implicit_sg",
+    let entry = if texture_reads {
+        [
+            "conv_implicit_sg4_tex",
+            "conv_implicit_sg_tex",
+            "conv_implicit_sg16_tex",
+        ]
+    } else {
+        [
+            "conv_implicit_sg4",
+            "conv_implicit_sg",
+            "conv_implicit_sg16",
+        ]
     };
+    let entry = by_lanes(g.device.subgroup_lanes, entry);
     let mut consts = vec![];
     if bias {
         consts.push(("ROW_BIAS", 1));
@@ -152,12 +165,20 @@ pub fn kernel_key(g: &Engine, texture_reads: bool, bias: bool, act: Act) -> Kern
 
 /// The weight gradient's pipeline for this device, reading from texture copies or not.
 pub fn weight_kernel_key(g: &Engine, texture_reads: bool) -> KernelKey {
-    let entry = match (g.device.subgroup_lanes == Some(16), texture_reads) {
-        (true, true) => "conv_implicit_weight_sg16_tex",
-        (true, false) => "conv_implicit_weight_sg16",
-        (false, true) => "conv_implicit_weight_sg_tex",
-        (false, false) => "conv_implicit_weight_sg",
+    let entry = if texture_reads {
+        [
+            "conv_implicit_weight_sg4_tex",
+            "conv_implicit_weight_sg_tex",
+            "conv_implicit_weight_sg16_tex",
+        ]
+    } else {
+        [
+            "conv_implicit_weight_sg4",
+            "conv_implicit_weight_sg",
+            "conv_implicit_weight_sg16",
+        ]
     };
+    let entry = by_lanes(g.device.subgroup_lanes, entry);
     (stem(g), entry, vec![])
 }
 
@@ -186,9 +207,10 @@ pub fn forward(
         ldc2: 0,
         k_len: 0,
     };
+    let (block_rows, block_cols) = block(g.device.subgroup_lanes);
     let grid = [
-        u(cols.div_ceil(BLOCK_COLS)),
-        u(geo.co.div_ceil(BLOCK_ROWS)),
+        u(cols.div_ceil(block_cols)),
+        u(geo.co.div_ceil(block_rows)),
         1,
     ];
     let cost = Cost::flops(
@@ -246,9 +268,10 @@ pub fn backward_weight(g: &Engine, geo: &Geometry, x: &Tensor, dy_cm: &Tensor) -
         ldc2: u(p4),
         k_len: u(k_len),
     };
+    let (block_rows, block_cols) = block(g.device.subgroup_lanes);
     let grid = [
-        u(k.div_ceil(BLOCK_COLS)),
-        u(geo.co.div_ceil(BLOCK_ROWS)),
+        u(k.div_ceil(block_cols)),
+        u(geo.co.div_ceil(block_rows)),
         u(split),
     ];
     let cost = Cost::flops(

@@ -20,6 +20,7 @@ use anyhow::{bail, Result};
 
 use super::activation::Act;
 use super::conv2d::Geometry;
+use super::matmul_subgroup::{block, by_lanes};
 use super::{launch, u, TextureReads};
 use crate::engine::device::grid_1d;
 use crate::engine::device::Cost;
@@ -28,9 +29,9 @@ use crate::engine::policy::{GemmKernel, KernelPolicy};
 use crate::engine::tensor::Tensor;
 use crate::engine::Engine;
 
-/// Rows and columns of dx per workgroup (the subgroup kernel generator in build/, both lane counts).
+/// Rows of dx per workgroup at 8 and 16 lanes, for the rule below; `block` gives each lane
+/// count's block.
 const BLOCK_ROWS: usize = 32;
-const BLOCK_COLS: usize = 64;
 
 /// Whether the sub-pixel form computes this geometry's data gradient here. Its rows are
 /// dx's CI channels, in blocks of 32: with fewer channels most of each block is wasted
@@ -125,18 +126,29 @@ pub fn kernel_key(
     act: Act,
     act_grad: Act,
 ) -> KernelKey {
-    let sixteen = g.device.subgroup_lanes == Some(16);
-    let stem = if sixteen {
-        "conv_subpixel_subgroup16"
+    let lanes = g.device.subgroup_lanes;
+    let stem = by_lanes(
+        lanes,
+        [
+            "conv_subpixel_subgroup4",
+            "conv_subpixel_subgroup",
+            "conv_subpixel_subgroup16",
+        ],
+    );
+    let entry = if texture_reads {
+        [
+            "conv_subpixel_sg4_tex",
+            "conv_subpixel_sg_tex",
+            "conv_subpixel_sg16_tex",
+        ]
     } else {
-        "conv_subpixel_subgroup"
+        [
+            "conv_subpixel_sg4",
+            "conv_subpixel_sg",
+            "conv_subpixel_sg16",
+        ]
     };
-    let entry = match (sixteen, texture_reads) {
-        (true, true) => "conv_subpixel_sg16_tex",
-        (true, false) => "conv_subpixel_sg16",
-        (false, true) => "conv_subpixel_sg_tex",
-        (false, false) => "conv_subpixel_sg",
-    };
+    let entry = by_lanes(lanes, entry);
     let mut consts = vec![];
     if bias {
         consts.push(("ROW_BIAS", 1));
@@ -203,10 +215,11 @@ pub fn backward_data(
         _pad: [0; 3],
     };
     // (phase, column block, row block): the phases of a block run back to back.
+    let (block_rows, block_cols) = block(g.device.subgroup_lanes);
     let grid = [
         4,
-        u(cols.div_ceil(BLOCK_COLS)),
-        u(geo.ci.div_ceil(BLOCK_ROWS)),
+        u(cols.div_ceil(block_cols)),
+        u(geo.ci.div_ceil(block_rows)),
     ];
     let cost = Cost::flops(
         geo.flops(),

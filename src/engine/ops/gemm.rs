@@ -1,9 +1,10 @@
 //! gemm: C = op(A) · op(B) (+ bias) -> act, the one GEMM under every matmul, linear
 //! layer and convolution. Two kernel families share one contract (shaders/matmul.wgsl):
 //! - `matmul_tiled` (shaders/matmul.wgsl): workgroup-memory tiles, for any adapter;
-//! - `matmul_sg_*` / `matmul_sg16_*` (subgroup kernels generated at build time, see
-//!   `shaders::generated_sources`): register blocks shared through 8- or 16-wide subgroup
-//!   broadcasts, for CPU adapters such as lavapipe (256- or 512-bit vectors), where it is
+//! - `matmul_sg4_*` / `matmul_sg_*` / `matmul_sg16_*` (subgroup kernels generated at build
+//!   time, see `shaders::generated_sources`): register blocks shared through 4-, 8- or
+//!   16-wide subgroup broadcasts, for CPU adapters such as SwiftShader (4 lanes) and
+//!   lavapipe (256- or 512-bit vectors), where it is
 //!   ~25x faster; its `_tex` forms read large operands from texture copies, its `_narrow`
 //!   forms take products of at most 16 columns, and its `_swap` forms (`Gemm::swap_out`)
 //!   store C with its leading axes swapped, for Linear layers next to channel-major images.

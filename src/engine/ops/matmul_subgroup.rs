@@ -1,6 +1,6 @@
 //! matmul_subgroup: the subgroup GEMM family (kernels `matmul_subgroup{,16}_*`, generated
-//! at build time by build/subgroup_kernels.rs): register blocks shared through 8- or
-//! 16-wide subgroup broadcasts, for CPU adapters. This file holds the family's forms at
+//! at build time by build/subgroup_kernels.rs): register blocks shared through 4-, 8- or
+//! 16-wide subgroup broadcasts, for CPU adapters (SwiftShader has 4 lanes, lavapipe 8 or 16). This file holds the family's forms at
 //! each lane count, the choice among them for one product (`choice`, called by
 //! `GemmPlan::select`) and the pre-compilation of the pipelines a training run uses.
 
@@ -43,7 +43,7 @@ struct SwapForms {
     nt: &'static str,
 }
 
-/// (narrow shader, [nn, nt, tn], swap forms) for 8 and for 16 lanes.
+/// (narrow shader, [nn, nt, tn], swap forms) at one lane count: 4, 8 or 16.
 type Forms = (&'static str, [SubgroupForm; 3], SwapForms);
 
 const SUBGROUP_FORMS: Forms = (
@@ -103,12 +103,50 @@ const SUBGROUP16_FORMS: Forms = (
     },
 );
 
+const SUBGROUP4_FORMS: Forms = (
+    "matmul_subgroup4_narrow",
+    [
+        form(
+            "matmul_subgroup4_nn",
+            "matmul_sg4_nn",
+            "matmul_sg4_nn_tex",
+            "matmul_sg4_nn_narrow",
+        ),
+        form(
+            "matmul_subgroup4_nt",
+            "matmul_sg4_nt",
+            "matmul_sg4_nt_tex",
+            "matmul_sg4_nt_narrow",
+        ),
+        form(
+            "matmul_subgroup4_tn",
+            "matmul_sg4_tn",
+            "matmul_sg4_tn_tex",
+            "matmul_sg4_tn_narrow",
+        ),
+    ],
+    SwapForms {
+        stem: "matmul_subgroup4_swap",
+        nn: "matmul_sg4_nn_swap",
+        nt: "matmul_sg4_nt_swap",
+    },
+);
+
 /// The subgroup GEMM's forms for this device's lane count.
 fn subgroup_forms(lanes: Option<u32>) -> &'static Forms {
-    if lanes == Some(16) {
-        &SUBGROUP16_FORMS
-    } else {
-        &SUBGROUP_FORMS
+    by_lanes(
+        lanes,
+        [&SUBGROUP4_FORMS, &SUBGROUP_FORMS, &SUBGROUP16_FORMS],
+    )
+}
+
+/// The one of `[four, eight, sixteen]` for this lane count (the generated families'
+/// names; 8 where none is known).
+pub(super) fn by_lanes<T: Copy>(lanes: Option<u32>, [four, eight, sixteen]: [T; 3]) -> T {
+    match lanes {
+        Some(4) => four,
+        Some(16) => sixteen,
+        _ => eight,
     }
 }
 
@@ -121,10 +159,16 @@ fn subgroup_forms(lanes: Option<u32>) -> &'static Forms {
 /// weight gradients measured no faster narrow.
 pub(super) const NARROW_N: usize = 16;
 
-/// Rows and columns of C per workgroup, the same at both lane counts
-/// (the generator in build/: 4x2 register blocks of 8 lanes, 2x1 of 16).
+/// Rows and columns of C per workgroup at 8 and 16 lanes (the generator in build/: 4x2
+/// register blocks of 8 lanes, 2x1 of 16); the 4-lane kernels' are half as tall and wide
+/// (`block`).
 pub(super) const SG_ROWS: usize = 32;
 pub(super) const SG_COLS: usize = 64;
+
+/// (rows, columns) of C per workgroup at this lane count.
+pub(super) fn block(lanes: Option<u32>) -> (usize, usize) {
+    by_lanes(lanes, [(16, 32), (SG_ROWS, SG_COLS), (SG_ROWS, SG_COLS)])
+}
 pub(super) fn choice(
     policy: &KernelPolicy,
     lanes: Option<u32>,
@@ -140,6 +184,7 @@ pub(super) fn choice(
     let mut constants = vec![("HAS_BIAS", spec.bias.is_some() as u64)];
     constants.extend(epilogue_constants(spec));
     let z = z_of(spec, split);
+    let (block_rows, block_cols) = block(lanes);
     let plain = |stem, entry, grid| GemmKernelChoice {
         stem,
         entry,
@@ -157,13 +202,21 @@ pub(super) fn choice(
         } else {
             swap_forms.nn
         };
-        let grid = [u(spec.n.div_ceil(SG_COLS)), u(spec.m.div_ceil(SG_ROWS)), 1];
+        let grid = [
+            u(spec.n.div_ceil(block_cols)),
+            u(spec.m.div_ceil(block_rows)),
+            1,
+        ];
         return plain(swap_forms.stem, entry, grid);
     }
     if spec.n <= NARROW_N && !spec.texture_worthwhile() {
         // One column per lane.
         let lanes = lanes.unwrap_or(8) as usize;
-        let grid = [u(spec.n.div_ceil(lanes)), u(spec.m.div_ceil(SG_ROWS)), u(z)];
+        let grid = [
+            u(spec.n.div_ceil(lanes)),
+            u(spec.m.div_ceil(block_rows)),
+            u(z),
+        ];
         return GemmKernelChoice {
             narrow: true,
             ..plain(narrow_stem, form.narrow, grid)
@@ -174,7 +227,7 @@ pub(super) fn choice(
     // large, as in the K = 128 data-gradient products).
     let rows_fastest =
         !spec.trans_a && !spec.trans_b && spec.m.div_ceil(SG_ROWS) <= 8 && spec.k >= 512;
-    let (row_blocks, col_blocks) = (spec.m.div_ceil(SG_ROWS), spec.n.div_ceil(SG_COLS));
+    let (row_blocks, col_blocks) = (spec.m.div_ceil(block_rows), spec.n.div_ceil(block_cols));
     let grid = if rows_fastest {
         [u(row_blocks), u(col_blocks), u(z)]
     } else {

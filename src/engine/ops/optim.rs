@@ -195,3 +195,37 @@ pub fn ema_update(g: &Engine, ema: &Tensor, param: &Tensor, decay: f32) -> Resul
         Cost::bytes(12.0 * n as f64),
     )
 }
+
+/// Plain-Rust reference of one optimizer step (`step` counts from 1): updates `p`, `m`, `v`.
+pub fn optimizer_step_cpu(
+    c: &Config,
+    step: u64,
+    p: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    let t = step as i32;
+    for i in 0..p.len() {
+        let mut gi = grad[i];
+        match c.kind {
+            Kind::Sgd => {
+                gi += c.weight_decay * p[i];
+                m[i] = c.beta1 * m[i] + gi;
+                p[i] -= c.lr * m[i];
+            }
+            _ => {
+                if c.kind == Kind::AdamW {
+                    p[i] -= c.lr * c.weight_decay * p[i];
+                } else {
+                    gi += c.weight_decay * p[i];
+                }
+                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
+                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
+                let mhat = m[i] / (1.0 - c.beta1.powi(t));
+                let vhat = v[i] / (1.0 - c.beta2.powi(t));
+                p[i] -= c.lr * mhat / (vhat.sqrt() + c.eps);
+            }
+        }
+    }
+}
