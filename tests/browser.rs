@@ -129,7 +129,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
-            "--window-size=1180,900",
+            "--window-size=1180,1300",
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium(), "args": args}}}});

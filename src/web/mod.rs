@@ -192,7 +192,9 @@ impl Session {
         if k == 0 || k > unseen.len() {
             bail!("k: {k} images asked for, {} candidates left", unseen.len());
         }
-        // Record every chunk's logits, then read them: one wait, not one per chunk.
+        // The score of active/gan_disc.rs for an unconditional GAN and the current
+        // discriminator, whose `realness` reads each chunk back before recording the next;
+        // here every chunk is recorded first and then read: the page waits once.
         let mut logits = vec![];
         for chunk in unseen.chunks(256) {
             let (x, _) = self.pool.batch(&self.g, chunk, None)?;
