@@ -128,6 +128,7 @@ impl Session {
 
     /// Records and submits `n` training steps on the acquired images. Reads nothing back.
     pub fn train(&mut self, n: usize) -> Result<()> {
+        // The trainer owns its sampler while it runs; it comes back below.
         let sampler = std::mem::replace(&mut self.sampler, Sampler::new(0, 1));
         let mut trainer = Trainer::new(&mut self.model, &self.train_set, self.cfg.batch, sampler);
         trainer.step = self.steps;

@@ -168,18 +168,9 @@ impl Pipelines {
     /// In the browser one by one: wgpu's WebGPU handles stay on the page's thread.
     #[cfg(target_arch = "wasm32")]
     fn build_all(&self, todo: &[ToBuild]) -> Vec<(KernelKey, Kernel)> {
+        let cache = self.cache.as_ref();
         todo.iter()
-            .map(|(key, module, bindings)| {
-                let k = build_kernel(
-                    &self.device,
-                    module,
-                    self.cache.as_ref(),
-                    key.1,
-                    &key.2,
-                    bindings.clone(),
-                );
-                (key.clone(), k)
-            })
+            .map(|t| build_one(&self.device, cache, t))
             .collect()
     }
 
@@ -195,17 +186,7 @@ impl Pipelines {
                     scope.spawn(move || {
                         chunk
                             .iter()
-                            .map(|(key, module, bindings)| {
-                                let k = build_kernel(
-                                    device,
-                                    module,
-                                    cache,
-                                    key.1,
-                                    &key.2,
-                                    bindings.clone(),
-                                );
-                                (key.clone(), k)
-                            })
+                            .map(|t| build_one(device, cache, t))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -226,6 +207,15 @@ impl Pipelines {
             let _ = crate::engine::files::write_atomic(path, &data);
         }
     }
+}
+
+fn build_one(
+    device: &wgpu::Device,
+    cache: Option<&wgpu::PipelineCache>,
+    (key, module, bindings): &ToBuild,
+) -> (KernelKey, Kernel) {
+    let k = build_kernel(device, module, cache, key.1, &key.2, bindings.clone());
+    (key.clone(), k)
 }
 
 /// The driver cache's file under `dir`, named by the driver's cache key; none when

@@ -387,7 +387,16 @@ impl PendingRead {
         let slice = self.staging.slice(..);
         slice.map_async(wgpu::MapMode::Read, |r| r.expect("map readback buffer"));
         let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
-        let data = slice.get_mapped_range().expect("mapped readback range");
+        self.take_mapped()
+    }
+
+    /// The mapped staging buffer's bytes; unmaps it.
+    fn take_mapped(self) -> Vec<u8> {
+        let data = self
+            .staging
+            .slice(..)
+            .get_mapped_range()
+            .expect("mapped readback range");
         let mut out = data.to_vec();
         drop(data);
         self.staging.unmap();
@@ -413,12 +422,7 @@ impl PendingRead {
                 ok.is_ok_and(|v| v.as_bool() == Some(true)),
                 "the readback buffer could not be mapped"
             );
-            let data = slice.get_mapped_range().expect("mapped readback range");
-            let mut out = data.to_vec();
-            drop(data);
-            self.staging.unmap();
-            out.truncate(self.bytes as usize);
-            out
+            self.take_mapped()
         }
         #[cfg(not(target_arch = "wasm32"))]
         self.wait()
