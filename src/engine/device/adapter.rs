@@ -183,24 +183,34 @@ pub struct Opened {
 /// never in the user's input.
 pub fn open(pref: Option<&str>) -> Result<Opened> {
     let adapter = choose_adapter(pref)?;
+    let guard = driver_lock();
+    let opened = pollster::block_on(request_device(&adapter))?;
+    drop(guard);
+    opened
+        .device
+        .on_uncaptured_error(std::sync::Arc::new(|e: wgpu::Error| {
+            eprintln!("activegen: internal GPU error: {e}");
+            std::process::abort();
+        }));
+    Ok(opened)
+}
+
+/// Opens a device on `adapter` with every optional feature it has and its full limits.
+async fn request_device(adapter: &wgpu::Adapter) -> Result<Opened> {
     let info = adapter.get_info();
     let features = adapter.features() & OPTIONAL_FEATURES;
     let limits = adapter.limits();
-    let guard = driver_lock();
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("activegen"),
-        required_features: features,
-        required_limits: limits.clone(),
-        experimental_features: wgpu::ExperimentalFeatures::disabled(),
-        memory_hints: wgpu::MemoryHints::Performance,
-        trace: wgpu::Trace::Off,
-    }))
-    .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
-    drop(guard);
-    device.on_uncaptured_error(std::sync::Arc::new(|e: wgpu::Error| {
-        eprintln!("activegen: internal GPU error: {e}");
-        std::process::abort();
-    }));
+    let (device, queue) = adapter
+        .request_device(&wgpu::DeviceDescriptor {
+            label: Some("activegen"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        })
+        .await
+        .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
     Ok(Opened {
         device,
         queue,
@@ -227,32 +237,11 @@ pub async fn open_browser(subgroups: bool) -> Result<Opened> {
         .request_adapter(&wgpu::RequestAdapterOptions::default())
         .await
         .map_err(|e| anyhow!("this browser offers no WebGPU adapter ({e})"))?;
-    let info = adapter.get_info();
-    let features = adapter.features() & OPTIONAL_FEATURES;
-    let limits = adapter.limits();
-    let (device, queue) = adapter
-        .request_device(&wgpu::DeviceDescriptor {
-            label: Some("activegen"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        })
-        .await
-        .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
-    let features = if subgroups {
-        features | wgpu::Features::SUBGROUP
-    } else {
-        features
-    };
-    Ok(Opened {
-        device,
-        queue,
-        info,
-        limits,
-        features,
-    })
+    let mut opened = request_device(&adapter).await?;
+    if subgroups {
+        opened.features |= wgpu::Features::SUBGROUP;
+    }
+    Ok(opened)
 }
 
 /// The lane count the subgroup GEMM runs with here: a fixed subgroup size of 4, 8 or 16
