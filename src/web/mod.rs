@@ -105,12 +105,7 @@ impl Session {
             Some(l) if self.g.policy().gemm == GemmKernel::Subgroup => {
                 format!("{l}-lane subgroup GEMM")
             }
-            _ => format!(
-                "tiled GEMM; subgroups {}..{}, feature {}",
-                d.info.subgroup_min_size,
-                d.info.subgroup_max_size,
-                d.features.contains(wgpu::Features::SUBGROUP)
-            ),
+            _ => "tiled GEMM".to_string(),
         };
         format!(
             "{} ({:?}, {:?}; {gemm})",
