@@ -6,7 +6,8 @@
 //! - the page trains, its losses move and its sample grid is not constant, an acquisition
 //!   round shows two grids, and a checkpoint trained natively by `activegen train` gives
 //!   the same samples in the browser as natively. A screenshot of the page is written to
-//!   `docs/ci/web-page.png` (CI's artifact).
+//!   `docs/ci/web-page.png` (CI's artifact);
+//! - and, natively, the page's session on its own (steps, losses, acquisition, grids).
 //!
 //! Needs the wasm32 target, wasm-bindgen-cli, chromium and chromium-driver
 //! (`scripts/setup.sh --tests`); without them the test fails and says what is missing.
@@ -367,4 +368,47 @@ fn the_page_trains_acquires_and_samples_a_native_checkpoint_in_headless_chromium
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("web-page.png"), &shot).unwrap();
     let _ = std::fs::remove_dir_all(&run);
+}
+
+/// The page's session natively, without a browser: steps, losses, an acquisition round and
+/// the grids, so that a failure of the page test can be told apart from one of the session.
+#[test]
+fn the_page_session_trains_acquires_and_draws_natively() {
+    let _turn = common::Turn::take();
+    let g = activegen::Engine::new(None).unwrap();
+    let mut s = activegen::web::Session::new(g, 5, 64, 16).unwrap();
+    assert!(
+        pollster::block_on(s.losses()).unwrap().is_empty(),
+        "no step yet"
+    );
+    s.train(3).unwrap();
+    assert_eq!(s.steps(), 3);
+    let losses = pollster::block_on(s.losses()).unwrap();
+    let names: Vec<&str> = losses.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["loss_d", "loss_g"]);
+    assert!(losses.iter().all(|(_, v)| v.is_finite()));
+
+    let a = pollster::block_on(s.acquire(8, 100)).unwrap();
+    assert_eq!((a.chosen.len(), a.random.len()), (8, 8));
+    let mut chosen = a.chosen.clone();
+    chosen.sort_unstable();
+    chosen.dedup();
+    assert_eq!(
+        chosen.len(),
+        8,
+        "an image was acquired twice: {:?}",
+        a.chosen
+    );
+    assert_eq!(s.acquired(), 72);
+    // The acquired images are new: a second round never picks them again.
+    let b = pollster::block_on(s.acquire(8, 100)).unwrap();
+    assert!(b.chosen.iter().all(|i| !a.chosen.contains(i)));
+    assert!(pollster::block_on(s.acquire(0, 100)).is_err());
+
+    let grid = s.pool_grid(&a.chosen).unwrap();
+    assert_eq!((grid.width, grid.height), (8 * 30 + 2, 30 + 2));
+    assert_eq!(grid.pixels.len(), grid.width * grid.height);
+    let samples = pollster::block_on(s.samples()).unwrap();
+    assert_eq!((samples.width, samples.height), (242, 242));
+    assert!(activegen::web::Session::new(activegen::Engine::new(None).unwrap(), 5, 0, 16).is_err());
 }
