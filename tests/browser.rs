@@ -133,7 +133,7 @@ impl Browser {
             "--window-size=1180,1300",
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium(), "args": args}}}});
+            "goog:chromeOptions": {"binary": common::chromium(), "args": args}}}});
         let v = b.call("POST", "/session", Some(caps));
         b.session = v["sessionId"]
             .as_str()
@@ -231,19 +231,6 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-fn chromium() -> String {
-    for name in [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ] {
-        if Path::new(name).exists() {
-            return name.to_string();
-        }
-    }
-    panic!("no Chromium found: install it with scripts/setup.sh --tests (Debian's chromium)");
 }
 
 #[test]

@@ -11,19 +11,6 @@ use activegen::compare::{run_compare, CompareConfig};
 use activegen::eval::FeatureNetSpec;
 use activegen::ssl::SslSpec;
 
-fn chromium() -> String {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return name.to_string();
-        }
-    }
-    panic!("no Chromium found: this test renders the report in a real browser; install it with scripts/setup.sh --tests (Debian's chromium)");
-}
-
 #[allow(clippy::field_reassign_with_default)]
 fn tiny() -> ActiveConfig {
     let mut c = ActiveConfig::default();
@@ -57,7 +44,7 @@ fn tiny() -> ActiveConfig {
 
 #[test]
 fn the_report_renders_in_headless_chromium_with_every_image_decoded() {
-    let browser = chromium();
+    let browser = common::chromium();
     let out = std::env::temp_dir().join(format!("activegen-report-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let cfg = CompareConfig {

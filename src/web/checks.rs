@@ -71,6 +71,32 @@ impl Checks<'_> {
     }
 }
 
+/// A gradient to compare: (name, the input it is taken for, its reference, atol, rtol).
+type GradCheck<'t> = (&'t str, &'t Tensor, &'t [f32], f32, f32);
+
+impl Checks<'_> {
+    /// One differentiable op: `y` against `want`, then `dy` backpropagated from `y` and each
+    /// input's gradient against its reference.
+    async fn passes(
+        &mut self,
+        what: &str,
+        y: &Tensor,
+        want: &[f32],
+        dy: &[f32],
+        grads: &[GradCheck<'_>],
+    ) -> Result<()> {
+        self.compare(format!("{what} forward"), y, want, 1e-4, 1e-4)
+            .await;
+        let got = tape::backward_with(self.g, y, self.tensor(y.shape(), dy)?)?;
+        for &(name, input, reference, atol, rtol) in grads {
+            let grad = got.get(input).expect("a gradient for every input");
+            self.compare(format!("{what} {name}"), grad, reference, atol, rtol)
+                .await;
+        }
+        Ok(())
+    }
+}
+
 /// Runs every check; the list says which passed.
 pub async fn run_kernel_checks(g: &Engine) -> Result<Vec<Check>> {
     let mut c = Checks {
@@ -135,26 +161,12 @@ async fn convolutions(c: &mut Checks<'_>) -> Result<()> {
         let y = conv2d::conv2d(c.g, &tx, &tw, Some(&tb), s, p)?;
         let what = format!("conv2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
         let want = conv2d::conv2d_cpu(&x, &wt, Some(&b), &geo);
-        c.compare(format!("{what} forward"), &y, &want, 1e-4, 1e-4)
-            .await;
-        let grads = tape::backward_with(c.g, &y, c.tensor(y.shape(), &dy)?)?;
         let (dx, dw) = conv2d::conv2d_backward_cpu(&x, &wt, &dy, &geo);
-        c.compare(
-            format!("{what} backward data"),
-            grads.get(&tx).unwrap(),
-            &dx,
-            1e-4,
-            1e-4,
-        )
-        .await;
-        c.compare(
-            format!("{what} backward weight"),
-            grads.get(&tw).unwrap(),
-            &dw,
-            1e-3,
-            1e-4,
-        )
-        .await;
+        let grads = [
+            ("backward data", &tx, &dx[..], 1e-4, 1e-4),
+            ("backward weight", &tw, &dw[..], 1e-3, 1e-4),
+        ];
+        c.passes(&what, &y, &want, &dy, &grads).await?;
     }
     Ok(())
 }
@@ -183,10 +195,7 @@ async fn transposed_convolutions(c: &mut Checks<'_>) -> Result<()> {
             0,
         );
         let what = format!("conv_transpose2d n{n} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
-        c.compare(format!("{what} forward"), &y, &want, 1e-4, 1e-4)
-            .await;
         let dy = c.vec(want.len());
-        let grads = tape::backward_with(c.g, &y, c.tensor(&y_shape, &dy)?)?;
         let (dx, dw) = conv_transpose2d::conv_transpose2d_backward_cpu(
             &x,
             &wt,
@@ -197,22 +206,11 @@ async fn transposed_convolutions(c: &mut Checks<'_>) -> Result<()> {
             s,
             p,
         );
-        c.compare(
-            format!("{what} backward data"),
-            grads.get(&tx).unwrap(),
-            &dx,
-            1e-4,
-            1e-4,
-        )
-        .await;
-        c.compare(
-            format!("{what} backward weight"),
-            grads.get(&tw).unwrap(),
-            &dw,
-            1e-3,
-            1e-4,
-        )
-        .await;
+        let grads = [
+            ("backward data", &tx, &dx[..], 1e-4, 1e-4),
+            ("backward weight", &tw, &dw[..], 1e-3, 1e-4),
+        ];
+        c.passes(&what, &y, &want, &dy, &grads).await?;
     }
     Ok(())
 }
@@ -247,35 +245,14 @@ async fn batch_norms(c: &mut Checks<'_>) -> Result<()> {
         )?;
         let (want, _, _) = batchnorm::batchnorm_train_cpu(&x, &gamma, &beta, n, ch, s, 1e-5);
         let what = format!("batchnorm {shape:?}");
-        c.compare(format!("{what} forward"), &y, &want, 1e-4, 1e-4)
-            .await;
-        let grads = tape::backward_with(c.g, &y, c.tensor(&shape, &dy)?)?;
         let (dx, dgamma, dbeta) =
             batchnorm::batchnorm_train_backward_cpu(&x, &gamma, &dy, n, ch, s, 1e-5);
-        c.compare(
-            format!("{what} dx"),
-            grads.get(&tx).unwrap(),
-            &dx,
-            1e-4,
-            1e-3,
-        )
-        .await;
-        c.compare(
-            format!("{what} dgamma"),
-            grads.get(&tg).unwrap(),
-            &dgamma,
-            1e-3,
-            1e-4,
-        )
-        .await;
-        c.compare(
-            format!("{what} dbeta"),
-            grads.get(&tbeta).unwrap(),
-            &dbeta,
-            1e-3,
-            1e-4,
-        )
-        .await;
+        let grads = [
+            ("dx", &tx, &dx[..], 1e-4, 1e-3),
+            ("dgamma", &tg, &dgamma[..], 1e-3, 1e-4),
+            ("dbeta", &tbeta, &dbeta[..], 1e-3, 1e-4),
+        ];
+        c.passes(&what, &y, &want, &dy, &grads).await?;
     }
     Ok(())
 }

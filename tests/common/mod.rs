@@ -123,3 +123,19 @@ pub fn run_activegen(args: &[&str], env: &[(&str, &str)]) -> (bool, String, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Chromium's path (Debian's `chromium`, or `chromium-browser`, `google-chrome` on PATH),
+/// for the tests that render in a real browser. Without it the test fails and says how to
+/// install it.
+pub fn chromium() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("no Chromium found: install it with scripts/setup.sh --tests (Debian's chromium)");
+}
