@@ -191,3 +191,110 @@ fn the_tiled_gemm_tiles_agree_bitwise() {
     };
     assert_eq!(run(TileForm::Tile64x4), run(TileForm::Tile128x8));
 }
+
+/// `activegen bench matmul --sizes 64` with the cache in `cache`, lavapipe's width left to
+/// activegen (the test process's own setting removed); (stdout, stderr).
+fn matmul_bench_choosing_width(
+    cache: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_activegen"))
+        .args(extra)
+        .args(["bench", "matmul", "--sizes", "64"])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("ACTIVEGEN_CACHE", cache)
+        .env_remove("LP_NATIVE_VECTOR_WIDTH")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run activegen");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "activegen failed: {stderr}");
+    (stdout, stderr)
+}
+
+fn adapter_bits(stdout: &str) -> Option<u32> {
+    let at = stdout.find(" bits)")?;
+    stdout[..at].rsplit(' ').next()?.parse().ok()
+}
+
+// lavapipe's vector width (engine/lavapipe_width.rs): measured once per CPU and driver in
+// child processes, kept, used by later commands, measured again when the record is damaged
+// or names another driver; --no-tune and the user's own setting leave it alone.
+#[test]
+fn lavapipe_width_is_measured_once_then_kept() {
+    let cache = temp_cache("width").parent().unwrap().to_path_buf();
+    let record = cache.join("tuning").join("lavapipe-width.json");
+    let probing = "timing lavapipe at 512 and 256 bits";
+    let (out, err) = matmul_bench_choosing_width(&cache, &[], &[]);
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    if !(avx512 && out.contains("llvmpipe")) {
+        // Nothing to choose: lavapipe's own default (256 bits) or another adapter.
+        assert!(
+            !err.contains(probing) && !record.exists(),
+            "measured a width where there is no choice: {err}"
+        );
+        return;
+    }
+    assert!(
+        err.contains(probing),
+        "first command did not measure the width: {err}"
+    );
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let bits = kept["bits"].as_u64().expect("a width") as u32;
+    assert!(bits == 256 || bits == 512);
+    assert_eq!(kept["ms_256"].as_array().unwrap().len(), 2);
+    assert_eq!(kept["ms_512"].as_array().unwrap().len(), 2);
+    assert!(
+        kept["driver"].as_str().unwrap().starts_with("llvmpipe"),
+        "{kept}"
+    );
+    assert_eq!(adapter_bits(&out), Some(bits), "{out}");
+
+    // Kept: the next command measures nothing and runs at the kept width.
+    let (out, err) = matmul_bench_choosing_width(&cache, &[], &[]);
+    assert!(!err.contains(probing), "measured again: {err}");
+    assert_eq!(adapter_bits(&out), Some(bits));
+
+    // The record is what runs: the other width, written in, is the one opened.
+    let other = 768 - bits;
+    let mut edited = kept.clone();
+    edited["bits"] = other.into();
+    std::fs::write(&record, edited.to_string()).unwrap();
+    let (out, _) = matmul_bench_choosing_width(&cache, &[], &[]);
+    assert_eq!(adapter_bits(&out), Some(other), "{out}");
+
+    // --no-tune and the user's own width ignore the record.
+    let (out, err) = matmul_bench_choosing_width(&cache, &["--no-tune"], &[]);
+    assert_eq!(adapter_bits(&out), Some(512), "{out}");
+    assert!(!err.contains(probing));
+    let (out, err) = matmul_bench_choosing_width(&cache, &[], &[("LP_NATIVE_VECTOR_WIDTH", "256")]);
+    assert_eq!(adapter_bits(&out), Some(256), "{out}");
+    assert!(!err.contains(probing));
+
+    // A record from another driver is dropped when the device opens; the next command
+    // measures again.
+    edited["driver"] = "llvmpipe Mesa 0.0 (LLVM 0)".into();
+    std::fs::write(&record, edited.to_string()).unwrap();
+    let (_, err) = matmul_bench_choosing_width(&cache, &[], &[]);
+    assert!(
+        err.contains("the driver changed") && !record.exists(),
+        "{err}"
+    );
+
+    // A damaged record is reported in one line and measured again, written whole.
+    std::fs::write(&record, b"{\"version\": 1, \"cpu\": ").unwrap();
+    let (_, err) = matmul_bench_choosing_width(&cache, &[], &[]);
+    assert!(
+        err.contains("damaged lavapipe width record") && err.contains(probing),
+        "{err}"
+    );
+    let rewritten: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert!(rewritten["bits"].is_u64());
+    let _ = std::fs::remove_dir_all(&cache);
+}

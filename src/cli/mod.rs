@@ -68,7 +68,19 @@ pub(crate) struct Opts<'a> {
 
 impl Opts<'_> {
     pub fn engine(&self) -> Result<crate::Engine> {
+        use crate::engine::{files, lavapipe_width};
+        let env = std::env::var("ACTIVEGEN_DEVICE").ok();
+        let pref = self.device.or(env.as_deref());
+        let cache = files::cache_dir();
+        if self.tune {
+            if let Ok(exe) = std::env::current_exe() {
+                lavapipe_width::choose(&exe, pref, &cache);
+            }
+        }
         let g = crate::Engine::new(self.device)?;
+        if self.tune {
+            lavapipe_width::check_opened(&g.device.info, pref, &cache);
+        }
         g.tuner.set_mode(if self.tune {
             crate::engine::tune::TuneMode::Tune
         } else {

@@ -330,9 +330,14 @@ pub struct TuneCmd {
     /// The batch size whose shapes are tuned.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Forget this device's cached choices first and time every shape again.
+    /// Forget this device's cached choices first (lavapipe's vector width included) and
+    /// time everything again.
     #[arg(long)]
     fresh: bool,
+    /// Internal: time lavapipe at the width this process was started with and print one
+    /// JSON line (the child side of the width choice, engine/lavapipe_width.rs).
+    #[arg(long, hide = true)]
+    probe_width: bool,
 }
 
 impl TuneCmd {
@@ -344,8 +349,18 @@ impl TuneCmd {
         if !(2..=4096).contains(&self.batch) {
             anyhow::bail!("--batch must be between 2 and 4096, got {}", self.batch);
         }
+        use crate::engine::{files, lavapipe_width};
+        if self.probe_width {
+            let g = crate::Engine::new(cli.device)?;
+            println!("{}", serde_json::to_string(&lavapipe_width::probe(&g)?)?);
+            return Ok(());
+        }
         if !cli.tune {
             anyhow::bail!("--no-tune: `tune` has nothing to do without tuning");
+        }
+        let width_record = lavapipe_width::record_path(&files::cache_dir());
+        if self.fresh {
+            let _ = std::fs::remove_file(&width_record);
         }
         let g = cli.engine()?;
         if let (true, Some(path)) = (self.fresh, g.tuner.path()) {
@@ -383,6 +398,18 @@ impl TuneCmd {
                 format!("{reads} reads, {walk} blocks first")
             };
             println!("{key:<72} {choice:<44} {:>9.3}", c.ms);
+        }
+        if let Ok(bits) = std::env::var("LP_NATIVE_VECTOR_WIDTH") {
+            let measured = match lavapipe_width::load(&width_record) {
+                Some(r) if r.bits.is_some() => format!(
+                    " (measured, ms at 512 bits {:?}, at 256 {:?}: {})",
+                    r.ms_512,
+                    r.ms_256,
+                    width_record.display()
+                ),
+                _ => String::new(),
+            };
+            println!("lavapipe vector width: {bits} bits{measured}");
         }
         eprintln!(
             "activegen: {} shapes timed now, {} choices in {} ({:.1} s)",

@@ -10,6 +10,7 @@
 pub mod device;
 pub mod features;
 pub mod files;
+pub mod lavapipe_width;
 pub mod nn;
 pub mod ops;
 pub mod policy;

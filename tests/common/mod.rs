@@ -108,9 +108,15 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 }
 
 /// Runs the activegen binary with `args` and extra environment `env` (a crash-test fault
-/// only where `env` sets one); returns (success, stdout, stderr).
+/// only where `env` sets one); returns (success, stdout, stderr). The binary runs lavapipe
+/// at the test process's own vector width, so that its numbers can be compared bit for bit
+/// with the tests' (the measured width choice has its own test in tests/tune.rs).
 pub fn run_activegen(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_activegen"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_activegen"));
+    if let Some(bits) = activegen::engine::lavapipe_width::bits_to_set() {
+        cmd.env("LP_NATIVE_VECTOR_WIDTH", bits.to_string());
+    }
+    let out = cmd
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .env_remove("ACTIVEGEN_FAULT")

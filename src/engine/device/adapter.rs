@@ -34,15 +34,12 @@ fn instance(group: BackendGroup) -> &'static wgpu::Instance {
         if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
             std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
         }
-        // lavapipe runs 8 lanes of 256 bits unless told otherwise; on an AVX-512 CPU its
-        // 16-lane 512-bit code runs the subgroup GEMM 1.3-1.6x faster (matmul_sg16_*,
-        // BENCHMARKS.md) and the other kernels alike. Set before any driver loads; a value
-        // the user set wins (LP_NATIVE_VECTOR_WIDTH=256 restores 8 lanes).
-        #[cfg(target_arch = "x86_64")]
-        if std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_none()
-            && std::arch::is_x86_feature_detected!("avx512f")
-        {
-            std::env::set_var("LP_NATIVE_VECTOR_WIDTH", "512");
+        // lavapipe's vector width is read once, when the driver loads: the user's
+        // setting, else the one measured for this CPU and driver, else 512 bits on AVX-512
+        // CPUs (engine/lavapipe_width.rs).
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(bits) = crate::engine::lavapipe_width::bits_to_set() {
+            std::env::set_var("LP_NATIVE_VECTOR_WIDTH", bits.to_string());
         }
         // WGPU_BACKEND (read by with_env) still narrows the choice.
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
