@@ -367,10 +367,20 @@ pub fn run_train(
     g.set_seed(cfg.seed);
     let mut model = Model::new(g, cfg, classes)?;
     let t = std::time::Instant::now();
+    let tuned_before = g.tuner.tuned.get();
+    if progress && g.tuner.tunes() && g.tuner.choices().is_empty() {
+        eprintln!("activegen: first run on this device: compiling the step's kernels and timing their forms");
+    }
     compile_step_kernels(g, cfg, classes)?;
-    if progress && t.elapsed().as_secs_f64() > 1.0 {
+    let tuned = g.tuner.tuned.get() - tuned_before;
+    if progress && (tuned > 0 || t.elapsed().as_secs_f64() > 1.0) {
+        let timed = if tuned > 0 {
+            format!(" and timed the forms of {tuned} products new to this device")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "activegen: compiled the step's kernels in {:.1} s (once per machine: the driver keeps them on disk)",
+            "activegen: compiled the step's kernels{timed} in {:.1} s (once per machine: both are kept on disk)",
             t.elapsed().as_secs_f64()
         );
     }
