@@ -57,6 +57,9 @@ const SWITCH_BELOW: f64 = 0.8;
 /// The width this process chose before loading the driver (set once, by `choose`).
 static CHOSEN: OnceLock<Option<u32>> = OnceLock::new();
 
+/// Why measuring the width failed in this process, if it did.
+static PROBE_FAILED: OnceLock<String> = OnceLock::new();
+
 /// The value to give `LP_NATIVE_VECTOR_WIDTH` before any driver loads, or None to leave
 /// it alone: the user's own setting always wins; else the measured choice where `choose`
 /// made one; else 512 on AVX-512 CPUs (the built-in default, `--no-tune`).
@@ -115,7 +118,7 @@ pub fn load(path: &Path) -> Option<Record> {
 /// Chooses the width for this process before the driver loads (the CLI, with tuning
 /// on): the record's where it is for this CPU and device preference, else measured now
 /// in child processes of `exe` and kept. Does nothing where the user set the width or
-/// the CPU has no AVX-512. A probe that fails leaves the default, with one line saying why.
+/// the CPU has no AVX-512. A probe that fails leaves the default (`check_opened` says why).
 pub fn choose(exe: &Path, device: Option<&str>, cache_dir: &Path) {
     if std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_some() || !has_avx512() {
         return;
@@ -131,7 +134,9 @@ pub fn choose(exe: &Path, device: Option<&str>, cache_dir: &Path) {
                     Some(r)
                 }
                 Err(e) => {
-                    eprintln!("activegen: measuring lavapipe's vector width failed ({e:#}); using 512 bits");
+                    // Said once the device has opened: where no device opens at all,
+                    // the command's own error is the one line to read.
+                    let _ = PROBE_FAILED.set(format!("{e:#}"));
                     None
                 }
             }
@@ -144,6 +149,11 @@ pub fn choose(exe: &Path, device: Option<&str>, cache_dir: &Path) {
 /// driver was updated, or another adapter is now the default), the record is dropped so
 /// that the next command measures again; this one keeps the width it loaded with.
 pub fn check_opened(info: &wgpu::AdapterInfo, device: Option<&str>, cache_dir: &Path) {
+    if let Some(why) = PROBE_FAILED.get().filter(|_| is_lavapipe(info)) {
+        eprintln!(
+            "activegen: measuring lavapipe's vector width failed ({why}); running at the default"
+        );
+    }
     let path = record_path(cache_dir);
     let Some(r) = load(&path) else { return };
     let driver = driver_of(info);
@@ -178,7 +188,6 @@ fn save(path: &Path, r: &Record) {
 /// lavapipe at all; where it is not, nothing more runs.
 fn measure(exe: &Path, device: Option<&str>, cpu: &str) -> Result<Record> {
     let started = std::time::Instant::now();
-    eprintln!("activegen: timing lavapipe at 512 and 256 bits on this CPU (once; `activegen tune --fresh` repeats it)");
     let first = run_child(exe, device, 512)?;
     let mut record = Record {
         version: VERSION,
@@ -192,6 +201,7 @@ fn measure(exe: &Path, device: Option<&str>, cpu: &str) -> Result<Record> {
     if !first.lavapipe {
         return Ok(record);
     }
+    eprintln!("activegen: timing lavapipe at 512 and 256 bits on this CPU (once; `activegen tune --fresh` repeats it)");
     let mut push = |bits: u32, p: Probe| -> Result<()> {
         let ms = p.ms.context("a lavapipe probe returned no time")?;
         if p.driver != record.driver {
