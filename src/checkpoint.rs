@@ -454,6 +454,19 @@ pub fn settle(dir: &Path) -> Result<()> {
 }
 
 /// Removes temporary files (`*.tmpPID-N`) that an interrupted atomic write left in `dir`.
+/// On resume: one line where the run last stepped on another adapter, driver, lavapipe
+/// width or kernel set (`Engine::identity`; recorded in `state_path`'s `device`). The run
+/// continues; its numbers from here are not bitwise those of an uninterrupted run.
+pub fn note_other_device(g: &Engine, recorded: &str, state_path: &Path) {
+    if !recorded.is_empty() && recorded != g.identity() {
+        eprintln!(
+            "activegen: {}: the run last stepped on {recorded}; resuming on {}: it continues, but not bitwise as it would have there",
+            state_path.display(),
+            g.identity()
+        );
+    }
+}
+
 pub fn remove_stale_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

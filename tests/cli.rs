@@ -593,3 +593,52 @@ fn train_active_compare_and_eval_run_on_a_flat_folder_of_unlabeled_images() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+// A run resumed on another adapter, driver, lavapipe width or kernel set continues, and
+// says in one line that its numbers are no longer bitwise those of an uninterrupted run.
+#[test]
+fn a_resume_on_another_device_continues_and_says_so() {
+    let d = scratch("other-device");
+    let run = d.join("run");
+    let r = run.to_str().unwrap();
+    let tiny = [
+        "--batch",
+        "8",
+        "--g-width",
+        "8",
+        "--d-width",
+        "8",
+        "--quiet",
+        "--out",
+        r,
+    ];
+    let (ok, _, err) = activegen(&[&["train", "--steps", "2"][..], &tiny[..]].concat());
+    assert!(ok, "{err}");
+    let path = run.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let here = state["device"].as_str().unwrap().to_string();
+    assert!(
+        here.contains("kernels"),
+        "state.json names no device: {state}"
+    );
+    state["device"] = serde_json::json!("Another GPU | Vulkan | other driver");
+    std::fs::write(&path, state.to_string()).unwrap();
+    let (ok, _, err) = activegen(&[&["train", "--steps", "3", "--resume"][..], &tiny[..]].concat());
+    assert!(ok, "{err}");
+    let notes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("last stepped on"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(
+        notes[0].contains("state.json")
+            && notes[0].contains("Another GPU")
+            && notes[0].contains("not bitwise"),
+        "{err}"
+    );
+    // The checkpoint of step 3 records this device again: the next resume says nothing.
+    let (ok, _, err) = activegen(&[&["train", "--steps", "4", "--resume"][..], &tiny[..]].concat());
+    assert!(ok, "{err}");
+    assert!(!err.contains("last stepped on"), "{err}");
+}

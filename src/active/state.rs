@@ -27,6 +27,9 @@ pub(super) struct ActiveState {
     /// state file is their commit).
     #[serde(default)]
     pub(super) checkpoint: checkpoint::Manifest,
+    /// Where the run last stepped (`Engine::identity`).
+    #[serde(default)]
+    pub(super) device: String,
 }
 
 impl ActiveState {
@@ -41,6 +44,7 @@ impl ActiveState {
             best_fid: f64::INFINITY,
             evals_since_best: 0,
             checkpoint: Default::default(),
+            device: String::new(),
         }
     }
 }
@@ -84,6 +88,7 @@ pub(super) fn resume_state(
 ) -> Result<ActiveState> {
     let state_path = out.join("active_state.json");
     let st: ActiveState = checkpoint::read_json(&state_path)?;
+    checkpoint::note_other_device(g, &st.device, &state_path);
     // Checked against this pool before anything indexes it.
     let n = pool.items.len();
     let mut seen = HashSet::new();
@@ -145,6 +150,7 @@ pub(super) fn commit_round(
     train::save_config(tcfg, &checkpoint::staged(&ckpt.join("config.toml")))?;
     files.push("config.toml".to_string());
     st.checkpoint = checkpoint::Manifest::of_staged(&ckpt, &files)?;
+    st.device = g.identity().to_string();
     if let Some(q) = &rec.quality {
         if q.fid < st.best_fid {
             st.best_fid = q.fid;

@@ -178,6 +178,12 @@ impl Engine {
         self.device.name()
     }
 
+    /// The adapter, its driver, lavapipe's width and the kernel set: a run resumed where
+    /// any of them differs continues, but not bitwise as it would have where it started.
+    pub fn identity(&self) -> &str {
+        self.tuner.adapter()
+    }
+
     /// Submits everything recorded so far.
     pub fn flush(&self) {
         self.device.flush()

@@ -99,6 +99,12 @@ impl Tuner {
         }
     }
 
+    /// The adapter, driver, lavapipe width and kernel set the choices are kept for: what a
+    /// run's numbers are bitwise reproducible on (`Engine::identity`).
+    pub fn adapter(&self) -> &str {
+        &self.adapter
+    }
+
     pub fn mode(&self) -> TuneMode {
         self.mode.get()
     }

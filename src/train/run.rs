@@ -30,6 +30,9 @@ pub struct RunState {
     /// The checkpoint's files as written at `step` (this file is their commit).
     #[serde(default)]
     pub checkpoint: checkpoint::Manifest,
+    /// Where the run last stepped (`Engine::identity`).
+    #[serde(default)]
+    pub device: String,
 }
 
 /// A run's state.json, checked against the data it resumes on (`n` images of `data`),
@@ -147,6 +150,7 @@ fn start_or_resume(
         sampler: Sampler::new(cfg.seed, n),
         elapsed_s: 0.0,
         checkpoint: Default::default(),
+        device: String::new(),
     };
     checkpoint::remove_stale_temporaries(&dir.root);
     let state_path = dir.state_path();
@@ -164,6 +168,7 @@ fn start_or_resume(
     let text = std::fs::read_to_string(&state_path)
         .map_err(|e| anyhow!("{}: {}", state_path.display(), checkpoint::io_reason(&e)))?;
     let state = parse_state(&text, &state_path, &cfg.data, n)?;
+    checkpoint::note_other_device(g, &state.device, &state_path);
     state.checkpoint.roll_forward(&dir.root)?;
     state
         .checkpoint
@@ -325,6 +330,7 @@ fn save_checkpoint(
     let (seed, offset) = g.rng_state();
     state.rng_seed = seed;
     state.rng_offset = offset;
+    state.device = g.identity().to_string();
     let files = model.save(g, &dir.root).map_err(|e| {
         let resume = match saved_step {
             Some(s) => format!(
