@@ -335,12 +335,11 @@ fn sample_refuses_empty_and_non_finite_latents_and_works_in_chunks() {
     );
 }
 
-#[test]
-fn a_state_file_whose_data_order_does_not_fit_the_data_is_refused() {
-    let d = scratch("sampler");
-    let run = d.join("run");
-    let r = run.to_str().unwrap();
-    let tiny = [
+/// A tiny DCGAN trained 2 steps into `scratch(name)/run`: the run directory and the flags
+/// that resume it (`--steps` and `--resume` to be added).
+fn two_step_run(name: &str) -> (PathBuf, Vec<String>) {
+    let run = scratch(name).join("run");
+    let tiny: Vec<String> = [
         "--batch",
         "8",
         "--g-width",
@@ -349,17 +348,36 @@ fn a_state_file_whose_data_order_does_not_fit_the_data_is_refused() {
         "8",
         "--quiet",
         "--out",
-        r,
-    ];
-    let (ok, _, err) = activegen(&[&["train", "--steps", "2"][..], &tiny[..]].concat());
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([run.to_str().unwrap().to_string()])
+    .collect();
+    let args: Vec<&str> = ["train", "--steps", "2"]
+        .into_iter()
+        .chain(tiny.iter().map(String::as_str))
+        .collect();
+    let (ok, _, err) = activegen(&args);
     assert!(ok, "{err}");
-    let path = run.join("state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    state["sampler"]["n"] = serde_json::json!(5);
-    std::fs::write(&path, state.to_string()).unwrap();
+    (run, tiny)
+}
+
+/// `train --steps N --resume` over the run `two_step_run` made.
+fn resume_args<'a>(steps: &'a str, tiny: &'a [String]) -> Vec<&'a str> {
+    ["train", "--steps", steps, "--resume"]
+        .into_iter()
+        .chain(tiny.iter().map(String::as_str))
+        .collect()
+}
+
+#[test]
+fn a_state_file_whose_data_order_does_not_fit_the_data_is_refused() {
+    let (run, tiny) = two_step_run("sampler");
+    common::edit_json(&run.join("state.json"), |state| {
+        state["sampler"]["n"] = serde_json::json!(5)
+    });
     refused(
-        &[&["train", "--steps", "4", "--resume"][..], &tiny[..]].concat(),
+        &resume_args("4", &tiny),
         &["state.json", "over 5 images", "8000"],
     );
 }
@@ -598,33 +616,20 @@ fn train_active_compare_and_eval_run_on_a_flat_folder_of_unlabeled_images() {
 // says in one line that its numbers are no longer bitwise those of an uninterrupted run.
 #[test]
 fn a_resume_on_another_device_continues_and_says_so() {
-    let d = scratch("other-device");
-    let run = d.join("run");
-    let r = run.to_str().unwrap();
-    let tiny = [
-        "--batch",
-        "8",
-        "--g-width",
-        "8",
-        "--d-width",
-        "8",
-        "--quiet",
-        "--out",
-        r,
-    ];
-    let (ok, _, err) = activegen(&[&["train", "--steps", "2"][..], &tiny[..]].concat());
-    assert!(ok, "{err}");
+    let (run, tiny) = two_step_run("other-device");
     let path = run.join("state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let here = state["device"].as_str().unwrap().to_string();
+    let here = common::read_json(&path)["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         here.contains("kernels"),
-        "state.json names no device: {state}"
+        "state.json names no device: {here}"
     );
-    state["device"] = serde_json::json!("Another GPU | Vulkan | other driver");
-    std::fs::write(&path, state.to_string()).unwrap();
-    let (ok, _, err) = activegen(&[&["train", "--steps", "3", "--resume"][..], &tiny[..]].concat());
+    common::edit_json(&path, |state| {
+        state["device"] = serde_json::json!("Another GPU | Vulkan | other driver")
+    });
+    let (ok, _, err) = activegen(&resume_args("3", &tiny));
     assert!(ok, "{err}");
     let notes: Vec<&str> = err
         .lines()
@@ -638,7 +643,7 @@ fn a_resume_on_another_device_continues_and_says_so() {
         "{err}"
     );
     // The checkpoint of step 3 records this device again: the next resume says nothing.
-    let (ok, _, err) = activegen(&[&["train", "--steps", "4", "--resume"][..], &tiny[..]].concat());
+    let (ok, _, err) = activegen(&resume_args("4", &tiny));
     assert!(ok, "{err}");
     assert!(!err.contains("last stepped on"), "{err}");
 }

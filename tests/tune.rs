@@ -243,8 +243,7 @@ fn lavapipe_width_is_measured_once_then_kept() {
         err.contains(probing),
         "first command did not measure the width: {err}"
     );
-    let kept: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let kept = read_json(&record);
     let bits = kept["bits"].as_u64().expect("a width") as u32;
     assert!(bits == 256 || bits == 512);
     assert_eq!(kept["ms_256"].as_array().unwrap().len(), 2);
@@ -262,9 +261,7 @@ fn lavapipe_width_is_measured_once_then_kept() {
 
     // The record is what runs: the other width, written in, is the one opened.
     let other = 768 - bits;
-    let mut edited = kept.clone();
-    edited["bits"] = other.into();
-    std::fs::write(&record, edited.to_string()).unwrap();
+    edit_json(&record, |r| r["bits"] = other.into());
     let (out, _) = matmul_bench_choosing_width(&cache, &[], &[]);
     assert_eq!(adapter_bits(&out), Some(other), "{out}");
 
@@ -278,8 +275,9 @@ fn lavapipe_width_is_measured_once_then_kept() {
 
     // A record from another driver is dropped when the device opens; the next command
     // measures again.
-    edited["driver"] = "llvmpipe Mesa 0.0 (LLVM 0)".into();
-    std::fs::write(&record, edited.to_string()).unwrap();
+    edit_json(&record, |r| {
+        r["driver"] = "llvmpipe Mesa 0.0 (LLVM 0)".into()
+    });
     let (_, err) = matmul_bench_choosing_width(&cache, &[], &[]);
     assert!(
         err.contains("the driver changed") && !record.exists(),
@@ -293,8 +291,6 @@ fn lavapipe_width_is_measured_once_then_kept() {
         err.contains("damaged lavapipe width record") && err.contains(probing),
         "{err}"
     );
-    let rewritten: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
-    assert!(rewritten["bits"].is_u64());
+    assert!(read_json(&record)["bits"].is_u64());
     let _ = std::fs::remove_dir_all(&cache);
 }

@@ -69,6 +69,8 @@ pub(crate) struct Opts<'a> {
 impl Opts<'_> {
     pub fn engine(&self) -> Result<crate::Engine> {
         use crate::engine::{files, lavapipe_width};
+        // Resolved here as Engine::new would, because the width record is kept per adapter
+        // preference and must be chosen before the engine opens.
         let env = std::env::var("ACTIVEGEN_DEVICE").ok();
         let pref = self.device.or(env.as_deref());
         let cache = files::cache_dir();
@@ -77,7 +79,7 @@ impl Opts<'_> {
                 lavapipe_width::choose(&exe, pref, &cache);
             }
         }
-        let g = crate::Engine::new(self.device)?;
+        let g = crate::Engine::new(pref)?;
         if self.tune {
             lavapipe_width::check_opened(&g.device.info, pref, &cache);
         }

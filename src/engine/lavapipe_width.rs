@@ -21,11 +21,9 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// What `tune --probe-width` prints and the record keeps per width.
+/// What `tune --probe-width` prints: one child's measurement at its width.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Probe {
-    /// The adapter's name as opened (it names the width on lavapipe).
-    pub adapter: String,
     /// The driver and its version: what a record is valid for.
     pub driver: String,
     /// Whether the adapter the command opens is lavapipe (nothing to choose otherwise).
@@ -265,7 +263,6 @@ pub fn probe(g: &crate::Engine) -> Result<Probe> {
     use crate::engine::ops::{matmul, rng};
     let info = &g.device.info;
     let mut p = Probe {
-        adapter: info.name.clone(),
         driver: driver_of(info),
         lavapipe: is_lavapipe(info),
         ms: None,

@@ -130,6 +130,22 @@ pub fn run_activegen(args: &[&str], env: &[(&str, &str)]) -> (bool, String, Stri
     )
 }
 
+/// The JSON file at `path` (a run's state, a cache record), parsed.
+#[allow(dead_code)]
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Rewrites the JSON file at `path` through `change` (the tests' way to damage or redirect
+/// a state file or a cache record).
+#[allow(dead_code)]
+pub fn edit_json(path: &std::path::Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let mut v = read_json(path);
+    change(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
 /// Chromium's path (Debian's `chromium`, or `chromium-browser`, `google-chrome` on PATH),
 /// for the tests that render in a real browser. Without it the test fails and says how to
 /// install it.
